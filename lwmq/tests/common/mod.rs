@@ -1,0 +1,83 @@
+//! Shared helpers for the integration tests: the pyzmq environment, peer processes,
+//! and a watchdog for tests that could deadlock.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the crate lives in a workspace")
+        .to_path_buf()
+}
+
+/// The python of a virtual environment holding pyzmq, created on first use by
+/// `scripts/setup-test-env.sh` (which serializes concurrent callers with a lock).
+pub fn python() -> &'static Path {
+    static PY: OnceLock<PathBuf> = OnceLock::new();
+    PY.get_or_init(|| {
+        let out = Command::new(repo_root().join("scripts/setup-test-env.sh"))
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run scripts/setup-test-env.sh");
+        assert!(out.status.success(), "setting up the pyzmq environment failed");
+        let stdout = String::from_utf8(out.stdout).expect("utf-8 path");
+        PathBuf::from(stdout.lines().last().expect("the script prints the python path").trim())
+    })
+}
+
+/// Starts `lwmq/tests/py/<script>` with the pyzmq python; stdout is piped.
+pub fn spawn_py(script: &str, args: &[&str]) -> Child {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py").join(script);
+    Command::new(python())
+        .arg(path)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start the python peer")
+}
+
+/// Kills a child process when dropped, so a failing test leaves no stray peer behind.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Aborts the whole test process if the guard is still alive after `limit`: a test
+/// that deadlocks fails loudly instead of hanging CI. Drop the guard to disarm it.
+pub struct Watchdog {
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+pub fn watchdog(limit: Duration) -> Watchdog {
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = done.clone();
+    let name = std::thread::current().name().unwrap_or("test").to_owned();
+    std::thread::spawn(move || {
+        let start = std::time::Instant::now();
+        while start.elapsed() < limit {
+            std::thread::sleep(Duration::from_millis(50));
+            if flag.load(std::sync::atomic::Ordering::Relaxed) {
+                return;
+            }
+        }
+        eprintln!("watchdog: {name} still running after {limit:?}; aborting");
+        std::process::abort();
+    });
+    Watchdog { done }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.done.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
