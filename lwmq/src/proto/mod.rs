@@ -62,8 +62,16 @@
 //!   or 0x00 (cancel); with 3.1 as SUBSCRIBE/CANCEL commands. Both forms are accepted.
 //! - The maximum message size applies per frame, as libzmq's `ZMQ_MAXMSGSIZE` does, and
 //!   is checked from the frame header, before any byte of the body is buffered.
-//! - PLAIN rejection sends ERROR with reason `"400"`, as libzmq's ZAP does, so a libzmq
-//!   client reports an authentication failure.
+//! - PLAIN rejection sends ERROR with reason `"400"` (libzmq's ZAP status code). libzmq
+//!   spells the name of its PLAIN ERROR `^RROR` (0x5E "RROR", a C escape slip in its
+//!   source); we accept that spelling but send the RFC's, so a libzmq 4.3 client reports
+//!   our rejection as a protocol failure instead of an authentication failure (it
+//!   disconnects all the same).
+//! - libzmq never sets the greeting's as-server bit, so PLAIN roles are not checked from
+//!   the greeting (except two servers that both set it).
+//! - libzmq may send a PING between the frames of a multipart message; that is accepted.
+//! - libzmq attaches a bound socket's new connection (and sends a SUB's subscriptions on
+//!   it) only when its application thread next calls into the socket.
 //!
 //! # CURVE
 //!

@@ -868,3 +868,27 @@ fn events_debug_redacts_passwords() {
     let c = plain_client(Pair, "u", "hunter2");
     assert!(!format!("{c:?}").contains("hunter2"));
 }
+
+#[test]
+fn two_plain_clients_are_a_mechanism_error() {
+    let mut p = Pair::new(
+        plain_client(Dealer, "a", "b"),
+        plain_client(Dealer, "c", "d"),
+    );
+    p.drive();
+    assert!(matches!(
+        closed_with(&p.a_events),
+        Some(ProtoError::Mechanism(m)) if m.contains("both sides are PLAIN clients")
+    ));
+}
+
+#[test]
+fn libzmq_plain_rejection_bytes_fail_our_client() {
+    let now = Instant::now();
+    let mut c = Connection::new(plain_client(Dealer, "admin", "x"), now);
+    c.handle_input(&peer_greeting(3, 1, "PLAIN", false), now);
+    drain(&mut c);
+    // Exactly what libzmq 4.3.5's PLAIN server sent after its ZAP handler said no.
+    c.handle_input(b"\x04\x09^RROR\x03400", now);
+    assert!(matches!(c.error(), Some(ProtoError::AuthFailed(m)) if m.contains("400")));
+}
