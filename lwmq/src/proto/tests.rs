@@ -892,3 +892,41 @@ fn libzmq_plain_rejection_bytes_fail_our_client() {
     c.handle_input(b"\x04\x09^RROR\x03400", now);
     assert!(matches!(c.error(), Some(ProtoError::AuthFailed(m)) if m.contains("400")));
 }
+
+#[test]
+fn plain_byte_vectors_server_side() {
+    let now = Instant::now();
+    let mut c = Connection::new(plain_server(Router), now);
+    assert_eq!(drain(&mut c), greeting::encode_first());
+    c.handle_input(&peer_greeting(3, 1, "PLAIN", false), now);
+    let rest = drain(&mut c);
+    assert_eq!(rest, greeting::encode_rest("PLAIN", true));
+    assert_eq!(rest[21], 1, "as-server set");
+    c.handle_input(b"\x04\x0e\x05HELLO\x05admin\x01x", now);
+    assert!(drain(&mut c).is_empty(), "nothing before the owner decides");
+    assert_eq!(
+        events(&mut c),
+        vec![Event::AuthRequest {
+            username: "admin".into(),
+            password: "x".into()
+        }]
+    );
+    c.authenticate(true);
+    assert_eq!(drain(&mut c), b"\x04\x08\x07WELCOME");
+    let mut md = Metadata::default();
+    md.push("Socket-Type", "DEALER");
+    md.push("Identity", "peer-1");
+    c.handle_input(&command_frame(&Command::Initiate(md)), now);
+    let out = drain(&mut c);
+    let mut buf = BytesMut::from(&out[..]);
+    let f = frame::decode(&mut buf, None).unwrap().unwrap();
+    assert!(buf.is_empty());
+    let Command::Ready(md) = Command::parse(f.body).unwrap() else {
+        panic!("expected READY")
+    };
+    assert_eq!(md.get("Socket-Type").unwrap(), "ROUTER");
+    assert!(c.is_ready());
+    let peer = c.peer().unwrap();
+    assert_eq!(peer.identity, "peer-1");
+    assert_eq!(peer.user_id.as_deref(), Some("admin"));
+}
