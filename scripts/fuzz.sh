@@ -19,6 +19,7 @@ export PATH="$tools/bin:$PATH"
 for target in $(cargo fuzz list); do
     echo "== fuzzing $target for ${secs}s" >&2
     mkdir -p "fuzz/corpus/$target"
-    cargo fuzz run "$target" "fuzz/corpus/$target" -- -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048
+    cargo fuzz run "$target" "fuzz/corpus/$target" -- -dict=fuzz/zmtp.dict \
+        -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048
 done
 echo "== fuzzing done: no crash in $(cargo fuzz list | wc -l) targets x ${secs}s" >&2

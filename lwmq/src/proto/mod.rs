@@ -21,8 +21,12 @@
 //!
 //! Poll transmit before events: [`Event::Closed`] is only handed out once every final
 //! byte (an ERROR command telling the peer why) has been taken by `poll_transmit`, so an
-//! owner that closes the stream on `Closed` never cuts the explanation off. After a fatal
-//! error [`Connection::is_closed`] is true at once; input is then ignored.
+//! owner that closes the stream on `Closed` never cuts the explanation off (after a
+//! heartbeat timeout the queue is dropped instead: the peer is presumed dead). After a
+//! fatal error [`Connection::is_closed`] is true at once; input is then ignored.
+//!
+//! There is no handshake timeout here: an owner that wants one closes the stream when
+//! [`Connection::is_ready`] has not turned true in time.
 //!
 //! # States
 //!

@@ -818,7 +818,16 @@ fn silent_peer_times_out_after_a_ping() {
     assert_eq!(p.a.poll_timeout(), Some(p.now + Duration::from_millis(300)));
     p.advance(Duration::from_millis(299));
     assert!(p.a.is_ready());
-    p.advance(Duration::from_millis(1));
+    // Data queued for the dead peer does not hold the Closed event back.
+    p.a.send(Message::from("never read")).unwrap();
+    p.now += Duration::from_millis(1);
+    p.a.handle_timeout(p.now);
+    assert_eq!(p.a.pending_transmit_bytes(), 0);
+    assert_eq!(
+        p.a.poll_event(),
+        Some(Event::Closed(ProtoError::HeartbeatTimeout))
+    );
+    p.a_events.push(Event::Closed(ProtoError::HeartbeatTimeout));
     assert_eq!(
         closed_with(&p.a_events),
         Some(&ProtoError::HeartbeatTimeout)
