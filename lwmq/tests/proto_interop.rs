@@ -521,12 +521,18 @@ fn plain_we_are_server_of_a_libzmq_client() {
 #[test]
 fn heartbeating_libzmq_peer_stays_connected() {
     let _wd = common::watchdog(Duration::from_secs(60));
-    for we_connect in [true, false] {
-        // We heartbeat too, so libzmq must answer our PINGs or we time out.
+    // (we connect, we heartbeat too)
+    for (we_connect, ours_too) in [(true, false), (false, true)] {
         let mut cfg = Config::new(SocketType::Pair);
-        cfg.heartbeat_interval = Some(Duration::from_millis(200));
-        cfg.heartbeat_timeout = Some(Duration::from_millis(800));
-        cfg.heartbeat_ttl = Some(Duration::from_millis(1500));
+        if ours_too {
+            // libzmq must answer our PINGs, or we time out.
+            cfg.heartbeat_interval = Some(Duration::from_millis(200));
+            cfg.heartbeat_timeout = Some(Duration::from_millis(800));
+            cfg.heartbeat_ttl = Some(Duration::from_millis(1500));
+        }
+        // libzmq PINGs every 200 ms with a TTL of 1 s, and drops us if nothing comes back
+        // within 600 ms of a PING. Without heartbeats of our own, our PONGs are the only
+        // thing it receives from us.
         let (mut w, mut peer) = connect(
             cfg,
             SocketType::Pair,
@@ -534,7 +540,6 @@ fn heartbeating_libzmq_peer_stays_connected() {
             &["--hb", "200,1000,600", "--monitor"],
         );
         w.handshake();
-        // libzmq PINGs every 200 ms and drops us if nothing comes back within 600 ms.
         w.keep_alive_for(Duration::from_secs(5));
         w.send(Message::from("still here"));
         assert_eq!(peer.recv(), Message::from("still here"));
@@ -550,6 +555,33 @@ fn heartbeating_libzmq_peer_stays_connected() {
             !ev.iter()
                 .any(|e| e == "DISCONNECTED" || e.starts_with("HANDSHAKE_FAILED")),
             "{ev:?}"
+        );
+    }
+}
+
+#[test]
+fn libzmq_drops_a_peer_that_never_answers_its_pings() {
+    // The control for the test above: a peer that stops reading (so never PONGs) is
+    // dropped by libzmq, which shows its heartbeat timeout is really armed.
+    let _wd = common::watchdog(Duration::from_secs(60));
+    let (mut w, mut peer) = connect(
+        Config::new(SocketType::Pair),
+        SocketType::Pair,
+        true,
+        &["--hb", "200,1000,600", "--monitor"],
+    );
+    w.handshake();
+    let start = Instant::now();
+    loop {
+        // Deaf and mute: no pump at all.
+        std::thread::sleep(Duration::from_millis(100));
+        let ev = peer.events();
+        if ev.iter().any(|e| e == "DISCONNECTED") {
+            break;
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "libzmq never dropped us: {ev:?}"
         );
     }
 }
