@@ -13,9 +13,17 @@ use std::time::{Duration, Instant};
 use lwmq::proto::{Config, Connection, Event, MechanismConfig, ProtoError};
 use lwmq::{Bytes, Message, SocketType};
 
-/// Longest we wait for one expected thing before failing with a message (a guard
-/// against hangs that says what was awaited; the watchdog is the last resort).
-const PATIENCE: Duration = Duration::from_secs(20);
+/// Waits never fail on time (each test's watchdog ends a hang); every this long, a wait
+/// says on stderr what it is still waiting for, so a hang is easy to read.
+const NOTE_EVERY: Duration = Duration::from_secs(10);
+
+/// Notes on stderr, every [`NOTE_EVERY`], that a wait begun at `*since` goes on.
+fn still_waiting(since: &mut Instant, what: impl std::fmt::Display) {
+    if since.elapsed() >= NOTE_EVERY {
+        eprintln!("still waiting for {what}");
+        *since = Instant::now();
+    }
+}
 
 /// The python peer process and its command pipe.
 struct Peer {
@@ -237,7 +245,7 @@ impl Wire {
 
     /// Pumps until `f` picks an event (earlier events are dropped) and returns its value.
     fn until<T>(&mut self, what: &str, mut f: impl FnMut(&Event) -> Option<T>) -> T {
-        let start = Instant::now();
+        let mut start = Instant::now();
         loop {
             while let Some(e) = self.events.pop_front() {
                 if let Some(t) = f(&e) {
@@ -247,7 +255,7 @@ impl Wire {
                     panic!("closed while waiting for {what}: {err}");
                 }
             }
-            assert!(start.elapsed() < PATIENCE, "no {what} after {PATIENCE:?}");
+            still_waiting(&mut start, what);
             assert!(!self.eof, "the peer hung up while we waited for {what}");
             self.pump();
         }
@@ -499,7 +507,7 @@ fn plain_we_are_server_of_a_libzmq_client() {
                 // libzmq failed the handshake and hung up. (It reports our RFC-spelled
                 // ERROR as an unexpected command: its PLAIN client only knows the
                 // "^RROR" spelling of its own source; see proto::command.)
-                let start = Instant::now();
+                let mut start = Instant::now();
                 loop {
                     let ev = peer.events();
                     if ev.iter().any(|e| e == "DISCONNECTED") {
@@ -510,7 +518,7 @@ fn plain_we_are_server_of_a_libzmq_client() {
                         assert!(!ev.iter().any(|e| e == "HANDSHAKE_SUCCEEDED"), "{ev:?}");
                         break;
                     }
-                    assert!(start.elapsed() < PATIENCE, "libzmq events: {ev:?}");
+                    still_waiting(&mut start, format!("libzmq to disconnect; events {ev:?}"));
                     std::thread::sleep(Duration::from_millis(50));
                 }
             }
@@ -571,7 +579,7 @@ fn libzmq_drops_a_peer_that_never_answers_its_pings() {
         &["--hb", "200,1000,600", "--monitor"],
     );
     w.handshake();
-    let start = Instant::now();
+    let mut start = Instant::now();
     loop {
         // Deaf and mute: no pump at all.
         std::thread::sleep(Duration::from_millis(100));
@@ -579,10 +587,7 @@ fn libzmq_drops_a_peer_that_never_answers_its_pings() {
         if ev.iter().any(|e| e == "DISCONNECTED") {
             break;
         }
-        assert!(
-            start.elapsed() < PATIENCE,
-            "libzmq never dropped us: {ev:?}"
-        );
+        still_waiting(&mut start, format!("libzmq to drop us; events {ev:?}"));
     }
 }
 
@@ -625,13 +630,10 @@ fn libzmq_refuses_our_incompatible_type() {
         // (and send no ERROR): whatever happens next is libzmq's own decision.
         w.deaf_after = Some(64);
         // libzmq, seeing our type, fails the handshake and closes the TCP connection.
-        let start = Instant::now();
+        let mut start = Instant::now();
         while !w.eof {
             w.pump();
-            assert!(
-                start.elapsed() < PATIENCE,
-                "libzmq kept the connection open"
-            );
+            still_waiting(&mut start, "libzmq to close the connection");
         }
         assert!(
             !w.events
@@ -640,7 +642,7 @@ fn libzmq_refuses_our_incompatible_type() {
             "{:?}",
             w.events
         );
-        let start = Instant::now();
+        let mut start = Instant::now();
         loop {
             let ev = peer.events();
             // libzmq 4.3.5 reports a metadata mismatch as a plain disconnect.
@@ -651,8 +653,33 @@ fn libzmq_refuses_our_incompatible_type() {
                 assert!(!ev.iter().any(|e| e == "HANDSHAKE_SUCCEEDED"), "{ev:?}");
                 break;
             }
-            assert!(start.elapsed() < PATIENCE, "libzmq events: {ev:?}");
+            still_waiting(&mut start, format!("libzmq to disconnect; events {ev:?}"));
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+}
+
+#[test]
+fn routing_ids_cross_in_both_directions() {
+    let _wd = common::watchdog(Duration::from_secs(60));
+    for we_connect in [true, false] {
+        // Ours reaches a libzmq ROUTER, which uses it as the envelope.
+        let mut cfg = Config::new(SocketType::Dealer);
+        cfg.identity = Bytes::from_static(b"lwmq-dealer");
+        let (mut w, mut peer) = connect(cfg, SocketType::Router, we_connect, &[]);
+        w.handshake();
+        w.send(Message::from("x"));
+        assert_eq!(peer.recv(), Message::from_frames(["lwmq-dealer", "x"]));
+        peer.send(&Message::from_frames(["lwmq-dealer", "y"]));
+        assert_eq!(w.recv(), Message::from("y"));
+
+        // Theirs reaches us in PeerInfo.
+        let (mut w, _peer) = connect(
+            Config::new(SocketType::Router),
+            SocketType::Dealer,
+            we_connect,
+            &["--identity", "zmq-dealer"],
+        );
+        assert_eq!(w.handshake().identity, "zmq-dealer");
     }
 }

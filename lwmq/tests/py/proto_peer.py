@@ -1,7 +1,7 @@
 """A libzmq (pyzmq) peer for lwmq's proto interop tests, driven over stdin/stdout.
 
 Usage: proto_peer.py TYPE (bind | connect PORT) [--hb IVL,TTL,TIMEOUT] [--monitor]
-                     [--plain-server USER:PW] [--plain-client USER:PW]
+                     [--plain-server USER:PW] [--plain-client USER:PW] [--identity ID]
 
 On start it prints "port N" (bind, on 127.0.0.1, an ephemeral port) or "ready" (connect).
 Then it answers one line per command line:
@@ -89,6 +89,8 @@ def main():
         user, pw = opts["--plain-client"].split(":", 1)
         sock.plain_username = user.encode()
         sock.plain_password = pw.encode()
+    if "--identity" in opts:
+        sock.setsockopt(zmq.ROUTING_ID, opts["--identity"].encode())
     mon = sock.get_monitor_socket() if opts.get("monitor") else None
     seen = []
     if kind == "SUB":
