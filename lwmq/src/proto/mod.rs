@@ -73,14 +73,15 @@
 //!   disconnects all the same).
 //! - libzmq never sets the greeting's as-server bit, so PLAIN roles are not checked from
 //!   the greeting (except two servers that both set it).
-//! - libzmq may send a PING between the frames of a multipart message; that is accepted.
+//! - A command (a PING from libzmq's heartbeat timer, say) between the frames of a
+//!   multipart message is accepted.
 //! - libzmq attaches a bound socket's new connection (and sends a SUB's subscriptions on
 //!   it) only when its application thread next calls into the socket.
 //!
 //! # CURVE
 //!
-//! Mechanisms are `Handshake` state objects (private module `mechanism`) that the connection drives with
-//! commands; CURVE fits as a third set of states. What CURVE adds beyond that (frames are
+//! Mechanisms are `Handshake` state objects (private module `mechanism`) that the
+//! connection drives with commands; CURVE fits as a third set of states. What CURVE adds beyond that (frames are
 //! encrypted into MESSAGE commands after the handshake) belongs in a per-connection frame
 //! transform returned by the final handshake step; it is not written yet.
 
