@@ -939,3 +939,28 @@ fn plain_byte_vectors_server_side() {
     assert_eq!(peer.identity, "peer-1");
     assert_eq!(peer.user_id.as_deref(), Some("admin"));
 }
+
+#[test]
+fn connection_can_move_to_the_io_thread() {
+    fn assert_send<T: Send + 'static>() {}
+    assert_send::<Connection>();
+    assert_send::<Event>();
+}
+
+#[test]
+fn plain_credentials_over_255_bytes_are_refused_up_front() {
+    let long = "x".repeat(256);
+    let cfg = plain_client(Dealer, &long, "pw");
+    assert!(matches!(
+        cfg.validate(),
+        Err(ProtoError::InvalidArgument(_))
+    ));
+    assert!(
+        plain_client(Dealer, "u", &"y".repeat(255))
+            .validate()
+            .is_ok()
+    );
+    let mut cfg = Config::new(Dealer);
+    cfg.resource = Some("r".repeat(256));
+    assert!(cfg.validate().is_err());
+}
