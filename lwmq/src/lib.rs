@@ -13,7 +13,10 @@
 
 mod error;
 mod message;
+mod pattern;
 mod socket_type;
+
+pub mod transport;
 
 pub mod endpoint;
 pub mod proto;
