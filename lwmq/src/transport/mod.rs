@@ -57,6 +57,12 @@ use bytes::Bytes;
 
 use crate::{Message, SocketType};
 
+/// A process-wide unique pipe id (also the I/O thread's key for the pipe).
+pub(crate) fn next_pipe_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Something that can be told "look at your pipes again". Implemented by [`Signal`]
 /// (a socket's wake-up) and by the I/O thread's per-pipe waker.
 pub trait Notify: Send + Sync {
