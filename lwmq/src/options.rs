@@ -97,7 +97,11 @@ mod tests {
     fn backoff_doubles_up_to_the_maximum() {
         let mut o = Options::new(SocketType::Dealer);
         let ivl = o.reconnect_interval;
-        assert_eq!(o.next_reconnect_interval(ivl), ivl, "no maximum: no backoff");
+        assert_eq!(
+            o.next_reconnect_interval(ivl),
+            ivl,
+            "no maximum: no backoff"
+        );
         o.reconnect_interval_max = Some(Duration::from_millis(350));
         let a = o.next_reconnect_interval(ivl);
         let b = o.next_reconnect_interval(a);

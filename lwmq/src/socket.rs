@@ -172,9 +172,7 @@ impl Socket {
                 let io = self.ctx.io()?;
                 let id = crate::transport::next_pipe_id();
                 let actual = bound.endpoint.clone();
-                self.shared
-                    .monitors
-                    .emit(EventKind::Listening, &actual, "");
+                self.shared.monitors.emit(EventKind::Listening, &actual, "");
                 io.command(Command::Listen {
                     id,
                     socket: self.shared.clone(),
@@ -234,8 +232,7 @@ impl Socket {
                 // A connect pipe that exists before the connection lets messages queue
                 // while the peer is away. ROUTER learns its peer's routing id in the
                 // handshake, so its pipes are made then.
-                let pipe = if !core.options.immediate && self.socket_type() != SocketType::Router
-                {
+                let pipe = if !core.options.immediate && self.socket_type() != SocketType::Router {
                     let (mine, theirs) =
                         crate::io_thread::stream_pipe(&io, &self.shared, &core.options, uri);
                     core.pattern.attach(mine.0, mine.1);
@@ -283,7 +280,10 @@ impl Socket {
             matches!(
                 (a, bind),
                 (Attached::InprocBind(_) | Attached::StreamBind(_), true)
-                    | (Attached::InprocConnect(_) | Attached::StreamConnect(_), false)
+                    | (
+                        Attached::InprocConnect(_) | Attached::StreamConnect(_),
+                        false
+                    )
             )
         };
         let Some(pos) = core

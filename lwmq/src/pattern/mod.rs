@@ -55,8 +55,6 @@ pub(crate) trait Pattern: Send + std::fmt::Debug {
             "subscribe/unsubscribe apply to SUB and XSUB sockets only".into(),
         ))
     }
-    /// The ids of the pipes currently attached.
-    fn pipe_ids(&self) -> Vec<PipeId>;
 }
 
 /// The pattern for a socket type.
@@ -126,17 +124,6 @@ impl Pipes {
 
     pub(crate) fn ids(&self) -> Vec<PipeId> {
         self.list.iter().map(|(id, _)| *id).collect()
-    }
-
-    pub(crate) fn contains(&self, id: PipeId) -> bool {
-        self.list.iter().any(|(p, _)| *p == id)
-    }
-
-    pub(crate) fn meta(&self, id: PipeId) -> Option<&PipeMeta> {
-        self.list
-            .iter()
-            .find(|(p, _)| *p == id)
-            .map(|(_, pipe)| &pipe.meta)
     }
 
     /// Reads the next message, visiting pipes in turn from where the last read stopped.
@@ -249,12 +236,6 @@ impl Pipes {
     pub(crate) fn any_writable(&self) -> bool {
         self.list.iter().any(|(_, p)| p.writer.is_writable())
     }
-
-    pub(crate) fn is_writable(&self, id: PipeId) -> bool {
-        self.list
-            .iter()
-            .any(|(p, pipe)| *p == id && pipe.writer.is_writable())
-    }
 }
 
 /// Splits a message after its first empty frame: (envelope including the delimiter,
@@ -287,7 +268,9 @@ pub(crate) mod testutil {
         }
         pub(crate) fn write(&mut self, m: impl Into<Message>) {
             use crate::transport::PipeWriter;
-            self.tx.try_write(m.into()).expect("test pipe takes the message");
+            self.tx
+                .try_write(m.into())
+                .expect("test pipe takes the message");
         }
     }
 

@@ -153,9 +153,6 @@ impl Pattern for Pub {
     fn can_send(&mut self) -> bool {
         true
     }
-    fn pipe_ids(&self) -> Vec<PipeId> {
-        self.pipes.ids()
-    }
 }
 
 /// SUB, or XSUB when `xsub`.
@@ -230,9 +227,6 @@ impl Pattern for Sub {
     fn can_send(&mut self) -> bool {
         self.xsub
     }
-    fn pipe_ids(&self) -> Vec<PipeId> {
-        self.pipes.ids()
-    }
 }
 
 #[cfg(test)]
@@ -276,7 +270,10 @@ mod tests {
         a.write(control(true, b"t"));
         b.write(control(true, b"t"));
         assert_eq!(p.recv().unwrap(), control(true, b"t"));
-        assert!(matches!(p.recv(), Err(Error::WouldBlock)), "second subscriber is silent");
+        assert!(
+            matches!(p.recv(), Err(Error::WouldBlock)),
+            "second subscriber is silent"
+        );
         a.write(control(false, b"t"));
         assert!(matches!(p.recv(), Err(Error::WouldBlock)));
         drop(b); // the last subscriber goes away: its topics are cancelled

@@ -130,9 +130,6 @@ impl Pattern for Req {
     fn can_send(&mut self) -> bool {
         (self.state == ReqState::Ready || self.relaxed) && self.pipes.any_writable()
     }
-    fn pipe_ids(&self) -> Vec<PipeId> {
-        self.pipes.ids()
-    }
 }
 
 /// REP: receive, send, receive...
@@ -189,9 +186,6 @@ impl Pattern for Rep {
     }
     fn can_send(&mut self) -> bool {
         self.replying.is_some()
-    }
-    fn pipe_ids(&self) -> Vec<PipeId> {
-        self.pipes.ids()
     }
 }
 
@@ -262,7 +256,10 @@ mod tests {
         let (p2, mut b) = pipe(0, SocketType::Req, b"");
         r.attach(1, p1);
         r.attach(2, p2);
-        assert!(matches!(r.send(msg(&[b"x"])).unwrap_err().error, Error::State(_)));
+        assert!(matches!(
+            r.send(msg(&[b"x"])).unwrap_err().error,
+            Error::State(_)
+        ));
         a.write(msg(&[b"hop2", b"hop1", b"", b"req-a"]));
         b.write(msg(&[b"", b"req-b"]));
         assert_eq!(r.recv().unwrap(), msg(&[b"req-a"]));

@@ -42,7 +42,10 @@ impl Pattern for Pair {
     }
     fn send(&mut self, msg: Message) -> Result<(), SendError> {
         let msg = check_not_empty(msg)?;
-        self.pipes.write_balanced(msg).map(|_| ()).map_err(would_block)
+        self.pipes
+            .write_balanced(msg)
+            .map(|_| ())
+            .map_err(would_block)
     }
     fn recv(&mut self) -> Result<Message> {
         self.pipes
@@ -52,9 +55,6 @@ impl Pattern for Pair {
     }
     fn can_send(&mut self) -> bool {
         self.pipes.any_writable()
-    }
-    fn pipe_ids(&self) -> Vec<PipeId> {
-        self.pipes.ids()
     }
 }
 
@@ -73,16 +73,16 @@ impl Pattern for Push {
     }
     fn send(&mut self, msg: Message) -> Result<(), SendError> {
         let msg = check_not_empty(msg)?;
-        self.pipes.write_balanced(msg).map(|_| ()).map_err(would_block)
+        self.pipes
+            .write_balanced(msg)
+            .map(|_| ())
+            .map_err(would_block)
     }
     fn recv(&mut self) -> Result<Message> {
         Err(not_supported("receiving"))
     }
     fn can_send(&mut self) -> bool {
         self.pipes.any_writable()
-    }
-    fn pipe_ids(&self) -> Vec<PipeId> {
-        self.pipes.ids()
     }
 }
 
@@ -114,9 +114,6 @@ impl Pattern for Pull {
     fn can_send(&mut self) -> bool {
         false
     }
-    fn pipe_ids(&self) -> Vec<PipeId> {
-        self.pipes.ids()
-    }
 }
 
 /// DEALER: load-balances out, fair-queues in.
@@ -134,7 +131,10 @@ impl Pattern for Dealer {
     }
     fn send(&mut self, msg: Message) -> Result<(), SendError> {
         let msg = check_not_empty(msg)?;
-        self.pipes.write_balanced(msg).map(|_| ()).map_err(would_block)
+        self.pipes
+            .write_balanced(msg)
+            .map(|_| ())
+            .map_err(would_block)
     }
     fn recv(&mut self) -> Result<Message> {
         self.pipes
@@ -144,9 +144,6 @@ impl Pattern for Dealer {
     }
     fn can_send(&mut self) -> bool {
         self.pipes.any_writable()
-    }
-    fn pipe_ids(&self) -> Vec<PipeId> {
-        self.pipes.ids()
     }
 }
 
@@ -248,7 +245,9 @@ impl Pattern for Router {
             return Err(restore(
                 msg,
                 rid,
-                Error::InvalidArgument("a ROUTER message needs a frame after the routing id".into()),
+                Error::InvalidArgument(
+                    "a ROUTER message needs a frame after the routing id".into(),
+                ),
             ));
         }
         let Some(&pipe) = self.by_id.get(&rid) else {
@@ -295,9 +294,6 @@ impl Pattern for Router {
         // a message.
         !self.mandatory || self.pipes.any_writable()
     }
-    fn pipe_ids(&self) -> Vec<PipeId> {
-        self.pipes.ids()
-    }
 }
 
 #[cfg(test)]
@@ -334,7 +330,11 @@ mod tests {
         });
         let e = r.send(msg(&[b"bob", b"x"])).unwrap_err();
         assert!(matches!(e.error, Error::HostUnreachable));
-        assert_eq!(e.message, msg(&[b"bob", b"x"]), "the message comes back whole");
+        assert_eq!(
+            e.message,
+            msg(&[b"bob", b"x"]),
+            "the message comes back whole"
+        );
         // A duplicate announced id gets a generated one.
         let (p3, _c) = pipe(0, SocketType::Dealer, b"alice");
         r.attach(3, p3);
@@ -384,7 +384,10 @@ mod tests {
         ));
         let mut push = Push::default();
         assert!(matches!(push.recv(), Err(Error::State(_))));
-        assert!(matches!(push.send(msg(&[b"x"])).unwrap_err().error, Error::WouldBlock));
+        assert!(matches!(
+            push.send(msg(&[b"x"])).unwrap_err().error,
+            Error::WouldBlock
+        ));
         let mut pull = Pull::default();
         assert!(pull.send(msg(&[b"x"])).is_err());
         assert!(matches!(pull.recv(), Err(Error::WouldBlock)));

@@ -124,6 +124,7 @@ impl Trie {
     }
 
     /// Number of distinct topics.
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.topics
     }

@@ -89,7 +89,12 @@ fn incompatible(uri: &str, ours: &Side, theirs: &Side) -> Error {
 
 impl Registry {
     /// Binds `name` for `side`. Returns the halves of connects that were waiting.
-    pub(crate) fn bind(&mut self, uri: &str, name: &str, side: Side) -> Result<Vec<(PipeId, Pipe)>> {
+    pub(crate) fn bind(
+        &mut self,
+        uri: &str,
+        name: &str,
+        side: Side,
+    ) -> Result<Vec<(PipeId, Pipe)>> {
         if self.bound.contains_key(name) {
             return Err(Error::AddressInUse {
                 endpoint: uri.to_owned(),
@@ -114,7 +119,11 @@ impl Registry {
 
     /// Removes a bound name if `socket_id` owns it.
     pub(crate) fn unbind(&mut self, name: &str, socket_id: u64) -> bool {
-        if self.bound.get(name).is_some_and(|s| s.socket.id == socket_id) {
+        if self
+            .bound
+            .get(name)
+            .is_some_and(|s| s.socket.id == socket_id)
+        {
             self.bound.remove(name);
             true
         } else {
@@ -129,7 +138,11 @@ impl Registry {
         let their_id = crate::transport::next_pipe_id();
         match self.bound.get(name) {
             Some(peer) => {
-                if !side.socket.socket_type.is_compatible_with(peer.socket.socket_type) {
+                if !side
+                    .socket
+                    .socket_type
+                    .is_compatible_with(peer.socket.socket_type)
+                {
                     return Err(incompatible(uri, &side, peer));
                 }
                 let (mine, theirs) = make_pipe(uri, &side, peer);
@@ -145,11 +158,14 @@ impl Registry {
                 let (mine, mut theirs) = make_pipe(uri, &side, &placeholder);
                 theirs.meta.routing_id = side.options.routing_id.clone();
                 theirs.meta.peer_type = side.socket.socket_type;
-                self.pending.entry(name.to_owned()).or_default().push(Pending {
-                    connecter: side,
-                    pipe: theirs,
-                    pipe_id: their_id,
-                });
+                self.pending
+                    .entry(name.to_owned())
+                    .or_default()
+                    .push(Pending {
+                        connecter: side,
+                        pipe: theirs,
+                        pipe_id: their_id,
+                    });
                 Ok((my_id, mine))
             }
         }

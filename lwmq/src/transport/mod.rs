@@ -156,8 +156,10 @@ impl Notify for Signal {
             *epoch = epoch.wrapping_add(1);
         }
         self.cond.notify_all();
-        let observers: Vec<Arc<dyn Notify>> =
-            lock(&self.observers).iter().map(|(_, n)| n.clone()).collect();
+        let observers: Vec<Arc<dyn Notify>> = lock(&self.observers)
+            .iter()
+            .map(|(_, n)| n.clone())
+            .collect();
         for o in observers {
             o.notify();
         }
@@ -470,7 +472,10 @@ pub(crate) mod tests {
         assert_eq!(rx.try_read(), Ok(None));
         rx.close();
         assert!(tx.is_closed());
-        assert!(matches!(tx.try_write("x".into()), Err(WriteError::Closed(_))));
+        assert!(matches!(
+            tx.try_write("x".into()),
+            Err(WriteError::Closed(_))
+        ));
     }
 
     #[test]
@@ -478,7 +483,10 @@ pub(crate) mod tests {
         let s = Arc::new(Signal::new());
         let seen = s.epoch();
         s.notify();
-        assert!(s.wait(seen, None), "a ring after reading the epoch is not lost");
+        assert!(
+            s.wait(seen, None),
+            "a ring after reading the epoch is not lost"
+        );
         let seen = s.epoch();
         let deadline = Instant::now() + std::time::Duration::from_millis(20);
         assert!(!s.wait(seen, Some(deadline)));
