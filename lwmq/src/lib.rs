@@ -17,6 +17,7 @@ mod socket_type;
 
 pub mod endpoint;
 pub mod proto;
+pub mod transport;
 
 pub use bytes::Bytes;
 pub use endpoint::Endpoint;

@@ -1,0 +1,3 @@
+//! Transports: how frames move between sockets (see DESIGN.md, "Layers").
+
+pub mod shm;
