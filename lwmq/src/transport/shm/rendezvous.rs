@@ -200,6 +200,8 @@ fn recv_packet(fd: &OwnedFd, timeout: Duration) -> Result<Option<(Vec<u8>, Vec<O
                 let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
                 sys::poll_one(fd.as_raw_fd(), libc::POLLIN, ms)?;
             }
+            // The peer closed with our packet unread (it refused us without a reason).
+            Err(e) if e.raw_os_error() == Some(libc::ECONNRESET) => return Ok(None),
             Err(e) => return Err(e.into()),
         }
     }
@@ -323,14 +325,13 @@ impl ShmListener {
             tracing::info!(endpoint = %self.endpoint, pid = cred.pid, "refused: {reason}");
             err(reason)
         };
-        if let Some(reason) = uid_refusal(&self.endpoint, &cred, &self.opts) {
-            return Err(refuse(reason, Error::PeerRejected));
-        }
+        // Read the hello before anything else, even from a peer we will refuse: closing
+        // a Unix socket with unread data resets it, and the peer would get ECONNRESET
+        // instead of our reason. (A refused peer's descriptors are closed unmapped.)
         let Some((buf, mut fds)) = recv_packet(&fd, self.opts.handshake_timeout)? else {
             return Err(Error::Closed);
         };
-        let (socket_type, identity) = match decode(&buf) {
-            Err(why) => return Err(refuse(why, Error::Protocol)),
+        let hello = match decode(&buf) {
             Ok(Packet::Reject(why)) => {
                 return Err(Error::PeerRejected(format!(
                     "the process connecting to {} (pid {}) refused us: {why}",
@@ -342,25 +343,31 @@ impl ShmListener {
                 name,
                 port,
                 identity,
-            }) => {
-                if name != self.name || port != self.port {
-                    let why = format!(
-                        "{} is bound here, not {} (name hash collision?)",
-                        self.endpoint,
-                        endpoint_string(&name, port)
-                    );
-                    return Err(refuse(why, Error::PeerRejected));
-                }
-                if !self.hello.socket_type.is_compatible_with(socket_type) {
-                    let why = format!(
-                        "socket type {socket_type} cannot connect to {} (a {} socket)",
-                        self.endpoint, self.hello.socket_type
-                    );
-                    return Err(refuse(why, Error::PeerRejected));
-                }
-                (socket_type, identity)
-            }
+            }) => Ok((socket_type, name, port, identity)),
+            Err(why) => Err(why),
         };
+        if let Some(reason) = uid_refusal(&self.endpoint, &cred, &self.opts) {
+            return Err(refuse(reason, Error::PeerRejected));
+        }
+        let (socket_type, name, port, identity) = match hello {
+            Ok(h) => h,
+            Err(why) => return Err(refuse(why, Error::Protocol)),
+        };
+        if name != self.name || port != self.port {
+            let why = format!(
+                "{} is bound here, not {} (name hash collision?)",
+                self.endpoint,
+                endpoint_string(&name, port)
+            );
+            return Err(refuse(why, Error::PeerRejected));
+        }
+        if !self.hello.socket_type.is_compatible_with(socket_type) {
+            let why = format!(
+                "socket type {socket_type} cannot connect to {} (a {} socket)",
+                self.endpoint, self.hello.socket_type
+            );
+            return Err(refuse(why, Error::PeerRejected));
+        }
         if fds.len() != 2 {
             let why = format!("the hello carried {} descriptors, expected 2", fds.len());
             return Err(refuse(why, Error::Protocol));
