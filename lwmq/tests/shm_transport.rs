@@ -967,6 +967,15 @@ fn long_utf8_names_and_bad_domains() {
         ShmListener::bind(&too_long, None, &o, Hello::new(SocketType::Pair), &bell),
         Err(Error::Endpoint { .. })
     ));
+    for (bad_name, port) in [("a:5", None), ("", None), ("x", Some(0))] {
+        assert!(
+            matches!(
+                ShmListener::bind(bad_name, port, &o, Hello::new(SocketType::Pair), &bell),
+                Err(Error::Endpoint { .. })
+            ),
+            "{bad_name:?} {port:?}"
+        );
+    }
     let bad = ShmOptions {
         domain: "no/slash".into(),
         ..opts(&domain)

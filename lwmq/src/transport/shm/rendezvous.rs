@@ -220,8 +220,11 @@ fn check_hello(hello: &Hello) -> Result<()> {
 fn check_name(name: &str, port: Option<u16>) -> Result<()> {
     let uri = endpoint_string(name, port);
     match crate::Endpoint::parse(&uri)? {
-        crate::Endpoint::Ipc { .. } if port != Some(0) => Ok(()),
-        _ => Err(Error::endpoint(&uri, "not a valid ipc endpoint")),
+        crate::Endpoint::Ipc { name: n, port: p } if n == name && p == port => Ok(()),
+        _ => Err(Error::endpoint(
+            &uri,
+            "not a valid ipc endpoint (the name may not contain ':'; the port is 1 to 65535)",
+        )),
     }
 }
 
@@ -663,4 +666,65 @@ impl ShmConnection {
 fn slice_deadline(deadline: Option<Instant>) -> Instant {
     let slice = Instant::now() + Duration::from_millis(100);
     deadline.map_or(slice, |d| d.min(slice))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hello_round_trips_and_garbage_is_refused() {
+        let hello = Hello {
+            socket_type: SocketType::Dealer,
+            identity: Bytes::from_static(b"id-1"),
+        };
+        let wire = encode_hello(&hello, "caf\u{e9}/orders", Some(9));
+        match decode(&wire) {
+            Ok(Packet::Hello {
+                socket_type,
+                name,
+                port,
+                identity,
+            }) => {
+                assert_eq!(socket_type, SocketType::Dealer);
+                assert_eq!(name, "caf\u{e9}/orders");
+                assert_eq!(port, Some(9));
+                assert_eq!(identity, "id-1");
+            }
+            _ => panic!("hello did not decode"),
+        }
+        // Every truncation is an error, as is a trailing byte.
+        for n in 0..wire.len() {
+            assert!(decode(&wire[..n]).is_err(), "{n}");
+        }
+        let mut long = wire.clone();
+        long.push(0);
+        assert!(decode(&long).is_err());
+        let mut bad = wire.clone();
+        bad[0] = b'X';
+        assert!(decode(&bad).is_err());
+        let mut bad = wire;
+        bad[5] = 9;
+        assert!(decode(&bad).is_err());
+        match decode(&encode_reject("no")) {
+            Ok(Packet::Reject(why)) => assert_eq!(why, "no"),
+            _ => panic!("reject did not decode"),
+        }
+    }
+
+    #[test]
+    fn abstract_names_fit_and_differ() {
+        let long = "\u{1d11e}".repeat(119);
+        let a = abstract_name(&"d".repeat(48), &long, Some(65535));
+        assert!(a.len() < 107, "{}", a.len());
+        assert_ne!(
+            abstract_name("d", "x", None),
+            abstract_name("d", "x", Some(1))
+        );
+        assert_ne!(
+            abstract_name("d", "x", Some(1)),
+            abstract_name("d", "x", Some(2))
+        );
+        assert_ne!(abstract_name("d", "x", None), abstract_name("e", "x", None));
+    }
 }

@@ -558,7 +558,7 @@ impl RingReader {
             if flags & FLAG_PAD != 0 {
                 if flags != FLAG_PAD
                     || len + RECORD_HEADER as u64 != room
-                    || pos + room > self.tail_cache
+                    || pos.saturating_add(room) > self.tail_cache
                 {
                     return Err(self.fail(format!("bad padding record {word:#018x} at {pos}")));
                 }
@@ -566,7 +566,7 @@ impl RingReader {
                 continue;
             }
             let rec = ((len + 7) & !7) + RECORD_HEADER as u64;
-            if rec > room || pos + rec > self.tail_cache {
+            if rec > room || pos.saturating_add(rec) > self.tail_cache {
                 return Err(self.fail(format!(
                     "frame of {len} bytes at {pos} runs past the ring's end or the tail {}",
                     self.tail_cache
