@@ -44,6 +44,9 @@ pub use rendezvous::{PeerHello, ShmConnection, ShmListener, abstract_name, conne
 pub use ring::{ReadGuard, RingReader, RingWriter, ShmSendError, WriteGrant};
 pub use wait::{Doorbell, WaitTicket};
 
+#[doc(hidden)]
+pub use sys::{futex_wait, futex_wake_all};
+
 use crate::{Error, Result, SocketType};
 
 /// Which users may connect to us, or be connected to (checked with SO_PEERCRED on both

@@ -588,6 +588,12 @@ impl ShmConnection {
         &self.endpoint
     }
 
+    /// How long [`send`](Self::send) and [`recv`](Self::recv) spin before parking
+    /// (initially [`ShmOptions::spin`]).
+    pub fn set_spin(&mut self, spin: Duration) {
+        self.spin = spin;
+    }
+
     /// The doorbell our peer rings (shared by all of the socket's connections).
     pub fn doorbell(&self) -> &Doorbell {
         &self.bell

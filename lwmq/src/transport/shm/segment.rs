@@ -8,6 +8,7 @@
 //!  12                         ring_log2 u32 (N = 1 << ring_log2)   connector, before sending
 //!  128 .. 512                 control of ring 0 (connector→binder) see `ring`
 //!  512 .. 896                 control of ring 1 (binder→connector) see `ring`
+//!  896 .. 4096                reserved (zero; never read)
 //!  4096 .. 4096+N             data of ring 0
 //!  4096+N .. 4096+2N          data of ring 1
 //! ```
@@ -279,6 +280,17 @@ impl Segment {
                 self.ring_size,
             )
         }
+    }
+
+    /// A word in the reserved part of the header page (offset `2048 + 128 * i`, `i < 8`),
+    /// which the benchmark borrows to measure the bare cache-line and futex floors
+    /// between the same two processes. The transport never uses it.
+    #[doc(hidden)]
+    pub fn scratch_word(&self, i: usize) -> &AtomicU32 {
+        let i = i.min(7);
+        // SAFETY: 2048 + 128 * 7 + 4 <= HEADER_SIZE, inside the region, 4-aligned; the
+        // word is only accessed atomically and the region lives as long as `self`.
+        unsafe { AtomicU32::from_ptr(self.region.as_ptr().add(2048 + 128 * i).cast()) }
     }
 
     /// Writes `bytes` at `offset` into the segment (bounds checked). For tests that
