@@ -987,3 +987,181 @@ fn long_utf8_names_and_bad_domains() {
     drop(c);
     assert_clean(&domain);
 }
+
+/// A raw client of the rendezvous socket, in Python (no lwmq), that connects and then
+/// either stays silent or sends a malformed hello, and reports what it gets back.
+const RAW_CLIENT: &str = r#"
+import socket, sys
+name, mode = sys.argv[1], sys.argv[2]
+s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+s.connect("\0" + name)
+if mode == "garbage":
+    s.send(b"LWMQ\x01\x01\xff")
+print("CONNECTED", flush=True)
+try:
+    data = s.recv(4096)
+except ConnectionResetError:
+    data = b""
+if data:
+    print("GOT", data[:6].hex(), data[8:].decode(errors="replace"), flush=True)
+else:
+    print("GOT EOF", flush=True)
+sys.stdin.readline()
+"#;
+
+fn raw_client(abstract_name: &str, mode: &str) -> Peer {
+    let mut cmd = Command::new(common::python());
+    cmd.args(["-c", RAW_CLIENT, abstract_name, mode])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut child = cmd.spawn().expect("start python");
+    let out = BufReader::new(child.stdout.take().expect("piped stdout"));
+    Peer {
+        child: KillOnDrop(child),
+        out,
+    }
+}
+
+#[test]
+fn silent_and_malformed_handshakes_never_block_the_listener() {
+    let _w = watchdog(Duration::from_secs(300));
+    let domain = unique_domain("raw-handshakes");
+    let o = ShmOptions {
+        handshake_timeout: Duration::from_millis(300),
+        ..opts(&domain)
+    };
+    let bell = Doorbell::new().unwrap();
+    let l = ShmListener::bind("service", Some(7), &o, Hello::new(SocketType::Pair), &bell).unwrap();
+    let abs = shm::abstract_name(&domain, "service", Some(7));
+
+    // A peer that connects and says nothing: accept returns at once with nothing.
+    let mut silent = raw_client(&abs, "silent");
+    silent.expect("CONNECTED");
+    assert!(l.accept().unwrap().is_none());
+
+    // A malformed hello: a protocol error for that connection, and a reject for the peer.
+    let mut garbage = raw_client(&abs, "garbage");
+    garbage.expect("CONNECTED");
+    let err = loop {
+        match l.accept() {
+            Ok(Some(_)) => panic!("a malformed hello must not connect"),
+            Ok(None) => std::thread::sleep(Duration::from_millis(2)),
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(err, Error::Protocol(_)), "{err}");
+    let got = garbage.expect("GOT");
+    assert!(got.starts_with("4c574d510102"), "a reject packet: {got}");
+    assert!(got.contains("truncated"), "{got}");
+
+    // A well-behaved peer is served while the silent one is still pending.
+    let o2 = o.clone();
+    let client = std::thread::spawn(move || {
+        let bell = Doorbell::new().unwrap();
+        let mut c = connect_retry(
+            "service",
+            &o2,
+            SocketType::Pair,
+            &bell,
+            Duration::from_secs(20),
+        )
+        .unwrap();
+        c.send(&Message::from("hi"), None).unwrap();
+        c.recv(Some(Duration::from_secs(10))).unwrap()
+    });
+    let mut c = accept_wait(&l, Duration::from_secs(20)).unwrap();
+    assert_eq!(
+        c.recv(Some(Duration::from_secs(10))).unwrap(),
+        Message::from("hi")
+    );
+    c.send(&Message::from("yo"), None).unwrap();
+    assert_eq!(client.join().unwrap(), Message::from("yo"));
+
+    // Past the handshake timeout the silent peer is dropped (it sees EOF).
+    std::thread::sleep(Duration::from_millis(400));
+    assert!(l.accept().unwrap().is_none());
+    assert_eq!(silent.expect("GOT"), "EOF");
+    drop(c);
+    drop(l);
+    assert_clean(&domain);
+}
+
+#[test]
+fn non_blocking_connect_and_ring_size_limits() {
+    let _w = watchdog(Duration::from_secs(60));
+    let domain = unique_domain("nonblocking");
+    let o = ShmOptions {
+        max_peer_ring_size: 64 * 1024,
+        ..opts(&domain)
+    };
+    let bell = Doorbell::new().unwrap();
+    let l = ShmListener::bind("service", Some(7), &o, Hello::new(SocketType::Pair), &bell).unwrap();
+
+    // The handshake completes in steps, without blocking either side.
+    let small = ShmOptions {
+        ring_size: 5000, // rounded up to 8 KiB
+        ..opts(&domain)
+    };
+    let mut pending = shm::connect_start(
+        "service",
+        Some(7),
+        &small,
+        Hello::new(SocketType::Pair),
+        &bell,
+    )
+    .unwrap()
+    .expect("bound");
+    assert!(
+        pending.try_finish().unwrap().is_none(),
+        "no answer before accept"
+    );
+    let mut server = accept_wait(&l, Duration::from_secs(20)).unwrap();
+    let mut client = loop {
+        if let Some(c) = pending.try_finish().unwrap() {
+            break c;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    assert!(matches!(pending.try_finish(), Err(Error::Closed)), "spent");
+    assert_eq!(client.tx.capacity(), 8192);
+    assert_eq!(server.tx.capacity(), 8192);
+    client.send(&Message::from("a"), None).unwrap();
+    assert_eq!(
+        server.recv(Some(Duration::from_secs(10))).unwrap(),
+        Message::from("a")
+    );
+
+    // A connector asking for rings larger than the binder accepts is refused, clearly.
+    let big = ShmOptions {
+        ring_size: 1 << 20,
+        ..opts(&domain)
+    };
+    let mut pending = shm::connect_start(
+        "service",
+        Some(7),
+        &big,
+        Hello::new(SocketType::Pair),
+        &bell,
+    )
+    .unwrap()
+    .expect("bound");
+    let err = accept_wait(&l, Duration::from_secs(20))
+        .map(|_| ())
+        .unwrap_err();
+    assert!(err.to_string().contains("max_peer_ring_size"), "{err}");
+    let theirs = loop {
+        match pending.try_finish() {
+            Ok(None) => std::thread::sleep(Duration::from_millis(1)),
+            Ok(Some(_)) => panic!("must be refused"),
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(theirs, Error::PeerRejected(_)), "{theirs}");
+    assert!(
+        theirs.to_string().contains("max_peer_ring_size"),
+        "{theirs}"
+    );
+    drop((client, server, l));
+    assert_clean(&domain);
+}

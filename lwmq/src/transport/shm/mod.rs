@@ -25,9 +25,9 @@
 //! Nothing here spawns a thread. A [`ShmConnection`] is `Send`, not `Sync`: its `tx`
 //! belongs to the one thread sending on the socket, its `rx` to the one receiving (they
 //! may be different threads if the connection is split by moving the fields). The
-//! listener's `accept` and `connect` run wherever the socket layer does its I/O; they
-//! block for at most [`ShmOptions::handshake_timeout`] on a peer that is slow to answer
-//! its hello.
+//! listener's `accept` and [`connect_start`]/[`ShmConnecting::try_finish`] never block
+//! and run wherever the socket layer does its I/O; [`connect`] is the blocking
+//! convenience (at most [`ShmOptions::handshake_timeout`]).
 
 pub mod ring;
 pub mod segment;
@@ -40,7 +40,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-pub use rendezvous::{PeerHello, ShmConnection, ShmListener, abstract_name, connect};
+pub use rendezvous::{
+    PeerHello, ShmConnecting, ShmConnection, ShmListener, abstract_name, connect, connect_start,
+};
 pub use ring::{ReadGuard, RingReader, RingWriter, ShmSendError, WriteGrant};
 pub use wait::{Doorbell, WaitTicket};
 
@@ -92,8 +94,13 @@ pub struct ShmOptions {
     /// `LWMQ_DOMAIN` environment variable, or `"default"`. 1 to 48 bytes of
     /// `[A-Za-z0-9._-]`.
     pub domain: String,
-    /// The longest `accept`/`connect` wait for the peer's hello. Default 2 s.
+    /// How long a peer may take to send its hello: the longest [`connect`] waits for
+    /// the binder's answer, and how long a listener keeps a silent connection before
+    /// dropping it. Default 2 s.
     pub handshake_timeout: Duration,
+    /// The largest ring a connecting peer may make us map (the connector chooses the
+    /// ring size; this bounds what a peer can cost our address space). Default 64 MiB.
+    pub max_peer_ring_size: usize,
 }
 
 impl Default for ShmOptions {
@@ -105,6 +112,7 @@ impl Default for ShmOptions {
             allow_uids: AllowedPeers::SameUser,
             domain: std::env::var("LWMQ_DOMAIN").unwrap_or_else(|_| "default".into()),
             handshake_timeout: Duration::from_secs(2),
+            max_peer_ring_size: 64 << 20,
         }
     }
 }

@@ -26,6 +26,7 @@
 
 use std::fmt;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -175,35 +176,28 @@ fn decode(buf: &[u8]) -> std::result::Result<Packet, String> {
     Ok(packet)
 }
 
-/// Waits up to `timeout` for one packet. `Ok(None)`: the peer closed the socket.
-fn recv_packet(fd: &OwnedFd, timeout: Duration) -> Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
-    let deadline = Instant::now() + timeout;
+/// What a non-blocking read of the handshake socket found.
+enum Recv {
+    Packet(Vec<u8>, Vec<OwnedFd>),
+    WouldBlock,
+    /// The peer closed the socket (or reset it, closing with our packet unread).
+    Closed,
+}
+
+fn try_recv_packet(fd: &OwnedFd) -> Result<Recv> {
     let mut buf = vec![0u8; MAX_PACKET];
-    loop {
-        match sys::recv_with_fds(fd, &mut buf) {
-            Ok(p) if p.truncated => {
-                return Err(Error::Protocol(
-                    "the peer's hello is larger than allowed or carries too many descriptors"
-                        .into(),
-                ));
-            }
-            Ok(p) if p.len == 0 && p.fds.is_empty() => return Ok(None),
-            Ok(p) => {
-                buf.truncate(p.len);
-                return Ok(Some((buf, p.fds)));
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Err(Error::Timeout);
-                }
-                let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
-                sys::poll_one(fd.as_raw_fd(), libc::POLLIN, ms)?;
-            }
-            // The peer closed with our packet unread (it refused us without a reason).
-            Err(e) if e.raw_os_error() == Some(libc::ECONNRESET) => return Ok(None),
-            Err(e) => return Err(e.into()),
+    match sys::recv_with_fds(fd, &mut buf) {
+        Ok(p) if p.truncated => Err(Error::Protocol(
+            "the peer's hello is larger than allowed or carries too many descriptors".into(),
+        )),
+        Ok(p) if p.len == 0 && p.fds.is_empty() => Ok(Recv::Closed),
+        Ok(p) => {
+            buf.truncate(p.len);
+            Ok(Recv::Packet(buf, p.fds))
         }
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(Recv::WouldBlock),
+        Err(e) if e.raw_os_error() == Some(libc::ECONNRESET) => Ok(Recv::Closed),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -241,12 +235,29 @@ fn uid_refusal(endpoint: &str, cred: &PeerCred, opts: &ShmOptions) -> Option<Str
     ))
 }
 
-/// A bound `ipc://` endpoint, waiting for connections. Non-blocking; register
-/// [`AsRawFd::as_raw_fd`] for readability with an event loop and call
-/// [`accept`](Self::accept) when it fires. The name is released when this is dropped
-/// (or the process dies).
-pub struct ShmListener {
+/// Most half-open handshakes a listener keeps; beyond this the oldest is dropped.
+const MAX_PENDING_HANDSHAKES: usize = 64;
+
+/// A connection accepted whose hello has not arrived yet.
+#[derive(Debug)]
+struct PendingHandshake {
     fd: OwnedFd,
+    cred: PeerCred,
+    since: Instant,
+}
+
+/// A bound `ipc://` endpoint, waiting for connections. Never blocks: register
+/// [`AsRawFd::as_raw_fd`] for readability with an event loop (it is an epoll descriptor
+/// covering the listening socket and the handshakes in progress) and, when it fires,
+/// call [`accept`](Self::accept) until it returns `Ok(None)`. The name is released when
+/// this is dropped (or the process dies).
+///
+/// `accept` takes `&self` and may be called from any thread (the handshakes in progress
+/// are behind a mutex); the socket layer normally calls it from its I/O thread.
+pub struct ShmListener {
+    listen: OwnedFd,
+    epoll: OwnedFd,
+    pending: Mutex<Vec<PendingHandshake>>,
     name: String,
     port: Option<u16>,
     endpoint: String,
@@ -259,14 +270,16 @@ impl fmt::Debug for ShmListener {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ShmListener")
             .field("endpoint", &self.endpoint)
-            .field("fd", &self.fd.as_raw_fd())
+            .field("fd", &self.listen.as_raw_fd())
             .finish()
     }
 }
 
 impl AsRawFd for ShmListener {
+    /// The descriptor to poll for readability: an epoll instance that is readable when
+    /// a connection or a hello is waiting.
     fn as_raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
+        self.epoll.as_raw_fd()
     }
 }
 
@@ -289,18 +302,22 @@ impl ShmListener {
             ));
         }
         let endpoint = endpoint_string(name, port);
-        let fd = sys::seqpacket_socket()?;
+        let listen = sys::seqpacket_socket()?;
         let abs = abstract_name(&opts.domain, name, port);
-        match sys::bind_listen_abstract(&fd, abs.as_bytes()) {
+        match sys::bind_listen_abstract(&listen, abs.as_bytes()) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => {
                 return Err(Error::AddressInUse { endpoint });
             }
             Err(e) => return Err(e.into()),
         }
+        let epoll = sys::epoll()?;
+        sys::epoll_add(&epoll, listen.as_raw_fd())?;
         tracing::debug!(%endpoint, socket = %abs, "shm listener bound");
         Ok(ShmListener {
-            fd,
+            listen,
+            epoll,
+            pending: Mutex::new(Vec::new()),
             name: name.to_owned(),
             port,
             endpoint,
@@ -315,26 +332,74 @@ impl ShmListener {
         &self.endpoint
     }
 
-    /// Accepts one waiting connection and runs the binder's side of the handshake.
-    /// `Ok(None)`: nobody is waiting. An error concerns that one incoming connection
-    /// (refused peer, bad hello, timeout); the listener stays usable.
+    /// Takes in waiting connections and completes the binder's side of every handshake
+    /// whose hello has arrived; returns the first connection established. Never blocks.
+    ///
+    /// `Ok(None)`: nothing (more) to do now. An error concerns one incoming connection
+    /// (a refused peer, a bad hello) and the listener stays usable: keep calling until
+    /// `Ok(None)`. A peer that connects and stays silent for
+    /// [`ShmOptions::handshake_timeout`] is dropped.
     pub fn accept(&self) -> Result<Option<ShmConnection>> {
-        let Some(fd) = sys::accept(&self.fd)? else {
-            return Ok(None);
-        };
-        let cred = sys::peer_cred(&fd)?;
+        // A poisoned lock only means another thread panicked mid-accept; the list of
+        // descriptors is still consistent.
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(fd) = sys::accept(&self.listen)? {
+            let cred = sys::peer_cred(&fd)?;
+            if pending.len() >= MAX_PENDING_HANDSHAKES {
+                let old = pending.remove(0);
+                tracing::info!(endpoint = %self.endpoint, pid = old.cred.pid, "too many handshakes in progress; dropping the oldest");
+            }
+            sys::epoll_add(&self.epoll, fd.as_raw_fd())?;
+            pending.push(PendingHandshake {
+                fd,
+                cred,
+                since: Instant::now(),
+            });
+        }
+        let mut i = 0;
+        while i < pending.len() {
+            match try_recv_packet(&pending[i].fd) {
+                Ok(Recv::WouldBlock) => {
+                    if pending[i].since.elapsed() > self.opts.handshake_timeout {
+                        let p = pending.swap_remove(i);
+                        tracing::info!(endpoint = %self.endpoint, pid = p.cred.pid, "no hello in time; dropping the connection");
+                    } else {
+                        i += 1;
+                    }
+                }
+                Ok(Recv::Closed) => {
+                    pending.swap_remove(i);
+                }
+                Ok(Recv::Packet(buf, fds)) => {
+                    let p = pending.swap_remove(i);
+                    drop(pending);
+                    let _ = sys::epoll_del(&self.epoll, p.fd.as_raw_fd());
+                    return self.finish(p.fd, p.cred, &buf, fds).map(Some);
+                }
+                Err(e) => {
+                    let p = pending.swap_remove(i);
+                    let _ = sys::send_with_fds(&p.fd, &encode_reject(&e.to_string()), &[]);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// The binder's side of the handshake, once the connector's packet is in.
+    fn finish(
+        &self,
+        fd: OwnedFd,
+        cred: PeerCred,
+        buf: &[u8],
+        mut fds: Vec<OwnedFd>,
+    ) -> Result<ShmConnection> {
         let refuse = |reason: String, err: fn(String) -> Error| -> Error {
             let _ = sys::send_with_fds(&fd, &encode_reject(&reason), &[]);
             tracing::info!(endpoint = %self.endpoint, pid = cred.pid, "refused: {reason}");
             err(reason)
         };
-        // Read the hello before anything else, even from a peer we will refuse: closing
-        // a Unix socket with unread data resets it, and the peer would get ECONNRESET
-        // instead of our reason. (A refused peer's descriptors are closed unmapped.)
-        let Some((buf, mut fds)) = recv_packet(&fd, self.opts.handshake_timeout)? else {
-            return Err(Error::Closed);
-        };
-        let hello = match decode(&buf) {
+        let hello = match decode(buf) {
             Ok(Packet::Reject(why)) => {
                 return Err(Error::PeerRejected(format!(
                     "the process connecting to {} (pid {}) refused us: {why}",
@@ -349,6 +414,10 @@ impl ShmListener {
             }) => Ok((socket_type, name, port, identity)),
             Err(why) => Err(why),
         };
+        // The uid is checked after reading the packet, even for a peer we refuse:
+        // closing a Unix socket with unread data resets it, and the peer would get
+        // ECONNRESET instead of our reason. A refused peer's descriptors are closed
+        // without being mapped.
         if let Some(reason) = uid_refusal(&self.endpoint, &cred, &self.opts) {
             return Err(refuse(reason, Error::PeerRejected));
         }
@@ -375,9 +444,10 @@ impl ShmListener {
             let why = format!("the hello carried {} descriptors, expected 2", fds.len());
             return Err(refuse(why, Error::Protocol));
         }
-        let bell_fd = fds.pop().expect("two descriptors (checked)");
-        let seg_fd = fds.pop().expect("two descriptors (checked)");
-        let segment = match Segment::open(seg_fd) {
+        let (Some(bell_fd), Some(seg_fd)) = (fds.pop(), fds.pop()) else {
+            return Err(refuse("descriptors missing".into(), Error::Protocol));
+        };
+        let segment = match Segment::open(seg_fd, self.opts.max_peer_ring_size) {
             Ok(s) => s,
             Err(why) => return Err(refuse(why, Error::Protocol)),
         };
@@ -385,11 +455,15 @@ impl ShmListener {
             Ok(b) => b,
             Err(why) => return Err(refuse(why, Error::Protocol)),
         };
-        let our_bell = self.bell.memfd().expect("checked in bind").as_raw_fd();
+        let Some(our_bell) = self.bell.memfd() else {
+            return Err(Error::InvalidArgument(
+                "the listener's doorbell has no memfd".into(),
+            ));
+        };
         sys::send_with_fds(
             &fd,
             &encode_hello(&self.hello, &self.name, self.port),
-            &[our_bell],
+            &[our_bell.as_raw_fd()],
         )?;
         let peer = PeerHello {
             pid: cred.pid,
@@ -399,7 +473,7 @@ impl ShmListener {
             identity,
         };
         tracing::debug!(endpoint = %self.endpoint, pid = peer.pid, "shm connection accepted");
-        Ok(Some(ShmConnection::new(
+        Ok(ShmConnection::new(
             fd,
             segment,
             1,
@@ -409,13 +483,15 @@ impl ShmListener {
             peer,
             self.endpoint.clone(),
             self.opts.spin,
-        )))
+        ))
     }
 }
 
-/// Connects to `ipc://name[:port]` in `opts.domain` and runs the connector's side of the
-/// handshake. `Ok(None)`: nobody is bound there (yet) — retry later. Our peer rings
-/// `bell` when it sends us something.
+/// Connects to `ipc://name[:port]` in `opts.domain` and waits (at most
+/// [`ShmOptions::handshake_timeout`]) for the binder's answer. `Ok(None)`: nobody is
+/// bound there (yet), or the binder went away during the handshake — retry later. Our
+/// peer rings `bell` when it sends us something. [`connect_start`] is the non-blocking
+/// form.
 pub fn connect(
     name: &str,
     port: Option<u16>,
@@ -423,6 +499,41 @@ pub fn connect(
     hello: Hello,
     bell: &Doorbell,
 ) -> Result<Option<ShmConnection>> {
+    let Some(mut c) = connect_start(name, port, opts, hello, bell)? else {
+        return Ok(None);
+    };
+    let deadline = Instant::now() + opts.handshake_timeout;
+    loop {
+        match c.try_finish() {
+            Ok(Some(conn)) => return Ok(Some(conn)),
+            Ok(None) => {}
+            Err(Error::Closed) => {
+                tracing::debug!(endpoint = %c.endpoint, "listener closed during the handshake");
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(Error::Timeout);
+        }
+        let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
+        sys::poll_one(c.as_raw_fd(), libc::POLLIN, ms)?;
+    }
+}
+
+/// Starts connecting to `ipc://name[:port]`: connects the Unix socket, checks the
+/// binder's uid, creates the segment and sends our hello, without waiting for the
+/// answer. `Ok(None)`: nobody is bound there (yet). Poll
+/// [`ShmConnecting::as_raw_fd`] for readability and call
+/// [`ShmConnecting::try_finish`].
+pub fn connect_start(
+    name: &str,
+    port: Option<u16>,
+    opts: &ShmOptions,
+    hello: Hello,
+    bell: &Doorbell,
+) -> Result<Option<ShmConnecting>> {
     check_name(name, port)?;
     opts.check_domain()?;
     check_hello(&hello)?;
@@ -452,71 +563,136 @@ pub fn connect(
         return Err(Error::PeerRejected(reason));
     }
     let segment = Segment::create(opts.effective_ring_size())?;
-    let seg_fd = segment.fd().expect("a new segment keeps its descriptor");
+    let Some(seg_fd) = segment.fd() else {
+        return Err(Error::Io(std::io::Error::other(
+            "a new segment has no memfd",
+        )));
+    };
     sys::send_with_fds(
         &fd,
         &encode_hello(&hello, name, port),
         &[seg_fd.as_raw_fd(), our_bell.as_fd().as_raw_fd()],
     )?;
-    let Some((buf, mut fds)) = recv_packet(&fd, opts.handshake_timeout)? else {
-        tracing::debug!(%endpoint, "listener closed during the handshake");
-        return Ok(None);
-    };
-    let (socket_type, identity) = match decode(&buf).map_err(Error::Protocol)? {
-        Packet::Reject(why) => {
-            return Err(Error::PeerRejected(format!(
-                "{endpoint} (pid {}) refused us: {why}",
-                cred.pid
-            )));
-        }
-        Packet::Hello {
-            socket_type,
-            name: their_name,
-            port: their_port,
-            identity,
-        } => {
-            if their_name != name || their_port != port {
-                return Err(Error::Protocol(format!(
-                    "reached {} instead of {endpoint} (name hash collision?)",
-                    endpoint_string(&their_name, their_port)
-                )));
-            }
-            if !hello.socket_type.is_compatible_with(socket_type) {
-                return Err(Error::PeerRejected(format!(
-                    "{endpoint} is a {socket_type} socket, which a {} socket cannot talk to",
-                    hello.socket_type
-                )));
-            }
-            (socket_type, identity)
-        }
-    };
-    if fds.len() != 1 {
-        return Err(Error::Protocol(format!(
-            "the listener's hello carried {} descriptors, expected 1",
-            fds.len()
-        )));
-    }
-    let peer_bell = Doorbell::from_peer(fds.pop().expect("one descriptor (checked)"))
-        .map_err(Error::Protocol)?;
-    let peer = PeerHello {
-        pid: cred.pid,
-        uid: cred.uid,
-        gid: cred.gid,
-        socket_type,
-        identity,
-    };
-    tracing::debug!(%endpoint, pid = peer.pid, "shm connection established");
-    Ok(Some(ShmConnection::new(
-        fd,
-        segment,
-        0,
-        1,
-        peer_bell,
-        bell.clone(),
-        peer,
+    Ok(Some(ShmConnecting {
+        fd: Some(fd),
+        segment: Some(segment),
+        cred,
+        name: name.to_owned(),
+        port,
         endpoint,
-        opts.spin,
-    )))
+        hello,
+        bell: bell.clone(),
+        spin: opts.spin,
+    }))
+}
+
+/// A connection whose hello is sent and whose answer is awaited; from
+/// [`connect_start`].
+#[derive(Debug)]
+pub struct ShmConnecting {
+    fd: Option<OwnedFd>,
+    segment: Option<Segment>,
+    cred: PeerCred,
+    name: String,
+    port: Option<u16>,
+    endpoint: String,
+    hello: Hello,
+    bell: Doorbell,
+    spin: Duration,
+}
+
+impl AsRawFd for ShmConnecting {
+    /// The socket to poll for readability (the binder's answer, or its hang-up).
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_ref().map_or(-1, |fd| fd.as_raw_fd())
+    }
+}
+
+impl ShmConnecting {
+    /// The endpoint, `ipc://name[:port]`.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Completes the handshake if the binder's answer is in. `Ok(None)`: not yet.
+    /// [`Error::Closed`]: the binder went away (retry later); [`Error::PeerRejected`]:
+    /// it refused us, with its reason (do not retry in a loop). After `Ok(Some)` or an
+    /// error, this object is spent (further calls return [`Error::Closed`]).
+    pub fn try_finish(&mut self) -> Result<Option<ShmConnection>> {
+        let Some(fd) = self.fd.as_ref() else {
+            return Err(Error::Closed);
+        };
+        let (buf, mut fds) = match try_recv_packet(fd) {
+            Ok(Recv::WouldBlock) => return Ok(None),
+            Ok(Recv::Closed) => {
+                self.fd = None;
+                return Err(Error::Closed);
+            }
+            Ok(Recv::Packet(buf, fds)) => (buf, fds),
+            Err(e) => {
+                self.fd = None;
+                return Err(e);
+            }
+        };
+        let (Some(fd), Some(segment)) = (self.fd.take(), self.segment.take()) else {
+            return Err(Error::Closed);
+        };
+        let endpoint = &self.endpoint;
+        let (socket_type, identity) = match decode(&buf).map_err(Error::Protocol)? {
+            Packet::Reject(why) => {
+                return Err(Error::PeerRejected(format!(
+                    "{endpoint} (pid {}) refused us: {why}",
+                    self.cred.pid
+                )));
+            }
+            Packet::Hello {
+                socket_type,
+                name: their_name,
+                port: their_port,
+                identity,
+            } => {
+                if their_name != self.name || their_port != self.port {
+                    return Err(Error::Protocol(format!(
+                        "reached {} instead of {endpoint} (name hash collision?)",
+                        endpoint_string(&their_name, their_port)
+                    )));
+                }
+                if !self.hello.socket_type.is_compatible_with(socket_type) {
+                    return Err(Error::PeerRejected(format!(
+                        "{endpoint} is a {socket_type} socket, which a {} socket cannot talk to",
+                        self.hello.socket_type
+                    )));
+                }
+                (socket_type, identity)
+            }
+        };
+        let count = fds.len();
+        let (1, Some(bell_fd)) = (count, fds.pop()) else {
+            return Err(Error::Protocol(format!(
+                "the listener's hello carried {count} descriptors, expected 1"
+            )));
+        };
+        let peer_bell = Doorbell::from_peer(bell_fd).map_err(Error::Protocol)?;
+        let peer = PeerHello {
+            pid: self.cred.pid,
+            uid: self.cred.uid,
+            gid: self.cred.gid,
+            socket_type,
+            identity,
+        };
+        tracing::debug!(%endpoint, pid = peer.pid, "shm connection established");
+        Ok(Some(ShmConnection::new(
+            fd,
+            segment,
+            0,
+            1,
+            peer_bell,
+            self.bell.clone(),
+            peer,
+            self.endpoint.clone(),
+            self.spin,
+        )))
+    }
 }
 
 /// One shared-memory connection: a ring each way, the peer, and the control socket that

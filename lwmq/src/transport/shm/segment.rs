@@ -199,10 +199,17 @@ impl Segment {
         }
     }
 
-    /// Maps a segment a connector sent us, after checking its seals, its size and its
-    /// header. Errors are human-readable reasons (for a rejection message).
-    pub fn open(fd: OwnedFd) -> Result<Segment, String> {
+    /// Maps a segment a connector sent us, after checking its seals, its size (rings of
+    /// at most `max_ring_size` bytes) and its header. Errors are human-readable
+    /// reasons (for a rejection message).
+    pub fn open(fd: OwnedFd, max_ring_size: usize) -> Result<Segment, String> {
         let size = sys::sealed_memfd_size(&fd)?;
+        if size > segment_size(max_ring_size.min(MAX_RING_SIZE)) as u64 {
+            return Err(format!(
+                "the peer's segment of {size} bytes is larger than we accept \
+                 (rings of at most {max_ring_size} bytes; see ShmOptions::max_peer_ring_size)"
+            ));
+        }
         let ring_size = size
             .checked_sub(HEADER_SIZE as u64)
             .map(|d| d / 2)

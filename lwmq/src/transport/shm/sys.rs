@@ -401,3 +401,39 @@ pub fn poll_one(
         }
     }
 }
+
+/// A new close-on-exec epoll instance (used to make a listener and its half-open
+/// handshakes one pollable descriptor).
+pub fn epoll() -> io::Result<OwnedFd> {
+    let raw = syscall!(epoll_create1(libc::EPOLL_CLOEXEC))?;
+    // SAFETY: a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// Adds `fd` to `epoll`, level-triggered, for readability (and hang-up).
+pub fn epoll_add(epoll: &OwnedFd, fd: RawFd) -> io::Result<()> {
+    let mut ev = libc::epoll_event {
+        events: (libc::EPOLLIN | libc::EPOLLRDHUP) as u32,
+        u64: fd as u64,
+    };
+    // SAFETY: `ev` is a valid epoll_event on our stack; both descriptors are open.
+    syscall!(epoll_ctl(
+        epoll.as_raw_fd(),
+        libc::EPOLL_CTL_ADD,
+        fd,
+        &mut ev
+    ))?;
+    Ok(())
+}
+
+/// Removes `fd` from `epoll` (closing `fd` would do it too).
+pub fn epoll_del(epoll: &OwnedFd, fd: RawFd) -> io::Result<()> {
+    // SAFETY: a null event is allowed for EPOLL_CTL_DEL since Linux 2.6.9.
+    syscall!(epoll_ctl(
+        epoll.as_raw_fd(),
+        libc::EPOLL_CTL_DEL,
+        fd,
+        std::ptr::null_mut()
+    ))?;
+    Ok(())
+}
