@@ -23,6 +23,11 @@ use lwmq::{Error, Message, SocketType};
 
 const ROLE: &str = "LWMQ_SHM_ROLE";
 
+/// Deadlock guards, not speed assertions: a wait that should take microseconds fails
+/// with a clear error (instead of the watchdog's abort) if it has not ended after this.
+const GUARD_SPAN: Duration = Duration::from_secs(30);
+const GUARD: Option<Duration> = Some(GUARD_SPAN);
+
 fn opts(domain: &str) -> ShmOptions {
     ShmOptions {
         domain: domain.to_owned(),
@@ -277,10 +282,17 @@ fn peer_process_entry() {
                         }
                     }
                 });
+                // One doorbell for every peer: sleep until any of them sends (or 20 ms
+                // pass, to look at the listener and at hang-ups).
                 let _ = bell.wait_until(
                     Duration::from_micros(20),
-                    Some(Instant::now() + Duration::from_millis(5)),
-                    || None::<()>,
+                    Some(Instant::now() + Duration::from_millis(20)),
+                    || {
+                        conns
+                            .iter_mut()
+                            .any(|c| c.rx.has_data().unwrap_or(true))
+                            .then_some(())
+                    },
                 );
             }
         }
@@ -394,10 +406,10 @@ fn peer_process_entry() {
             std::thread::sleep(forever);
         }
         "report-client" => {
-            let r = connect_retry(name, &o, SocketType::Pair, &bell, Duration::from_secs(20))
-                .and_then(|mut c| {
-                    c.send(&Message::from("ping"), Some(Duration::from_secs(10)))?;
-                    c.recv(Some(Duration::from_secs(10)))
+            let r =
+                connect_retry(name, &o, SocketType::Pair, &bell, GUARD_SPAN).and_then(|mut c| {
+                    c.send(&Message::from("ping"), GUARD)?;
+                    c.recv(GUARD)
                 });
             match r {
                 Ok(m) => say(
@@ -441,9 +453,8 @@ fn assert_clean(domain: &str) {
 
 fn exchange(c: &mut ShmConnection, n: u64) {
     for i in 0..n {
-        c.send(&num(i), Some(Duration::from_secs(10)))
-            .expect("send");
-        let back = c.recv(Some(Duration::from_secs(10))).expect("echo");
+        c.send(&num(i), GUARD).expect("send");
+        let back = c.recv(GUARD).expect("echo");
         assert_eq!(num_of(&back), i);
     }
 }
@@ -459,14 +470,7 @@ fn server_first_then_client() {
     let mut server = Peer::spawn("echo-server", &domain, &[]);
     server.expect("READY");
     let bell = Doorbell::new().unwrap();
-    let mut c = connect_retry(
-        "service",
-        &o,
-        SocketType::Pair,
-        &bell,
-        Duration::from_secs(20),
-    )
-    .unwrap();
+    let mut c = connect_retry("service", &o, SocketType::Pair, &bell, GUARD_SPAN).unwrap();
     assert_eq!(c.peer.pid, server.pid());
     assert_eq!(c.peer.socket_type, SocketType::Pair);
     assert_eq!(c.endpoint(), "ipc://service:7");
@@ -474,7 +478,7 @@ fn server_first_then_client() {
     // Multi-frame messages keep their frames.
     let m = Message::from_frames(["a", "", "ccc"]);
     c.send(&m, None).unwrap();
-    assert_eq!(c.recv(Some(Duration::from_secs(10))).unwrap(), m);
+    assert_eq!(c.recv(GUARD).unwrap(), m);
     drop(c);
     server.kill9();
     assert_clean(&domain);
@@ -493,14 +497,7 @@ fn client_first_then_server() {
             .is_none()
     );
     let mut server = Peer::spawn("echo-server", &domain, &[]);
-    let mut c = connect_retry(
-        "service",
-        &o,
-        SocketType::Pair,
-        &bell,
-        Duration::from_secs(20),
-    )
-    .unwrap();
+    let mut c = connect_retry("service", &o, SocketType::Pair, &bell, GUARD_SPAN).unwrap();
     assert_eq!(c.peer.pid, server.pid());
     server.expect("ACCEPTED");
     exchange(&mut c, 100);
@@ -518,10 +515,10 @@ fn client_queues_1000_before_the_server_exists() {
     assert_eq!(client.expect("QUEUED"), "1000");
     let bell = Doorbell::new().unwrap();
     let l = ShmListener::bind("service", Some(7), &o, Hello::new(SocketType::Pull), &bell).unwrap();
-    let mut c = accept_wait(&l, Duration::from_secs(20)).unwrap();
+    let mut c = accept_wait(&l, GUARD_SPAN).unwrap();
     assert_eq!(c.peer.socket_type, SocketType::Push);
     for i in 0..1000 {
-        let m = c.recv(Some(Duration::from_secs(10))).unwrap();
+        let m = c.recv(GUARD).unwrap();
         assert_eq!(num_of(&m), i, "in order");
     }
     client.expect("SENT");
@@ -539,16 +536,9 @@ fn kill9_of_the_binder_is_seen_and_a_restarted_binder_is_reached() {
     let bell = Doorbell::new().unwrap();
     let mut server = Peer::spawn("streamer", &domain, &[]);
     server.expect("READY");
-    let mut c = connect_retry(
-        "service",
-        &o,
-        SocketType::Pull,
-        &bell,
-        Duration::from_secs(20),
-    )
-    .unwrap();
+    let mut c = connect_retry("service", &o, SocketType::Pull, &bell, GUARD_SPAN).unwrap();
     for i in 0..10_000 {
-        assert_eq!(num_of(&c.recv(Some(Duration::from_secs(10))).unwrap()), i);
+        assert_eq!(num_of(&c.recv(GUARD).unwrap()), i);
     }
     // kill -9 mid-stream; the control socket reports it.
     let mut watch = HupWatch::new(&c);
@@ -575,17 +565,10 @@ fn kill9_of_the_binder_is_seen_and_a_restarted_binder_is_reached() {
     drop(c);
     // A restarted binder is reached again and traffic resumes.
     let mut server = Peer::spawn("streamer", &domain, &[]);
-    let mut c = connect_retry(
-        "service",
-        &o,
-        SocketType::Pull,
-        &bell,
-        Duration::from_secs(20),
-    )
-    .unwrap();
+    let mut c = connect_retry("service", &o, SocketType::Pull, &bell, GUARD_SPAN).unwrap();
     assert_eq!(c.peer.pid, server.pid());
     for i in 0..1000 {
-        assert_eq!(num_of(&c.recv(Some(Duration::from_secs(10))).unwrap()), i);
+        assert_eq!(num_of(&c.recv(GUARD).unwrap()), i);
     }
     drop(c);
     server.kill9();
@@ -638,7 +621,7 @@ fn hostile(mode: &str) {
         &domain,
         &[("LWMQ_SHM_MODE", mode), ("LWMQ_SHM_RING", "4096")],
     );
-    let mut c = accept_wait(&l, Duration::from_secs(20)).unwrap();
+    let mut c = accept_wait(&l, GUARD_SPAN).unwrap();
     evil.expect("CORRUPTED");
     let err = if mode == "head" {
         // Our side's ring to the peer: noticed when the writer next reloads the head.
@@ -651,7 +634,7 @@ fn hostile(mode: &str) {
     } else {
         // Whatever valid message precedes the corruption may arrive first.
         loop {
-            match c.recv(Some(Duration::from_secs(10))) {
+            match c.recv(GUARD) {
                 Ok(m) => assert_eq!(m, Message::from("ok")),
                 Err(e) => break e,
             }
@@ -664,8 +647,8 @@ fn hostile(mode: &str) {
     drop(c);
     // The listener still serves a well-behaved peer.
     let mut good = Peer::spawn("report-client", &domain, &[]);
-    let mut c = accept_wait(&l, Duration::from_secs(20)).unwrap();
-    let m = c.recv(Some(Duration::from_secs(10))).unwrap();
+    let mut c = accept_wait(&l, GUARD_SPAN).unwrap();
+    let m = c.recv(GUARD).unwrap();
     assert_eq!(m, Message::from("ping"));
     c.send(&Message::from("pong"), None).unwrap();
     assert_eq!(good.expect("RESULT"), "OK pong");
@@ -810,12 +793,9 @@ fn another_user_is_refused_by_default_and_accepted_when_allowed() {
         &domain,
         &[("LWMQ_SHM_ALLOW", "any")],
     );
-    let mut c = accept_wait(&l, Duration::from_secs(20)).unwrap();
+    let mut c = accept_wait(&l, GUARD_SPAN).unwrap();
     assert_eq!(c.peer.uid, 65534);
-    assert_eq!(
-        c.recv(Some(Duration::from_secs(10))).unwrap(),
-        Message::from("ping")
-    );
+    assert_eq!(c.recv(GUARD).unwrap(), Message::from("ping"));
     c.send(&Message::from("pong"), None).unwrap();
     assert_eq!(peer.expect("RESULT"), "OK pong");
     drop(c);
@@ -869,14 +849,7 @@ fn too_large_messages_are_refused_at_send_time() {
     let mut server = Peer::spawn("echo-server", &domain, &[]);
     server.expect("READY");
     let bell = Doorbell::new().unwrap();
-    let mut c = connect_retry(
-        "service",
-        &o,
-        SocketType::Pair,
-        &bell,
-        Duration::from_secs(20),
-    )
-    .unwrap();
+    let mut c = connect_retry("service", &o, SocketType::Pair, &bell, GUARD_SPAN).unwrap();
     let limit = c.tx.max_message_size();
     assert_eq!(limit, 32 * 1024 - 8);
     let err = c
@@ -889,7 +862,7 @@ fn too_large_messages_are_refused_at_send_time() {
     // A message at the limit goes through, and the connection is fine.
     let big = Message::from(vec![9u8; limit]);
     c.send(&big, None).unwrap();
-    assert_eq!(c.recv(Some(Duration::from_secs(10))).unwrap(), big);
+    assert_eq!(c.recv(GUARD).unwrap(), big);
     exchange(&mut c, 10);
     drop(c);
     server.kill9();
@@ -904,18 +877,11 @@ fn incompatible_socket_types_are_refused_on_both_sides() {
     let bell = Doorbell::new().unwrap();
     let l = ShmListener::bind("service", Some(7), &o, Hello::new(SocketType::Push), &bell).unwrap();
     let accepter = std::thread::spawn(move || {
-        let r = accept_wait(&l, Duration::from_secs(20));
+        let r = accept_wait(&l, GUARD_SPAN);
         r.map(|_| ()).unwrap_err().to_string()
     });
     let bell2 = Doorbell::new().unwrap();
-    let err = connect_retry(
-        "service",
-        &o,
-        SocketType::Pub,
-        &bell2,
-        Duration::from_secs(20),
-    )
-    .unwrap_err();
+    let err = connect_retry("service", &o, SocketType::Pub, &bell2, GUARD_SPAN).unwrap_err();
     assert!(matches!(err, Error::PeerRejected(_)), "{err}");
     assert!(
         err.to_string().contains("PUB") && err.to_string().contains("PUSH"),
@@ -942,8 +908,8 @@ fn long_utf8_names_and_bad_domains() {
     let l2 =
         ShmListener::bind(&other, Some(65535), &o, Hello::new(SocketType::Pair), &bell).unwrap();
     let accepter = std::thread::spawn(move || {
-        let mut c = accept_wait(&l, Duration::from_secs(20)).unwrap();
-        let m = c.recv(Some(Duration::from_secs(10))).unwrap();
+        let mut c = accept_wait(&l, GUARD_SPAN).unwrap();
+        let m = c.recv(GUARD).unwrap();
         c.send(&m, None).unwrap();
         drop(l2);
     });
@@ -954,13 +920,10 @@ fn long_utf8_names_and_bad_domains() {
         {
             break c;
         }
-        assert!(start.elapsed() < Duration::from_secs(20));
+        assert!(start.elapsed() < GUARD_SPAN);
     };
     c.send(&Message::from("x"), None).unwrap();
-    assert_eq!(
-        c.recv(Some(Duration::from_secs(10))).unwrap(),
-        Message::from("x")
-    );
+    assert_eq!(c.recv(GUARD).unwrap(), Message::from("x"));
     accepter.join().unwrap();
     let too_long: String = "a".repeat(120);
     assert!(matches!(
@@ -1059,22 +1022,12 @@ fn silent_and_malformed_handshakes_never_block_the_listener() {
     let o2 = o.clone();
     let client = std::thread::spawn(move || {
         let bell = Doorbell::new().unwrap();
-        let mut c = connect_retry(
-            "service",
-            &o2,
-            SocketType::Pair,
-            &bell,
-            Duration::from_secs(20),
-        )
-        .unwrap();
+        let mut c = connect_retry("service", &o2, SocketType::Pair, &bell, GUARD_SPAN).unwrap();
         c.send(&Message::from("hi"), None).unwrap();
-        c.recv(Some(Duration::from_secs(10))).unwrap()
+        c.recv(GUARD).unwrap()
     });
-    let mut c = accept_wait(&l, Duration::from_secs(20)).unwrap();
-    assert_eq!(
-        c.recv(Some(Duration::from_secs(10))).unwrap(),
-        Message::from("hi")
-    );
+    let mut c = accept_wait(&l, GUARD_SPAN).unwrap();
+    assert_eq!(c.recv(GUARD).unwrap(), Message::from("hi"));
     c.send(&Message::from("yo"), None).unwrap();
     assert_eq!(client.join().unwrap(), Message::from("yo"));
 
@@ -1116,7 +1069,7 @@ fn non_blocking_connect_and_ring_size_limits() {
         pending.try_finish().unwrap().is_none(),
         "no answer before accept"
     );
-    let mut server = accept_wait(&l, Duration::from_secs(20)).unwrap();
+    let mut server = accept_wait(&l, GUARD_SPAN).unwrap();
     let mut client = loop {
         if let Some(c) = pending.try_finish().unwrap() {
             break c;
@@ -1127,10 +1080,7 @@ fn non_blocking_connect_and_ring_size_limits() {
     assert_eq!(client.tx.capacity(), 8192);
     assert_eq!(server.tx.capacity(), 8192);
     client.send(&Message::from("a"), None).unwrap();
-    assert_eq!(
-        server.recv(Some(Duration::from_secs(10))).unwrap(),
-        Message::from("a")
-    );
+    assert_eq!(server.recv(GUARD).unwrap(), Message::from("a"));
 
     // A connector asking for rings larger than the binder accepts is refused, clearly.
     let big = ShmOptions {
@@ -1146,9 +1096,7 @@ fn non_blocking_connect_and_ring_size_limits() {
     )
     .unwrap()
     .expect("bound");
-    let err = accept_wait(&l, Duration::from_secs(20))
-        .map(|_| ())
-        .unwrap_err();
+    let err = accept_wait(&l, GUARD_SPAN).map(|_| ()).unwrap_err();
     assert!(err.to_string().contains("max_peer_ring_size"), "{err}");
     let theirs = loop {
         match pending.try_finish() {
@@ -1163,5 +1111,46 @@ fn non_blocking_connect_and_ring_size_limits() {
         "{theirs}"
     );
     drop((client, server, l));
+    assert_clean(&domain);
+}
+
+#[test]
+fn one_doorbell_serves_many_parked_peers() {
+    let _w = watchdog(Duration::from_secs(120));
+    let domain = unique_domain("shared-bell");
+    let mut server = Peer::spawn("echo-server", &domain, &[]);
+    server.expect("READY");
+    // Three connections of one "socket" share its doorbell; everyone parks at once
+    // (no spinning), so every message needs a futex wake-up that must not be lost.
+    let o = ShmOptions {
+        spin: Duration::ZERO,
+        ..opts(&domain)
+    };
+    let bell = Doorbell::new().unwrap();
+    let mut conns: Vec<ShmConnection> = (0..3)
+        .map(|_| connect_retry("service", &o, SocketType::Pair, &bell, GUARD_SPAN).unwrap())
+        .collect();
+    for round in 0..300u64 {
+        for (k, c) in conns.iter_mut().enumerate() {
+            c.send(&num(round * 10 + k as u64), None).unwrap();
+        }
+        // Wait on the shared doorbell for whichever answers first, then collect all.
+        let mut got = [false; 3];
+        while got.iter().any(|g| !g) {
+            let (k, m) = bell
+                .wait_until(Duration::ZERO, None, || {
+                    conns
+                        .iter_mut()
+                        .enumerate()
+                        .find_map(|(k, c)| c.rx.try_recv().unwrap().map(|m| (k, m)))
+                })
+                .expect("no deadline: the watchdog guards this wait");
+            assert!(!got[k]);
+            assert_eq!(num_of(&m), round * 10 + k as u64);
+            got[k] = true;
+        }
+    }
+    drop(conns);
+    server.kill9();
     assert_clean(&domain);
 }
