@@ -163,11 +163,15 @@ impl RingMem {
         self.size as u64 - 1
     }
 
-    /// The header word at data offset `off` (8-aligned, `off + 8 <= size`).
+    /// The 8-byte word at data offset `off`. Callers pass validated, aligned offsets
+    /// inside the data area; the offset is masked anyway, so that no caller bug can
+    /// make this touch memory outside the ring.
     fn word(&self, off: usize) -> &AtomicU64 {
         debug_assert!(off % 8 == 0 && off + 8 <= self.size);
-        // SAFETY: `off` is 8-aligned and the word is inside the data area (callers
-        // only pass offsets reduced by `mask` and aligned); accessed atomically.
+        let off = off & (self.size - 1) & !7;
+        // SAFETY: after masking, `off` is 8-aligned and `off + 8 <= size` (size is a
+        // power of two >= 64), so the word is inside the data area, which lives as long
+        // as `self`; every access to ring memory through a word is atomic.
         unsafe { AtomicU64::from_ptr(self.data.add(off).cast()) }
     }
 }

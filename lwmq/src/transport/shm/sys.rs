@@ -128,8 +128,9 @@ impl Drop for Mapping {
 }
 
 /// Sleeps while `*word == expected`, at most `timeout` (FUTEX_WAIT, not private: the
-/// word lives in memory shared between processes). Spurious returns are possible.
-pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
+/// word lives in memory shared between processes). Spurious returns are possible;
+/// returns `false` only if the timeout expired.
+pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> bool {
     let ts = timeout.map(|t| libc::timespec {
         tv_sec: libc::time_t::try_from(t.as_secs()).unwrap_or(libc::time_t::MAX),
         tv_nsec: libc::c_long::from(t.subsec_nanos() as i32),
@@ -138,9 +139,9 @@ pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
         .as_ref()
         .map_or(std::ptr::null(), |t| t as *const libc::timespec);
     // SAFETY: `word` is a valid, aligned u32 for the duration of the call; `ts_ptr` is
-    // null or points to a timespec on our stack. The result (woken, EAGAIN, EINTR,
-    // ETIMEDOUT) does not matter: callers re-check their condition.
-    unsafe {
+    // null or points to a timespec on our stack. Callers re-check their condition
+    // whatever the result (woken, EAGAIN, EINTR, ETIMEDOUT).
+    let r = unsafe {
         libc::syscall(
             libc::SYS_futex,
             word.as_ptr(),
@@ -149,8 +150,9 @@ pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
             ts_ptr,
             std::ptr::null::<u32>(),
             0u32,
-        );
-    }
+        )
+    };
+    !(r == -1 && io::Error::last_os_error().raw_os_error() == Some(libc::ETIMEDOUT))
 }
 
 /// Wakes every waiter on `word` (FUTEX_WAKE, not private).

@@ -59,6 +59,15 @@ const WAITERS_OFFSET: usize = 68;
 /// hostile peer that clears `waiters` can cost the other peers).
 pub const MAX_PARK: Duration = Duration::from_millis(100);
 
+/// How many parks ran a full [`MAX_PARK`] without a wake-up, process-wide (a
+/// diagnostic: with well-behaved peers that keep sending, it stays 0).
+static PARK_TIMEOUTS: AtomicU64 = AtomicU64::new(0);
+
+/// The number of parks that ran a full [`MAX_PARK`] without being woken.
+pub fn park_timeouts() -> u64 {
+    PARK_TIMEOUTS.load(Ordering::Relaxed)
+}
+
 /// A futex word in shared memory that peers ring to wake the socket that owns it.
 /// Cloning is cheap (the mapping is reference counted).
 #[derive(Clone)]
@@ -208,7 +217,11 @@ impl Doorbell {
                 Some(d) => (d - now).min(MAX_PARK),
                 None => MAX_PARK,
             };
-            ticket.park(slice);
+            if !ticket.park(slice) && slice == MAX_PARK {
+                // Nobody woke us for a whole MAX_PARK: either nothing happened, or a
+                // peer did not ring (a hostile peer, or a bug). Counted for tests.
+                PARK_TIMEOUTS.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 }
@@ -228,9 +241,10 @@ impl WaitTicket<'_> {
     }
 
     /// Sleeps until a notify after the ticket was taken, or `timeout` (spurious
-    /// returns are possible: re-check the condition).
-    pub fn park(self, timeout: Duration) {
-        sys::futex_wait(self.bell.epoch_word(), self.epoch, Some(timeout));
+    /// returns are possible: re-check the condition). Returns `false` if the timeout
+    /// expired.
+    pub fn park(self, timeout: Duration) -> bool {
+        sys::futex_wait(self.bell.epoch_word(), self.epoch, Some(timeout))
     }
 }
 
@@ -272,6 +286,38 @@ mod tests {
         flag.store(true, Ordering::Release);
         bell.notify();
         assert_eq!(waiter.join().unwrap(), Some(7));
+    }
+
+    #[test]
+    fn parked_consumer_never_misses_a_wake_up() {
+        // The consumer parks at once whenever the ring is empty; the producer only
+        // rings the doorbell when the consumer announced it parks. A lost wake-up
+        // would leave the consumer asleep for a whole MAX_PARK while messages wait.
+        let seg = super::super::segment::Segment::on_heap(4096);
+        let bell = Doorbell::new().unwrap();
+        let mut w = super::super::ring::RingWriter::new(seg.ring(0), Some(bell.clone()));
+        let mut r = super::super::ring::RingReader::new(seg.ring(0), None);
+        const N: u64 = 20_000;
+        let before = park_timeouts();
+        let producer = std::thread::spawn(move || {
+            for i in 0..N {
+                let m = crate::Message::from(i.to_le_bytes().to_vec());
+                while w.try_send(&m).is_err() {
+                    std::thread::yield_now();
+                }
+                if i % 64 == 0 {
+                    std::thread::yield_now();
+                }
+            }
+        });
+        for i in 0..N {
+            let m = bell
+                .wait_until(Duration::ZERO, None, || r.try_recv().unwrap())
+                .expect("no deadline");
+            assert_eq!(m.frames()[0][..], i.to_le_bytes());
+        }
+        producer.join().unwrap();
+        assert_eq!(park_timeouts(), before, "a parked consumer slept through a message");
     }
 
     #[test]
