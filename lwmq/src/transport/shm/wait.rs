@@ -317,7 +317,11 @@ mod tests {
             assert_eq!(m.frames()[0][..], i.to_le_bytes());
         }
         producer.join().unwrap();
-        assert_eq!(park_timeouts(), before, "a parked consumer slept through a message");
+        assert_eq!(
+            park_timeouts(),
+            before,
+            "a parked consumer slept through a message"
+        );
     }
 
     #[test]
