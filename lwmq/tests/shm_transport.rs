@@ -1154,3 +1154,48 @@ fn one_doorbell_serves_many_parked_peers() {
     server.kill9();
     assert_clean(&domain);
 }
+
+#[test]
+fn a_split_connection_sends_and_receives_on_two_threads() {
+    let _w = watchdog(Duration::from_secs(120));
+    let domain = unique_domain("split");
+    let o = opts(&domain);
+    let mut server = Peer::spawn("echo-server", &domain, &[]);
+    server.expect("READY");
+    let bell = Doorbell::new().unwrap();
+    let c = connect_retry("service", &o, SocketType::Pair, &bell, GUARD_SPAN).unwrap();
+    let (mut tx, mut rx, peer, link) = c.into_parts();
+    assert_eq!(peer.pid, server.pid());
+    const N: u64 = 5000;
+    let sender_bell = bell.clone();
+    let sender = std::thread::spawn(move || {
+        for i in 0..N {
+            let m = num(i);
+            // Wait for space on the shared doorbell, as a socket's send would.
+            sender_bell
+                .wait_until(Duration::from_micros(50), None, || match tx.try_send(&m) {
+                    Err(shm::ShmSendError::Full) => {
+                        tx.arm_space_notification();
+                        match tx.try_send(&m) {
+                            Err(shm::ShmSendError::Full) => None,
+                            r => Some(r),
+                        }
+                    }
+                    r => Some(r),
+                })
+                .expect("no deadline")
+                .expect("send");
+        }
+    });
+    for i in 0..N {
+        let m = bell
+            .wait_until(Duration::from_micros(50), None, || rx.try_recv().unwrap())
+            .expect("no deadline");
+        assert_eq!(num_of(&m), i);
+    }
+    sender.join().unwrap();
+    assert!(link.peer_alive());
+    drop(link);
+    server.kill9();
+    assert_clean(&domain);
+}

@@ -41,7 +41,8 @@ use std::time::Duration;
 use bytes::Bytes;
 
 pub use rendezvous::{
-    PeerHello, ShmConnecting, ShmConnection, ShmListener, abstract_name, connect, connect_start,
+    PeerHello, ShmConnecting, ShmConnection, ShmLink, ShmListener, abstract_name, connect,
+    connect_start,
 };
 pub use ring::{ReadGuard, RingReader, RingWriter, ShmSendError, WriteGrant};
 pub use wait::{Doorbell, WaitTicket};

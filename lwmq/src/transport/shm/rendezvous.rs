@@ -709,11 +709,41 @@ pub struct ShmConnection {
     pub rx: RingReader,
     /// Who the peer is.
     pub peer: PeerHello,
-    control: OwnedFd,
+    link: ShmLink,
     bell: Doorbell,
-    endpoint: String,
     spin: Duration,
+}
+
+/// What is left of a connection besides its rings (see [`ShmConnection::into_parts`]):
+/// the control socket, which tells when the peer is gone, and the segment mapping.
+/// Dropping it closes the control socket: the peer sees HUP.
+#[derive(Debug)]
+pub struct ShmLink {
+    control: OwnedFd,
+    endpoint: String,
     segment: Segment,
+}
+
+impl ShmLink {
+    /// The control socket: readable with HUP (or EOF) when the peer is gone. Register it
+    /// with the event loop.
+    pub fn control_fd(&self) -> RawFd {
+        self.control.as_raw_fd()
+    }
+
+    /// Whether the peer is still there (one non-blocking poll of the control socket;
+    /// nothing is ever sent on it after the handshake, so readable means gone).
+    pub fn peer_alive(&self) -> bool {
+        match sys::poll_one(self.control.as_raw_fd(), libc::POLLIN | libc::POLLRDHUP, 0) {
+            Ok(rev) => rev & (libc::POLLHUP | libc::POLLRDHUP | libc::POLLERR | libc::POLLIN) == 0,
+            Err(_) => false,
+        }
+    }
+
+    /// The endpoint, `ipc://name[:port]`.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
 }
 
 impl ShmConnection {
@@ -737,31 +767,37 @@ impl ShmConnection {
             tx,
             rx,
             peer,
-            control,
+            link: ShmLink {
+                control,
+                endpoint,
+                segment,
+            },
             bell,
-            endpoint,
             spin,
-            segment,
         }
     }
 
     /// The control socket: readable with HUP (or EOF) when the peer is gone. Register it
     /// with the event loop.
     pub fn control_fd(&self) -> RawFd {
-        self.control.as_raw_fd()
+        self.link.control_fd()
     }
 
     /// Whether the peer is still there (one non-blocking poll of the control socket).
     pub fn peer_alive(&self) -> bool {
-        match sys::poll_one(self.control.as_raw_fd(), libc::POLLIN | libc::POLLRDHUP, 0) {
-            Ok(rev) => rev & (libc::POLLHUP | libc::POLLRDHUP | libc::POLLERR | libc::POLLIN) == 0,
-            Err(_) => false,
-        }
+        self.link.peer_alive()
     }
 
     /// The endpoint, `ipc://name[:port]`.
     pub fn endpoint(&self) -> &str {
-        &self.endpoint
+        self.link.endpoint()
+    }
+
+    /// Splits the connection for a socket layer that sends and receives on different
+    /// threads: each ring keeps the shared memory mapped by itself, and the
+    /// [`ShmLink`] keeps the control socket open.
+    pub fn into_parts(self) -> (RingWriter, RingReader, PeerHello, ShmLink) {
+        (self.tx, self.rx, self.peer, self.link)
     }
 
     /// How long [`send`](Self::send) and [`recv`](Self::recv) spin before parking
@@ -777,7 +813,7 @@ impl ShmConnection {
 
     #[doc(hidden)]
     pub fn segment_for_testing(&self) -> &Segment {
-        &self.segment
+        &self.link.segment
     }
 
     /// Sends a message, waiting (spin, then park on our doorbell) while the ring is full.
