@@ -20,6 +20,24 @@
 //! - [`Doorbell`]: one futex word per receiving socket, in its own sealed page, given
 //!   to every peer; writers ring it only when the socket announced it is parking.
 //!
+//! # How a socket drives it
+//!
+//! ```text
+//!  bind:    bell = Doorbell::new()                  (one per socket, shared by all its peers)
+//!           l = ShmListener::bind(name, port, &opts, hello, &bell)
+//!           register l.as_raw_fd() (readable) with the I/O loop; on readiness call
+//!           l.accept() until Ok(None); Err = that one peer failed (log, monitor)
+//!  connect: connect_start(..) -> Ok(None): nobody bound, retry every reconnect interval
+//!           (queue messages up to the HWM meanwhile); Ok(Some(pending)): poll
+//!           pending.as_raw_fd(), then try_finish(); PeerRejected: do not retry in a loop
+//!  each connection: register control_fd() for readability/HUP; HUP = peer gone
+//!           (peer-crashed, with peer.pid): drain rx, drop the connection, reconnect
+//!  send:    conn.tx.try_send(&msg) from the sending thread; Full -> arm_space_notification,
+//!           retry, then bell.wait_until(spin, deadline, ..) like ShmConnection::send
+//!  recv:    bell.wait_until(spin, deadline, || poll every pipe's rx.try_recv()); the I/O
+//!           thread rings the same bell (notify) when a stream transport delivers
+//! ```
+//!
 //! # Threads
 //!
 //! Nothing here spawns a thread. A [`ShmConnection`] is `Send`, not `Sync`: its `tx`
