@@ -97,7 +97,7 @@ fn record_len(len: usize) -> Option<u64> {
 
 /// A ring's memory: its control block and data area inside a [`Region`] that it keeps
 /// alive.
-pub struct RingMem {
+pub(crate) struct RingMem {
     _region: Arc<Region>,
     ctrl: *mut u8,
     data: *mut u8,
@@ -123,7 +123,7 @@ impl RingMem {
     ///   `data_offset + size <= region.size()`;
     /// - the control block and data area overlap nothing else used by this process
     ///   except the ring's one writer and one reader.
-    pub unsafe fn new(
+    pub(crate) unsafe fn new(
         region: Arc<Region>,
         ctrl_offset: usize,
         data_offset: usize,
@@ -688,9 +688,9 @@ impl Drop for ReadGuard<'_> {
 }
 
 /// A writer and a reader over one ring of `ring_size` bytes in private heap memory, for
-/// tests and benchmarks of the ring logic.
-#[doc(hidden)]
-pub fn heap_ring(ring_size: usize) -> (RingWriter, RingReader) {
+/// tests of the ring logic.
+#[cfg(test)]
+pub(crate) fn heap_ring(ring_size: usize) -> (RingWriter, RingReader) {
     let seg = super::segment::Segment::on_heap(ring_size);
     (
         RingWriter::new(seg.ring(0), None),

@@ -62,7 +62,7 @@ pub fn segment_size(ring_size: usize) -> usize {
 /// open when we may pass it on), or private heap memory for tests. Page aligned, zeroed
 /// when created.
 #[derive(Debug)]
-pub struct Region {
+pub(crate) struct Region {
     kind: RegionKind,
 }
 
@@ -162,7 +162,7 @@ pub struct Segment {
 impl Segment {
     /// Creates the segment of a new connection (the connector's side), with rings of
     /// `ring_size` bytes (a power of two between [`MIN_RING_SIZE`] and [`MAX_RING_SIZE`]).
-    pub fn create(ring_size: usize) -> io::Result<Segment> {
+    pub(crate) fn create(ring_size: usize) -> io::Result<Segment> {
         debug_assert!(ring_size.is_power_of_two());
         debug_assert!((MIN_RING_SIZE..=MAX_RING_SIZE).contains(&ring_size));
         let region = Region::memfd(c"lwmq-segment", segment_size(ring_size))?;
@@ -175,8 +175,7 @@ impl Segment {
     }
 
     /// A segment in heap memory (tests).
-    #[doc(hidden)]
-    pub fn on_heap(ring_size: usize) -> Segment {
+    pub(crate) fn on_heap(ring_size: usize) -> Segment {
         let seg = Segment {
             region: Arc::new(Region::heap(segment_size(ring_size))),
             ring_size,
@@ -202,7 +201,7 @@ impl Segment {
     /// Maps a segment a connector sent us, after checking its seals, its size (rings of
     /// at most `max_ring_size` bytes) and its header. Errors are human-readable
     /// reasons (for a rejection message).
-    pub fn open(fd: OwnedFd, max_ring_size: usize) -> Result<Segment, String> {
+    pub(crate) fn open(fd: OwnedFd, max_ring_size: usize) -> Result<Segment, String> {
         let size = sys::sealed_memfd_size(&fd)?;
         if size > segment_size(max_ring_size.min(MAX_RING_SIZE)) as u64 {
             return Err(format!(
@@ -256,25 +255,20 @@ impl Segment {
     }
 
     /// The memory file (connector side, until handed over).
-    pub fn fd(&self) -> Option<&OwnedFd> {
+    pub(crate) fn fd(&self) -> Option<&OwnedFd> {
         self.region.fd()
     }
 
     /// Closes our copy of the memory file once it has been handed to the peer (the
     /// mapping stays). Only possible before any ring borrows the region.
-    pub fn close_fd(&mut self) {
+    pub(crate) fn close_fd(&mut self) {
         if let Some(r) = Arc::get_mut(&mut self.region) {
             r.close_fd();
         }
     }
 
-    /// The shared region.
-    pub fn region(&self) -> &Arc<Region> {
-        &self.region
-    }
-
     /// Ring `dir` (0: connector→binder, 1: binder→connector).
-    pub fn ring(&self, dir: usize) -> RingMem {
+    pub(crate) fn ring(&self, dir: usize) -> RingMem {
         assert!(dir < 2, "internal: a segment has two rings");
         // SAFETY: the control block and the data area are inside the region (see the
         // layout above; `segment_size` covers both rings), aligned (128 and 4096), and

@@ -97,8 +97,8 @@ impl Doorbell {
     }
 
     /// A doorbell in private heap memory, for tests of the ring logic.
-    #[doc(hidden)]
-    pub fn on_heap() -> Doorbell {
+    #[cfg(test)]
+    pub(crate) fn on_heap() -> Doorbell {
         let bell = Doorbell {
             region: Arc::new(Region::heap(BELL_SIZE)),
         };
