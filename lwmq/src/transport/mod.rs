@@ -46,6 +46,7 @@
 //! `Sync`.
 
 pub(crate) mod inproc;
+pub mod shm;
 pub(crate) mod stream;
 
 use std::collections::VecDeque;
