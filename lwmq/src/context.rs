@@ -26,6 +26,7 @@ pub struct Context {
 #[derive(Debug, Default)]
 struct Inner {
     io: Mutex<Option<IoThread>>,
+    ipc: Mutex<Option<crate::transport::ipc::IpcThread>>,
     inproc: Mutex<Registry>,
     terminated: AtomicBool,
     sockets: Mutex<Vec<Weak<SocketShared>>>,
@@ -66,6 +67,10 @@ impl Context {
         if let Some(mut io) = io {
             io.shutdown();
         }
+        let ipc = lock(&self.inner.ipc).take();
+        if let Some(mut ipc) = ipc {
+            ipc.shutdown();
+        }
     }
 
     pub(crate) fn is_terminated(&self) -> bool {
@@ -97,7 +102,26 @@ impl Context {
         }
     }
 
+    /// The ipc thread (shared-memory connections), started on first use.
+    pub(crate) fn ipc(&self) -> Result<Arc<crate::transport::ipc::IpcShared>> {
+        if self.is_terminated() {
+            return Err(Error::Closed);
+        }
+        let mut ipc = lock(&self.inner.ipc);
+        if ipc.is_none() {
+            *ipc = Some(crate::transport::ipc::IpcThread::start()?);
+        }
+        match ipc.as_ref() {
+            Some(t) => Ok(t.shared().clone()),
+            None => Err(Error::Closed),
+        }
+    }
+
     pub(crate) fn close_socket(&self, s: &Arc<SocketShared>, linger: Option<Duration>) {
+        if let Some(ipc) = lock(&self.inner.ipc).as_ref() {
+            ipc.shared()
+                .command(crate::transport::ipc::Command::CloseSocket { socket_id: s.id });
+        }
         if let Some(io) = lock(&self.inner.io).as_ref() {
             io.shared().command(Command::CloseSocket {
                 socket_id: s.id,
@@ -111,6 +135,9 @@ impl Drop for Inner {
     fn drop(&mut self) {
         if let Some(mut io) = lock(&self.io).take() {
             io.shutdown();
+        }
+        if let Some(mut ipc) = lock(&self.ipc).take() {
+            ipc.shutdown();
         }
     }
 }

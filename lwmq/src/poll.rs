@@ -2,7 +2,8 @@
 //!
 //! The poller makes a [`Signal`] of its own and adds it as an observer of each socket's
 //! signal for the duration of the call, so any ring on any of the sockets wakes it.
-//! It reads its epoch before looking at the sockets, as the pipe contract requires.
+//! It waits as the pipe contract says ([`Signal::wait_until`]). Polling a single socket
+//! waits on that socket's own signal, which its shared-memory peers ring too.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -60,27 +61,53 @@ pub fn poll(items: &mut [PollItem<'_>], timeout: Option<Duration>) -> Result<usi
     static KEYS: AtomicU64 = AtomicU64::new(1);
     let key = KEYS.fetch_add(1, Ordering::Relaxed);
     let deadline = timeout.map(|t| Instant::now() + t);
-    let signal = Arc::new(Signal::new());
+    let signal = Arc::new(Signal::private());
     for item in items.iter() {
         item.socket.shared().signal.observe(key, signal.clone());
     }
+    // Shared-memory peers in other processes ring only their socket's doorbell, not
+    // our observers. With one socket we wait on its own doorbell; with several, one of
+    // which has ipc peers, we re-check every IPC_RECHECK while parked.
+    const IPC_RECHECK: Duration = Duration::from_millis(1);
+    let single = (items.len() == 1).then(|| items[0].socket.shared().signal.clone());
+    let recheck = single.is_none() && items.iter().any(|i| i.socket.uses_ipc());
+    let wait_on = single.unwrap_or_else(|| signal.clone());
+    let spin = Duration::ZERO;
     let result = (|| loop {
-        let seen = signal.epoch();
-        let mut ready = 0;
-        for item in items.iter_mut() {
-            item.readable = item.want_readable && item.socket.poll_readable();
-            item.writable = item.want_writable && item.socket.poll_writable();
-            if item.readable || item.writable {
-                ready += 1;
+        let mut attempt = || -> Option<Result<usize>> {
+            let mut ready = 0;
+            for item in items.iter_mut() {
+                item.readable = item.want_readable && item.socket.poll_readable();
+                item.writable = item.want_writable && item.socket.poll_writable();
+                if item.readable || item.writable {
+                    ready += 1;
+                }
             }
+            if ready > 0 {
+                return Some(Ok(ready));
+            }
+            for item in items.iter() {
+                if let Err(e) = item.socket.check_alive() {
+                    return Some(Err(e));
+                }
+            }
+            None
+        };
+        if let Some(r) = attempt() {
+            return r;
         }
-        if ready > 0 {
-            return Ok(ready);
+        if timeout == Some(Duration::ZERO) {
+            return Ok(0);
         }
-        for item in items.iter() {
-            item.socket.check_alive()?;
+        let until = match (recheck, deadline) {
+            (false, d) => d,
+            (true, None) => Some(Instant::now() + IPC_RECHECK),
+            (true, Some(d)) => Some(d.min(Instant::now() + IPC_RECHECK)),
+        };
+        if let Some(r) = wait_on.wait_until(spin, until, &mut attempt) {
+            return r;
         }
-        if !signal.wait(seen, deadline) {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
             return Ok(0);
         }
     })();

@@ -56,6 +56,9 @@ enum Attached {
     InprocConnect(PipeId),
     StreamBind(u64),
     StreamConnect(u64),
+    IpcBind(u64),
+    /// The connect's id and the pipe made at connect time, if any.
+    IpcConnect(u64, Option<PipeId>),
 }
 
 #[derive(Debug)]
@@ -66,6 +69,7 @@ struct Core {
     prefetched: Option<Message>,
     endpoints: Vec<(String, Attached)>,
     last_endpoint: Option<String>,
+    ipc: crate::transport::ipc::SocketIpc,
 }
 
 /// A socket of one of ZeroMQ's types, with any number of endpoints.
@@ -103,6 +107,7 @@ impl Socket {
                 prefetched: None,
                 endpoints: Vec::new(),
                 last_endpoint: None,
+                ipc: Default::default(),
             }),
             shared,
         }
@@ -181,6 +186,30 @@ impl Socket {
                 });
                 (actual, Attached::StreamBind(id))
             }
+            Endpoint::Ipc { name, port } => {
+                let ipc = self.ctx.ipc()?;
+                let core = &mut *core;
+                let r = crate::transport::ipc::bind(
+                    &ipc,
+                    &self.shared,
+                    &core.options,
+                    &core.ipc.ring_limit,
+                    name,
+                    *port,
+                );
+                let (id, actual) = match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        self.shared
+                            .monitors
+                            .emit(EventKind::BindFailed, uri, e.to_string());
+                        return Err(e);
+                    }
+                };
+                core.ipc.used = true;
+                self.shared.monitors.emit(EventKind::Listening, &actual, "");
+                (actual, Attached::IpcBind(id))
+            }
             other => {
                 return Err(Error::endpoint(
                     uri,
@@ -250,6 +279,25 @@ impl Socket {
                 });
                 Attached::StreamConnect(id)
             }
+            Endpoint::Ipc { name, port } => {
+                let ipc = self.ctx.ipc()?;
+                let core = &mut *core;
+                let (id, pipe) = crate::transport::ipc::connect(
+                    &ipc,
+                    &self.shared,
+                    &core.options,
+                    &core.ipc.ring_limit,
+                    uri,
+                    name,
+                    *port,
+                )?;
+                core.ipc.used = true;
+                let pipe_id = pipe.as_ref().map(|(id, _)| *id);
+                if let Some((pid, p)) = pipe {
+                    core.pattern.attach(pid, p);
+                }
+                Attached::IpcConnect(id, pipe_id)
+            }
             other => {
                 return Err(Error::endpoint(
                     uri,
@@ -279,11 +327,15 @@ impl Socket {
         let matches = |a: &Attached| {
             matches!(
                 (a, bind),
-                (Attached::InprocBind(_) | Attached::StreamBind(_), true)
-                    | (
-                        Attached::InprocConnect(_) | Attached::StreamConnect(_),
-                        false
-                    )
+                (
+                    Attached::InprocBind(_) | Attached::StreamBind(_) | Attached::IpcBind(_),
+                    true
+                ) | (
+                    Attached::InprocConnect(_)
+                        | Attached::StreamConnect(_)
+                        | Attached::IpcConnect(..),
+                    false
+                )
             )
         };
         let Some(pos) = core
@@ -305,6 +357,7 @@ impl Socket {
         let same = |a: &Attached| match (a, &attached) {
             (Attached::StreamBind(x), Attached::StreamBind(y)) => x == y,
             (Attached::InprocBind(x), Attached::InprocBind(y)) => x == y,
+            (Attached::IpcBind(x), Attached::IpcBind(y)) => x == y,
             _ => false,
         };
         core.endpoints.retain(|(_, a)| !same(a));
@@ -315,6 +368,18 @@ impl Socket {
             Attached::InprocConnect(pipe) => core.pattern.detach(pipe),
             Attached::StreamBind(id) => self.ctx.io()?.command(Command::Unbind { id }),
             Attached::StreamConnect(id) => self.ctx.io()?.command(Command::Disconnect { id }),
+            Attached::IpcBind(id) => self
+                .ctx
+                .ipc()?
+                .command(crate::transport::ipc::Command::Unbind { id }),
+            Attached::IpcConnect(id, pipe) => {
+                if let Some(p) = pipe {
+                    core.pattern.detach(p);
+                }
+                self.ctx
+                    .ipc()?
+                    .command(crate::transport::ipc::Command::Disconnect { id });
+            }
         }
         Ok(())
     }
@@ -331,38 +396,56 @@ impl Socket {
         self.send_until(msg.into(), Some(Duration::ZERO))
     }
 
-    fn send_until(&self, mut msg: Message, timeout: Option<Duration>) -> Result<(), SendError> {
+    fn send_until(&self, msg: Message, timeout: Option<Duration>) -> Result<(), SendError> {
         let deadline = deadline(timeout);
         let mut core = self.core();
-        loop {
-            let seen = self.shared.signal.epoch();
+        if let Err(error) = core.ipc.check_size(&msg) {
+            return Err(SendError {
+                error,
+                message: msg,
+            });
+        }
+        let spin = core.ipc.spin(&core.options);
+        let core = &mut *core;
+        let mut held = Some(msg);
+        let mut attempt = || -> Option<Result<(), SendError>> {
+            let msg = held.take()?;
             if self.ctx.is_terminated() {
-                return Err(SendError {
+                return Some(Err(SendError {
                     error: Error::Closed,
                     message: msg,
-                });
+                }));
             }
-            self.absorb_mailbox(&mut core);
+            self.absorb_mailbox(core);
             match core.pattern.send(msg) {
-                Ok(()) => return Ok(()),
+                Ok(()) => Some(Ok(())),
                 Err(SendError {
                     error: Error::WouldBlock,
                     message,
-                }) => msg = message,
-                Err(e) => return Err(e),
+                }) => {
+                    held = Some(message);
+                    None
+                }
+                Err(e) => Some(Err(e)),
             }
-            if timeout == Some(Duration::ZERO) {
-                return Err(SendError {
-                    error: Error::WouldBlock,
-                    message: msg,
-                });
-            }
-            if !self.shared.signal.wait(seen, deadline) {
-                return Err(SendError {
-                    error: Error::Timeout,
-                    message: msg,
-                });
-            }
+        };
+        if let Some(r) = attempt() {
+            return r;
+        }
+        let error = if timeout == Some(Duration::ZERO) {
+            Error::WouldBlock
+        } else if let Some(r) = self.shared.signal.wait_until(spin, deadline, &mut attempt) {
+            return r;
+        } else {
+            Error::Timeout
+        };
+        match held.take() {
+            Some(message) => Err(SendError { error, message }),
+            // `attempt` only returns None after putting the message back.
+            None => Err(SendError {
+                error,
+                message: Message::new(),
+            }),
         }
     }
 
@@ -384,22 +467,35 @@ impl Socket {
         if let Some(m) = core.prefetched.take() {
             return Ok(m);
         }
-        loop {
-            let seen = self.shared.signal.epoch();
-            self.check_open()?;
-            self.absorb_mailbox(&mut core);
+        let spin = core.ipc.spin(&core.options);
+        let core = &mut *core;
+        let mut attempt = || -> Option<Result<Message>> {
+            if let Err(e) = self.check_open() {
+                return Some(Err(e));
+            }
+            self.absorb_mailbox(core);
             match core.pattern.recv() {
-                Ok(m) => return Ok(m),
-                Err(Error::WouldBlock) => {}
-                Err(e) => return Err(e),
+                Ok(m) => Some(Ok(m)),
+                Err(Error::WouldBlock) => None,
+                Err(e) => Some(Err(e)),
             }
-            if timeout == Some(Duration::ZERO) {
-                return Err(Error::WouldBlock);
-            }
-            if !self.shared.signal.wait(seen, deadline) {
-                return Err(Error::Timeout);
-            }
+        };
+        if let Some(r) = attempt() {
+            return r;
         }
+        if timeout == Some(Duration::ZERO) {
+            return Err(Error::WouldBlock);
+        }
+        self.shared
+            .signal
+            .wait_until(spin, deadline, attempt)
+            .unwrap_or(Err(Error::Timeout))
+    }
+
+    /// For poll: whether this socket has shared-memory peers, whose messages ring only
+    /// the socket's own doorbell (not a poller's observers).
+    pub(crate) fn uses_ipc(&self) -> bool {
+        self.core().ipc.used
     }
 
     /// For poll: whether a message can be received now (reading it ahead if needed).
@@ -559,6 +655,30 @@ impl Socket {
             }
         });
     }
+    /// `ipc://`: bytes of each shared-memory ring (one per direction and connection),
+    /// rounded up to a power of two between 4 KiB and 1 GiB; the connecting side's
+    /// value is used. The largest message is about half of it. Default 1 MiB.
+    /// Applies to endpoints bound or connected afterwards.
+    pub fn set_ipc_ring_size(&self, bytes: usize) {
+        self.set(|o| o.ipc.ring_size = bytes);
+    }
+    /// `ipc://`: how long a blocked `send`/`recv` spins before it parks on the futex
+    /// (spinning catches a busy peer's reply in well under a microsecond; parking costs
+    /// a kernel wake-up). Default 50 µs.
+    pub fn set_ipc_spin(&self, t: Duration) {
+        self.set(|o| o.ipc.spin = t);
+    }
+    /// `ipc://`: which users' processes may connect to us or be connected to (checked
+    /// with SO_PEERCRED). Default: the same user only.
+    pub fn set_ipc_allowed_peers(&self, peers: crate::transport::shm::AllowedPeers) {
+        self.set(|o| o.ipc.allow_uids = peers);
+    }
+    /// `ipc://`: the namespace of names; sockets in different domains never meet.
+    /// Default: `$LWMQ_DOMAIN`, else `"default"`. 1 to 48 characters of
+    /// `A-Z a-z 0-9 . _ -` (checked at bind/connect).
+    pub fn set_ipc_domain(&self, domain: &str) {
+        self.set(|o| o.ipc.domain = domain.to_owned());
+    }
     /// REQ: add a request id to each request and drop replies with another one.
     pub fn set_req_correlate(&self, on: bool) {
         self.set(|o| o.pattern.req_correlate = on);
@@ -575,6 +695,8 @@ fn clone_attached(a: &Attached) -> Attached {
         Attached::InprocConnect(p) => Attached::InprocConnect(*p),
         Attached::StreamBind(i) => Attached::StreamBind(*i),
         Attached::StreamConnect(i) => Attached::StreamConnect(*i),
+        Attached::IpcBind(i) => Attached::IpcBind(*i),
+        Attached::IpcConnect(i, p) => Attached::IpcConnect(*i, *p),
     }
 }
 

@@ -28,31 +28,34 @@
 //! Wake-ups: every socket owns exactly one [`Signal`]. A pipe must ring the reading
 //! socket's signal (through [`Notify::notify`]) when a message arrives in an empty pipe
 //! and when the pipe closes, and ring the writing socket's signal when a full pipe drops
-//! below its high-water mark and when the pipe closes. A socket waits like this:
+//! below its high-water mark and when the pipe closes. A socket waits with
+//! [`Signal::wait_until`]:
 //!
 //! ```text
-//! let seen = signal.epoch();        // 1. read the epoch first,
-//! if let Some(m) = try_everything() { return m }   // 2. then look at every pipe,
-//! signal.wait(seen, deadline);      // 3. sleep only if nobody rang since step 1.
+//! signal.wait_until(spin, deadline, || try_everything())
+//!   // try; spin trying for `spin`; then: announce "parking", try once more, park
 //! ```
 //!
-//! Because the epoch is read before the pipes are inspected, a wake-up that happens in
-//! between is never lost. A shared-memory transport can ring the same signal from
-//! another thread of this process; a futex-backed signal for other processes would
-//! implement [`Notify`] in the same way.
-//!
+//! Because the waiter announces itself before its last look at the pipes, and a
+//! notifier publishes before it checks for announced waiters, a wake-up that happens in
+//! between is never lost. The signal is a futex word in shared memory
+//! ([`shm::Doorbell`]), so shared-memory peers in other processes ring the very same
+//! signal: `recv` waits on all of a socket's peers, whatever their transport, at once.
+
 //! Threads: a pipe half is owned by one thread at a time (the socket's user or the I/O
 //! thread). The queue between the halves is protected by a mutex; the signals are
 //! `Sync`.
 
 pub(crate) mod inproc;
+pub(crate) mod ipc;
 pub mod shm;
 pub(crate) mod stream;
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Instant;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -71,21 +74,23 @@ pub trait Notify: Send + Sync {
     fn notify(&self);
 }
 
-/// The one wake-up object of a socket. It counts rings in an *epoch*, so a waiter that
-/// read the epoch before looking for work never misses a ring that came in between.
+/// The one wake-up object of a socket: a [`shm::Doorbell`] (a futex word in a sealed
+/// memory file) that every source of work rings: the I/O thread, inproc peers, and
+/// shared-memory peers in other processes, which map the same page. Waiting spins for a
+/// while, then parks on the futex (see [`Signal::wait_until`]).
 ///
-/// Observers (used by [`crate::poll`]) are rung along with the signal.
+/// Observers (used by [`crate::poll`]) are rung along with the signal by notifiers of
+/// this process (shared-memory peers only ring the doorbell).
 pub struct Signal {
-    epoch: Mutex<u64>,
-    cond: Condvar,
+    bell: shm::Doorbell,
     observers: Mutex<Vec<(u64, Arc<dyn Notify>)>>,
+    /// `observers.len()`, readable without the lock (the hot path only reads this).
+    observed: AtomicUsize,
 }
 
 impl fmt::Debug for Signal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Signal")
-            .field("epoch", &self.epoch())
-            .finish()
+        f.debug_struct("Signal").field("bell", &self.bell).finish()
     }
 }
 
@@ -102,61 +107,71 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Signal {
-    /// A new signal at epoch 0.
+    /// A new signal whose doorbell lives in a memory file, so that shared-memory peers
+    /// can ring it. If no memory file can be made (out of descriptors), the doorbell
+    /// lives in private memory: everything but `ipc://` still works, and `ipc://`
+    /// endpoints fail with the error of making their own doorbell.
     pub fn new() -> Signal {
+        let bell = shm::Doorbell::new().unwrap_or_else(|e| {
+            tracing::warn!("no memory file for a socket's doorbell ({e}); using private memory");
+            shm::Doorbell::on_heap()
+        });
+        Signal::with_bell(bell)
+    }
+
+    /// A signal only this process rings (for poll).
+    pub(crate) fn private() -> Signal {
+        Signal::with_bell(shm::Doorbell::on_heap())
+    }
+
+    fn with_bell(bell: shm::Doorbell) -> Signal {
         Signal {
-            epoch: Mutex::new(0),
-            cond: Condvar::new(),
+            bell,
             observers: Mutex::new(Vec::new()),
+            observed: AtomicUsize::new(0),
         }
     }
 
-    /// The number of rings so far.
-    pub fn epoch(&self) -> u64 {
-        *lock(&self.epoch)
+    /// The doorbell, to give to shared-memory peers.
+    pub fn doorbell(&self) -> &shm::Doorbell {
+        &self.bell
     }
 
-    /// Waits until the epoch differs from `seen` or `deadline` passes (`None`: no
-    /// deadline). Returns whether the epoch changed.
-    pub fn wait(&self, seen: u64, deadline: Option<Instant>) -> bool {
-        let mut epoch = lock(&self.epoch);
-        while *epoch == seen {
-            match deadline {
-                None => epoch = self.cond.wait(epoch).unwrap_or_else(|p| p.into_inner()),
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        return false;
-                    }
-                    epoch = self
-                        .cond
-                        .wait_timeout(epoch, d - now)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0;
-                }
-            }
-        }
-        true
+    /// Calls `ready` until it returns `Some` (spinning for `spin`, then parking until
+    /// rung) or `deadline` passes (`None`). No ring is lost: a waiter announces itself
+    /// and calls `ready` once more before it parks (see [`shm::wait`]).
+    pub fn wait_until<T>(
+        &self,
+        spin: Duration,
+        deadline: Option<Instant>,
+        ready: impl FnMut() -> Option<T>,
+    ) -> Option<T> {
+        self.bell.wait_until(spin, deadline, ready)
     }
 
     /// Adds an observer rung with this signal; returns a key for [`Signal::unobserve`].
     pub(crate) fn observe(&self, key: u64, n: Arc<dyn Notify>) {
-        lock(&self.observers).push((key, n));
+        let mut o = lock(&self.observers);
+        o.push((key, n));
+        self.observed.store(o.len(), Ordering::SeqCst);
     }
 
     /// Removes the observers added with `key`.
     pub(crate) fn unobserve(&self, key: u64) {
-        lock(&self.observers).retain(|(k, _)| *k != key);
+        let mut o = lock(&self.observers);
+        o.retain(|(k, _)| *k != key);
+        self.observed.store(o.len(), Ordering::SeqCst);
     }
 }
 
 impl Notify for Signal {
     fn notify(&self) {
-        {
-            let mut epoch = lock(&self.epoch);
-            *epoch = epoch.wrapping_add(1);
+        self.bell.notify();
+        // SeqCst pairs with the store in `observe`: a poller that registered before
+        // looking at this socket is seen here.
+        if self.observed.load(Ordering::SeqCst) == 0 {
+            return;
         }
-        self.cond.notify_all();
         let observers: Vec<Arc<dyn Notify>> = lock(&self.observers)
             .iter()
             .map(|(_, n)| n.clone())
@@ -480,23 +495,32 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn signal_wait_sees_ring_between_epoch_and_wait() {
+    fn signal_wakes_a_parked_waiter_and_its_observers() {
+        use std::sync::atomic::AtomicBool;
         let s = Arc::new(Signal::new());
-        let seen = s.epoch();
-        s.notify();
-        assert!(
-            s.wait(seen, None),
-            "a ring after reading the epoch is not lost"
+        let timed_out: Option<()> = s.wait_until(
+            Duration::ZERO,
+            Some(Instant::now() + Duration::from_millis(20)),
+            || None,
         );
-        let seen = s.epoch();
-        let deadline = Instant::now() + std::time::Duration::from_millis(20);
-        assert!(!s.wait(seen, Some(deadline)));
-        let s2 = s.clone();
+        assert!(timed_out.is_none());
+        let observer = Arc::new(Counter::default());
+        s.observe(7, observer.clone());
+        let flag = Arc::new(AtomicBool::new(false));
+        let (s2, f2) = (s.clone(), flag.clone());
         let t = std::thread::spawn(move || {
             std::thread::sleep(std::time::Duration::from_millis(20));
+            f2.store(true, Ordering::Release);
             s2.notify();
         });
-        assert!(s.wait(seen, None));
+        let got = s.wait_until(Duration::ZERO, None, || {
+            flag.load(Ordering::Acquire).then_some(1)
+        });
+        assert_eq!(got, Some(1));
         t.join().unwrap();
+        assert_eq!(observer.0.load(Ordering::SeqCst), 1, "observer rung");
+        s.unobserve(7);
+        s.notify();
+        assert_eq!(observer.0.load(Ordering::SeqCst), 1, "removed observer not rung");
     }
 }

@@ -96,8 +96,9 @@ impl Doorbell {
         Ok(bell)
     }
 
-    /// A doorbell in private heap memory, for tests of the ring logic.
-    #[cfg(test)]
+    /// A doorbell in private heap memory: for tests of the ring logic, for signals no
+    /// other process needs to ring (a poll's), and as the fallback when no memory file
+    /// can be made.
     pub(crate) fn on_heap() -> Doorbell {
         let bell = Doorbell {
             region: Arc::new(Region::heap(BELL_SIZE)),
