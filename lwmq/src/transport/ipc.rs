@@ -203,6 +203,12 @@ struct SlotInner {
     pending: VecDeque<Message>,
     /// Most messages in `pending` (0: no limit).
     hwm: usize,
+    /// The subscriptions in force (control messages written through this pipe, a
+    /// cancel removing its subscribe): replayed first to each new connection after
+    /// the first, so a restarted PUB learns them again.
+    subs: Vec<Message>,
+    /// A connection was installed before.
+    connected_before: bool,
     /// No connection will come any more.
     closed: bool,
     writer_closed: bool,
@@ -321,6 +327,27 @@ impl PipeWriter for IpcWriter {
         self.write(msg, false)
     }
     fn write_control(&mut self, msg: Message) -> Result<(), WriteError> {
+        {
+            let mut inner = lock(&self.slot.inner);
+            let first = msg.frames().first();
+            let cancel = first.is_some_and(|f| f.first() == Some(&0));
+            let undone = if !cancel {
+                None
+            } else {
+                inner.subs.iter().position(|m| {
+                    let f = m.frames().first();
+                    f.zip(first)
+                        .is_some_and(|(a, b)| a.first() == Some(&1) && a[1..] == b[1..])
+                })
+            };
+            match undone {
+                Some(i) => {
+                    inner.subs.remove(i);
+                }
+                None if !cancel => inner.subs.push(msg.clone()),
+                None => {}
+            }
+        }
         // A subscription travels as an ordinary message (ZMTP 3.0 style: first byte
         // 1 = subscribe, 0 = cancel); a full ring queues it instead of dropping it.
         match self.write(msg, true) {
@@ -1013,6 +1040,13 @@ impl Reactor {
             let mut inner = lock(&slot.inner);
             inner.rx = Some((rx, state.clone()));
             inner.current = Some(state.clone());
+            if inner.connected_before {
+                let subs = inner.subs.clone();
+                for m in subs.into_iter().rev() {
+                    inner.pending.push_front(m);
+                }
+            }
+            inner.connected_before = true;
             let flushed = flush(&mut tx, &mut inner.pending);
             let held = if flushed {
                 inner.tx = Some((tx, state.clone()));
@@ -1270,28 +1304,24 @@ impl Reactor {
         c.state.alive.store(false, Ordering::Release);
         let failure = lock(&c.state.failure).take();
         let pid = c.peer.pid;
-        let mut reconnect = true;
-        match (failure, peer_gone) {
-            (Some(Failure::Protocol(why)), _) => {
-                c.socket.monitors.emit(
+        let (event, reconnect) = match (failure, peer_gone) {
+            (Some(Failure::Protocol(why)), _) => (
+                Some((
                     EventKind::ProtocolError,
-                    &c.endpoint,
                     format!("pid {pid}: {why}; connection dropped"),
-                );
-            }
-            (Some(Failure::Released), _) => reconnect = false,
+                )),
+                true,
+            ),
+            (Some(Failure::Released), _) | (None, None) => (None, false),
             (None, Some(())) => {
                 let kind = if process_gone(pid) {
                     EventKind::PeerCrashed
                 } else {
                     EventKind::Disconnected
                 };
-                c.socket
-                    .monitors
-                    .emit(kind, &c.endpoint, format!("pid {pid}"));
+                (Some((kind, format!("pid {pid}"))), true)
             }
-            (None, None) => reconnect = false,
-        }
+        };
         {
             let mut inner = lock(&c.slot.inner);
             inner.current = None;
@@ -1305,9 +1335,13 @@ impl Reactor {
             }
         }
         c.slot.changed();
-        c.socket.signal.notify();
         drop(c.link);
         drop(c.held_tx);
+        // Reported after the descriptors are closed (what a watcher counts is final).
+        if let Some((kind, detail)) = event {
+            c.socket.monitors.emit(kind, &c.endpoint, detail);
+        }
+        c.socket.signal.notify();
         if let Some(id) = c.connecter {
             if reconnect {
                 if let Some(k) = self.connecters.get_mut(&id) {
