@@ -1,6 +1,7 @@
 //! The [`Context`]: what a group of sockets shares. It owns the background I/O thread
-//! (started when the first `tcp://` or `unix://` endpoint is used) and the `inproc://`
-//! name registry.
+//! (started when the first `tcp://` or `unix://` endpoint is used), the ipc thread
+//! (started by the first `ipc://` endpoint: it makes and watches shared-memory
+//! connections, see `transport::ipc`) and the `inproc://` name registry.
 //!
 //! Threads: the context is shared by every socket made from it (an `Arc`). The I/O
 //! thread holds no reference to the context, only to the sockets' shared parts, so
@@ -118,9 +119,12 @@ impl Context {
     }
 
     pub(crate) fn close_socket(&self, s: &Arc<SocketShared>, linger: Option<Duration>) {
-        if let Some(ipc) = lock(&self.inner.ipc).as_ref() {
-            ipc.shared()
-                .command(crate::transport::ipc::Command::CloseSocket { socket_id: s.id });
+        let ipc = lock(&self.inner.ipc).as_ref().map(|t| t.shared().clone());
+        if let Some(ipc) = ipc {
+            ipc.command_and_wait(|ack| crate::transport::ipc::Command::CloseSocket {
+                socket_id: s.id,
+                ack,
+            });
         }
         if let Some(io) = lock(&self.inner.io).as_ref() {
             io.shared().command(Command::CloseSocket {

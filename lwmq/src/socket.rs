@@ -371,7 +371,7 @@ impl Socket {
             Attached::IpcBind(id) => self
                 .ctx
                 .ipc()?
-                .command(crate::transport::ipc::Command::Unbind { id }),
+                .command_and_wait(|ack| crate::transport::ipc::Command::Unbind { id, ack }),
             Attached::IpcConnect(id, pipe) => {
                 if let Some(p) = pipe {
                     core.pattern.detach(p);

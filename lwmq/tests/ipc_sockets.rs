@@ -135,6 +135,22 @@ fn fd_count() -> usize {
     std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
 }
 
+/// What the descriptors of this process point to (for failure messages).
+fn fd_list() -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir("/proc/self/fd")
+        .map(|d| {
+            d.flatten()
+                .map(|e| {
+                    let target = std::fs::read_link(e.path()).unwrap_or_default();
+                    format!("{}->{}", e.file_name().to_string_lossy(), target.display())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
 fn shm_map_count() -> usize {
     std::fs::read_to_string("/proc/self/maps")
         .unwrap_or_default()
@@ -190,7 +206,14 @@ fn peer_process_entry() {
                 let m = s.recv().expect("recv");
                 in_order &= num_of(&m) == i;
             }
-            say("GOT", if in_order { "1000 in-order" } else { "1000 OUT-OF-ORDER" });
+            say(
+                "GOT",
+                if in_order {
+                    "1000 in-order"
+                } else {
+                    "1000 OUT-OF-ORDER"
+                },
+            );
             std::thread::sleep(forever);
         }
         "streamer" => {
@@ -228,19 +251,30 @@ fn peer_process_entry() {
         "report" => {
             let s = mk(SocketType::Pair);
             let mon = s.monitor();
-            s.set_recv_timeout(Some(Duration::from_secs(10)));
+            s.set_recv_timeout(Some(Duration::from_millis(100)));
             s.connect(EP).expect("connect");
             s.send("ping").expect("send");
-            match s.recv() {
-                Ok(m) => say("RESULT", format!("OK {}", text(&m, 0))),
-                Err(e) => {
-                    let mut events = Vec::new();
-                    while let Some(ev) = mon.try_recv() {
-                        events.push(ev.to_string());
+            let mut events = Vec::new();
+            let start = Instant::now();
+            let result = loop {
+                match s.recv() {
+                    Ok(m) => break format!("OK {}", text(&m, 0)),
+                    Err(e) => {
+                        let mut refused = false;
+                        while let Some(ev) = mon.try_recv() {
+                            refused |= matches!(
+                                ev.kind,
+                                EventKind::HandshakeFailedAuth | EventKind::HandshakeFailedProtocol
+                            );
+                            events.push(ev.to_string());
+                        }
+                        if refused || start.elapsed() > GUARD {
+                            break format!("ERR {e}: {}", events.join(" | "));
+                        }
                     }
-                    say("RESULT", format!("ERR {e}: {}", events.join(" | ")));
                 }
-            }
+            };
+            say("RESULT", result);
             std::thread::sleep(forever);
         }
         "xpub" => {
@@ -434,7 +468,10 @@ fn client_queues_1000_before_the_server_exists() {
             push.try_send(num(i)).expect("queued below the HWM");
         }
         assert!(
-            matches!(push.try_send(num(1000)).map_err(|e| e.error), Err(Error::WouldBlock)),
+            matches!(
+                push.try_send(num(1000)).map_err(|e| e.error),
+                Err(Error::WouldBlock)
+            ),
             "the 1001st is over the HWM"
         );
         // Nobody touches `push` from here on: the queue goes out by itself.
@@ -514,6 +551,7 @@ fn kill9_of_the_connector_frees_its_memory_and_descriptors() {
         let mon = pair.monitor();
         pair.bind(EP).unwrap();
         let (fds0, maps0) = (fd_count(), shm_map_count());
+        let list0 = fd_list();
         let mut client = Peer::spawn("hello-client", &domain, &[]);
         client.expect("CONNECTED");
         assert_eq!(pair.recv().unwrap(), Message::from("hello"));
@@ -528,10 +566,16 @@ fn kill9_of_the_connector_frees_its_memory_and_descriptors() {
             .wait_for(EventKind::PeerCrashed, GUARD)
             .expect("peer-crashed");
         assert_eq!(ev.detail, format!("pid {pid}"));
+        drop(client); // its stdout pipe is the test's, not the socket's
         // The socket notices the closed pipe when it next looks at its pipes.
         assert!(matches!(pair.try_recv(), Err(Error::WouldBlock)));
         let (fds2, maps2) = (fd_count(), shm_map_count());
-        assert_eq!(fds2, fds0, "descriptors freed");
+        assert_eq!(
+            fds2,
+            fds0,
+            "descriptors freed: {list0:?} -> {:?}",
+            fd_list()
+        );
         assert_eq!(maps2, maps0, "shared memory unmapped");
     }
     assert_clean(&domain);
@@ -558,8 +602,8 @@ fn hostile(mode: &str) {
             let m = pull.recv().expect("the good peer keeps sending");
             let t = text(&m, 0);
             assert!(t == "ok" || t.starts_with("good "), "{t:?}");
-            if let Some(ev) = std::iter::from_fn(|| mon.try_recv())
-                .find(|e| e.kind == EventKind::ProtocolError)
+            if let Some(ev) =
+                std::iter::from_fn(|| mon.try_recv()).find(|e| e.kind == EventKind::ProtocolError)
             {
                 break ev;
             }

@@ -601,14 +601,29 @@ pub(crate) enum Command {
         slot: Option<Arc<Slot>>,
         ring_limit: Arc<AtomicUsize>,
     },
-    /// Stop listening (connections already made stay).
-    Unbind { id: u64 },
+    /// Stop listening (connections already made stay). The name is free once `ack`
+    /// is dropped.
+    Unbind {
+        id: u64,
+        ack: Ack,
+    },
     /// Stop connecting and end the connection.
-    Disconnect { id: u64 },
-    /// The socket closed: drop its listeners, connects and connections.
-    CloseSocket { socket_id: u64 },
+    Disconnect {
+        id: u64,
+    },
+    /// The socket closed: drop its listeners, connects and connections (done when
+    /// `ack` is dropped).
+    CloseSocket {
+        socket_id: u64,
+        ack: Ack,
+    },
     Shutdown,
 }
+
+/// Dropped by the ipc thread once it carried out a command; see
+/// [`IpcShared::command_and_wait`].
+#[derive(Debug)]
+pub(crate) struct Ack(#[allow(dead_code)] std::sync::mpsc::Sender<()>);
 
 /// What other threads may touch of the ipc thread.
 pub(crate) struct IpcShared {
@@ -632,6 +647,16 @@ impl IpcShared {
     pub(crate) fn command(&self, c: Command) {
         lock(&self.commands).push(c);
         self.wake();
+    }
+
+    /// Queues a command and waits (at most a few seconds, in case the thread is
+    /// gone) until the thread carried it out: after `unbind` or closing a socket, the
+    /// name is free for the next `bind`.
+    pub(crate) fn command_and_wait(&self, make: impl FnOnce(Ack) -> Command) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.command(make(Ack(tx)));
+        // Err(Disconnected) is the answer: the thread dropped the Ack.
+        let _ = rx.recv_timeout(Duration::from_secs(5));
     }
 
     fn wake(&self) {
@@ -853,9 +878,11 @@ impl Reactor {
                             .registry()
                             .register(&mut SourceFd(&fd), token, Interest::READABLE)
                     {
-                        socket
-                            .monitors
-                            .emit(EventKind::BindFailed, listener.endpoint(), e.to_string());
+                        socket.monitors.emit(
+                            EventKind::BindFailed,
+                            listener.endpoint(),
+                            e.to_string(),
+                        );
                         continue;
                     }
                     self.tokens.insert(token, Owner::Listener(id));
@@ -896,9 +923,13 @@ impl Reactor {
                         },
                     );
                 }
-                Command::Unbind { id } => self.drop_listener(id),
+                Command::Unbind { id, ack } => {
+                    self.drop_listener(id);
+                    drop(ack);
+                }
                 Command::Disconnect { id } => self.drop_connecter(id),
-                Command::CloseSocket { socket_id } => {
+                Command::CloseSocket { socket_id, ack } => {
+                    let _done = ack;
                     let ls: Vec<u64> = self
                         .listeners
                         .iter()
@@ -1201,13 +1232,15 @@ impl Reactor {
             return;
         };
         let (token, since) = (*token, *since);
+        // The descriptor becomes the connection's control socket: take its number
+        // before `try_finish` consumes it.
+        let fd = pending.as_raw_fd();
         let r = pending.try_finish();
         let timed_out = matches!(r, Ok(None)) && since.elapsed() >= c.options.ipc.handshake_timeout;
         if matches!(r, Ok(None)) && !timed_out {
             return;
         }
         // Spent: stop watching its descriptor (a connection re-registers it).
-        let fd = pending.as_raw_fd();
         if fd >= 0 {
             let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
         }

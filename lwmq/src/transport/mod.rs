@@ -521,6 +521,10 @@ pub(crate) mod tests {
         assert_eq!(observer.0.load(Ordering::SeqCst), 1, "observer rung");
         s.unobserve(7);
         s.notify();
-        assert_eq!(observer.0.load(Ordering::SeqCst), 1, "removed observer not rung");
+        assert_eq!(
+            observer.0.load(Ordering::SeqCst),
+            1,
+            "removed observer not rung"
+        );
     }
 }
