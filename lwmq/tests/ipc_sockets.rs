@@ -135,22 +135,6 @@ fn fd_count() -> usize {
     std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
 }
 
-/// What the descriptors of this process point to (for failure messages).
-fn fd_list() -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir("/proc/self/fd")
-        .map(|d| {
-            d.flatten()
-                .map(|e| {
-                    let target = std::fs::read_link(e.path()).unwrap_or_default();
-                    format!("{}->{}", e.file_name().to_string_lossy(), target.display())
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
 fn shm_map_count() -> usize {
     std::fs::read_to_string("/proc/self/maps")
         .unwrap_or_default()
@@ -229,6 +213,27 @@ fn peer_process_entry() {
                     Err(e) => panic!("streamer: {}", e.error),
                 }
             }
+        }
+        "leak-binder" => {
+            let s = mk(SocketType::Pair);
+            let mon = s.monitor();
+            s.bind(EP).expect("bind");
+            let (fds0, maps0) = (fd_count(), shm_map_count());
+            say("READY", std::process::id());
+            assert_eq!(s.recv().expect("hello"), Message::from("hello"));
+            let (fds1, maps1) = (fd_count(), shm_map_count());
+            say("RECEIVED", "");
+            let ev = mon
+                .wait_for(EventKind::PeerCrashed, GUARD)
+                .expect("peer-crashed");
+            // The socket notices the closed pipe when it next looks at its pipes.
+            assert!(matches!(s.try_recv(), Err(Error::WouldBlock)));
+            let (fds2, maps2) = (fd_count(), shm_map_count());
+            say(
+                "COUNTS",
+                format!("{fds0} {fds1} {fds2} {maps0} {maps1} {maps2} {}", ev.detail),
+            );
+            std::thread::sleep(forever);
         }
         "hello-client" => {
             let s = mk(SocketType::Pair);
@@ -545,39 +550,32 @@ fn kill9_of_the_binder_is_reported_with_its_pid_and_a_restart_is_reconnected() {
 fn kill9_of_the_connector_frees_its_memory_and_descriptors() {
     let _w = watchdog(Duration::from_secs(90));
     let domain = unique_domain("kill-connector");
-    {
-        let ctx = Context::new();
-        let pair = socket(&ctx, SocketType::Pair, &domain);
-        let mon = pair.monitor();
-        pair.bind(EP).unwrap();
-        let (fds0, maps0) = (fd_count(), shm_map_count());
-        let list0 = fd_list();
-        let mut client = Peer::spawn("hello-client", &domain, &[]);
-        client.expect("CONNECTED");
-        assert_eq!(pair.recv().unwrap(), Message::from("hello"));
-        let (fds1, maps1) = (fd_count(), shm_map_count());
-        assert!(
-            fds1 > fds0 && maps1 > maps0,
-            "the connection holds descriptors ({fds0} -> {fds1}) and maps ({maps0} -> {maps1})"
-        );
-        let pid = client.pid();
-        client.kill9();
-        let ev = mon
-            .wait_for(EventKind::PeerCrashed, GUARD)
-            .expect("peer-crashed");
-        assert_eq!(ev.detail, format!("pid {pid}"));
-        drop(client); // its stdout pipe is the test's, not the socket's
-        // The socket notices the closed pipe when it next looks at its pipes.
-        assert!(matches!(pair.try_recv(), Err(Error::WouldBlock)));
-        let (fds2, maps2) = (fd_count(), shm_map_count());
-        assert_eq!(
-            fds2,
-            fds0,
-            "descriptors freed: {list0:?} -> {:?}",
-            fd_list()
-        );
-        assert_eq!(maps2, maps0, "shared memory unmapped");
-    }
+    // The binder counts its descriptors and maps in a process of its own (tests in
+    // this process open and close descriptors in parallel).
+    let mut binder = Peer::spawn("leak-binder", &domain, &[]);
+    binder.expect("READY");
+    let mut client = Peer::spawn("hello-client", &domain, &[]);
+    client.expect("CONNECTED");
+    let pid = client.pid();
+    binder.expect("RECEIVED");
+    client.kill9();
+    let counts = binder.expect("COUNTS");
+    eprintln!("fds before, during, after; lwmq maps before, during, after: {counts}");
+    let v: Vec<&str> = counts.split_whitespace().collect();
+    let n = |i: usize| v[i].parse::<usize>().expect("a count");
+    let (fds0, fds1, fds2, maps0, maps1, maps2) = (n(0), n(1), n(2), n(3), n(4), n(5));
+    assert_eq!(
+        v[6..].join(" "),
+        format!("pid {pid}"),
+        "peer-crashed names the pid"
+    );
+    assert!(
+        fds1 > fds0 && maps1 > maps0,
+        "the connection held descriptors and maps"
+    );
+    assert_eq!(fds2, fds0, "descriptors freed");
+    assert_eq!(maps2, maps0, "shared memory unmapped");
+    binder.kill9();
     assert_clean(&domain);
 }
 

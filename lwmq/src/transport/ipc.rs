@@ -24,9 +24,10 @@
 //!   (`connect-retried`); a refusal (another user, an incompatible socket type) stops the
 //!   retries (`handshake-failed-auth`/`-protocol`, detail says so);
 //! - a control socket's hang-up: the peer is gone. The connection is marked dead, the
-//!   socket is woken, the monitor says `peer-crashed` (the peer's process no longer runs)
-//!   or `disconnected` (it closed the connection but lives on), with its pid. A
-//!   connecting socket reconnects after the reconnect interval.
+//!   socket is woken, the monitor says `peer-crashed` (only if the peer's process no
+//!   longer runs or is a zombie: it died, was killed or exited without closing) and
+//!   then `disconnected` (always), both with the peer's pid as detail (`pid 1234`).
+//!   A connecting socket reconnects after the reconnect interval (`connect-retried`).
 //!
 //! # Who owns what (threads)
 //!
@@ -407,6 +408,8 @@ pub(crate) struct IpcReader {
     version: u64,
     rx: Option<(RingReader, Arc<ConnState>)>,
     closed: bool,
+    /// CONFLATE: return only the newest message waiting in the ring.
+    conflate: bool,
 }
 
 impl fmt::Debug for IpcReader {
@@ -422,7 +425,14 @@ impl PipeReader for IpcReader {
         loop {
             if let Some((rx, conn)) = &mut self.rx {
                 match rx.try_recv() {
-                    Ok(Some(m)) => return Ok(Some(m)),
+                    Ok(Some(mut m)) => {
+                        if self.conflate {
+                            while let Ok(Some(newer)) = rx.try_recv() {
+                                m = newer;
+                            }
+                        }
+                        return Ok(Some(m));
+                    }
                     Ok(None) if conn.alive() => return Ok(None),
                     Ok(None) => {
                         // Dead: what it wrote before dying is visible now; drain it.
@@ -475,7 +485,7 @@ impl Drop for IpcReader {
     }
 }
 
-fn pipe_over(slot: &Arc<Slot>, meta: PipeMeta) -> Pipe {
+fn pipe_over(slot: &Arc<Slot>, meta: PipeMeta, conflate: bool) -> Pipe {
     Pipe {
         writer: Box::new(IpcWriter {
             slot: slot.clone(),
@@ -487,6 +497,7 @@ fn pipe_over(slot: &Arc<Slot>, meta: PipeMeta) -> Pipe {
             version: 0,
             rx: None,
             closed: false,
+            conflate,
         }),
         meta,
     }
@@ -563,6 +574,7 @@ pub(crate) fn connect(
                     routing_id: bytes::Bytes::new(),
                     endpoint: uri.to_owned(),
                 },
+                options.conflate,
             ),
         )
     });
@@ -769,6 +781,16 @@ struct Conn {
     /// A ring not handed to the writer yet because queued messages are still being
     /// flushed into it.
     held_tx: Option<RingWriter>,
+}
+
+/// Where a new connection goes.
+struct Target<'a> {
+    slot: &'a Arc<Slot>,
+    socket: &'a Arc<SocketShared>,
+    endpoint: &'a str,
+    /// The connect that made it, if any.
+    connecter: Option<u64>,
+    ring_limit: &'a Arc<AtomicUsize>,
 }
 
 struct Reactor {
@@ -1006,10 +1028,11 @@ impl Reactor {
             match l.listener.accept() {
                 Ok(None) => return,
                 Ok(Some(conn)) => {
-                    let (socket, endpoint, hwm) = (
+                    let (socket, endpoint, hwm, conflate) = (
                         l.socket.clone(),
                         l.listener.endpoint().to_owned(),
                         l.options.send_hwm,
+                        l.options.conflate,
                     );
                     let ring_limit = l.ring_limit.clone();
                     socket.monitors.emit(
@@ -1023,9 +1046,15 @@ impl Reactor {
                         routing_id: conn.peer.identity.clone(),
                         endpoint: endpoint.clone(),
                     };
-                    if self.install(conn, &slot, &socket, &endpoint, None, &ring_limit) {
-                        socket.deliver(super::next_pipe_id(), pipe_over(&slot, meta));
-                    }
+                    let pipe = pipe_over(&slot, meta, conflate);
+                    let to = Target {
+                        slot: &slot,
+                        socket: &socket,
+                        endpoint: &endpoint,
+                        connecter: None,
+                        ring_limit: &ring_limit,
+                    };
+                    self.install(conn, to, Some(pipe));
                 }
                 Err(e) => {
                     let kind = refusal_kind(&e);
@@ -1040,15 +1069,14 @@ impl Reactor {
 
     /// Starts watching a new connection and puts its rings into `slot`. False if the
     /// connection could not be watched (then it is dropped).
-    fn install(
-        &mut self,
-        conn: ShmConnection,
-        slot: &Arc<Slot>,
-        socket: &Arc<SocketShared>,
-        endpoint: &str,
-        connecter: Option<u64>,
-        ring_limit: &Arc<AtomicUsize>,
-    ) -> bool {
+    fn install(&mut self, conn: ShmConnection, to: Target<'_>, deliver: Option<Pipe>) -> bool {
+        let Target {
+            slot,
+            socket,
+            endpoint,
+            connecter,
+            ring_limit,
+        } = to;
         let (mut tx, rx, peer, link) = conn.into_parts();
         let token = self.token();
         let fd = link.control_fd();
@@ -1089,6 +1117,10 @@ impl Reactor {
             slot.changed();
             held
         };
+        if let Some(p) = deliver {
+            // Before the event: whoever waits for it finds the pipe attached.
+            socket.deliver(super::next_pipe_id(), p);
+        }
         socket.signal.notify();
         self.tokens.insert(token, Owner::Conn);
         socket.monitors.emit(
@@ -1259,7 +1291,7 @@ impl Reactor {
                             routing_id: conn.peer.identity.clone(),
                             endpoint: uri.clone(),
                         };
-                        (s.clone(), Some(pipe_over(&s, meta)))
+                        (s.clone(), Some(pipe_over(&s, meta, c.options.conflate)))
                     }
                 };
                 socket
@@ -1267,12 +1299,16 @@ impl Reactor {
                     .emit(EventKind::Connected, &uri, format!("pid {}", conn.peer.pid));
                 c.state = ConnectState::Stopped;
                 let t = self.next_token + 1; // the token `install` is about to take
-                if self.install(conn, &slot, &socket, &uri, Some(id), &ring_limit) {
+                let to = Target {
+                    slot: &slot,
+                    socket: &socket,
+                    endpoint: &uri,
+                    connecter: Some(id),
+                    ring_limit: &ring_limit,
+                };
+                if self.install(conn, to, deliver) {
                     if let Some(c) = self.connecters.get_mut(&id) {
                         c.state = ConnectState::Connected(Token(t));
-                    }
-                    if let Some(p) = deliver {
-                        socket.deliver(super::next_pipe_id(), p);
                     }
                     // `install` may already have seen the peer die.
                     if !self.conns.contains_key(&Token(t)) {
@@ -1346,14 +1382,7 @@ impl Reactor {
                 true,
             ),
             (Some(Failure::Released), _) | (None, None) => (None, false),
-            (None, Some(())) => {
-                let kind = if process_gone(pid) {
-                    EventKind::PeerCrashed
-                } else {
-                    EventKind::Disconnected
-                };
-                (Some((kind, format!("pid {pid}"))), true)
-            }
+            (None, Some(())) => (Some((EventKind::Disconnected, format!("pid {pid}"))), true),
         };
         {
             let mut inner = lock(&c.slot.inner);
@@ -1372,6 +1401,11 @@ impl Reactor {
         drop(c.held_tx);
         // Reported after the descriptors are closed (what a watcher counts is final).
         if let Some((kind, detail)) = event {
+            if kind == EventKind::Disconnected && process_gone(pid) {
+                c.socket
+                    .monitors
+                    .emit(EventKind::PeerCrashed, &c.endpoint, format!("pid {pid}"));
+            }
             c.socket.monitors.emit(kind, &c.endpoint, detail);
         }
         c.socket.signal.notify();
