@@ -6,8 +6,11 @@
 //! and prints one table: the two floors measured between the same two processes (a bare
 //! cache-line ping-pong and a bare futex ping-pong on a word of the connection's
 //! segment), the round trip of 64-byte messages spinning and parked, and one-way
-//! throughput for 64 B, 4 KiB and 1 MiB messages. Do not run it on a busy machine:
-//! both processes spin. `--quick` runs a smoke-sized version (numbers meaningless).
+//! throughput for 64 B, 4 KiB and 1 MiB messages. Then the same two processes measure
+//! the socket level (`lwmq::Socket` over `ipc://`, the ordinary `send`/`recv` API): PAIR
+//! round trips of 64 B spinning and parked, and one-way PUSH/PULL throughput. Do not run
+//! it on a busy machine: both processes spin. `--quick` runs a smoke-sized version
+//! (numbers meaningless).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -15,7 +18,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use lwmq::transport::shm::{self, Doorbell, Hello, ShmConnection, ShmListener, ShmOptions};
-use lwmq::{Message, SocketType};
+use lwmq::{Context, Message, Socket, SocketType};
 
 const NAME: &str = "bench";
 
@@ -192,6 +195,21 @@ fn parent(quick: bool) {
             verdict(tput > 10.0)
         );
     }
+    if let (Some(spin), Some(parked), Some(futex), Some(tput)) = (
+        get("ipc:// socket RTT 64 B, spinning (PAIR)"),
+        get("ipc:// socket RTT 64 B, parked (PAIR)"),
+        get("floor: futex ping-pong RTT"),
+        get("ipc:// PUSH/PULL throughput 64 B"),
+    ) {
+        let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
+        println!(
+            "socket targets: spinning RTT median < 0.5 µs: {} ({spin:.3} µs); parked within 1.2x of the futex floor: {} ({:.2}x); 64 B > 10 M msg/s: {} ({tput:.2} M msg/s)",
+            verdict(spin < 0.5),
+            verdict(parked <= 1.2 * futex),
+            parked / futex,
+            verdict(tput > 10.0)
+        );
+    }
 }
 
 fn server(domain: &str) {
@@ -268,6 +286,55 @@ fn server(domain: &str) {
                 }
                 c.send(&Message::from(bytes.to_string().into_bytes()), None)
                     .expect("done");
+            }
+            "quit" => break,
+            _ => return,
+        }
+    }
+    socket_server(domain);
+}
+
+/// A socket of the benchmark's domain, spinning "forever" while waiting.
+fn bench_socket(ctx: &Context, ty: SocketType, domain: &str) -> Socket {
+    let s = ctx.socket(ty).expect("socket");
+    s.set_ipc_domain(domain);
+    s.set_ipc_ring_size(4 << 20);
+    s.set_ipc_spin(Duration::from_secs(3600));
+    s
+}
+
+/// The socket-level half of the server: commands arrive on the PAIR socket.
+fn socket_server(domain: &str) {
+    let ctx = Context::new();
+    let pair = bench_socket(&ctx, SocketType::Pair, domain);
+    pair.bind("ipc://bench-pair").expect("bind pair");
+    let pull = bench_socket(&ctx, SocketType::Pull, domain);
+    pull.bind("ipc://bench-pull").expect("bind pull");
+    loop {
+        let Ok(cmd) = pair.recv() else { return };
+        let text = String::from_utf8_lossy(&cmd.frames()[0]).into_owned();
+        let mut parts = text.split(' ');
+        let what = parts.next().unwrap_or("");
+        let n: usize = parts.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+        match what {
+            "echo-spin" | "echo-park" => {
+                pair.set_ipc_spin(if what == "echo-spin" {
+                    Duration::from_secs(3600)
+                } else {
+                    Duration::ZERO
+                });
+                for _ in 0..n {
+                    let m = pair.recv().expect("recv");
+                    pair.send(m).expect("send");
+                }
+                pair.set_ipc_spin(Duration::from_secs(3600));
+            }
+            "sink" => {
+                let mut bytes = 0usize;
+                for _ in 0..n {
+                    bytes += pull.recv().expect("recv").size();
+                }
+                pair.send(bytes.to_string().into_bytes()).expect("done");
             }
             _ => return,
         }
@@ -414,4 +481,64 @@ fn client(domain: &str, quick: bool) {
         );
     }
     command(&mut c, "quit");
+    socket_client(domain, &s);
+}
+
+/// The socket level: the ordinary `Socket::send`/`recv` over `ipc://`.
+fn socket_client(domain: &str, s: &Sizes) {
+    let ctx = Context::new();
+    let pair = bench_socket(&ctx, SocketType::Pair, domain);
+    pair.connect("ipc://bench-pair").expect("connect pair");
+    let push = bench_socket(&ctx, SocketType::Push, domain);
+    push.connect("ipc://bench-pull").expect("connect push");
+    let cmd = |c: String| pair.send(c.into_bytes()).expect("send a command");
+
+    let msg = Message::from(vec![0u8; 64]);
+    for (name, what, spin) in [
+        (
+            "ipc:// socket RTT 64 B, spinning (PAIR)",
+            "echo-spin",
+            Duration::from_secs(3600),
+        ),
+        (
+            "ipc:// socket RTT 64 B, parked (PAIR)",
+            "echo-park",
+            Duration::ZERO,
+        ),
+    ] {
+        let n = if spin.is_zero() { s.floor_futex } else { s.rtt };
+        cmd(format!("{what} {}", n + n / 10));
+        pair.set_ipc_spin(spin);
+        let samples = time_each(n, |_| {
+            pair.send(msg.clone()).expect("send");
+            pair.recv().expect("recv");
+        });
+        pair.set_ipc_spin(Duration::from_secs(3600));
+        rtt_row(name, samples);
+    }
+
+    for (size, n) in s.tput {
+        cmd(format!("sink {n}"));
+        let m = Message::from(vec![0x5au8; size]);
+        let start = Instant::now();
+        for _ in 0..n {
+            push.send(m.clone()).expect("send");
+        }
+        let done = pair.recv().expect("done");
+        let secs = start.elapsed().as_secs_f64();
+        let bytes: f64 = String::from_utf8_lossy(&done.frames()[0])
+            .parse()
+            .unwrap_or(0.0);
+        let label = match size {
+            64 => "64 B".to_string(),
+            4096 => "4 KiB".to_string(),
+            _ => "1 MiB".to_string(),
+        };
+        row(
+            &format!("ipc:// PUSH/PULL throughput {label}"),
+            format!("{:.2} M msg/s", n as f64 / secs / 1e6),
+            format!("{:.2} GB/s", bytes / secs / 1e9),
+        );
+    }
+    cmd("quit".into());
 }
