@@ -33,6 +33,8 @@ pub(crate) struct SocketShared {
     pub signal: Arc<Signal>,
     /// Pipes delivered by the I/O thread or inproc peers, for the user thread to attach.
     mailbox: Mutex<Vec<(PipeId, Pipe)>>,
+    /// Set after a pipe is put in the mailbox, so the hot path skips its lock.
+    has_mail: std::sync::atomic::AtomicBool,
     pub monitors: Monitors,
 }
 
@@ -40,6 +42,8 @@ impl SocketShared {
     /// Hands a new pipe to the socket and wakes it.
     pub(crate) fn deliver(&self, id: PipeId, pipe: Pipe) {
         lock(&self.mailbox).push((id, pipe));
+        self.has_mail
+            .store(true, std::sync::atomic::Ordering::Release);
         self.signal.notify();
     }
 }
@@ -96,6 +100,7 @@ impl Socket {
             socket_type,
             signal: Arc::new(Signal::new()),
             mailbox: Mutex::new(Vec::new()),
+            has_mail: std::sync::atomic::AtomicBool::new(false),
             monitors: Monitors::default(),
         });
         ctx.register(&shared);
@@ -140,6 +145,13 @@ impl Socket {
     }
 
     fn absorb_mailbox(&self, core: &mut Core) {
+        // A plain load first: the hot path does no read-modify-write.
+        let mail = &self.shared.has_mail;
+        if !mail.load(std::sync::atomic::Ordering::Relaxed)
+            || !mail.swap(false, std::sync::atomic::Ordering::Acquire)
+        {
+            return;
+        }
         let new = std::mem::take(&mut *lock(&self.shared.mailbox));
         for (id, pipe) in new {
             core.pattern.attach(id, pipe);

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::{KillOnDrop, watchdog};
 use lwmq::transport::shm::{self, AllowedPeers, Doorbell, Hello, ShmOptions};
-use lwmq::{Context, Error, EventKind, Message, Socket, SocketType};
+use lwmq::{Context, Error, EventKind, Message, PollItem, Socket, SocketType, poll};
 
 const ROLE: &str = "LWMQ_IPC_ROLE";
 const EP: &str = "ipc://service:7";
@@ -863,6 +863,42 @@ fn dealer_router_routing_ids_come_from_the_hello() {
             .unwrap();
         assert_eq!(dealer.expect("RESULT"), "yo");
         dealer.kill9();
+    }
+    assert_clean(&domain);
+}
+
+// ---------------------------------------------------------------------------------------
+// poll
+
+#[test]
+fn poll_wakes_on_messages_from_shared_memory_peers() {
+    let _w = watchdog(Duration::from_secs(60));
+    let domain = unique_domain("poll");
+    {
+        let ctx = Context::new();
+        let a = socket(&ctx, SocketType::Pull, &domain);
+        a.bind(EP).unwrap();
+        let b = socket(&ctx, SocketType::Pull, &domain);
+        b.bind("ipc://poll-b").unwrap();
+        let mut pusher = Peer::spawn("good-pusher", &domain, &[]);
+        pusher.expect("CONNECTED");
+        // One socket: poll parks on its own doorbell, which the peer process rings.
+        let mut items = [PollItem::readable(&a)];
+        assert_eq!(poll(&mut items, Some(GUARD)).unwrap(), 1);
+        assert!(items[0].is_readable());
+        assert!(text(&a.recv().unwrap(), 0).starts_with("good "));
+        // Nothing for `b`: a short poll times out with nothing ready.
+        let mut items = [PollItem::readable(&b)];
+        assert_eq!(
+            poll(&mut items, Some(Duration::from_millis(50))).unwrap(),
+            0
+        );
+        // Two sockets, the ready one second in the list.
+        let mut items = [PollItem::readable(&b), PollItem::readable(&a)];
+        assert_eq!(poll(&mut items, Some(GUARD)).unwrap(), 1);
+        assert!(!items[0].is_readable() && items[1].is_readable());
+        drop(items);
+        pusher.kill9();
     }
     assert_clean(&domain);
 }
