@@ -13,6 +13,7 @@
 
 mod context;
 mod error;
+mod frames;
 mod io_thread;
 mod message;
 mod monitor;
@@ -32,6 +33,7 @@ pub use bytes::Bytes;
 pub use context::Context;
 pub use endpoint::Endpoint;
 pub use error::{Error, Result, SendError};
+pub use frames::Frames;
 pub use message::Message;
 pub use monitor::{EventKind, Monitor, MonitorEvent};
 pub use options::{DEFAULT_HWM, DEFAULT_LINGER, DEFAULT_RECONNECT_INTERVAL};

@@ -510,6 +510,110 @@ impl Socket {
             .unwrap_or(Err(Error::Timeout))
     }
 
+    /// Receives a message and hands its frames to `f` without copying them when they
+    /// come from a shared-memory (`ipc://`) peer: `f` reads the ring in place, and the
+    /// space is released when it returns. Blocks as [`Socket::recv`] does. PAIR, PULL
+    /// and DEALER read in place; other types (and other transports) pass a borrowed
+    /// ordinary message. See [`Frames`](crate::Frames) for what a hostile peer can do.
+    ///
+    /// ```no_run
+    /// # fn main() -> lwmq::Result<()> {
+    /// let ctx = lwmq::Context::new();
+    /// let pull = ctx.socket(lwmq::SocketType::Pull)?;
+    /// pull.bind("ipc://prices")?;
+    /// let total: u64 = pull.recv_with(|frames| frames.iter().map(|f| f.len() as u64).sum())?;
+    /// # let _ = total; Ok(()) }
+    /// ```
+    pub fn recv_with<R>(&self, f: impl FnOnce(&crate::Frames<'_>) -> R) -> Result<R> {
+        let timeout = self.core().options.recv_timeout;
+        let deadline = deadline(timeout);
+        let mut core = self.core();
+        if let Some(m) = core.prefetched.take() {
+            return Ok(f(&crate::Frames::message(&m)));
+        }
+        let spin = core.ipc.spin(&core.options);
+        let core = &mut *core;
+        let mut f = Some(f);
+        let mut out = None;
+        let mut cb = |frames: &crate::Frames<'_>| {
+            if let Some(f) = f.take() {
+                out = Some(f(frames));
+            }
+        };
+        let mut attempt = || -> Option<Result<()>> {
+            if let Err(e) = self.check_open() {
+                return Some(Err(e));
+            }
+            self.absorb_mailbox(core);
+            match core.pattern.recv_with(&mut cb) {
+                Ok(()) => Some(Ok(())),
+                Err(Error::WouldBlock) => None,
+                Err(e) => Some(Err(e)),
+            }
+        };
+        let r = match attempt() {
+            Some(r) => r,
+            None if timeout == Some(Duration::ZERO) => Err(Error::WouldBlock),
+            None => self
+                .shared
+                .signal
+                .wait_until(spin, deadline, &mut attempt)
+                .unwrap_or(Err(Error::Timeout)),
+        };
+        r?;
+        // `recv_with` returned Ok only after calling the callback once.
+        out.ok_or_else(|| Error::State("the message was not delivered".into()))
+    }
+
+    /// Sends a one-frame message of `len` bytes that `fill` writes, straight into the
+    /// shared-memory ring of an `ipc://` peer when the socket's next peer is one (no
+    /// copy, no allocation); otherwise into a new message. Blocks as [`Socket::send`]
+    /// does. PAIR, PUSH and DEALER write in place; `fill` runs exactly once on success
+    /// and not at all on failure.
+    ///
+    /// ```no_run
+    /// # fn main() -> lwmq::Result<()> {
+    /// let ctx = lwmq::Context::new();
+    /// let push = ctx.socket(lwmq::SocketType::Push)?;
+    /// push.connect("ipc://prices")?;
+    /// push.send_with(8, |buf| buf.copy_from_slice(&42u64.to_le_bytes()))?;
+    /// # Ok(()) }
+    /// ```
+    pub fn send_with(&self, len: usize, fill: impl FnOnce(&mut [u8])) -> Result<()> {
+        let timeout = self.core().options.send_timeout;
+        let deadline = deadline(timeout);
+        let mut core = self.core();
+        core.ipc.check_len(len)?;
+        let spin = core.ipc.spin(&core.options);
+        let core = &mut *core;
+        let mut fill = Some(fill);
+        let mut cb = |buf: &mut [u8]| {
+            if let Some(f) = fill.take() {
+                f(buf);
+            }
+        };
+        let mut attempt = || -> Option<Result<()>> {
+            if self.ctx.is_terminated() {
+                return Some(Err(Error::Closed));
+            }
+            self.absorb_mailbox(core);
+            match core.pattern.send_with(len, &mut cb) {
+                Ok(()) => Some(Ok(())),
+                Err(Error::WouldBlock) => None,
+                Err(e) => Some(Err(e)),
+            }
+        };
+        match attempt() {
+            Some(r) => r,
+            None if timeout == Some(Duration::ZERO) => Err(Error::WouldBlock),
+            None => self
+                .shared
+                .signal
+                .wait_until(spin, deadline, &mut attempt)
+                .unwrap_or(Err(Error::Timeout)),
+        }
+    }
+
     /// For poll: whether this socket has shared-memory peers, whose messages ring only
     /// the socket's own doorbell (not a poller's observers).
     pub(crate) fn uses_ipc(&self) -> bool {

@@ -901,3 +901,50 @@ fn poll_wakes_on_messages_from_shared_memory_peers() {
     }
     assert_clean(&domain);
 }
+
+// ---------------------------------------------------------------------------------------
+// Zero copy
+
+#[test]
+fn send_with_and_recv_with_work_in_place_and_check_sizes() {
+    let _w = watchdog(Duration::from_secs(60));
+    let domain = unique_domain("zero-copy");
+    {
+        let ctx = Context::new();
+        let s = socket(&ctx, SocketType::Pair, &domain);
+        s.set_ipc_ring_size(64 * 1024);
+        s.connect(EP).unwrap();
+        // Before the peer exists it falls back to an ordinary queued message.
+        s.send_with(5, |b| b.copy_from_slice(b"early")).unwrap();
+        let mut server = Peer::spawn("echo", &domain, &[]);
+        server.expect("READY");
+        let got = s.recv_with(|f| f.to_message()).unwrap();
+        assert_eq!(got, Message::from("early"));
+        for i in 0..2000usize {
+            let len = 1 + i % 300;
+            let mut ran = 0;
+            s.send_with(len, |b| {
+                ran += 1;
+                b.fill(i as u8);
+            })
+            .unwrap();
+            assert_eq!(ran, 1, "fill runs once");
+            let ok = s
+                .recv_with(|f| {
+                    f.len() == 1
+                        && f.frame(0)
+                            .is_some_and(|d| d.len() == len && d.iter().all(|&x| x == i as u8))
+                })
+                .unwrap();
+            assert!(ok, "message {i} came back intact");
+        }
+        // Too large for the ring: refused before `fill` runs.
+        let mut ran = false;
+        let err = s.send_with(32 * 1024, |_| ran = true).unwrap_err();
+        assert!(matches!(err, Error::MessageTooLarge { .. }), "{err}");
+        assert!(!ran);
+        drop(s);
+        server.kill9();
+    }
+    assert_clean(&domain);
+}

@@ -49,6 +49,21 @@ pub(crate) trait Pattern: Send + std::fmt::Debug {
     fn can_send(&mut self) -> bool;
     /// Updates the options.
     fn configure(&mut self, _opts: &PatternOptions) {}
+    /// Receives a message into `f`, in place where the pipe can; the default copies
+    /// through [`Pattern::recv`]. Patterns that hand messages over unchanged (PAIR,
+    /// PULL, DEALER) read in place.
+    fn recv_with(&mut self, f: &mut dyn FnMut(&crate::Frames<'_>)) -> Result<()> {
+        let m = self.recv()?;
+        f(&crate::Frames::message(&m));
+        Ok(())
+    }
+    /// Sends a one-frame message of `len` bytes written by `fill`, in place where the
+    /// pipe can; the default builds a message and calls [`Pattern::send`].
+    fn send_with(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> Result<()> {
+        let mut buf = vec![0u8; len];
+        fill(&mut buf);
+        self.send(Message::from(buf)).map_err(|e| e.error)
+    }
     /// Adds (`true`) or removes a subscription (SUB and XSUB only).
     fn subscribe(&mut self, _topic: &[u8], _on: bool) -> Result<()> {
         Err(Error::InvalidArgument(
@@ -148,6 +163,64 @@ impl Pipes {
             }
         }
         None
+    }
+
+    /// As [`Pipes::read_fair`], passing the message to `f` in place.
+    pub(crate) fn read_fair_with(&mut self, f: &mut dyn FnMut(&crate::Frames<'_>)) -> bool {
+        let mut tried = 0;
+        while tried < self.list.len() {
+            if self.next_in >= self.list.len() {
+                self.next_in = 0;
+            }
+            let i = self.next_in;
+            match self.list[i].1.reader.read_with(f) {
+                Ok(true) => {
+                    self.next_in = i + 1;
+                    return true;
+                }
+                Ok(false) => {
+                    self.next_in = i + 1;
+                    tried += 1;
+                }
+                Err(PipeClosed) => self.drop_at(i),
+            }
+        }
+        false
+    }
+
+    /// As [`Pipes::write_balanced`] for a one-frame message written in place by `fill`.
+    /// `Ok(true)`: written; `Ok(false)`: every pipe is full; `Err(())`: some pipe cannot
+    /// write in place (build a message instead).
+    pub(crate) fn write_balanced_with(
+        &mut self,
+        len: usize,
+        fill: &mut dyn FnMut(&mut [u8]),
+    ) -> Result<bool, ()> {
+        let mut tried = 0;
+        let mut unsupported = false;
+        while tried < self.list.len() {
+            if self.next_out >= self.list.len() {
+                self.next_out = 0;
+            }
+            let i = self.next_out;
+            match self.list[i].1.writer.write_in_place(len, fill) {
+                Ok(crate::transport::InPlace::Written) => {
+                    self.next_out = i + 1;
+                    return Ok(true);
+                }
+                Ok(crate::transport::InPlace::Full) => {
+                    self.next_out = i + 1;
+                    tried += 1;
+                }
+                Ok(crate::transport::InPlace::Unsupported) => {
+                    unsupported = true;
+                    self.next_out = i + 1;
+                    tried += 1;
+                }
+                Err(PipeClosed) => self.drop_at(i),
+            }
+        }
+        if unsupported { Err(()) } else { Ok(false) }
     }
 
     /// Reads from one pipe.

@@ -53,6 +53,24 @@ impl Pattern for Pair {
             .map(|(_, m)| m)
             .ok_or(Error::WouldBlock)
     }
+    fn recv_with(&mut self, f: &mut dyn FnMut(&crate::Frames<'_>)) -> Result<()> {
+        if self.pipes.read_fair_with(f) {
+            Ok(())
+        } else {
+            Err(Error::WouldBlock)
+        }
+    }
+    fn send_with(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> Result<()> {
+        match self.pipes.write_balanced_with(len, fill) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Error::WouldBlock),
+            Err(()) => {
+                let mut buf = vec![0u8; len];
+                fill(&mut buf);
+                self.send(Message::from(buf)).map_err(|e| e.error)
+            }
+        }
+    }
     fn can_send(&mut self) -> bool {
         self.pipes.any_writable()
     }
@@ -80,6 +98,17 @@ impl Pattern for Push {
     }
     fn recv(&mut self) -> Result<Message> {
         Err(not_supported("receiving"))
+    }
+    fn send_with(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> Result<()> {
+        match self.pipes.write_balanced_with(len, fill) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Error::WouldBlock),
+            Err(()) => {
+                let mut buf = vec![0u8; len];
+                fill(&mut buf);
+                self.send(Message::from(buf)).map_err(|e| e.error)
+            }
+        }
     }
     fn can_send(&mut self) -> bool {
         self.pipes.any_writable()
@@ -111,6 +140,13 @@ impl Pattern for Pull {
             .map(|(_, m)| m)
             .ok_or(Error::WouldBlock)
     }
+    fn recv_with(&mut self, f: &mut dyn FnMut(&crate::Frames<'_>)) -> Result<()> {
+        if self.pipes.read_fair_with(f) {
+            Ok(())
+        } else {
+            Err(Error::WouldBlock)
+        }
+    }
     fn can_send(&mut self) -> bool {
         false
     }
@@ -141,6 +177,24 @@ impl Pattern for Dealer {
             .read_fair()
             .map(|(_, m)| m)
             .ok_or(Error::WouldBlock)
+    }
+    fn recv_with(&mut self, f: &mut dyn FnMut(&crate::Frames<'_>)) -> Result<()> {
+        if self.pipes.read_fair_with(f) {
+            Ok(())
+        } else {
+            Err(Error::WouldBlock)
+        }
+    }
+    fn send_with(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> Result<()> {
+        match self.pipes.write_balanced_with(len, fill) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Error::WouldBlock),
+            Err(()) => {
+                let mut buf = vec![0u8; len];
+                fill(&mut buf);
+                self.send(Message::from(buf)).map_err(|e| e.error)
+            }
+        }
     }
     fn can_send(&mut self) -> bool {
         self.pipes.any_writable()

@@ -64,7 +64,7 @@ use super::shm::{
     self, Hello, PeerHello, RingReader, RingWriter, ShmConnecting, ShmConnection, ShmLink,
     ShmListener, ShmSendError,
 };
-use super::{Notify, Pipe, PipeClosed, PipeMeta, PipeReader, PipeWriter, WriteError};
+use super::{InPlace, Notify, Pipe, PipeClosed, PipeMeta, PipeReader, PipeWriter, WriteError};
 use crate::monitor::EventKind;
 use crate::options::Options;
 use crate::pattern::PipeId;
@@ -128,6 +128,19 @@ impl SocketIpc {
         if total.saturating_add(largest) > ring {
             return Err(Error::MessageTooLarge {
                 size: msg.size() as u64,
+                limit: (ring / 2).saturating_sub(8) as u64,
+            });
+        }
+        Ok(())
+    }
+
+    /// As [`SocketIpc::check_size`] for a one-frame message of `len` bytes.
+    pub(crate) fn check_len(&self, len: usize) -> Result<()> {
+        let ring = self.ring_limit.load(Ordering::Relaxed);
+        let rec = len.saturating_add(15) & !7;
+        if ring != usize::MAX && rec.saturating_mul(2) > ring {
+            return Err(Error::MessageTooLarge {
+                size: len as u64,
                 limit: (ring / 2).saturating_sub(8) as u64,
             });
         }
@@ -373,6 +386,43 @@ impl PipeWriter for IpcWriter {
             other => other,
         }
     }
+    fn write_in_place(
+        &mut self,
+        len: usize,
+        fill: &mut dyn FnMut(&mut [u8]),
+    ) -> Result<InPlace, PipeClosed> {
+        self.refresh();
+        let Some((tx, conn)) = &mut self.tx else {
+            // No ring (yet): the caller queues an ordinary message.
+            return Ok(InPlace::Unsupported);
+        };
+        for attempt in 0..2 {
+            match tx.reserve(len) {
+                Ok(mut grant) => {
+                    fill(grant.as_mut_slice());
+                    grant.commit(false);
+                    return Ok(InPlace::Written);
+                }
+                Err(ShmSendError::Full) if attempt == 0 => {
+                    // Ask the reader to ring our doorbell when it frees space; look once
+                    // more (it may have freed space before it saw the request).
+                    tx.arm_space_notification();
+                }
+                Err(ShmSendError::Full) => return Ok(InPlace::Full),
+                // Too large (Socket::send_with checks first) or empty: an ordinary
+                // message gets the ordinary error handling.
+                Err(ShmSendError::TooLarge { .. } | ShmSendError::Empty) => {
+                    return Ok(InPlace::Unsupported);
+                }
+                Err(e @ (ShmSendError::Protocol(_) | ShmSendError::Closed)) => {
+                    conn.end(Failure::Protocol(e.to_string()));
+                    break;
+                }
+            }
+        }
+        self.tx = None;
+        Ok(InPlace::Unsupported)
+    }
     fn is_writable(&self) -> bool {
         // With a live connection the ring's free space cannot be read through `&self`:
         // report writable (a send may still find the ring full and wait).
@@ -467,6 +517,29 @@ impl PipeReader for IpcReader {
                 return Err(PipeClosed);
             }
             return Ok(None);
+        }
+    }
+    fn read_with(&mut self, f: &mut dyn FnMut(&crate::Frames<'_>)) -> Result<bool, PipeClosed> {
+        // The fast path: a live ring with a message in it, read in place.
+        if !self.conflate {
+            if let Some((rx, conn)) = &mut self.rx {
+                match rx.recv_in_place() {
+                    Ok(Some(g)) => {
+                        f(&crate::Frames::ring(&g));
+                        return Ok(true);
+                    }
+                    Ok(None) if conn.alive() => return Ok(false),
+                    // Dead, or broken: the general path drains, reports and switches.
+                    Ok(None) | Err(_) => {}
+                }
+            }
+        }
+        match self.try_read()? {
+            Some(m) => {
+                f(&crate::Frames::message(&m));
+                Ok(true)
+            }
+            None => Ok(false),
         }
     }
     fn close(&mut self) {

@@ -207,6 +207,27 @@ pub trait PipeWriter: Send + fmt::Debug {
     fn is_closed(&self) -> bool;
     /// Closes this direction; messages already queued are still delivered.
     fn close(&mut self);
+    /// Writes a one-frame message of `len` bytes that `fill` writes in place (the
+    /// zero-copy send of shared-memory rings). Transports without it answer
+    /// [`InPlace::Unsupported`] (the caller then builds a message).
+    fn write_in_place(
+        &mut self,
+        _len: usize,
+        _fill: &mut dyn FnMut(&mut [u8]),
+    ) -> Result<InPlace, PipeClosed> {
+        Ok(InPlace::Unsupported)
+    }
+}
+
+/// The outcome of [`PipeWriter::write_in_place`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InPlace {
+    /// Written (the fill function ran once).
+    Written,
+    /// No room now (the fill function did not run).
+    Full,
+    /// This pipe cannot write in place now (the fill function did not run).
+    Unsupported,
 }
 
 /// The receiving half of a pipe (see the module docs for the contract).
@@ -215,6 +236,20 @@ pub trait PipeReader: Send + fmt::Debug {
     fn try_read(&mut self) -> Result<Option<Message>, PipeClosed>;
     /// Closes this direction; queued messages are discarded and the writer sees Closed.
     fn close(&mut self);
+    /// Passes the next message to `f` if there is one (`Ok(true)`), in place where
+    /// the transport can (shared-memory rings); the default borrows [`try_read`]'s
+    /// message.
+    ///
+    /// [`try_read`]: PipeReader::try_read
+    fn read_with(&mut self, f: &mut dyn FnMut(&crate::Frames<'_>)) -> Result<bool, PipeClosed> {
+        match self.try_read()? {
+            Some(m) => {
+                f(&crate::Frames::message(&m));
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
 }
 
 /// What a socket knows about the peer at the other end of a pipe.
