@@ -840,6 +840,8 @@ struct Connecter {
     slot: Option<Arc<Slot>>,
     ring_limit: Arc<AtomicUsize>,
     state: ConnectState,
+    /// The next retry interval (grows while attempts fail).
+    interval: Duration,
 }
 
 struct Conn {
@@ -1011,9 +1013,10 @@ impl Reactor {
                             uri,
                             name,
                             port,
-                            options,
                             slot,
                             ring_limit,
+                            interval: options.reconnect_interval,
+                            options,
                             state: ConnectState::Waiting(Instant::now()),
                         },
                     );
@@ -1303,7 +1306,9 @@ impl Reactor {
 
     fn retry_later(&mut self, id: u64, why: String) {
         if let Some(c) = self.connecters.get_mut(&id) {
-            let ivl = c.options.reconnect_interval;
+            // Failed attempts back off up to the maximum interval, if one is set.
+            let ivl = c.interval;
+            c.interval = c.options.next_reconnect_interval(ivl);
             c.state = ConnectState::Waiting(Instant::now() + ivl);
             c.socket.monitors.emit(
                 EventKind::ConnectRetried,
@@ -1382,6 +1387,7 @@ impl Reactor {
                 if self.install(conn, to, deliver) {
                     if let Some(c) = self.connecters.get_mut(&id) {
                         c.state = ConnectState::Connected(Token(t));
+                        c.interval = c.options.reconnect_interval;
                     }
                     // `install` may already have seen the peer die.
                     if !self.conns.contains_key(&Token(t)) {
