@@ -72,6 +72,10 @@ use crate::socket::SocketShared;
 use crate::{Error, Message, Result, SocketType};
 
 const WAKER: Token = Token(0);
+/// Failed accepts in a row after which a listener is looked at again later.
+const MAX_ACCEPT_ERRORS: usize = 64;
+/// When a listener is looked at again after that.
+const ACCEPT_RETRY: Duration = Duration::from_millis(10);
 /// How often the thread retries flushing queued messages into a full ring.
 const FLUSH_RETRY: Duration = Duration::from_millis(1);
 
@@ -776,6 +780,7 @@ impl IpcThread {
             connecters: HashMap::new(),
             conns: HashMap::new(),
             next_token: 1,
+            accept_later: Vec::new(),
         };
         let handle = std::thread::Builder::new()
             .name("lwmq-ipc".into())
@@ -876,6 +881,8 @@ struct Reactor {
     connecters: HashMap<u64, Connecter>,
     conns: HashMap<Token, Conn>,
     next_token: usize,
+    /// Listeners to accept on again after [`ACCEPT_RETRY`].
+    accept_later: Vec<u64>,
 }
 
 /// Whether the process `pid` is gone (or a zombie): then the peer crashed or exited
@@ -952,6 +959,9 @@ impl Reactor {
         }
         if self.conns.values().any(|c| c.held_tx.is_some()) {
             at(now + FLUSH_RETRY);
+        }
+        if !self.accept_later.is_empty() {
+            at(now + ACCEPT_RETRY);
         }
         d
     }
@@ -1097,6 +1107,7 @@ impl Reactor {
     }
 
     fn accept(&mut self, id: u64) {
+        let mut errors = 0;
         loop {
             let Some(l) = self.listeners.get(&id) else {
                 return;
@@ -1138,6 +1149,13 @@ impl Reactor {
                         .monitors
                         .emit(kind, l.listener.endpoint(), e.to_string());
                     tracing::debug!("ipc accept on {}: {e}", l.listener.endpoint());
+                    errors += 1;
+                    if errors >= MAX_ACCEPT_ERRORS {
+                        // Something lasting (out of descriptors?): look again shortly
+                        // instead of spinning here.
+                        self.accept_later.push(id);
+                        return;
+                    }
                 }
             }
         }
@@ -1223,6 +1241,9 @@ impl Reactor {
     }
 
     fn tick(&mut self) {
+        for id in std::mem::take(&mut self.accept_later) {
+            self.accept(id);
+        }
         let now = Instant::now();
         let due: Vec<u64> = self
             .connecters
