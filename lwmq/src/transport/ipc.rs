@@ -1161,9 +1161,14 @@ impl Reactor {
         }
     }
 
-    /// Starts watching a new connection and puts its rings into `slot`. False if the
-    /// connection could not be watched (then it is dropped).
-    fn install(&mut self, conn: ShmConnection, to: Target<'_>, deliver: Option<Pipe>) -> bool {
+    /// Starts watching a new connection and puts its rings into `slot`; returns its
+    /// token, or `None` if the connection could not be watched (then it is dropped).
+    fn install(
+        &mut self,
+        conn: ShmConnection,
+        to: Target<'_>,
+        deliver: Option<Pipe>,
+    ) -> Option<Token> {
         let Target {
             slot,
             socket,
@@ -1180,7 +1185,7 @@ impl Reactor {
             .register(&mut SourceFd(&fd), token, Interest::READABLE)
         {
             tracing::error!("ipc: cannot watch the connection to {endpoint}: {e}");
-            return false;
+            return None;
         }
         ring_limit.fetch_min(tx.capacity(), Ordering::Relaxed);
         let state = Arc::new(ConnState {
@@ -1237,7 +1242,7 @@ impl Reactor {
         );
         // The peer may have died before we registered.
         self.check_conn(token);
-        true
+        Some(token)
     }
 
     fn tick(&mut self) {
@@ -1397,7 +1402,6 @@ impl Reactor {
                     .monitors
                     .emit(EventKind::Connected, &uri, format!("pid {}", conn.peer.pid));
                 c.state = ConnectState::Stopped;
-                let t = self.next_token + 1; // the token `install` is about to take
                 let to = Target {
                     slot: &slot,
                     socket: &socket,
@@ -1405,13 +1409,13 @@ impl Reactor {
                     connecter: Some(id),
                     ring_limit: &ring_limit,
                 };
-                if self.install(conn, to, deliver) {
+                if let Some(t) = self.install(conn, to, deliver) {
                     if let Some(c) = self.connecters.get_mut(&id) {
-                        c.state = ConnectState::Connected(Token(t));
+                        c.state = ConnectState::Connected(t);
                         c.interval = c.options.reconnect_interval;
                     }
                     // `install` may already have seen the peer die.
-                    if !self.conns.contains_key(&Token(t)) {
+                    if !self.conns.contains_key(&t) {
                         if let Some(c) = self.connecters.get_mut(&id) {
                             if matches!(c.state, ConnectState::Connected(_)) {
                                 c.state = ConnectState::Waiting(
