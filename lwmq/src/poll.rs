@@ -2,8 +2,9 @@
 //!
 //! The poller makes a [`Signal`] of its own and adds it as an observer of each socket's
 //! signal for the duration of the call, so any ring on any of the sockets wakes it.
-//! It waits as the pipe contract says ([`Signal::wait_until`]). Polling a single socket
-//! waits on that socket's own signal, which its shared-memory peers ring too.
+//! It waits as the pipe contract says, parked on every socket's signal at once
+//! ([`Signal::wait_any`], FUTEX_WAITV): shared-memory peers in other processes ring a
+//! socket's own signal, not the poller's.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -66,14 +67,15 @@ pub fn poll(items: &mut [PollItem<'_>], timeout: Option<Duration>) -> Result<usi
         item.socket.shared().signal.observe(key, signal.clone());
     }
     // Shared-memory peers in other processes ring only their socket's doorbell, not
-    // our observers. With one socket we wait on its own doorbell; with several, one of
-    // which has ipc peers, we re-check every IPC_RECHECK while parked.
-    const IPC_RECHECK: Duration = Duration::from_millis(1);
-    let single = (items.len() == 1).then(|| items[0].socket.shared().signal.clone());
-    let recheck = single.is_none() && items.iter().any(|i| i.socket.uses_ipc());
-    let wait_on = single.unwrap_or_else(|| signal.clone());
+    // our observers: we park on every socket's doorbell at once (FUTEX_WAITV), plus
+    // our own signal, which in-process notifiers ring through the observers.
+    let sockets: Vec<Arc<Signal>> = items
+        .iter()
+        .map(|i| i.socket.shared().signal.clone())
+        .chain(std::iter::once(signal.clone()))
+        .collect();
     let spin = Duration::ZERO;
-    let result = (|| loop {
+    let result = (|| {
         let mut attempt = || -> Option<Result<usize>> {
             let mut ready = 0;
             for item in items.iter_mut() {
@@ -99,17 +101,9 @@ pub fn poll(items: &mut [PollItem<'_>], timeout: Option<Duration>) -> Result<usi
         if timeout == Some(Duration::ZERO) {
             return Ok(0);
         }
-        let until = match (recheck, deadline) {
-            (false, d) => d,
-            (true, None) => Some(Instant::now() + IPC_RECHECK),
-            (true, Some(d)) => Some(d.min(Instant::now() + IPC_RECHECK)),
-        };
-        if let Some(r) = wait_on.wait_until(spin, until, &mut attempt) {
-            return r;
-        }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            return Ok(0);
-        }
+        let signals: Vec<&Signal> = sockets.iter().map(|s| &**s).collect();
+        // None: the deadline passed with nothing ready.
+        Signal::wait_any(&signals, spin, deadline, &mut attempt).unwrap_or(Ok(0))
     })();
     for item in items.iter() {
         item.socket.shared().signal.unobserve(key);

@@ -614,12 +614,6 @@ impl Socket {
         }
     }
 
-    /// For poll: whether this socket has shared-memory peers, whose messages ring only
-    /// the socket's own doorbell (not a poller's observers).
-    pub(crate) fn uses_ipc(&self) -> bool {
-        self.core().ipc.used
-    }
-
     /// For poll: whether a message can be received now (reading it ahead if needed).
     pub(crate) fn poll_readable(&self) -> bool {
         let mut core = self.core();

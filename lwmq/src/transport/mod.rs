@@ -149,6 +149,17 @@ impl Signal {
         self.bell.wait_until(spin, deadline, ready)
     }
 
+    /// As [`Signal::wait_until`], parked on several signals at once (any ring wakes).
+    pub(crate) fn wait_any<T>(
+        signals: &[&Signal],
+        spin: Duration,
+        deadline: Option<Instant>,
+        ready: impl FnMut() -> Option<T>,
+    ) -> Option<T> {
+        let bells: Vec<&shm::Doorbell> = signals.iter().map(|s| &s.bell).collect();
+        shm::wait::wait_any(&bells, spin, deadline, ready)
+    }
+
     /// Adds an observer rung with this signal; returns a key for [`Signal::unobserve`].
     pub(crate) fn observe(&self, key: u64, n: Arc<dyn Notify>) {
         let mut o = lock(&self.observers);

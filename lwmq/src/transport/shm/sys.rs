@@ -155,6 +155,88 @@ pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) ->
     !(r == -1 && io::Error::last_os_error().raw_os_error() == Some(libc::ETIMEDOUT))
 }
 
+/// One entry of FUTEX_WAITV (`struct futex_waitv` of linux/futex.h).
+#[repr(C)]
+struct FutexWaitv {
+    val: u64,
+    uaddr: u64,
+    flags: u32,
+    reserved: u32,
+}
+
+/// `FUTEX_32`: the word is 32 bits (linux/futex.h); without FUTEX_PRIVATE_FLAG, so
+/// that words in memory shared with other processes work.
+const FUTEX2_SIZE_U32: u32 = 2;
+/// The most words FUTEX_WAITV takes.
+pub const FUTEX_WAITV_MAX: usize = 128;
+
+/// Sleeps until any of `words` is woken or does not hold its expected value, or
+/// `timeout` passes (FUTEX_WAITV, Linux 5.16+). `Ok(false)`: timed out. `Err` with
+/// ENOSYS: the kernel has no FUTEX_WAITV (the caller falls back). At most
+/// [`FUTEX_WAITV_MAX`] words.
+pub fn futex_waitv(words: &[(&AtomicU32, u32)], timeout: Option<Duration>) -> io::Result<bool> {
+    if words.is_empty() || words.len() > FUTEX_WAITV_MAX {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let waiters: Vec<FutexWaitv> = words
+        .iter()
+        .map(|(w, v)| FutexWaitv {
+            val: u64::from(*v),
+            uaddr: w.as_ptr() as u64,
+            flags: FUTEX2_SIZE_U32,
+            reserved: 0,
+        })
+        .collect();
+    // The timeout of FUTEX_WAITV is absolute, on the clock given.
+    let abs = match timeout {
+        None => None,
+        Some(t) => {
+            let mut now = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            syscall!(clock_gettime(libc::CLOCK_MONOTONIC, &mut now))?;
+            let nanos = u64::try_from(now.tv_nsec).unwrap_or(0) + u64::from(t.subsec_nanos());
+            Some(libc::timespec {
+                tv_sec: now
+                    .tv_sec
+                    .saturating_add(
+                        libc::time_t::try_from(t.as_secs()).unwrap_or(libc::time_t::MAX),
+                    )
+                    .saturating_add(libc::time_t::try_from(nanos / 1_000_000_000).unwrap_or(0)),
+                tv_nsec: libc::c_long::try_from(nanos % 1_000_000_000).unwrap_or(0),
+            })
+        }
+    };
+    let ts_ptr = abs
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `waiters` is an array of `words.len()` initialized futex_waitv entries,
+    // each naming a valid, aligned u32 that outlives the call (borrowed for it);
+    // `ts_ptr` is null or points to a timespec on our stack; flags 0 and
+    // CLOCK_MONOTONIC are what the kernel documents.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_futex_waitv,
+            waiters.as_ptr(),
+            waiters.len() as libc::c_uint,
+            0u32,
+            ts_ptr,
+            libc::CLOCK_MONOTONIC,
+        )
+    };
+    if r >= 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::ETIMEDOUT) => Ok(false),
+        // A value differed already, or a signal: the caller re-checks.
+        Some(libc::EAGAIN) | Some(libc::EINTR) => Ok(true),
+        _ => Err(e),
+    }
+}
+
 /// Wakes every waiter on `word` (FUTEX_WAKE, not private).
 pub fn futex_wake_all(word: &AtomicU32) {
     // SAFETY: `word` is a valid, aligned u32; FUTEX_WAKE only uses its address.

@@ -227,6 +227,67 @@ impl Doorbell {
     }
 }
 
+/// Polls `ready` until it returns `Some`, parking on *all* of `bells` at once between
+/// looks (FUTEX_WAITV): whichever of them is rung wakes the caller. Used by `poll` over
+/// several sockets. Spins for `spin` first; returns `None` once `deadline` passes.
+/// Without FUTEX_WAITV (Linux < 5.16) or with more than 128 bells it parks on the first
+/// bell in slices of at most 1 ms.
+pub(crate) fn wait_any<T>(
+    bells: &[&Doorbell],
+    spin: Duration,
+    deadline: Option<Instant>,
+    mut ready: impl FnMut() -> Option<T>,
+) -> Option<T> {
+    let Some(first) = bells.first() else {
+        return ready();
+    };
+    if bells.len() == 1 {
+        return first.wait_until(spin, deadline, ready);
+    }
+    let start = Instant::now();
+    while start.elapsed() < spin {
+        if let Some(v) = ready() {
+            return Some(v);
+        }
+        std::hint::spin_loop();
+    }
+    let mut waitv = bells.len() <= sys::FUTEX_WAITV_MAX;
+    loop {
+        let tickets: Vec<WaitTicket<'_>> = bells.iter().map(|b| b.prepare_wait()).collect();
+        if let Some(v) = ready() {
+            return Some(v);
+        }
+        let now = Instant::now();
+        let cap = if waitv {
+            MAX_PARK
+        } else {
+            Duration::from_millis(1)
+        };
+        let slice = match deadline {
+            Some(d) if d <= now => return None,
+            Some(d) => (d - now).min(cap),
+            None => cap,
+        };
+        if waitv {
+            let words: Vec<(&AtomicU32, u32)> = tickets
+                .iter()
+                .map(|t| (t.bell.epoch_word(), t.epoch))
+                .collect();
+            match sys::futex_waitv(&words, Some(slice)) {
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::debug!("FUTEX_WAITV unavailable ({e}); polling in 1 ms slices");
+                    waitv = false;
+                }
+            }
+        }
+        let mut tickets = tickets;
+        let t = tickets.swap_remove(0);
+        drop(tickets);
+        t.park(slice);
+    }
+}
+
 /// A thread's announcement that it is parking on a [`Doorbell`]; see
 /// [`Doorbell::prepare_wait`].
 #[derive(Debug)]
@@ -323,6 +384,53 @@ mod tests {
             before,
             "a parked consumer slept through a message"
         );
+    }
+
+    #[test]
+    fn futex_waitv_times_out_and_sees_changed_values() {
+        let a = Doorbell::new().unwrap();
+        let b = Doorbell::new().unwrap();
+        let words = [(a.epoch_word(), a.epoch()), (b.epoch_word(), b.epoch())];
+        assert!(
+            !sys::futex_waitv(&words, Some(Duration::from_millis(5))).expect("FUTEX_WAITV"),
+            "nothing rang: timed out"
+        );
+        let stale = [(a.epoch_word(), a.epoch().wrapping_add(1))];
+        assert!(sys::futex_waitv(&stale, Some(Duration::from_secs(5))).expect("FUTEX_WAITV"));
+    }
+
+    #[test]
+    fn wait_any_is_woken_by_any_bell() {
+        let bells: Vec<Doorbell> = (0..3).map(|_| Doorbell::new().unwrap()).collect();
+        let flag = Arc::new(AtomicBool::new(false));
+        let (ringer, f2) = (bells[2].clone(), flag.clone());
+        let before = park_timeouts();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(30));
+            f2.store(true, Ordering::Release);
+            ringer.notify();
+        });
+        let refs: Vec<&Doorbell> = bells.iter().collect();
+        let got = wait_any(&refs, Duration::ZERO, None, || {
+            flag.load(Ordering::Acquire).then_some(3)
+        });
+        t.join().unwrap();
+        assert_eq!(got, Some(3));
+        assert_eq!(
+            park_timeouts(),
+            before,
+            "woken by the ring, not by a timeout"
+        );
+        for b in &bells {
+            assert_eq!(b.waiters().load(Ordering::Relaxed), 0, "tickets withdrawn");
+        }
+        let none: Option<()> = wait_any(
+            &refs,
+            Duration::ZERO,
+            Some(Instant::now() + Duration::from_millis(10)),
+            || None,
+        );
+        assert!(none.is_none());
     }
 
     #[test]
