@@ -509,11 +509,7 @@ fn socket_client(domain: &str, s: &Sizes) {
             "echo-spin",
             Duration::from_secs(3600),
         ),
-        (
-            "ipc:// PAIR RTT 64 B, parked",
-            "echo-park",
-            Duration::ZERO,
-        ),
+        ("ipc:// PAIR RTT 64 B, parked", "echo-park", Duration::ZERO),
     ] {
         let n = if spin.is_zero() { s.floor_futex } else { s.rtt };
         cmd(format!("{what} {}", n + n / 10));
