@@ -191,7 +191,8 @@ impl Doorbell {
     ) -> Option<T> {
         let start = Instant::now();
         let mut i = 0u32;
-        loop {
+        // No spin asked: straight to the announce-recheck-park loop below.
+        while !spin.is_zero() {
             if let Some(v) = ready() {
                 return Some(v);
             }
