@@ -405,18 +405,24 @@ impl Socket {
     /// Sends a message, blocking as the send timeout says ([`Socket::set_send_timeout`]).
     /// On failure the message is handed back inside the [`SendError`].
     pub fn send(&self, msg: impl Into<Message>) -> Result<(), SendError> {
-        let timeout = self.core().options.send_timeout;
-        self.send_until(msg.into(), timeout)
+        self.send_until(msg.into(), None)
     }
 
     /// Sends without blocking: [`Error::WouldBlock`] if the message cannot go now.
     pub fn try_send(&self, msg: impl Into<Message>) -> Result<(), SendError> {
-        self.send_until(msg.into(), Some(Duration::ZERO))
+        self.send_until(msg.into(), Some(Some(Duration::ZERO)))
     }
 
-    fn send_until(&self, msg: Message, timeout: Option<Duration>) -> Result<(), SendError> {
-        let deadline = deadline(timeout);
+    /// `timeout`: `None` for the socket's send timeout (read under the same lock: one
+    /// lock per call on the hot path).
+    fn send_until(
+        &self,
+        msg: Message,
+        timeout: Option<Option<Duration>>,
+    ) -> Result<(), SendError> {
         let mut core = self.core();
+        let timeout = timeout.unwrap_or(core.options.send_timeout);
+        let deadline = deadline(timeout);
         if let Err(error) = core.ipc.check_size(&msg) {
             return Err(SendError {
                 error,
@@ -470,18 +476,19 @@ impl Socket {
     /// Receives a message, blocking as the receive timeout says
     /// ([`Socket::set_recv_timeout`]).
     pub fn recv(&self) -> Result<Message> {
-        let timeout = self.core().options.recv_timeout;
-        self.recv_until(timeout)
+        self.recv_until(None)
     }
 
     /// Receives without blocking: [`Error::WouldBlock`] if no message is waiting.
     pub fn try_recv(&self) -> Result<Message> {
-        self.recv_until(Some(Duration::ZERO))
+        self.recv_until(Some(Some(Duration::ZERO)))
     }
 
-    fn recv_until(&self, timeout: Option<Duration>) -> Result<Message> {
-        let deadline = deadline(timeout);
+    /// `timeout`: `None` for the socket's receive timeout (read under the same lock).
+    fn recv_until(&self, timeout: Option<Option<Duration>>) -> Result<Message> {
         let mut core = self.core();
+        let timeout = timeout.unwrap_or(core.options.recv_timeout);
+        let deadline = deadline(timeout);
         if let Some(m) = core.prefetched.take() {
             return Ok(m);
         }
@@ -525,9 +532,9 @@ impl Socket {
     /// # let _ = total; Ok(()) }
     /// ```
     pub fn recv_with<R>(&self, f: impl FnOnce(&crate::Frames<'_>) -> R) -> Result<R> {
-        let timeout = self.core().options.recv_timeout;
-        let deadline = deadline(timeout);
         let mut core = self.core();
+        let timeout = core.options.recv_timeout;
+        let deadline = deadline(timeout);
         if let Some(m) = core.prefetched.take() {
             return Ok(f(&crate::Frames::message(&m)));
         }
@@ -580,9 +587,9 @@ impl Socket {
     /// # Ok(()) }
     /// ```
     pub fn send_with(&self, len: usize, fill: impl FnOnce(&mut [u8])) -> Result<()> {
-        let timeout = self.core().options.send_timeout;
-        let deadline = deadline(timeout);
         let mut core = self.core();
+        let timeout = core.options.send_timeout;
+        let deadline = deadline(timeout);
         core.ipc.check_len(len)?;
         let spin = core.ipc.spin(&core.options);
         let core = &mut *core;
