@@ -415,11 +415,7 @@ impl Socket {
 
     /// `timeout`: `None` for the socket's send timeout (read under the same lock: one
     /// lock per call on the hot path).
-    fn send_until(
-        &self,
-        msg: Message,
-        timeout: Option<Option<Duration>>,
-    ) -> Result<(), SendError> {
+    fn send_until(&self, msg: Message, timeout: Option<Option<Duration>>) -> Result<(), SendError> {
         let mut core = self.core();
         let timeout = timeout.unwrap_or(core.options.send_timeout);
         let deadline = deadline(timeout);

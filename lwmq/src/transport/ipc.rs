@@ -32,14 +32,31 @@
 //! # Who owns what (threads)
 //!
 //! A [`Slot`] is shared by a pipe's two halves and the ipc thread. The thread puts a new
-//! connection's rings into it (and bumps `version`), marks connections dead (`ConnState::alive`),
-//! and flushes the messages queued while no connection existed (`pending`, bounded by the
+//! connection's rings into it (and bumps `version`), marks connections dead
+//! (`ConnState::alive`), and flushes the messages queued while no connection existed (`pending`, bounded by the
 //! send high-water mark) into a new connection's ring *before* handing the ring to the
 //! writer, so order is kept. The halves look at the slot only when `version` changed (one
 //! atomic load per call otherwise). A pipe made by `connect` (except for ROUTER and
 //! `immediate`) lives as long as the connect and outlives its connections, like a stream
 //! connecter's pipe: messages sent while the peer is away queue in it. A pipe made for
 //! one accepted connection closes with it, after the reader drained what the peer wrote.
+//!
+//! # Semantics next to the stream transports
+//!
+//! - High-water marks: while no connection exists, a connect's pipe queues up to the
+//!   send HWM (messages); once connected, the ring bounds what is in flight (bytes,
+//!   [`shm::ShmOptions::ring_size`]). The receive HWM does not apply (the peer's ring
+//!   is the receive buffer).
+//! - Subscriptions travel as ordinary ring messages, ZMTP 3.0 style (first byte 1 =
+//!   subscribe, 0 = cancel), which is what PUB/XPUB read from their pipes; a connect's
+//!   pipe replays the subscriptions in force to every new connection after the first.
+//! - Routing ids come from the rendezvous hello (the socket's routing id option).
+//! - CONFLATE on a reader returns the newest message in the ring.
+//! - Linger: what is in a ring when the socket closes stays readable by the peer (the
+//!   memory lives until both sides unmap it); messages still queued for a connection
+//!   that never came are dropped with the socket.
+//! - Zero copy: [`IpcReader`] reads in place for `Socket::recv_with` and [`IpcWriter`]
+//!   reserves in place for `Socket::send_with`.
 //!
 //! # Errors
 //!

@@ -79,7 +79,7 @@ pub trait Notify: Send + Sync {
 /// shared-memory peers in other processes, which map the same page. Waiting spins for a
 /// while, then parks on the futex (see [`Signal::wait_until`]).
 ///
-/// Observers (used by [`crate::poll`]) are rung along with the signal by notifiers of
+/// Observers (used by [`crate::poll()`]) are rung along with the signal by notifiers of
 /// this process (shared-memory peers only ring the doorbell).
 pub struct Signal {
     bell: shm::Doorbell,
