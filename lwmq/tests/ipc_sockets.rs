@@ -948,3 +948,41 @@ fn send_with_and_recv_with_work_in_place_and_check_sizes() {
     }
     assert_clean(&domain);
 }
+
+// ---------------------------------------------------------------------------------------
+// unbind, disconnect, close
+
+#[test]
+fn unbind_and_close_free_the_name_at_once_and_disconnect_stops_the_connection() {
+    let _w = watchdog(Duration::from_secs(60));
+    let domain = unique_domain("unbind");
+    {
+        let ctx = Context::new();
+        let a = socket(&ctx, SocketType::Pull, &domain);
+        let b = socket(&ctx, SocketType::Pull, &domain);
+        a.bind(EP).unwrap();
+        assert!(matches!(b.bind(EP), Err(Error::AddressInUse { .. })));
+        a.unbind(EP).unwrap();
+        assert_eq!(b.bind(EP).unwrap(), EP, "free right after unbind");
+        assert!(a.unbind(EP).is_err(), "not bound any more");
+        drop(b);
+        let c = socket(&ctx, SocketType::Pull, &domain);
+        assert_eq!(c.bind(EP).unwrap(), EP, "free right after close");
+
+        // A connection, then disconnect: the binder sees it go, nothing else arrives.
+        let mon = c.monitor();
+        let push = socket(&ctx, SocketType::Push, &domain);
+        push.connect(EP).unwrap();
+        push.send("one").unwrap();
+        assert_eq!(c.recv().unwrap(), Message::from("one"));
+        push.disconnect(EP).unwrap();
+        let ev = mon
+            .wait_for(EventKind::Disconnected, GUARD)
+            .expect("the binder sees the connection end");
+        assert_eq!(ev.detail, format!("pid {}", std::process::id()));
+        assert!(push.disconnect(EP).is_err(), "not connected any more");
+        c.set_recv_timeout(Some(Duration::from_millis(200)));
+        assert!(matches!(c.recv(), Err(Error::Timeout)));
+    }
+    assert_clean(&domain);
+}
