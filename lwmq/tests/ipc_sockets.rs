@@ -253,6 +253,18 @@ fn peer_process_entry() {
             }
         }
         "hostile" => hostile_peer(&domain),
+        "good-puller" => {
+            let s = mk(SocketType::Pull);
+            s.set_recv_timeout(None);
+            s.connect(EP).expect("connect");
+            say("CONNECTED", std::process::id());
+            for n in 1u64.. {
+                s.recv().expect("recv");
+                if n % 100 == 0 {
+                    say("GOT", n);
+                }
+            }
+        }
         "report" => {
             let s = mk(SocketType::Pair);
             let mon = s.monitor();
@@ -332,19 +344,28 @@ fn hostile_peer(domain: &str) -> ! {
     };
     let bell = Doorbell::new().expect("doorbell");
     let start = Instant::now();
+    // "head" attacks the victim's ring to us, so we pose as a PULL; else as a PUSH.
+    let ty = if mode == "head" {
+        SocketType::Pull
+    } else {
+        SocketType::Push
+    };
     let mut c = loop {
-        if let Some(c) = shm::connect("service", Some(7), &o, Hello::new(SocketType::Push), &bell)
-            .expect("connect")
+        if let Some(c) =
+            shm::connect("service", Some(7), &o, Hello::new(ty), &bell).expect("connect")
         {
             break c;
         }
         assert!(start.elapsed() < GUARD, "nobody bound");
         std::thread::sleep(Duration::from_millis(10));
     };
-    c.send(&Message::from("ok"), Some(GUARD)).expect("send");
+    if ty == SocketType::Push {
+        c.send(&Message::from("ok"), Some(GUARD)).expect("send");
+    }
     let seg = c.segment_for_testing();
     let size = seg.ring_size();
     let ctrl0 = shm::segment::CONTROL_OFFSET[0];
+    let ctrl1 = shm::segment::CONTROL_OFFSET[1];
     let data0 = shm::segment::data_offset(0, size);
     let hdr = |len: u64, flags: u64| (len | flags << 32 | 0x4C57u64 << 48).to_ne_bytes();
     match mode.as_str() {
@@ -365,6 +386,10 @@ fn hostile_peer(domain: &str) -> ! {
             }
             assert!(seg.debug_write(data0, &junk));
             assert!(seg.debug_write(ctrl0, &4096u64.to_ne_bytes()));
+        }
+        // Our "consumed" position in the victim's ring to us, far ahead of its tail.
+        "head" => {
+            assert!(seg.debug_write(ctrl1 + shm::ring::HEAD_OFFSET, &(1u64 << 40).to_ne_bytes()))
         }
         other => panic!("unknown mode {other}"),
     }
@@ -983,6 +1008,55 @@ fn unbind_and_close_free_the_name_at_once_and_disconnect_stops_the_connection() 
         assert!(push.disconnect(EP).is_err(), "not connected any more");
         c.set_recv_timeout(Some(Duration::from_millis(200)));
         assert!(matches!(c.recv(), Err(Error::Timeout)));
+    }
+    assert_clean(&domain);
+}
+
+/// The hostile peer corrupts the ring the victim *writes*: the victim's send finds it,
+/// reports it and drops that connection; its other peer keeps receiving.
+#[test]
+fn hostile_peer_bad_head_costs_only_its_connection() {
+    let _w = watchdog(Duration::from_secs(90));
+    let domain = unique_domain("hostile-head");
+    {
+        let ctx = Context::new();
+        let push = socket(&ctx, SocketType::Push, &domain);
+        let mon = push.monitor();
+        push.bind(EP).unwrap();
+        let mut good = Peer::spawn("good-puller", &domain, &[]);
+        good.expect("CONNECTED");
+        let mut evil = Peer::spawn("hostile", &domain, &[("LWMQ_IPC_MODE", "head")]);
+        evil.expect("CORRUPTED");
+        for _ in 0..2 {
+            mon.wait_for(EventKind::HandshakeSucceeded, GUARD)
+                .expect("both peers connected");
+        }
+        let start = Instant::now();
+        let ev = loop {
+            push.send(vec![7u8; 64]).expect("send");
+            if let Some(ev) =
+                std::iter::from_fn(|| mon.try_recv()).find(|e| e.kind == EventKind::ProtocolError)
+            {
+                break ev;
+            }
+            assert!(start.elapsed() < GUARD, "the corruption was never noticed");
+        };
+        eprintln!("hostile head: {ev}");
+        assert!(ev.detail.contains(&format!("pid {}", evil.pid())), "{ev}");
+        evil.expect("DROPPED");
+        // Every later message goes to the good peer.
+        for _ in 0..300 {
+            push.send(vec![8u8; 64]).expect("send");
+        }
+        loop {
+            let n: u64 = good.expect("GOT").parse().expect("a count");
+            if n >= 300 {
+                break;
+            }
+        }
+        drop(push);
+        good.kill9();
+        evil.kill9();
     }
     assert_clean(&domain);
 }

@@ -255,13 +255,18 @@ struct SlotInner {
 pub(crate) struct Slot {
     /// Bumped (Release) after every change of `inner` the halves must look at.
     version: AtomicU64,
+    /// Outlives its connections (a connect's pipe). Otherwise the pipe has exactly one
+    /// connection, installed before the pipe is handed to the socket, and once it is
+    /// gone writes fail as closed (queued messages would never leave).
+    persistent: bool,
     inner: Mutex<SlotInner>,
 }
 
 impl Slot {
-    fn new(hwm: usize) -> Arc<Slot> {
+    fn new(hwm: usize, persistent: bool) -> Arc<Slot> {
         Arc::new(Slot {
             version: AtomicU64::new(1),
+            persistent,
             inner: Mutex::new(SlotInner {
                 hwm,
                 ..SlotInner::default()
@@ -340,7 +345,9 @@ impl IpcWriter {
         }
         // No connection: queue until one comes (the ipc thread flushes in order).
         let mut inner = lock(&self.slot.inner);
-        if inner.closed || inner.writer_closed {
+        // A pipe with one connection: once that is dead, nothing queued would leave.
+        let gone = !self.slot.persistent && !inner.current.as_ref().is_some_and(|c| c.alive());
+        if inner.closed || inner.writer_closed || gone {
             return Err(WriteError::Closed(msg));
         }
         if let Some(t) = inner.tx.take() {
@@ -657,7 +664,7 @@ pub(crate) fn connect(
     ring_limit.fetch_min(ring, Ordering::Relaxed);
     let id = super::next_pipe_id();
     let keeps_pipe = !options.immediate && options.socket_type != SocketType::Router;
-    let slot = keeps_pipe.then(|| Slot::new(options.send_hwm));
+    let slot = keeps_pipe.then(|| Slot::new(options.send_hwm, true));
     let pipe = slot.as_ref().map(|s| {
         (
             super::next_pipe_id(),
@@ -1144,7 +1151,7 @@ impl Reactor {
                         &endpoint,
                         format!("pid {}", conn.peer.pid),
                     );
-                    let slot = Slot::new(hwm);
+                    let slot = Slot::new(hwm, false);
                     let meta = PipeMeta {
                         peer_type: conn.peer.socket_type,
                         routing_id: conn.peer.identity.clone(),
@@ -1406,7 +1413,7 @@ impl Reactor {
                 let (slot, deliver) = match &c.slot {
                     Some(s) => (s.clone(), None),
                     None => {
-                        let s = Slot::new(c.options.send_hwm);
+                        let s = Slot::new(c.options.send_hwm, false);
                         let meta = PipeMeta {
                             peer_type: conn.peer.socket_type,
                             routing_id: conn.peer.identity.clone(),
