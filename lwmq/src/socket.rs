@@ -583,38 +583,49 @@ impl Socket {
     /// # Ok(()) }
     /// ```
     pub fn send_with(&self, len: usize, fill: impl FnOnce(&mut [u8])) -> Result<()> {
-        let mut core = self.core();
-        let timeout = core.options.send_timeout;
-        let deadline = deadline(timeout);
-        core.ipc.check_len(len)?;
-        let spin = core.ipc.spin(&core.options);
-        let core = &mut *core;
         let mut fill = Some(fill);
-        let mut cb = |buf: &mut [u8]| {
-            if let Some(f) = fill.take() {
-                f(buf);
+        {
+            let mut core = self.core();
+            core.ipc.check_len(len)?;
+            let timeout = core.options.send_timeout;
+            let deadline = deadline(timeout);
+            let spin = core.ipc.spin(&core.options);
+            let core = &mut *core;
+            let mut cb = |buf: &mut [u8]| {
+                if let Some(f) = fill.take() {
+                    f(buf);
+                }
+            };
+            let mut attempt = || -> Option<Result<bool>> {
+                if self.ctx.is_terminated() {
+                    return Some(Err(Error::Closed));
+                }
+                self.absorb_mailbox(core);
+                match core.pattern.send_in_place(len, &mut cb) {
+                    crate::pattern::InPlaceSend::Sent => Some(Ok(true)),
+                    crate::pattern::InPlaceSend::NotInPlace => Some(Ok(false)),
+                    crate::pattern::InPlaceSend::WouldBlock => None,
+                }
+            };
+            let sent = match attempt() {
+                Some(r) => r,
+                None if timeout == Some(Duration::ZERO) => Err(Error::WouldBlock),
+                None => self
+                    .shared
+                    .signal
+                    .wait_until(spin, deadline, &mut attempt)
+                    .unwrap_or(Err(Error::Timeout)),
+            }?;
+            if sent {
+                return Ok(());
             }
-        };
-        let mut attempt = || -> Option<Result<()>> {
-            if self.ctx.is_terminated() {
-                return Some(Err(Error::Closed));
-            }
-            self.absorb_mailbox(core);
-            match core.pattern.send_with(len, &mut cb) {
-                Ok(()) => Some(Ok(())),
-                Err(Error::WouldBlock) => None,
-                Err(e) => Some(Err(e)),
-            }
-        };
-        match attempt() {
-            Some(r) => r,
-            None if timeout == Some(Duration::ZERO) => Err(Error::WouldBlock),
-            None => self
-                .shared
-                .signal
-                .wait_until(spin, deadline, &mut attempt)
-                .unwrap_or(Err(Error::Timeout)),
         }
+        // Not in place: an ordinary message, sent the ordinary way (the lock is free).
+        let mut buf = vec![0u8; len];
+        if let Some(f) = fill.take() {
+            f(&mut buf);
+        }
+        self.send(buf).map_err(|e| e.error)
     }
 
     /// For poll: whether a message can be received now (reading it ahead if needed).

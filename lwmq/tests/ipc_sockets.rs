@@ -1060,3 +1060,61 @@ fn hostile_peer_bad_head_costs_only_its_connection() {
     }
     assert_clean(&domain);
 }
+
+#[test]
+fn send_with_runs_fill_only_for_messages_that_go() {
+    let _w = watchdog(Duration::from_secs(60));
+    let domain = unique_domain("zero-copy-full");
+    {
+        let ctx = Context::new();
+        let pull = socket(&ctx, SocketType::Pull, &domain);
+        pull.bind(EP).unwrap();
+        let mon = pull.monitor();
+        let push = socket(&ctx, SocketType::Push, &domain);
+        push.set_ipc_ring_size(4096);
+        push.set_send_timeout(Some(Duration::ZERO));
+        push.connect(EP).unwrap();
+        mon.wait_for(EventKind::HandshakeSucceeded, GUARD)
+            .expect("connected");
+        // Nobody reads: the 4 KiB ring fills; every refused send leaves `fill` unrun.
+        let (mut fills, mut sent) = (0, 0);
+        loop {
+            match push.send_with(100, |b| {
+                fills += 1;
+                b.fill(sent as u8);
+            }) {
+                Ok(()) => sent += 1,
+                Err(Error::WouldBlock) => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(sent > 10, "{sent} messages fit");
+        assert_eq!(
+            fills, sent,
+            "fill ran once per message sent, never for a refusal"
+        );
+        for i in 0..sent {
+            let ok = pull
+                .recv_with(|f| {
+                    f.frame(0)
+                        .is_some_and(|d| d.len() == 100 && d[0] == i as u8)
+                })
+                .unwrap();
+            assert!(ok, "message {i}");
+        }
+        // A socket type that routes (REQ) takes the ordinary path, same result.
+        let rep = socket(&ctx, SocketType::Rep, &domain);
+        rep.bind("ipc://zc-rep").unwrap();
+        let req = socket(&ctx, SocketType::Req, &domain);
+        req.connect("ipc://zc-rep").unwrap();
+        req.send_with(3, |b| b.copy_from_slice(b"abc")).unwrap();
+        let m = rep.recv().unwrap();
+        assert_eq!(m, Message::from("abc"));
+        rep.send_with(2, |b| b.copy_from_slice(b"ok")).unwrap();
+        assert_eq!(
+            req.recv_with(|f| f.to_message()).unwrap(),
+            Message::from("ok")
+        );
+    }
+    assert_clean(&domain);
+}

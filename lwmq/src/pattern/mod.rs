@@ -57,12 +57,12 @@ pub(crate) trait Pattern: Send + std::fmt::Debug {
         f(&crate::Frames::message(&m));
         Ok(())
     }
-    /// Sends a one-frame message of `len` bytes written by `fill`, in place where the
-    /// pipe can; the default builds a message and calls [`Pattern::send`].
-    fn send_with(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> Result<()> {
-        let mut buf = vec![0u8; len];
-        fill(&mut buf);
-        self.send(Message::from(buf)).map_err(|e| e.error)
+    /// Sends a one-frame message of `len` bytes written by `fill` straight into a
+    /// pipe, where the pipes can (PAIR, PUSH, DEALER over shared memory). `fill` runs
+    /// only for [`InPlaceSend::Sent`]. The default: [`InPlaceSend::NotInPlace`] (the
+    /// socket builds a message and calls [`Pattern::send`]).
+    fn send_in_place(&mut self, _len: usize, _fill: &mut dyn FnMut(&mut [u8])) -> InPlaceSend {
+        InPlaceSend::NotInPlace
     }
     /// Adds (`true`) or removes a subscription (SUB and XSUB only).
     fn subscribe(&mut self, _topic: &[u8], _on: bool) -> Result<()> {
@@ -70,6 +70,17 @@ pub(crate) trait Pattern: Send + std::fmt::Debug {
             "subscribe/unsubscribe apply to SUB and XSUB sockets only".into(),
         ))
     }
+}
+
+/// The outcome of [`Pattern::send_in_place`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum InPlaceSend {
+    /// Written into a pipe.
+    Sent,
+    /// Every pipe that could write in place is full: wait and retry.
+    WouldBlock,
+    /// Some pipe cannot write in place (or there is none): send a message instead.
+    NotInPlace,
 }
 
 /// The pattern for a socket type.
@@ -189,13 +200,11 @@ impl Pipes {
     }
 
     /// As [`Pipes::write_balanced`] for a one-frame message written in place by `fill`.
-    /// `Ok(true)`: written; `Ok(false)`: every pipe is full; `Err(())`: some pipe cannot
-    /// write in place (build a message instead).
     pub(crate) fn write_balanced_with(
         &mut self,
         len: usize,
         fill: &mut dyn FnMut(&mut [u8]),
-    ) -> Result<bool, ()> {
+    ) -> InPlaceSend {
         let mut tried = 0;
         let mut unsupported = false;
         while tried < self.list.len() {
@@ -206,7 +215,7 @@ impl Pipes {
             match self.list[i].1.writer.write_in_place(len, fill) {
                 Ok(crate::transport::InPlace::Written) => {
                     self.next_out = i + 1;
-                    return Ok(true);
+                    return InPlaceSend::Sent;
                 }
                 Ok(crate::transport::InPlace::Full) => {
                     self.next_out = i + 1;
@@ -220,7 +229,11 @@ impl Pipes {
                 Err(PipeClosed) => self.drop_at(i),
             }
         }
-        if unsupported { Err(()) } else { Ok(false) }
+        if unsupported || self.list.is_empty() {
+            InPlaceSend::NotInPlace
+        } else {
+            InPlaceSend::WouldBlock
+        }
     }
 
     /// Reads from one pipe.

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::{Pattern, PatternOptions, PipeId, Pipes, not_supported, would_block};
+use super::{InPlaceSend, Pattern, PatternOptions, PipeId, Pipes, not_supported, would_block};
 use crate::transport::{Pipe, WriteError};
 use crate::{Error, Message, Result, SendError};
 
@@ -60,16 +60,8 @@ impl Pattern for Pair {
             Err(Error::WouldBlock)
         }
     }
-    fn send_with(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> Result<()> {
-        match self.pipes.write_balanced_with(len, fill) {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(Error::WouldBlock),
-            Err(()) => {
-                let mut buf = vec![0u8; len];
-                fill(&mut buf);
-                self.send(Message::from(buf)).map_err(|e| e.error)
-            }
-        }
+    fn send_in_place(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> InPlaceSend {
+        self.pipes.write_balanced_with(len, fill)
     }
     fn can_send(&mut self) -> bool {
         self.pipes.any_writable()
@@ -99,16 +91,8 @@ impl Pattern for Push {
     fn recv(&mut self) -> Result<Message> {
         Err(not_supported("receiving"))
     }
-    fn send_with(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> Result<()> {
-        match self.pipes.write_balanced_with(len, fill) {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(Error::WouldBlock),
-            Err(()) => {
-                let mut buf = vec![0u8; len];
-                fill(&mut buf);
-                self.send(Message::from(buf)).map_err(|e| e.error)
-            }
-        }
+    fn send_in_place(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> InPlaceSend {
+        self.pipes.write_balanced_with(len, fill)
     }
     fn can_send(&mut self) -> bool {
         self.pipes.any_writable()
@@ -185,16 +169,8 @@ impl Pattern for Dealer {
             Err(Error::WouldBlock)
         }
     }
-    fn send_with(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> Result<()> {
-        match self.pipes.write_balanced_with(len, fill) {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(Error::WouldBlock),
-            Err(()) => {
-                let mut buf = vec![0u8; len];
-                fill(&mut buf);
-                self.send(Message::from(buf)).map_err(|e| e.error)
-            }
-        }
+    fn send_in_place(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> InPlaceSend {
+        self.pipes.write_balanced_with(len, fill)
     }
     fn can_send(&mut self) -> bool {
         self.pipes.any_writable()
