@@ -62,7 +62,7 @@ pub fn poll(items: &mut [PollItem<'_>], timeout: Option<Duration>) -> Result<usi
     static KEYS: AtomicU64 = AtomicU64::new(1);
     let key = KEYS.fetch_add(1, Ordering::Relaxed);
     let deadline = timeout.map(|t| Instant::now() + t);
-    let signal = Arc::new(Signal::private());
+    let signal = Arc::new(Signal::new());
     for item in items.iter() {
         item.socket.shared().signal.observe(key, signal.clone());
     }
@@ -102,8 +102,18 @@ pub fn poll(items: &mut [PollItem<'_>], timeout: Option<Duration>) -> Result<usi
             return Ok(0);
         }
         let signals: Vec<&Signal> = sockets.iter().map(|s| &**s).collect();
-        // None: the deadline passed with nothing ready.
-        Signal::wait_any(&signals, spin, deadline, &mut attempt).unwrap_or(Ok(0))
+        loop {
+            // A socket's first ipc:// endpoint changes the doorbell it is rung on:
+            // look again at least every MAX_PARK.
+            let slice = Instant::now() + crate::transport::shm::wait::MAX_PARK;
+            let until = deadline.map_or(slice, |d| d.min(slice));
+            if let Some(r) = Signal::wait_any(&signals, spin, Some(until), &mut attempt) {
+                return r;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(0);
+            }
+        }
     })();
     for item in items.iter() {
         item.socket.shared().signal.unobserve(key);

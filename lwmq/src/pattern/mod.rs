@@ -126,6 +126,17 @@ pub(crate) struct Pipes {
 
 impl Pipes {
     pub(crate) fn add(&mut self, id: PipeId, pipe: Pipe) {
+        // Drop pipes whose peer is gone and that hold nothing more: a round robin that
+        // always finds the newest pipe first would otherwise never visit them, and
+        // each keeps its peer's queues (and, for ipc://, shared memory) alive.
+        let mut i = 0;
+        while i < self.list.len() {
+            if self.list[i].1.reader.is_finished() {
+                self.drop_at(i);
+            } else {
+                i += 1;
+            }
+        }
         self.list.push((id, pipe));
     }
 
@@ -418,6 +429,41 @@ mod tests {
         assert_eq!(peer1.read().unwrap(), msg(&[b"a"]));
         assert_eq!(pipes.write_balanced(msg(&[b"c"])).unwrap(), 1);
         assert_eq!(peer3.read().unwrap(), msg(&[b"b"]));
+    }
+
+    #[test]
+    fn attaching_a_pipe_drops_finished_ones_the_round_robin_never_visits() {
+        let mut pipes = Pipes::default();
+        let mut ids = Vec::new();
+        for id in 0..5u64 {
+            let (p, mut peer) = pipe(0, SocketType::Push, b"");
+            peer.write(vec![id as u8]);
+            pipes.add(id, p);
+            // The newest pipe is read first; the peer then goes away.
+            assert_eq!(pipes.read_fair().map(|(i, _)| i), Some(id));
+            drop(peer);
+            ids.push(id);
+        }
+        // Without the sweep all five would still be attached (the cursor always lands
+        // on the newest). Each attach dropped the finished ones before it.
+        assert_eq!(
+            pipes.len(),
+            1,
+            "only the newest (finished, not yet swept) remains"
+        );
+        assert_eq!(pipes.gone.len(), 4, "the swept pipes are reported");
+        // A closed pipe that still holds a message is not finished: it stays.
+        let (p, mut peer) = pipe(0, SocketType::Push, b"");
+        peer.write("last words");
+        drop(peer);
+        pipes.add(10, p);
+        let (p, _peer) = pipe(0, SocketType::Push, b"");
+        pipes.add(11, p);
+        assert_eq!(pipes.ids(), vec![10, 11]);
+        assert_eq!(
+            pipes.read_fair().map(|(i, m)| (i, m)),
+            Some((10, msg(&[b"last words"])))
+        );
     }
 
     #[test]

@@ -547,6 +547,20 @@ impl PipeReader for IpcReader {
             return Ok(None);
         }
     }
+    fn is_finished(&mut self) -> bool {
+        if self.closed {
+            return true;
+        }
+        if let Some((rx, conn)) = &mut self.rx {
+            // Alive, or still holding what the dead peer wrote (or broken: `try_read`
+            // reports that): not finished.
+            if conn.alive() || !matches!(rx.has_data(), Ok(false)) {
+                return false;
+            }
+        }
+        let inner = lock(&self.slot.inner);
+        inner.closed && inner.rx.is_none()
+    }
     fn read_with(&mut self, f: &mut dyn FnMut(&crate::Frames<'_>)) -> Result<bool, PipeClosed> {
         // The fast path: a live ring with a message in it, read in place.
         if !self.conflate {
@@ -627,7 +641,7 @@ pub(crate) fn bind(
         port,
         &options.ipc,
         hello(options),
-        socket.signal.doorbell(),
+        socket.signal.shared_doorbell()?,
     )?;
     let endpoint = listener.endpoint().to_owned();
     let id = super::next_pipe_id();
@@ -655,11 +669,7 @@ pub(crate) fn connect(
     port: Option<u16>,
 ) -> Result<(u64, Option<(PipeId, Pipe)>)> {
     // Check the name and options now so that a bad one fails here, not in the thread.
-    if socket.signal.doorbell().memfd().is_none() {
-        return Err(Error::InvalidArgument(
-            "this socket has no shared doorbell (no memory file could be made)".into(),
-        ));
-    }
+    socket.signal.shared_doorbell()?;
     let ring = options.ipc.effective_ring_size();
     ring_limit.fetch_min(ring, Ordering::Relaxed);
     let id = super::next_pipe_id();
@@ -1324,13 +1334,13 @@ impl Reactor {
         let Some(c) = self.connecters.get(&id) else {
             return;
         };
-        let r = shm::connect_start(
-            &c.name,
-            c.port,
-            &c.options.ipc,
-            hello(&c.options),
-            c.socket.signal.doorbell(),
-        );
+        // Made by `connect` already; this only fails if that failed.
+        let r = match c.socket.signal.shared_doorbell() {
+            Ok(bell) => {
+                shm::connect_start(&c.name, c.port, &c.options.ipc, hello(&c.options), bell)
+            }
+            Err(e) => Err(e),
+        };
         match r {
             Ok(None) => self.retry_later(id, "nobody is bound yet".into()),
             Ok(Some(pending)) => {

@@ -74,15 +74,24 @@ pub trait Notify: Send + Sync {
     fn notify(&self);
 }
 
-/// The one wake-up object of a socket: a [`shm::Doorbell`] (a futex word in a sealed
-/// memory file) that every source of work rings: the I/O thread, inproc peers, and
-/// shared-memory peers in other processes, which map the same page. Waiting spins for a
-/// while, then parks on the futex (see [`Signal::wait_until`]).
+/// The one wake-up object of a socket: a [`shm::Doorbell`] (a futex word) that every
+/// source of work rings: the I/O thread, inproc peers, and, once the socket uses
+/// `ipc://`, shared-memory peers in other processes, which map the same page. Waiting
+/// spins for a while, then parks on the futex (see [`Signal::wait_until`]).
+///
+/// A socket starts with a doorbell in private memory; its first `ipc://` bind or
+/// connect makes the shared one ([`Signal::shared_doorbell`], a sealed memory file),
+/// which waiters use from then on. Notifiers of this process ring both, so a waiter on
+/// either never misses them. (A socket's own waits hold its lock, as do bind and
+/// connect, so they never straddle the switch; a poller re-reads the doorbell it parks
+/// on at least every [`shm::wait::MAX_PARK`].) Sockets that never use `ipc://` cost no
+/// descriptor.
 ///
 /// Observers (used by [`crate::poll()`]) are rung along with the signal by notifiers of
 /// this process (shared-memory peers only ring the doorbell).
 pub struct Signal {
-    bell: shm::Doorbell,
+    local: shm::Doorbell,
+    shared: std::sync::OnceLock<shm::Doorbell>,
     observers: Mutex<Vec<(u64, Arc<dyn Notify>)>>,
     /// `observers.len()`, readable without the lock (the hot path only reads this).
     observed: AtomicUsize,
@@ -90,7 +99,7 @@ pub struct Signal {
 
 impl fmt::Debug for Signal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Signal").field("bell", &self.bell).finish()
+        f.debug_struct("Signal").field("bell", self.bell()).finish()
     }
 }
 
@@ -107,34 +116,29 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Signal {
-    /// A new signal whose doorbell lives in a memory file, so that shared-memory peers
-    /// can ring it. If no memory file can be made (out of descriptors), the doorbell
-    /// lives in private memory: everything but `ipc://` still works, and `ipc://`
-    /// endpoints fail with the error of making their own doorbell.
+    /// A new signal (private memory until [`Signal::shared_doorbell`] is called).
     pub fn new() -> Signal {
-        let bell = shm::Doorbell::new().unwrap_or_else(|e| {
-            tracing::warn!("no memory file for a socket's doorbell ({e}); using private memory");
-            shm::Doorbell::on_heap()
-        });
-        Signal::with_bell(bell)
-    }
-
-    /// A signal only this process rings (for poll).
-    pub(crate) fn private() -> Signal {
-        Signal::with_bell(shm::Doorbell::on_heap())
-    }
-
-    fn with_bell(bell: shm::Doorbell) -> Signal {
         Signal {
-            bell,
+            local: shm::Doorbell::on_heap(),
+            shared: std::sync::OnceLock::new(),
             observers: Mutex::new(Vec::new()),
             observed: AtomicUsize::new(0),
         }
     }
 
-    /// The doorbell, to give to shared-memory peers.
-    pub fn doorbell(&self) -> &shm::Doorbell {
-        &self.bell
+    /// The doorbell waiters park on now.
+    fn bell(&self) -> &shm::Doorbell {
+        self.shared.get().unwrap_or(&self.local)
+    }
+
+    /// The doorbell to give to shared-memory peers, made (a sealed memory file) on
+    /// first use. Call with the socket's lock held (see the type's docs).
+    pub fn shared_doorbell(&self) -> crate::Result<&shm::Doorbell> {
+        if let Some(b) = self.shared.get() {
+            return Ok(b);
+        }
+        let bell = shm::Doorbell::new()?;
+        Ok(self.shared.get_or_init(|| bell))
     }
 
     /// Calls `ready` until it returns `Some` (spinning for `spin`, then parking until
@@ -146,7 +150,7 @@ impl Signal {
         deadline: Option<Instant>,
         ready: impl FnMut() -> Option<T>,
     ) -> Option<T> {
-        self.bell.wait_until(spin, deadline, ready)
+        self.bell().wait_until(spin, deadline, ready)
     }
 
     /// As [`Signal::wait_until`], parked on several signals at once (any ring wakes).
@@ -156,7 +160,7 @@ impl Signal {
         deadline: Option<Instant>,
         ready: impl FnMut() -> Option<T>,
     ) -> Option<T> {
-        let bells: Vec<&shm::Doorbell> = signals.iter().map(|s| &s.bell).collect();
+        let bells: Vec<&shm::Doorbell> = signals.iter().map(|s| s.bell()).collect();
         shm::wait::wait_any(&bells, spin, deadline, ready)
     }
 
@@ -177,7 +181,10 @@ impl Signal {
 
 impl Notify for Signal {
     fn notify(&self) {
-        self.bell.notify();
+        self.local.notify();
+        if let Some(shared) = self.shared.get() {
+            shared.notify();
+        }
         // SeqCst pairs with the store in `observe`: a poller that registered before
         // looking at this socket is seen here.
         if self.observed.load(Ordering::SeqCst) == 0 {
@@ -247,6 +254,12 @@ pub trait PipeReader: Send + fmt::Debug {
     fn try_read(&mut self) -> Result<Option<Message>, PipeClosed>;
     /// Closes this direction; queued messages are discarded and the writer sees Closed.
     fn close(&mut self);
+    /// Whether the pipe is closed and drained: [`try_read`](PipeReader::try_read)
+    /// would only say [`PipeClosed`]. Lets a socket drop dead pipes it has no reason to
+    /// read (the default: `false`, they are found when read).
+    fn is_finished(&mut self) -> bool {
+        false
+    }
     /// Passes the next message to `f` if there is one (`Ok(true)`), in place where
     /// the transport can (shared-memory rings); the default borrows [`try_read`]'s
     /// message.
@@ -409,6 +422,9 @@ impl PipeReader for QueueReader {
         }
         Ok(Some(msg))
     }
+    fn is_finished(&mut self) -> bool {
+        self.finished()
+    }
     fn close(&mut self) {
         {
             let mut st = lock(&self.0.state);
@@ -419,6 +435,13 @@ impl PipeReader for QueueReader {
             st.buf.clear();
         }
         self.0.writer_notify.notify();
+    }
+}
+
+impl QueueReader {
+    fn finished(&self) -> bool {
+        let st = lock(&self.0.state);
+        st.buf.is_empty() && (st.writer_closed || st.reader_closed)
     }
 }
 
@@ -538,6 +561,30 @@ pub(crate) mod tests {
             tx.try_write("x".into()),
             Err(WriteError::Closed(_))
         ));
+    }
+
+    #[test]
+    fn after_the_switch_a_peer_ringing_the_shared_doorbell_wakes_the_waiter() {
+        use std::sync::atomic::AtomicBool;
+        let s = Arc::new(Signal::new());
+        assert!(s.local.memfd().is_none(), "no descriptor until ipc is used");
+        let shared = s.shared_doorbell().unwrap().clone();
+        assert!(shared.memfd().is_some());
+        let flag = Arc::new(AtomicBool::new(false));
+        let f2 = flag.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            f2.store(true, Ordering::Release);
+            // What a shared-memory peer does: ring only the shared doorbell.
+            shared.notify();
+        });
+        let before = shm::wait::park_timeouts();
+        let got = s.wait_until(Duration::ZERO, None, || {
+            flag.load(Ordering::Acquire).then_some(())
+        });
+        t.join().unwrap();
+        assert_eq!(got, Some(()));
+        assert_eq!(shm::wait::park_timeouts(), before, "woken by the ring");
     }
 
     #[test]
