@@ -460,10 +460,7 @@ mod tests {
         let (p, _peer) = pipe(0, SocketType::Push, b"");
         pipes.add(11, p);
         assert_eq!(pipes.ids(), vec![10, 11]);
-        assert_eq!(
-            pipes.read_fair().map(|(i, m)| (i, m)),
-            Some((10, msg(&[b"last words"])))
-        );
+        assert_eq!(pipes.read_fair(), Some((10, msg(&[b"last words"]))));
     }
 
     #[test]
