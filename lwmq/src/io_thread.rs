@@ -776,8 +776,11 @@ impl Reactor {
                     resource,
                 ) {
                     Some(t) => {
+                        // `add_conn` drives the connection once; if that already
+                        // failed, a retry is scheduled and the state says so.
+                        let alive = self.conns.contains_key(&t);
                         if let Some(c) = self.connecters.get_mut(&id) {
-                            if matches!(c.state, ConnecterState::Waiting(_)) {
+                            if alive {
                                 c.state = ConnecterState::Active(t);
                             }
                             let closing = c.closing;
