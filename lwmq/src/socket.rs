@@ -658,8 +658,12 @@ impl Socket {
     /// Sends a one-frame message of `len` bytes that `fill` writes, straight into the
     /// shared-memory ring of an `ipc://` peer when the socket's next peer is one (no
     /// copy, no allocation); otherwise into a new message. Blocks as [`Socket::send`]
-    /// does. PAIR, PUSH and DEALER write in place; `fill` runs exactly once on success
-    /// and not at all on failure.
+    /// does. PAIR, PUSH and DEALER write in place.
+    ///
+    /// `fill` runs at most once. In place, it runs only if the message goes (a full
+    /// ring or a timeout leaves it unrun). When no pipe can take the message in place
+    /// (other socket types or transports, a connection not made yet) the message is
+    /// built first: then a send that fails has run `fill` too.
     ///
     /// ```no_run
     /// # fn main() -> lwmq::Result<()> {

@@ -1069,11 +1069,13 @@ fn send_with_runs_fill_only_for_messages_that_go() {
         let ctx = Context::new();
         let pull = socket(&ctx, SocketType::Pull, &domain);
         pull.bind(EP).unwrap();
-        let mon = pull.monitor();
         let push = socket(&ctx, SocketType::Push, &domain);
+        let mon = push.monitor();
         push.set_ipc_ring_size(4096);
         push.set_send_timeout(Some(Duration::ZERO));
         push.connect(EP).unwrap();
+        // Once the sender's side is connected every send goes in place (before, it
+        // would build a message: see Socket::send_with).
         mon.wait_for(EventKind::HandshakeSucceeded, GUARD)
             .expect("connected");
         // Nobody reads: the 4 KiB ring fills; every refused send leaves `fill` unrun.
