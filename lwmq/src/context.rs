@@ -159,6 +159,7 @@ impl Context {
         if let Some(ipc) = ipc {
             ipc.command_and_wait(|ack| crate::transport::ipc::Command::CloseSocket {
                 socket_id: s.id,
+                linger,
                 ack,
             });
         }

@@ -1120,3 +1120,38 @@ fn send_with_runs_fill_only_for_messages_that_go() {
     }
     assert_clean(&domain);
 }
+
+#[test]
+fn linger_delivers_what_was_queued_before_the_peer_existed() {
+    let _w = watchdog(Duration::from_secs(60));
+    let domain = unique_domain("linger");
+    {
+        let ctx = Context::new();
+        {
+            let push = socket(&ctx, SocketType::Push, &domain);
+            push.set_linger(Some(Duration::from_secs(30)));
+            push.connect(EP).unwrap();
+            for i in 0..10u64 {
+                push.send(num(i)).unwrap();
+            }
+            // Closed with ten messages queued and nobody bound.
+        }
+        let pull = socket(&ctx, SocketType::Pull, &domain);
+        pull.bind(EP).unwrap();
+        for i in 0..10u64 {
+            assert_eq!(num_of(&pull.recv().unwrap()), i);
+        }
+        // Linger zero: queued messages are dropped at close.
+        {
+            let push = socket(&ctx, SocketType::Push, &domain);
+            push.set_linger(Some(Duration::ZERO));
+            push.connect("ipc://nobody-here").unwrap();
+            push.send(num(99)).unwrap();
+        }
+        let late = socket(&ctx, SocketType::Pull, &domain);
+        late.bind("ipc://nobody-here").unwrap();
+        late.set_recv_timeout(Some(Duration::from_millis(300)));
+        assert!(matches!(late.recv(), Err(Error::Timeout)));
+    }
+    assert_clean(&domain);
+}

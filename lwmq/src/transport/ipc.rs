@@ -244,6 +244,9 @@ struct SlotInner {
     subs: Vec<Message>,
     /// A connection was installed before.
     connected_before: bool,
+    /// The socket closed with messages still queued here: the ipc thread keeps
+    /// connecting until they are in a ring (or the linger time is over).
+    lingering: bool,
     /// No connection will come any more.
     closed: bool,
     writer_closed: bool,
@@ -278,9 +281,10 @@ impl Slot {
         self.version.fetch_add(1, Ordering::Release);
     }
 
-    /// Both halves closed: end the current connection.
+    /// Both halves closed: end the current connection (unless it lingers: then the
+    /// ipc thread ends it once the queue is flushed).
     fn release_if_unused(inner: &mut SlotInner) {
-        if inner.writer_closed && inner.reader_closed {
+        if inner.writer_closed && inner.reader_closed && !inner.lingering {
             if let Some(c) = inner.current.take() {
                 c.end(Failure::Released);
             }
@@ -735,9 +739,11 @@ pub(crate) enum Command {
         id: u64,
     },
     /// The socket closed: drop its listeners, connects and connections (done when
-    /// `ack` is dropped).
+    /// `ack` is dropped). Connects with messages queued for a connection not made yet
+    /// linger: they go on until the queue is in a ring or `linger` passes.
     CloseSocket {
         socket_id: u64,
+        linger: Option<Duration>,
         ack: Ack,
     },
     Shutdown,
@@ -815,6 +821,7 @@ impl IpcThread {
             conns: HashMap::new(),
             next_token: 1,
             accept_later: Vec::new(),
+            shutting_down: false,
         };
         let handle = std::thread::Builder::new()
             .name("lwmq-ipc".into())
@@ -881,6 +888,9 @@ struct Connecter {
     state: ConnectState,
     /// The next retry interval (grows while attempts fail).
     interval: Duration,
+    /// The socket closed and this connect lingers until its queue is in a ring, or
+    /// until this time (`Some(None)`: no limit).
+    closing: Option<Option<Instant>>,
 }
 
 struct Conn {
@@ -917,6 +927,8 @@ struct Reactor {
     next_token: usize,
     /// Listeners to accept on again after [`ACCEPT_RETRY`].
     accept_later: Vec<u64>,
+    /// Shutdown asked: exit once no connect lingers.
+    shutting_down: bool,
 }
 
 /// Whether the process `pid` is gone (or a zombie): then the peer crashed or exited
@@ -955,6 +967,10 @@ impl Reactor {
             self.handle_ended();
             self.handle_reflush();
             self.tick();
+            self.end_lingering();
+            if self.shutting_down && !self.connecters.values().any(|c| c.closing.is_some()) {
+                return;
+            }
             let timeout = self
                 .next_deadline()
                 .map(|d| d.saturating_duration_since(Instant::now()));
@@ -996,6 +1012,15 @@ impl Reactor {
         }
         if !self.accept_later.is_empty() {
             at(now + ACCEPT_RETRY);
+        }
+        for c in self.connecters.values() {
+            if let Some(closing) = c.closing {
+                // Check the queue now and then; end at the deadline.
+                at(now + FLUSH_RETRY);
+                if let Some(d) = closing {
+                    at(d);
+                }
+            }
         }
         d
     }
@@ -1060,6 +1085,7 @@ impl Reactor {
                             slot,
                             ring_limit,
                             interval: options.reconnect_interval,
+                            closing: None,
                             options,
                             state: ConnectState::Waiting(Instant::now()),
                         },
@@ -1070,7 +1096,11 @@ impl Reactor {
                     drop(ack);
                 }
                 Command::Disconnect { id } => self.drop_connecter(id),
-                Command::CloseSocket { socket_id, ack } => {
+                Command::CloseSocket {
+                    socket_id,
+                    linger,
+                    ack,
+                } => {
                     let _done = ack;
                     let ls: Vec<u64> = self
                         .listeners
@@ -1088,22 +1118,86 @@ impl Reactor {
                         .map(|(id, _)| *id)
                         .collect();
                     for id in cs {
-                        self.drop_connecter(id);
+                        if !self.linger(id, linger) {
+                            self.drop_connecter(id);
+                        }
                     }
                     let conns: Vec<Token> = self
                         .conns
                         .iter()
-                        .filter(|(_, c)| c.socket.id == socket_id)
+                        .filter(|(_, c)| c.socket.id == socket_id && !self.lingers(c))
                         .map(|(t, _)| *t)
                         .collect();
                     for t in conns {
                         self.drop_conn(t, None);
                     }
                 }
-                Command::Shutdown => return false,
+                Command::Shutdown => self.shutting_down = true,
             }
         }
+        // Exit once nothing lingers any more.
+        !self.shutting_down || self.connecters.values().any(|c| c.closing.is_some())
+    }
+
+    /// Starts the linger of a closing socket's connect if it has queued messages and
+    /// the linger time is not zero. Returns whether it lingers.
+    fn linger(&mut self, id: u64, linger: Option<Duration>) -> bool {
+        if linger == Some(Duration::ZERO) {
+            return false;
+        }
+        let held = self.connecters.get(&id).is_some_and(|c| {
+            matches!(c.state, ConnectState::Connected(t)
+                if self.conns.get(&t).is_some_and(|conn| conn.held_tx.is_some()))
+        });
+        let Some(c) = self.connecters.get_mut(&id) else {
+            return false;
+        };
+        let Some(slot) = &c.slot else {
+            return false;
+        };
+        let mut inner = lock(&slot.inner);
+        if inner.pending.is_empty() && !held {
+            return false;
+        }
+        inner.lingering = true;
+        drop(inner);
+        c.closing = Some(linger.map(|l| Instant::now() + l));
+        if matches!(c.state, ConnectState::Stopped) {
+            c.state = ConnectState::Waiting(Instant::now());
+        }
         true
+    }
+
+    /// Whether a connection belongs to a lingering connect.
+    fn lingers(&self, c: &Conn) -> bool {
+        c.connecter
+            .and_then(|id| self.connecters.get(&id))
+            .is_some_and(|k| k.closing.is_some())
+    }
+
+    /// Ends the lingering connects whose queue is in a ring, or whose time is over.
+    fn end_lingering(&mut self) {
+        let now = Instant::now();
+        let done: Vec<u64> = self
+            .connecters
+            .iter()
+            .filter(|(_, c)| {
+                let Some(deadline) = c.closing else {
+                    return false;
+                };
+                let queued = c
+                    .slot
+                    .as_ref()
+                    .is_some_and(|s| !lock(&s.inner).pending.is_empty());
+                let held = matches!(c.state, ConnectState::Connected(t)
+                    if self.conns.get(&t).is_some_and(|conn| conn.held_tx.is_some()));
+                !(queued || held) || deadline.is_some_and(|d| now >= d)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in done {
+            self.drop_connecter(id);
+        }
     }
 
     fn drop_listener(&mut self, id: u64) {
@@ -1133,6 +1227,7 @@ impl Reactor {
         if let Some(slot) = c.slot {
             let mut inner = lock(&slot.inner);
             inner.closed = true;
+            inner.lingering = false;
             inner.pending.clear();
             drop(inner);
             slot.changed();
