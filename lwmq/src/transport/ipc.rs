@@ -53,8 +53,10 @@
 //! - Routing ids come from the rendezvous hello (the socket's routing id option).
 //! - CONFLATE on a reader returns the newest message in the ring.
 //! - Linger: what is in a ring when the socket closes stays readable by the peer (the
-//!   memory lives until both sides unmap it); messages still queued for a connection
-//!   that never came are dropped with the socket.
+//!   memory lives until both sides unmap it). A connect with messages still queued
+//!   (no connection yet, or a full ring) keeps connecting after the socket closed,
+//!   until the queue is in a ring or the linger time passes (zero: dropped at once);
+//!   the context's ipc thread exits only when nothing lingers.
 //! - Zero copy: [`IpcReader`] reads in place for `Socket::recv_with` and [`IpcWriter`]
 //!   reserves in place for `Socket::send_with`.
 //!
