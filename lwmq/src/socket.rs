@@ -178,7 +178,14 @@ impl Socket {
             }
             Endpoint::Tcp { .. } | Endpoint::Unix(_) => {
                 let null = core.options.mechanism == Mechanism::Null;
-                if let Some(shared) = self.bind_shared_port(uri, &ep, null, &core.options)? {
+                let shared = self
+                    .bind_shared_port(uri, &ep, null, &core.options)
+                    .inspect_err(|e| {
+                        self.shared
+                            .monitors
+                            .emit(EventKind::BindFailed, uri, e.to_string())
+                    })?;
+                if let Some(shared) = shared {
                     shared
                 } else {
                     let bound = match stream::bind(uri, &ep) {
