@@ -9,17 +9,62 @@
 //!  Socket::send ──> pattern (pick pipe) ──> pipe ──┬─ shm ring ──────────────> Socket::recv
 //!                                                  └─ I/O thread ─> proto (ZMTP) ─> tcp/unix
 //! ```
+//!
+//! # Example
+//!
+//! ```
+//! use lwmq::{Context, Message, SocketType};
+//!
+//! # fn main() -> lwmq::Result<()> {
+//! let ctx = Context::new();
+//! let rep = ctx.socket(SocketType::Rep)?;
+//! let endpoint = rep.bind("tcp://127.0.0.1:0")?; // the port the system picked
+//! let req = ctx.socket(SocketType::Req)?;
+//! req.connect(&endpoint)?; // returns at once; connects in the background
+//! req.send(Message::from_frames(["hello", "world"]))?;
+//! let request = rep.recv()?;
+//! rep.send(request)?; // echo both frames back
+//! assert_eq!(req.recv()?, Message::from_frames(["hello", "world"]));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! A [`Context`] owns one background I/O thread (started on first use of `tcp://` or
+//! `unix://`) and the `inproc://` names. A [`Socket`] is used from one thread at a time;
+//! it can bind and connect any number of endpoints; [`poll`] waits on several sockets
+//! and [`proxy`] forwards between two. Failed sends hand the message back in a
+//! [`SendError`]; timeouts, high-water marks, linger and the other options follow
+//! libzmq (see the setters on [`Socket`]). [`Socket::monitor`] reports connection
+//! events with libzmq's names.
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod context;
 mod error;
+mod frames;
+mod io_thread;
 mod message;
+mod monitor;
+mod options;
+mod pattern;
+mod poll;
+mod proxy;
+mod socket;
 mod socket_type;
+
+pub mod transport;
 
 pub mod endpoint;
 pub mod proto;
 
 pub use bytes::Bytes;
+pub use context::Context;
 pub use endpoint::Endpoint;
 pub use error::{Error, Result, SendError};
+pub use frames::Frames;
 pub use message::Message;
+pub use monitor::{EventKind, Monitor, MonitorEvent};
+pub use options::{DEFAULT_HWM, DEFAULT_LINGER, DEFAULT_RECONNECT_INTERVAL};
+pub use poll::{PollItem, poll};
+pub use proxy::proxy;
+pub use socket::Socket;
 pub use socket_type::SocketType;
