@@ -16,6 +16,7 @@ mod message;
 mod socket_type;
 
 pub mod endpoint;
+pub mod introspect;
 pub mod proto;
 
 pub use bytes::Bytes;
