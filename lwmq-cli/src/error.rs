@@ -22,6 +22,7 @@ pub fn usage(msg: impl Into<String>) -> anyhow::Error {
 }
 
 /// Whether an error is (caused by) a usage mistake.
+#[cfg(test)]
 pub fn is_usage(e: &anyhow::Error) -> bool {
     e.chain().any(|c| c.is::<UsageError>())
 }
