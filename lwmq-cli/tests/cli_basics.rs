@@ -202,7 +202,7 @@ fn frames_from_a_file_and_messages_from_stdin() {
     assert_eq!(
         lines,
         [
-            format!("0001626966ff {}", hex(b"@literal")),
+            format!("000162696eff {}", hex(b"@literal")),
             "0a0b".to_owned(),
             "".to_owned(),
             "ff".to_owned(),

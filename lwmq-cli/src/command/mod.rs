@@ -76,6 +76,10 @@ pub fn open(
     socket.set_send_timeout(opts.timeout);
     socket.set_recv_timeout(opts.timeout);
     socket.set_linger(opts.timeout);
+    // Queue only to peers whose connection is up: a send then waits for a peer (or
+    // times out) instead of queueing into a connection that may never come, whose
+    // messages would be dropped when this short-lived process closes the socket.
+    socket.set_immediate(true);
     configure(&socket)?;
     let endpoint = if opts.bind {
         let bound = socket
