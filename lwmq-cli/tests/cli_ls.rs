@@ -90,45 +90,58 @@ fn mismatch(listing: &[Value], e: &Expect<'_>) -> Option<String> {
 
 #[test]
 fn ls_shows_three_processes_on_tcp_unix_ipc_and_forgets_an_exited_one() {
-    let _w = watchdog(LIMIT);
     let dir = TempDir::new("ls");
     let unix = format!("unix://{}", dir.path("p2.sock").display());
-    let ipc = format!("ipc://{}", unique("ls"));
-    // A ring of three streamer proxies (PULL in, PUSH out), each binding one transport
-    // and connecting over another: p1 --ipc--> p3 --unix--> p2 --tcp--> p1.
+    ring(&unix, &format!("ipc://{}", unique("ls")));
+}
+
+/// The same without the shared-memory transport (an abstract Unix socket instead).
+#[test]
+fn ls_shows_three_processes_on_tcp_unix_abstract_unix() {
+    let dir = TempDir::new("ls");
+    let unix = format!("unix://{}", dir.path("p2.sock").display());
+    ring(&unix, &format!("unix://@{}", unique("ls")));
+}
+
+/// A ring of three streamer proxies (PULL in, PUSH out), each binding one transport
+/// and connecting over another: p1 --third--> p3 --unix--> p2 --tcp--> p1. `ls` must
+/// show the three, their sockets, endpoints and connections with the peers' pids, and
+/// forget p2 once it exits.
+fn ring(unix: &str, third: &str) {
+    let _w = watchdog(LIMIT);
     let p1 = Proc::lwmq(&[
         "proxy",
         "--pattern",
         "streamer",
         "tcp://127.0.0.1:0",
-        &format!(">{ipc}"),
+        &format!(">{third}"),
     ]);
     let tcp = p1.bound_endpoint();
-    let p2 = Proc::lwmq(&["proxy", "--pattern", "streamer", &unix, &format!(">{tcp}")]);
+    let p2 = Proc::lwmq(&["proxy", "--pattern", "streamer", unix, &format!(">{tcp}")]);
     assert_eq!(p2.bound_endpoint(), unix);
-    let p3 = Proc::lwmq(&["proxy", "--pattern", "streamer", &ipc, &format!(">{unix}")]);
-    assert_eq!(p3.bound_endpoint(), ipc);
+    let p3 = Proc::lwmq(&["proxy", "--pattern", "streamer", third, &format!(">{unix}")]);
+    assert_eq!(p3.bound_endpoint(), third);
     let (a, b, c) = (p1.pid(), p2.pid(), p3.pid());
     let expected = [
         Expect {
             pid: a,
             bound: &tcp,
             from: b,
-            to: &ipc,
+            to: third,
             to_pid: c,
         },
         Expect {
             pid: b,
-            bound: &unix,
+            bound: unix,
             from: c,
             to: &tcp,
             to_pid: a,
         },
         Expect {
             pid: c,
-            bound: &ipc,
+            bound: third,
             from: a,
-            to: &unix,
+            to: unix,
             to_pid: b,
         },
     ];
@@ -155,7 +168,7 @@ fn ls_shows_three_processes_on_tcp_unix_ipc_and_forgets_an_exited_one() {
     // The text form names the processes, their sockets and endpoints.
     let out = run(&["ls"], b"");
     let text = String::from_utf8_lossy(&out.stdout);
-    for (pid, ep) in [(a, &tcp), (b, &unix), (c, &ipc)] {
+    for (pid, ep) in [(a, tcp.as_str()), (b, unix), (c, third)] {
         assert!(text.contains(&format!("{pid} lwmq")), "{text}");
         assert!(text.contains(&format!("bound      {ep}")), "{text}");
     }

@@ -27,8 +27,11 @@
 //! listening socket and every accepted connection; it serves clients one at a time,
 //! each bounded by [`REQUEST_TIMEOUT`] and [`IO_TIMEOUT`], and calls the snapshot closure once per request, on
 //! itself. The closure must therefore be `Send + 'static` and must not block for long
-//! (it should copy the socket table under a short lock). Dropping the server sets a
-//! stop flag, wakes the thread by connecting to its own address, and joins it.
+//! (it should copy the socket table under a short lock). It should hold the Context
+//! weakly (a `Weak`), so that the server does not keep its own Context alive. Dropping
+//! the server sets a stop flag, wakes the thread by connecting to its own address, and
+//! joins it, unless the drop happens on that thread itself (the closure held the last
+//! reference to the Context), which then just ends after the current request.
 //!
 //! # Turning it off
 //!
@@ -264,11 +267,12 @@ impl Drop for IntrospectServer {
             .and_then(|addr| UnixStream::connect_addr(&addr))
             .is_ok();
         if let Some(thread) = self.thread.take() {
-            if woke {
+            // Not when the server thread drops its own server (the snapshot closure
+            // held the last reference to the Context), nor when we could not connect
+            // (descriptor limit): then the thread exits at its next wake-up.
+            if woke && thread.thread().id() != std::thread::current().id() {
                 let _ = thread.join();
             }
-            // If we could not connect (descriptor limit), do not block the drop: the
-            // thread exits at its next request.
         }
     }
 }
