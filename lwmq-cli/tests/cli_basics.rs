@@ -293,3 +293,97 @@ fn help_documents_exit_codes_and_completions_are_generated() {
         assert!(script.contains("--topic"), "{shell} completes options");
     }
 }
+
+#[test]
+fn monitor_prints_connection_events() {
+    let _w = watchdog(LIMIT);
+    let rep = Proc::lwmq(&["rep", "--bind", "tcp://127.0.0.1:0"]);
+    let ep = rep.bound_endpoint();
+    // However many events a connection makes, they stop after the handshake: wait
+    // for up to 20 and let the timeout end the wait (exit code 3).
+    let out = run(
+        &[
+            "monitor", &ep, "--type", "req", "-n", "20", "-t", "1s", "--json",
+        ],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(3), "{:?}", stderr_lines(&out));
+    let events: Vec<Value> = stdout_text(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        events.iter().all(|e| e["endpoint"] == ep.as_str()),
+        "{events:?}"
+    );
+    let names: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    let ok = names.iter().position(|n| *n == "handshake-succeeded");
+    let connected = names.iter().position(|n| *n == "connected");
+    assert!(connected.is_some() && ok > connected, "{names:?}");
+    let ok = &events[ok.unwrap()];
+    assert!(ok["detail"].as_str().unwrap().contains("REP"), "{events:?}");
+
+    // An incompatible socket type is reported, by name.
+    let out = run(
+        &["monitor", &ep, "--type", "pull", "-n", "20", "-t", "1s"],
+        b"",
+    );
+    let text = stdout_text(&out);
+    assert!(text.contains("handshake-failed-protocol"), "{text}");
+    assert!(text.contains("PULL") && text.contains("REP"), "{text}");
+    // Waiting for more events than come: timeout, exit code 3.
+    let out = run(&["monitor", &ep, "-n", "100", "-t", "300ms"], b"");
+    assert_eq!(out.status.code(), Some(3));
+}
+
+#[test]
+fn proxy_relays_requests_to_a_worker() {
+    let _w = watchdog(LIMIT);
+    let proxy = Proc::lwmq(&["proxy", "tcp://127.0.0.1:0", "tcp://127.0.0.1:0"]);
+    let frontend = proxy.bound_endpoint();
+    let backend = proxy.bound_endpoint();
+    let _worker = Proc::lwmq(&["rep", &backend, "-q", "--exec", "rev"]);
+    let out = run(&["req", &frontend, "-"], b"hello\nproxy\n");
+    assert_eq!(out.status.code(), Some(0), "{:?}", stderr_lines(&out));
+    assert_eq!(stdout_text(&out), "olleh\nyxorp\n");
+}
+
+#[test]
+fn bench_prints_a_table_for_both_measurements() {
+    let _w = watchdog(LIMIT);
+    // Tiny counts: this checks that the two processes cooperate, not the speed.
+    let out = run(
+        &[
+            "bench",
+            "--round-trips",
+            "50",
+            "-n",
+            "500",
+            "--size",
+            "16",
+            "--json",
+        ],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(0), "{:?}", stderr_lines(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["size"], 16);
+    assert_eq!(v["latency_us"]["round_trips"], 50);
+    assert!(v["latency_us"]["p50"].as_f64().unwrap() > 0.0);
+    assert_eq!(v["throughput"]["messages"], 499);
+    assert!(v["throughput"]["msg_per_s"].as_f64().unwrap() > 0.0);
+    let out = run(
+        &["bench", "--mode", "latency", "--round-trips", "20", "-q"],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(0), "{:?}", stderr_lines(&out));
+    let table = stdout_text(&out);
+    assert!(
+        table.contains("latency") && table.contains("round trip"),
+        "{table}"
+    );
+    assert!(!table.contains("throughput"), "{table}");
+}
