@@ -73,7 +73,10 @@ Example:\n  lwmq rep --bind tcp://127.0.0.1:5555 --exec 'wc -c'"
     Rep(RepArgs),
     /// Publish messages (PUB); --topic puts a topic frame first.
     #[command(
-        after_help = "Example:\n  lwmq pub --bind tcp://127.0.0.1:6000 --topic weather sunny -n 0 --interval 1s"
+        after_help = "A PUB socket drops what no subscriber has asked for yet, and subscriptions\n\
+take a moment to arrive after connecting: publish repeatedly (-n 0 --interval) or\n\
+wait first (--delay).\n\n\
+Example:\n  lwmq pub --bind tcp://127.0.0.1:6000 --topic weather sunny -n 0 --interval 1s"
     )]
     Pub(PubArgs),
     /// Subscribe (SUB) and print what arrives; --topic filters by prefix.
@@ -441,7 +444,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// Parses a socket type name, any case.
 pub fn parse_socket_type(s: &str) -> Result<lwmq::SocketType, String> {
-    s.parse().map_err(|e: lwmq::Error| e.to_string())
+    s.parse().map_err(|e: lwmq::Error| match e {
+        lwmq::Error::InvalidArgument(why) => why,
+        other => other.to_string(),
+    })
 }
 
 #[cfg(test)]

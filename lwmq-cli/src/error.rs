@@ -58,6 +58,16 @@ pub fn one_line(e: &anyhow::Error) -> String {
     s
 }
 
+/// A clap error's first line, without clap's `error: ` prefix.
+pub fn clap_one_line(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let first = text
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("bad usage");
+    first.strip_prefix("error: ").unwrap_or(first).to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,6 +87,17 @@ mod tests {
         assert_eq!(exit_code(&endpoint), exit::ERROR);
         let r: Result<(), std::io::Error> = Err(std::io::Error::other("boom"));
         assert_eq!(exit_code(&r.context("x").unwrap_err()), exit::ERROR);
+    }
+
+    #[test]
+    fn clap_errors_are_one_line() {
+        use clap::Parser as _;
+        let e = crate::cli::Cli::try_parse_from(["lwmq", "send", "--foo"]).unwrap_err();
+        assert_eq!(clap_one_line(&e), "unexpected argument '--foo' found");
+        let e = crate::cli::Cli::try_parse_from(["lwmq", "recv", "tcp://h:1", "-t", "soon"])
+            .unwrap_err();
+        let line = clap_one_line(&e);
+        assert!(line.contains("\"soon\" is not a duration"), "{line}");
     }
 
     #[test]

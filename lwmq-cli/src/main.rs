@@ -19,8 +19,16 @@ fn main() -> ExitCode {
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            // Help and version go to stdout with code 0, mistakes to stderr with code 2.
-            let _ = e.print();
+            // Help and version go to stdout with code 0; a mistake is one line on
+            // stderr with code 2 (bare `lwmq` shows the help, also with code 2).
+            match e.kind() {
+                clap::error::ErrorKind::DisplayHelp
+                | clap::error::ErrorKind::DisplayVersion
+                | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                    let _ = e.print();
+                }
+                _ => eprintln!("lwmq: {} (try --help)", error::clap_one_line(&e)),
+            }
             return code(e.exit_code());
         }
     };

@@ -260,7 +260,13 @@ fn bad_endpoints_and_usage_errors() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr_lines(&out)[0].contains("unknown transport \"bogus\""));
 
-    // Usage errors: exit code 2.
+    // Usage errors: exit code 2, one line.
+    let out = run(&["send", "tcp://h:1", "--foo"], b"");
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr_lines(&out),
+        ["lwmq: unexpected argument '--foo' found (try --help)"]
+    );
     assert_eq!(run(&["send"], b"").status.code(), Some(2));
     assert_eq!(
         run(&["send", "tcp://h:1", "--hex", "--json", "x"], b"")
