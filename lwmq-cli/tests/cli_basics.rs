@@ -393,3 +393,26 @@ fn bench_prints_a_table_for_both_measurements() {
     );
     assert!(!table.contains("throughput"), "{table}");
 }
+
+#[test]
+fn an_incompatible_peer_is_a_clear_error() {
+    let _w = watchdog(LIMIT);
+    let rep = Proc::lwmq(&["rep", "--bind", "tcp://127.0.0.1:0"]);
+    let ep = rep.bound_endpoint();
+    for (cmd, ours) in [("send", "PUSH"), ("sub", "SUB")] {
+        let args: Vec<&str> = if cmd == "send" {
+            vec![cmd, &ep, "x"]
+        } else {
+            vec![cmd, &ep]
+        };
+        let out = run(&args, b"");
+        assert_eq!(out.status.code(), Some(1), "{cmd}");
+        let err = stderr_lines(&out);
+        assert_eq!(err.len(), 1, "{err:?}");
+        assert!(
+            err[0].starts_with(&format!("lwmq: peer at {ep} rejected")),
+            "{err:?}"
+        );
+        assert!(err[0].contains(ours) && err[0].contains("REP"), "{err:?}");
+    }
+}

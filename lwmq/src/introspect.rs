@@ -59,7 +59,7 @@ use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -71,7 +71,7 @@ pub const REQUEST: &[u8] = b"LWMQ-INTROSPECT/1\n";
 pub const VERSION: u32 = 1;
 /// Largest reply a client accepts, in bytes.
 pub const MAX_REPLY_BYTES: u64 = 16 << 20;
-/// How long a client waits for a reply, and a server for its reply to be read.
+/// How long a client may take for a whole query, and a server to write a reply.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a server waits for the request line after accepting. Kept well under
 /// [`IO_TIMEOUT`] so that a client that connects and stays silent delays the
@@ -294,20 +294,60 @@ fn serve_one<F: Fn() -> Snapshot>(stream: UnixStream, snapshot: &F) -> io::Resul
         pid: std::process::id(),
         snapshot: snapshot(),
     };
-    let mut w = io::BufWriter::new(&stream);
-    serde_json::to_writer(&mut w, &reply).map_err(io::Error::other)?;
-    w.flush()
+    let bytes = serde_json::to_vec(&reply).map_err(io::Error::other)?;
+    write_all_by(&stream, &bytes, Instant::now() + IO_TIMEOUT)
+}
+
+/// Writes everything before `deadline`, however slowly the peer reads.
+fn write_all_by(stream: &UnixStream, mut buf: &[u8], deadline: Instant) -> io::Result<()> {
+    while !buf.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        stream.set_write_timeout(Some(left))?;
+        match (&*stream).write(buf) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Reads to end of file, at most `limit` bytes (one more means "too long"), before
+/// `deadline`, however slowly the peer writes.
+fn read_to_end_by(stream: &UnixStream, limit: u64, deadline: Instant) -> io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        stream.set_read_timeout(Some(left))?;
+        match (&*stream).read(&mut chunk) {
+            Ok(0) => return Ok(out),
+            Ok(n) => {
+                out.extend_from_slice(&chunk[..n]);
+                if out.len() as u64 > limit {
+                    return Ok(out);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Asks one introspection server (by abstract name, without the leading NUL).
 pub fn query(name: &str) -> io::Result<Reply> {
     let addr = SocketAddr::from_abstract_name(name.as_bytes())?;
-    let mut stream = UnixStream::connect_addr(&addr)?;
-    stream.set_read_timeout(Some(IO_TIMEOUT))?;
-    stream.set_write_timeout(Some(IO_TIMEOUT))?;
-    stream.write_all(REQUEST)?;
-    let mut buf = Vec::new();
-    (&stream).take(MAX_REPLY_BYTES + 1).read_to_end(&mut buf)?;
+    let stream = UnixStream::connect_addr(&addr)?;
+    let deadline = Instant::now() + IO_TIMEOUT;
+    write_all_by(&stream, REQUEST, deadline)?;
+    let buf = read_to_end_by(&stream, MAX_REPLY_BYTES, deadline)?;
     if buf.len() as u64 > MAX_REPLY_BYTES {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -603,6 +643,30 @@ mod tests {
         let _silent = UnixStream::connect_addr(&addr).unwrap();
         let reply = query(server.name()).unwrap();
         assert!(reply.snapshot.sockets.is_empty());
+    }
+
+    #[test]
+    fn a_trickling_server_cannot_stall_the_client() {
+        let name = format!("lwmq-test-trickle/{}", std::process::id());
+        let addr = SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+        let listener = UnixListener::bind_addr(&addr).unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            // One byte at a time, each well within a single read timeout, for far
+            // longer than IO_TIMEOUT in total; stop when the client hangs up.
+            for _ in 0..100 {
+                if s.write_all(b" ").is_err() {
+                    return;
+                }
+                std::thread::sleep(IO_TIMEOUT / 10);
+            }
+        });
+        let e = query(&name).unwrap_err();
+        assert!(
+            matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock),
+            "{e}"
+        );
+        server.join().unwrap();
     }
 
     #[test]

@@ -16,7 +16,7 @@ mod send;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use lwmq::{Context, Endpoint, Message, Socket, SocketType};
+use lwmq::{Context, Endpoint, EventKind, Message, Socket, SocketType};
 
 use crate::cli::{Command, SocketOpts};
 use crate::input::{self, Encoding, Input};
@@ -64,10 +64,25 @@ pub struct Opened {
 /// linger on exit; without it they wait as long as it takes), lets `configure` set
 /// options that must precede connecting, then binds or connects. A bound endpoint is
 /// announced on stderr (`lwmq: bound tcp://127.0.0.1:41234`), so that port 0 is usable.
+///
+/// When connecting, a peer that refuses the handshake (an incompatible socket type,
+/// failed authentication) ends the command at once with exit code 1 and the reason,
+/// rather than leaving it waiting for a peer that will never take its messages.
 pub fn open(
     ctx: &Context,
     t: SocketType,
     opts: &SocketOpts,
+    configure: impl FnOnce(&Socket) -> Result<()>,
+) -> Result<Opened> {
+    open_with(ctx, t, opts, true, configure)
+}
+
+/// [`open`], choosing whether a refused handshake ends the command.
+pub fn open_with(
+    ctx: &Context,
+    t: SocketType,
+    opts: &SocketOpts,
+    fail_on_rejection: bool,
     configure: impl FnOnce(&Socket) -> Result<()>,
 ) -> Result<Opened> {
     // Parse first: a bad endpoint is reported before anything else happens.
@@ -88,12 +103,33 @@ pub fn open(
         eprintln!("lwmq: bound {bound}");
         bound
     } else {
+        if fail_on_rejection {
+            exit_on_rejection(socket.monitor());
+        }
         socket
             .connect(&opts.endpoint)
             .map_err(|e| endpoint_error(e, "connect to", &opts.endpoint))?;
         opts.endpoint.clone()
     };
     Ok(Opened { socket, endpoint })
+}
+
+/// Watches a socket's events on a thread of its own and ends the process (exit code
+/// 1, one line on stderr) when a peer refuses the handshake. The thread ends when the
+/// socket's monitor channel closes.
+fn exit_on_rejection(monitor: lwmq::Monitor) {
+    std::thread::spawn(move || {
+        while let Some(ev) = monitor.recv(None) {
+            if matches!(
+                ev.kind,
+                EventKind::HandshakeFailedProtocol | EventKind::HandshakeFailedAuth
+            ) {
+                let detail = ev.detail.trim_end_matches("; not reconnecting");
+                eprintln!("lwmq: peer at {} rejected: {detail}", ev.endpoint);
+                std::process::exit(crate::cli::exit::ERROR);
+            }
+        }
+    });
 }
 
 /// An endpoint error already names the endpoint; others get it as context.

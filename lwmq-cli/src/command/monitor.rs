@@ -6,7 +6,7 @@ use std::io::Write as _;
 use anyhow::Result;
 use lwmq::Context;
 
-use super::{open, reached};
+use super::{open_with, reached};
 use crate::cli::{MonitorArgs, SocketOpts};
 
 /// Runs `lwmq monitor`.
@@ -20,7 +20,8 @@ pub fn run(args: MonitorArgs) -> Result<()> {
         timeout: None,
         ..args.socket.clone()
     };
-    let _opened = open(&ctx, args.socket_type, &opts, |s| {
+    // Here a refused handshake is an event to print, not the end of the command.
+    let _opened = open_with(&ctx, args.socket_type, &opts, false, |s| {
         monitor = Some(s.monitor());
         Ok(())
     })?;
