@@ -416,3 +416,33 @@ fn an_incompatible_peer_is_a_clear_error() {
         assert!(err[0].contains(ours) && err[0].contains("REP"), "{err:?}");
     }
 }
+
+#[test]
+fn router_answers_req_and_dealer_peers() {
+    let _w = watchdog(LIMIT);
+    let router = Proc::lwmq(&["router", "--bind", "tcp://127.0.0.1:0", "-n", "2", "ok"]);
+    let ep = router.bound_endpoint();
+    // A REQ puts an empty delimiter before its request; the answer must keep it.
+    let out = run(&["req", &ep, "from-req"], b"");
+    assert_eq!(out.status.code(), Some(0), "{:?}", stderr_lines(&out));
+    assert_eq!(stdout_text(&out), "ok\n");
+    let out = run(
+        &[
+            "dealer",
+            &ep,
+            "--routing-id",
+            "D1",
+            "from-dealer",
+            "-n",
+            "1",
+        ],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(0), "{:?}", stderr_lines(&out));
+    assert_eq!(stdout_text(&out), "ok\n");
+    let (code, lines, _) = router.finish();
+    assert_eq!(code, Some(0));
+    // Routing id in hex, then the frames.
+    assert!(lines[0].ends_with("\t\tfrom-req"), "{lines:?}");
+    assert_eq!(lines[1], "4431\tfrom-dealer");
+}
