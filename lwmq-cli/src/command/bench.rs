@@ -6,7 +6,7 @@
 //! peer as PUSH/PULL messages per second from its first message to its last, and
 //! reported back as `RESULT <messages> <seconds>`. The peer is killed if we stop early.
 
-use std::io::{BufRead as _, BufReader, Write as _};
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -50,7 +50,8 @@ impl Peer {
             ])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            // Only its error line, if it fails: small enough for the pipe's buffer.
+            .stderr(Stdio::piped())
             .spawn()
             .context("starting the benchmark peer")?;
         let stdout = child.stdout.take().context("the peer's stdout")?;
@@ -69,7 +70,17 @@ impl Peer {
         let mut line = String::new();
         if self.stdout.read_line(&mut line)? == 0 {
             let status = self.child.wait()?;
-            bail!("the benchmark peer exited ({status})");
+            let mut err = String::new();
+            if let Some(mut e) = self.child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            let why = err
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("");
+            let why = why.strip_prefix("lwmq: ").unwrap_or(why);
+            bail!("the benchmark peer exited ({status}): {why}");
         }
         Ok(line.trim_end().to_owned())
     }
