@@ -128,7 +128,8 @@ pub struct SocketOpts {
     /// Bind to ENDPOINT instead of connecting.
     #[arg(short, long)]
     pub bind: bool,
-    /// Give up after this long (e.g. 500ms, 5s, 1m; a bare number is seconds); exit code 3.
+    /// Give up when a send, or a wait for a message, a reply or a peer, takes longer
+    /// than this (e.g. 500ms, 5s, 1m; a bare number is seconds): exit code 3.
     #[arg(short, long, value_parser = parse_duration)]
     pub timeout: Option<Duration>,
 }
@@ -205,8 +206,9 @@ pub struct PubArgs {
 pub struct RecvArgs {
     #[command(flatten)]
     pub socket: SocketOpts,
-    #[command(flatten)]
-    pub input: InputOpts,
+    /// Frames are MessagePack: show them as JSON.
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub output: OutputOpts,
     /// Socket type (recv: PULL; also SUB, DEALER, ROUTER, PAIR, XSUB).

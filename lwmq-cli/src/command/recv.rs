@@ -42,7 +42,7 @@ pub fn run(args: RecvArgs, default: SocketType, topics: &[String]) -> Result<()>
         }
         Ok(())
     })?;
-    let mut printer = Printer::new(args.output.output, args.input.json, t, &opened.endpoint);
+    let mut printer = Printer::new(args.output.output, args.json, t, &opened.endpoint);
     let mut done = 0;
     while !reached(done, args.count) {
         let msg = recv(&opened.socket, "a message")?;
