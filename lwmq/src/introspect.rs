@@ -16,7 +16,18 @@
 //! ```
 //!
 //! The reply is a [`Reply`]: the pid as the server sees it and a [`Snapshot`] of its
-//! sockets. Unknown fields are ignored and missing optional fields default, so newer
+//! sockets, for example:
+//!
+//! ```text
+//! {"version":1,"pid":6944,"sockets":[{"id":1,"socket_type":"PULL",
+//!   "bound":["tcp://127.0.0.1:35123"],"connected":[],
+//!   "connections":[{"endpoint":"tcp://127.0.0.1:35123","direction":"accepted",
+//!     "local_address":"127.0.0.1:35123","peer_address":"127.0.0.1:51860",
+//!     "peer_pid":null,"peer_socket_type":"PUSH"}]}]}
+//! ```
+//!
+//! `lwmq ls --json` prints a list of [`ProcessInfo`], which adds the program name and
+//! command line and the peer pids found by [`resolve_peers`]. Unknown fields are ignored and missing optional fields default, so newer
 //! and older versions can read each other. A request that is not exactly the line above
 //! is answered by closing the connection. Replies are capped at [`MAX_REPLY_BYTES`].
 //!

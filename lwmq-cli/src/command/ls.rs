@@ -76,7 +76,13 @@ pub fn render(processes: &[ProcessInfo]) -> String {
                     Direction::Connected => ("connected", "->"),
                 };
                 let _ = write!(s, "    {verb}  {} {arrow}", c.endpoint);
-                if let Some(a) = &c.peer_address {
+                // The peer's address, unless the endpoint already says it.
+                let in_endpoint = c.endpoint.split_once("://").map(|(_, a)| a);
+                if let Some(a) = c
+                    .peer_address
+                    .as_deref()
+                    .filter(|a| Some(*a) != in_endpoint)
+                {
                     let _ = write!(s, " {a}");
                 }
                 if let Some(t) = &c.peer_socket_type {
@@ -135,11 +141,21 @@ mod tests {
                     id: 1,
                     socket_type: "REQ".into(),
                     connected: vec!["tcp://127.0.0.1:5555".into()],
-                    connections: vec![ConnectionInfo {
-                        endpoint: "tcp://127.0.0.1:5555".into(),
-                        direction: Direction::Connected,
-                        ..ConnectionInfo::default()
-                    }],
+                    connections: vec![
+                        ConnectionInfo {
+                            endpoint: "tcp://127.0.0.1:5555".into(),
+                            direction: Direction::Connected,
+                            ..ConnectionInfo::default()
+                        },
+                        ConnectionInfo {
+                            endpoint: "tcp://127.0.0.1:5555".into(),
+                            direction: Direction::Connected,
+                            peer_address: Some("127.0.0.1:5555".into()),
+                            peer_socket_type: Some("REP".into()),
+                            peer_pid: Some(10),
+                            ..ConnectionInfo::default()
+                        },
+                    ],
                     ..SocketInfo::default()
                 }],
             },
@@ -157,6 +173,7 @@ mod tests {
   REQ #1
     connect    tcp://127.0.0.1:5555
     connected  tcp://127.0.0.1:5555 -> pid ?
+    connected  tcp://127.0.0.1:5555 -> REP pid 10 (server)
 "
         );
         assert_eq!(render(&[]), "no lwmq processes found\n");
