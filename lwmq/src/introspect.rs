@@ -674,7 +674,10 @@ mod tests {
         });
         let e = query(&name).unwrap_err();
         assert!(
-            matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock),
+            matches!(
+                e.kind(),
+                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+            ),
             "{e}"
         );
         server.join().unwrap();
