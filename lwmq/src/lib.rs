@@ -54,6 +54,7 @@ mod socket_type;
 pub mod transport;
 
 pub mod endpoint;
+pub mod introspect;
 pub mod proto;
 
 pub use bytes::Bytes;
