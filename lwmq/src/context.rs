@@ -53,6 +53,40 @@ struct Inner {
     ports: Mutex<HashMap<SocketAddr, Port>>,
     terminated: AtomicBool,
     sockets: Mutex<Vec<Weak<SocketShared>>>,
+    /// Answers `lwmq ls` (see [`crate::introspect`]); its thread holds a `Weak` to us.
+    introspect: Mutex<Option<crate::introspect::IntrospectServer>>,
+}
+
+/// Builds a [`Context`] with non-default settings.
+#[derive(Debug, Clone)]
+pub struct ContextBuilder {
+    introspect: bool,
+}
+
+impl ContextBuilder {
+    /// Whether `lwmq ls` can see this context's sockets (default: yes, unless the
+    /// environment says `LWMQ_INTROSPECT=0`). See [`crate::introspect`].
+    pub fn introspect(mut self, on: bool) -> ContextBuilder {
+        self.introspect = on;
+        self
+    }
+
+    /// The context.
+    pub fn build(self) -> Context {
+        let ctx = Context::default();
+        if self.introspect && crate::introspect::enabled_by_env() {
+            let weak = Arc::downgrade(&ctx.inner);
+            let server = crate::introspect::IntrospectServer::start(move || match weak.upgrade() {
+                Some(inner) => Context { inner }.snapshot(),
+                None => crate::introspect::Snapshot::default(),
+            });
+            match server {
+                Ok(server) => *lock(&ctx.inner.introspect) = Some(server),
+                Err(e) => tracing::warn!("lwmq ls will not see this context: {e}"),
+            }
+        }
+        ctx
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -61,9 +95,68 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Context {
-    /// A new context. No thread is started until a socket uses a stream transport.
+    /// A new context. No I/O thread is started until a socket uses a stream
+    /// transport; a small thread answers `lwmq ls` (see [`Context::builder`]).
     pub fn new() -> Context {
-        Context::default()
+        Context::builder().build()
+    }
+
+    /// A builder for a context with non-default settings.
+    pub fn builder() -> ContextBuilder {
+        ContextBuilder { introspect: true }
+    }
+
+    /// The sockets and their endpoints and connections, for `lwmq ls`. Runs on the
+    /// introspection thread; asks the I/O thread for its part and waits for it briefly.
+    fn snapshot(&self) -> crate::introspect::Snapshot {
+        let sockets: Vec<Arc<SocketShared>> = lock(&self.inner.sockets)
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        let io = lock(&self.inner.io).as_ref().map(|t| t.shared().clone());
+        let mut from_io = std::collections::HashMap::new();
+        if let Some(io) = io {
+            let (tx, rx) = std::sync::mpsc::channel();
+            io.command(Command::Introspect { reply: tx });
+            from_io = rx
+                .recv_timeout(Duration::from_millis(500))
+                .unwrap_or_default();
+        }
+        let ipc = lock(&self.inner.ipc).as_ref().map(|t| t.shared().clone());
+        if let Some(ipc) = ipc {
+            let (tx, rx) = std::sync::mpsc::channel();
+            ipc.command(crate::transport::ipc::Command::Introspect { reply: tx });
+            let from_ipc: std::collections::HashMap<u64, crate::introspect::SocketInfo> = rx
+                .recv_timeout(Duration::from_millis(500))
+                .unwrap_or_default();
+            for (id, info) in from_ipc {
+                match from_io.entry(id) {
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(info);
+                    }
+                    std::collections::hash_map::Entry::Occupied(mut o) => {
+                        let o = o.get_mut();
+                        o.bound.extend(info.bound);
+                        o.connected.extend(info.connected);
+                        o.connections.extend(info.connections);
+                    }
+                }
+            }
+        }
+        let mut out = crate::introspect::Snapshot::default();
+        for s in sockets {
+            out.sockets.push(from_io.remove(&s.id).unwrap_or_else(|| {
+                crate::introspect::SocketInfo {
+                    id: s.id,
+                    socket_type: s.socket_type.as_str().to_owned(),
+                    ..Default::default()
+                }
+            }));
+        }
+        // Closed sockets whose connections still linger.
+        out.sockets.extend(from_io.into_values());
+        out.sockets.sort_by_key(|s| s.id);
+        out
     }
 
     /// A new socket of the given type.

@@ -58,7 +58,7 @@ pub mod introspect;
 pub mod proto;
 
 pub use bytes::Bytes;
-pub use context::Context;
+pub use context::{Context, ContextBuilder};
 pub use endpoint::Endpoint;
 pub use error::{Error, Result, SendError};
 pub use frames::Frames;

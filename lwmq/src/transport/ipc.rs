@@ -748,6 +748,11 @@ pub(crate) enum Command {
         linger: Option<Duration>,
         ack: Ack,
     },
+    /// What `lwmq ls` shows of this thread's part of each socket (see
+    /// [`crate::introspect`]).
+    Introspect {
+        reply: std::sync::mpsc::Sender<HashMap<u64, crate::introspect::SocketInfo>>,
+    },
     Shutdown,
 }
 
@@ -955,6 +960,48 @@ fn refusal_kind(e: &Error) -> EventKind {
 }
 
 impl Reactor {
+    /// Bound and connected `ipc://` endpoints and live connections, per socket id.
+    fn introspect(&self) -> HashMap<u64, crate::introspect::SocketInfo> {
+        use crate::introspect::{ConnectionInfo, Direction, SocketInfo};
+        let mut infos: HashMap<u64, SocketInfo> = HashMap::new();
+        fn get<'a>(
+            infos: &'a mut HashMap<u64, SocketInfo>,
+            s: &SocketShared,
+        ) -> &'a mut SocketInfo {
+            infos.entry(s.id).or_insert_with(|| SocketInfo {
+                id: s.id,
+                socket_type: s.socket_type.as_str().to_owned(),
+                ..SocketInfo::default()
+            })
+        }
+        for l in self.listeners.values() {
+            get(&mut infos, &l.socket)
+                .bound
+                .push(l.listener.endpoint().to_owned());
+        }
+        for c in self.connecters.values() {
+            get(&mut infos, &c.socket).connected.push(c.uri.clone());
+        }
+        for c in self.conns.values() {
+            if !c.state.alive() {
+                continue;
+            }
+            get(&mut infos, &c.socket).connections.push(ConnectionInfo {
+                endpoint: c.endpoint.clone(),
+                direction: if c.connecter.is_some() {
+                    Direction::Connected
+                } else {
+                    Direction::Accepted
+                },
+                local_address: None,
+                peer_address: None,
+                peer_pid: Some(c.peer.pid),
+                peer_socket_type: Some(c.peer.socket_type.as_str().to_owned()),
+            });
+        }
+        infos
+    }
+
     fn token(&mut self) -> Token {
         self.next_token += 1;
         Token(self.next_token)
@@ -1133,6 +1180,9 @@ impl Reactor {
                     for t in conns {
                         self.drop_conn(t, None);
                     }
+                }
+                Command::Introspect { reply } => {
+                    let _ = reply.send(self.introspect());
                 }
                 Command::Shutdown => self.shutting_down = true,
             }
