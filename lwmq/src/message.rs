@@ -17,9 +17,21 @@ pub type FrameVec = SmallVec<[Bytes; INLINE_FRAMES]>;
 
 /// A message of one or more frames. Frames are [`Bytes`], so cloning a message or
 /// handing a frame to the transport does not copy its contents.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, PartialEq, Eq, Default)]
 pub struct Message {
     frames: FrameVec,
+}
+
+impl Clone for Message {
+    fn clone(&self) -> Message {
+        // Pushing each frame is cheaper than `SmallVec::clone` (a general `extend`) for
+        // the one- and two-frame messages that are most of the traffic.
+        let mut frames = FrameVec::with_capacity(self.frames.len());
+        for f in &self.frames {
+            frames.push(f.clone());
+        }
+        Message { frames }
+    }
 }
 
 impl Message {
