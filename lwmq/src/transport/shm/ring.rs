@@ -849,6 +849,51 @@ mod tests {
     }
 
     #[test]
+    fn received_frames_outlive_ring_and_arena_reuse() {
+        // Frames handed out by `try_recv` are slices of shared arena buffers: keeping
+        // some while the ring wraps and the arena is refilled (and reused once its
+        // frames are gone) must never change what a kept frame holds.
+        // Every 50th message has a frame above ARENA_MAX_FRAME (a buffer of its own).
+        let (mut w, mut r) = heap_ring(8192);
+        let body = |i: u32| -> Vec<u8> {
+            let len = (i as usize * 13) % 300 + usize::from(i % 50 == 0) * 2500;
+            (0..len).map(|k| (i as usize + k) as u8).collect()
+        };
+        let mut kept = Vec::new();
+        let (mut sent, mut got) = (0u32, 0u32);
+        while got < 20_000 {
+            while sent < 20_000 {
+                let m = Message::from_frames([body(sent), sent.to_le_bytes().to_vec()]);
+                match w.try_send(&m) {
+                    Ok(()) => sent += 1,
+                    Err(ShmSendError::Full) => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            while let Some(m) = r.try_recv().unwrap() {
+                assert_eq!(m.frames()[0], body(got));
+                assert_eq!(m.frames()[1][..], got.to_le_bytes());
+                // Keep some in even thousands only: in odd ones every buffer's frames
+                // are dropped at once, so the arena takes its buffer back.
+                if got % 7 == 0 && (got / 1000) % 2 == 0 {
+                    kept.push((got, m));
+                }
+                got += 1;
+            }
+        }
+        assert_eq!(
+            kept.len(),
+            (0..20_000u32)
+                .filter(|i| i % 7 == 0 && (i / 1000) % 2 == 0)
+                .count()
+        );
+        for (i, m) in &kept {
+            assert_eq!(m.frames()[0], body(*i), "message {i} changed");
+            assert_eq!(m.frames()[1][..], i.to_le_bytes());
+        }
+    }
+
+    #[test]
     fn too_large_is_an_error_not_a_hang() {
         let (mut w, mut r) = heap_ring(4096);
         let limit = w.max_message_size();
