@@ -347,9 +347,6 @@ impl RingWriter {
     pub fn try_send(&mut self, msg: &Message) -> Result<(), ShmSendError> {
         self.check_failed()?;
         let frames = msg.frames();
-        if let [frame] = frames {
-            return self.send_frame(frame);
-        }
         if frames.is_empty() {
             return Err(ShmSendError::Empty);
         }
@@ -401,15 +398,6 @@ impl RingWriter {
         debug_assert_eq!(pos, end);
         self.tail = pos;
         self.publish();
-        Ok(())
-    }
-
-    /// [`try_send`](Self::try_send) for a one-frame message: the same limits, checks
-    /// and writes, without planning a multi-frame layout.
-    fn send_frame(&mut self, frame: &[u8]) -> Result<(), ShmSendError> {
-        let mut grant = self.reserve(frame.len())?;
-        grant.as_mut_slice().copy_from_slice(frame);
-        grant.commit(false);
         Ok(())
     }
 
