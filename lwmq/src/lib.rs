@@ -50,7 +50,7 @@ mod proxy;
 mod socket;
 mod socket_type;
 
-pub mod transport;
+pub(crate) mod transport;
 
 pub mod endpoint;
 pub mod proto;
