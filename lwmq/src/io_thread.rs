@@ -165,6 +165,9 @@ pub(crate) struct IoHalf {
     id: PipeId,
     to_socket: QueueWriter,
     from_socket: QueueReader,
+    /// SUB/XSUB: the topics subscribed through this pipe, replayed to the new peer
+    /// when a kept pipe gets a new connection (the socket sent them only once).
+    subscriptions: std::collections::BTreeSet<Bytes>,
 }
 
 /// Makes a pipe between a socket and the I/O thread: the socket's half (to attach) and
@@ -217,6 +220,7 @@ fn stream_pipe_with(
             id,
             to_socket: iw,
             from_socket: ir,
+            subscriptions: Default::default(),
         },
     )
 }
@@ -1132,8 +1136,14 @@ impl Reactor {
                             let sub_side =
                                 matches!(c.options.socket_type, SocketType::Sub | SocketType::XSub);
                             match (sub_side && msg.len() == 1, parse_control(&msg)) {
-                                (true, Some((true, topic))) => c.proto.send_subscribe(topic),
-                                (true, Some((false, topic))) => c.proto.send_cancel(topic),
+                                (true, Some((true, topic))) => {
+                                    p.subscriptions.insert(topic.clone());
+                                    c.proto.send_subscribe(topic);
+                                }
+                                (true, Some((false, topic))) => {
+                                    p.subscriptions.remove(&topic);
+                                    c.proto.send_cancel(topic);
+                                }
                                 _ => {
                                     if let Err(e) = c.proto.send(msg) {
                                         tracing::debug!("send to {} failed: {e}", c.endpoint);
@@ -1294,7 +1304,12 @@ impl Reactor {
                 k.interval = k.options.reconnect_interval;
             }
         }
-        if c.pipe.is_some() {
+        if let Some(p) = &c.pipe {
+            // A kept pipe on a new connection: the new peer has not heard our
+            // subscriptions yet.
+            for topic in &p.subscriptions {
+                c.proto.send_subscribe(topic.clone());
+            }
             c.socket
                 .monitors
                 .emit(EventKind::HandshakeSucceeded, &c.endpoint, detail);

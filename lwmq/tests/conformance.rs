@@ -255,7 +255,7 @@ fn reconnect_after_peer_restart(t: &Transport) {
     let req = ctx.socket(SocketType::Req).unwrap();
     req.set_recv_timeout(Some(Duration::from_secs(30)));
     let mon = req.monitor();
-    let mut peer = start_peer(t, &ctx, &ep);
+    let mut peer = start_peer(t, &ctx, &ep, echo_peer);
     req.connect(&ep).unwrap();
     req.send("one").unwrap();
     assert_eq!(req.recv().unwrap(), Message::from("one"));
@@ -264,7 +264,7 @@ fn reconnect_after_peer_restart(t: &Transport) {
         mon.wait_for(EventKind::Disconnected, Duration::from_secs(30))
             .expect("the loss of the peer is noticed");
     }
-    let _peer2 = start_peer(t, &ctx, &ep);
+    let _peer2 = start_peer(t, &ctx, &ep, echo_peer);
     req.send("two").unwrap();
     assert_eq!(req.recv().unwrap(), Message::from("two"));
     if is_stream(&ep) {
@@ -275,18 +275,23 @@ fn reconnect_after_peer_restart(t: &Transport) {
     }
 }
 
-/// A REP that echoes until `stop` is set (or forever).
-fn echo_peer(ctx: &Context, ep: &str, stop: Option<&std::sync::atomic::AtomicBool>) {
-    let rep = ctx.socket(SocketType::Rep).unwrap();
-    rep.set_recv_timeout(Some(Duration::from_millis(20)));
-    // The previous peer's address may take a moment to be free.
+/// Binds `ep`, retrying while the previous peer's address is not free yet, and says
+/// it is ready.
+fn bind_peer(s: &Socket, ep: &str) {
     let mut tries = 0;
-    while let Err(e) = rep.bind(ep) {
+    while let Err(e) = s.bind(ep) {
         tries += 1;
         assert!(tries < 500, "cannot bind {ep}: {e}");
         std::thread::sleep(Duration::from_millis(10));
     }
     println!("\nLWMQ-PEER-READY");
+}
+
+/// A REP that echoes until `stop` is set (or forever).
+fn echo_peer(ctx: &Context, ep: &str, stop: Option<&std::sync::atomic::AtomicBool>) {
+    let rep = ctx.socket(SocketType::Rep).unwrap();
+    rep.set_recv_timeout(Some(Duration::from_millis(20)));
+    bind_peer(&rep, ep);
     loop {
         if stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
             return;
@@ -332,14 +337,17 @@ impl Drop for Peer {
     }
 }
 
-fn start_peer(t: &Transport, ctx: &Context, ep: &str) -> Peer {
+/// What a peer does: bind `ep` in `ctx`, print the ready marker, serve until `stop`.
+type PeerRole = fn(&Context, &str, Option<&std::sync::atomic::AtomicBool>);
+
+fn start_peer(t: &Transport, ctx: &Context, ep: &str, role: PeerRole) -> Peer {
     if t.is_inproc() {
         let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (f, c, e) = (flag.clone(), ctx.clone(), ep.to_owned());
         let (tx, rx) = std::sync::mpsc::channel();
         let h = std::thread::spawn(move || {
             let _ = tx.send(());
-            echo_peer(&c, &e, Some(&f));
+            role(&c, &e, Some(&f));
         });
         rx.recv().unwrap();
         // Bound as soon as echo_peer's bind returned; give it that moment.
@@ -365,6 +373,53 @@ fn start_peer(t: &Transport, ctx: &Context, ep: &str) -> Peer {
     }
     std::thread::spawn(move || for _ in lines {});
     Peer::Process(common::KillOnDrop(child))
+}
+
+/// A PUB that publishes a matching and a non-matching message every few ms.
+fn publisher_peer(ctx: &Context, ep: &str, stop: Option<&std::sync::atomic::AtomicBool>) {
+    let publ = ctx.socket(SocketType::Pub).unwrap();
+    bind_peer(&publ, ep);
+    let pid = std::process::id();
+    while !stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
+        publ.send(format!("weather {pid}").into_bytes()).unwrap();
+        publ.send("sports").unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A SUB keeps its subscriptions across a publisher's restart: the new publisher
+/// process is told them again.
+fn subscriptions_survive_peer_restart(t: &Transport) {
+    if let Ok(ep) = std::env::var("LWMQ_CONFORMANCE_PEER") {
+        publisher_peer(&Context::new(), &ep, None);
+        return;
+    }
+    let _w = common::watchdog(Duration::from_secs(120));
+    let ep = (t.fixed)("resubscribe");
+    let ctx = Context::new();
+    let sub = ctx.socket(SocketType::Sub).unwrap();
+    sub.set_recv_timeout(Some(Duration::from_secs(30)));
+    let mon = sub.monitor();
+    sub.subscribe(b"weather").unwrap();
+    let mut peer = start_peer(t, &ctx, &ep, publisher_peer);
+    sub.connect(&ep).unwrap();
+    let first = text(&sub.recv().unwrap());
+    assert!(first.starts_with("weather"), "{first}");
+    peer.stop();
+    if is_stream(&ep) {
+        mon.wait_for(EventKind::Disconnected, Duration::from_secs(30))
+            .expect("the loss of the publisher is noticed");
+    }
+    while sub.try_recv().is_ok() {}
+    let _peer2 = start_peer(t, &ctx, &ep, publisher_peer);
+    let second = text(&sub.recv().unwrap());
+    assert!(second.starts_with("weather"), "{second}");
+    if t.cross_process {
+        assert_ne!(
+            first, second,
+            "the second message comes from the new process"
+        );
+    }
 }
 
 /// SUB receives exactly what matches one of its prefixes.
@@ -605,6 +660,7 @@ macro_rules! conformance {
                 linger_flushes_on_close,
                 linger_zero_discards,
                 reconnect_after_peer_restart,
+                subscriptions_survive_peer_restart,
                 prefix_subscription_filtering,
                 router_mandatory_error,
                 conflate_keeps_newest,
