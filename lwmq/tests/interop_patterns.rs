@@ -393,3 +393,24 @@ matrix! {
     xpub_xsub: XPub XSub Kind::PubSub;
     push_pull: Push Pull Kind::PushPull;
 }
+
+/// REQ_CORRELATE and REQ_RELAXED put a request id frame before the delimiter, as
+/// libzmq does; a libzmq REP echoes it back and the reply is matched.
+#[test]
+fn req_correlate_relaxed_against_libzmq_rep() {
+    let _w = common::watchdog(Duration::from_secs(120));
+    let ctx = Context::new();
+    let req = ctx.socket(SocketType::Req).unwrap();
+    req.set_req_correlate(true);
+    req.set_req_relaxed(true);
+    req.set_recv_timeout(Some(Duration::from_secs(30)));
+    let ep = req.bind("tcp://127.0.0.1:0").unwrap();
+    let py = Py::start(SocketType::Rep, false, &ep, "echo");
+    py.expect_line("ENDPOINT");
+    for i in 0..COUNT {
+        let m = message(i);
+        req.send(m.clone()).unwrap();
+        check(&req.recv().unwrap(), &m, i);
+    }
+    py.finish(false);
+}
