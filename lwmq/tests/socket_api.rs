@@ -403,3 +403,32 @@ fn xsub_xpub_forwarder_carries_subscriptions_and_data() {
         assert!(p.join().unwrap().is_err());
     });
 }
+
+#[test]
+fn immediate_queues_nothing_before_a_connection() {
+    let _w = common::watchdog(Duration::from_secs(60));
+    let ctx = Context::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let ep = format!("tcp://127.0.0.1:{port}");
+    let queued = ctx.socket(SocketType::Push).unwrap();
+    queued.connect(&ep).unwrap();
+    queued.try_send("waits for the peer").unwrap();
+    let strict = ctx.socket(SocketType::Push).unwrap();
+    strict.set_immediate(true);
+    strict.connect(&ep).unwrap();
+    assert!(matches!(
+        strict.try_send("no peer yet").unwrap_err().error,
+        Error::WouldBlock
+    ));
+    // Once a peer is there, both deliver.
+    let pull = ctx.socket(SocketType::Pull).unwrap();
+    pull.bind(&ep).unwrap();
+    assert_eq!(pull.recv().unwrap(), Message::from("waits for the peer"));
+    strict.set_send_timeout(Some(LONG));
+    strict.send("now").unwrap();
+    assert_eq!(pull.recv().unwrap(), Message::from("now"));
+}

@@ -156,10 +156,13 @@ impl Notify for Signal {
             *epoch = epoch.wrapping_add(1);
         }
         self.cond.notify_all();
-        let observers: Vec<Arc<dyn Notify>> = lock(&self.observers)
-            .iter()
-            .map(|(_, n)| n.clone())
-            .collect();
+        let observers: Vec<Arc<dyn Notify>> = {
+            let list = lock(&self.observers);
+            if list.is_empty() {
+                return;
+            }
+            list.iter().map(|(_, n)| n.clone()).collect()
+        };
         for o in observers {
             o.notify();
         }
