@@ -273,6 +273,8 @@ fn reconnect_after_peer_restart(t: &Transport) {
             .expect("a second handshake");
         assert_eq!(e.endpoint, ep);
     }
+    drop(_peer2);
+    remove_stale(&ep);
 }
 
 /// Binds `ep`, retrying while the previous peer's address is not free yet, and says
@@ -326,6 +328,13 @@ impl Peer {
                 }
             }
         }
+    }
+}
+
+/// Removes the socket file a killed peer process left behind.
+fn remove_stale(ep: &str) {
+    if let Some(path) = ep.strip_prefix("unix://").filter(|p| p.starts_with('/')) {
+        let _ = std::fs::remove_file(path);
     }
 }
 
@@ -420,6 +429,8 @@ fn subscriptions_survive_peer_restart(t: &Transport) {
             "the second message comes from the new process"
         );
     }
+    drop(_peer2);
+    remove_stale(&ep);
 }
 
 /// SUB receives exactly what matches one of its prefixes.
