@@ -41,6 +41,23 @@
 //! another thread of this process; a futex-backed signal for other processes would
 //! implement [`Notify`] in the same way.
 //!
+//! # Adding a transport (for `ipc://`)
+//!
+//! 1. Implement [`PipeWriter`] and [`PipeReader`] over the ring; ring the reading
+//!    socket's [`Signal`] (it is `SocketShared::signal`) as described above.
+//! 2. In `Socket::bind` / `Socket::connect` (`socket.rs`), add an `Endpoint::Ipc` arm
+//!    that makes the pipe and attaches it: `core.pattern.attach(id, pipe)` on the
+//!    caller's thread, or `SocketShared::deliver(id, pipe)` from any other thread
+//!    (a background rendezvous thread, for instance). Ids come from
+//!    [`next_pipe_id`]. [`PipeMeta`] carries the peer's socket type and routing id.
+//! 3. Report connection events with `SocketShared::monitors.emit(...)`.
+//! 4. Add one line to the `conformance!` list in `tests/conformance.rs`.
+//!
+//! A peer in another process cannot reach this process's [`Signal`] (a mutex and a
+//! condition variable). For that, `Signal` can keep its epoch in an `AtomicU32` in
+//! shared memory and wait with `FUTEX_WAIT` on it: `wait(seen, deadline)` is exactly
+//! "sleep while the word equals `seen`", and `notify` is "increment, then wake".
+//!
 //! Threads: a pipe half is owned by one thread at a time (the socket's user or the I/O
 //! thread). The queue between the halves is protected by a mutex; the signals are
 //! `Sync`.
@@ -73,7 +90,7 @@ pub trait Notify: Send + Sync {
 /// The one wake-up object of a socket. It counts rings in an *epoch*, so a waiter that
 /// read the epoch before looking for work never misses a ring that came in between.
 ///
-/// Observers (used by [`crate::poll`]) are rung along with the signal.
+/// Observers (used by [`crate::poll()`]) are rung along with the signal.
 pub struct Signal {
     epoch: Mutex<u64>,
     cond: Condvar,
