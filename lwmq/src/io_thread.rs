@@ -56,6 +56,8 @@ use crate::{Endpoint, Message, Result, SocketType};
 /// Stop taking messages from a socket while this many bytes wait to be written.
 pub(crate) const MAX_PENDING_TRANSMIT: usize = 256 * 1024;
 const READ_BUF: usize = 64 * 1024;
+/// Rounds of read/deliver/write one connection gets before the others have a turn.
+const MAX_TURNS: usize = 64;
 const WAKER: Token = Token(0);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -251,6 +253,7 @@ impl IoThread {
             next_token: 1,
             shutting_down: false,
             buf: vec![0; READ_BUF],
+            again: Vec::new(),
         };
         let handle = std::thread::Builder::new()
             .name("lwmq-io".into())
@@ -399,6 +402,9 @@ struct Reactor {
     next_token: usize,
     shutting_down: bool,
     buf: Vec<u8>,
+    /// Connections that stopped only because their turn was over (edge-triggered
+    /// readiness will not remind us of them).
+    again: Vec<Token>,
 }
 
 fn proto_config(options: &Options, resource: Option<String>) -> proto::Config {
@@ -441,9 +447,14 @@ impl Reactor {
     fn run(&mut self) {
         let mut events = Events::with_capacity(256);
         loop {
-            let timeout = self
-                .next_deadline()
-                .map(|d| d.saturating_duration_since(Instant::now()) + Duration::from_micros(100));
+            let timeout = if self.again.is_empty() {
+                self.next_deadline().map(|d| {
+                    d.saturating_duration_since(Instant::now()) + Duration::from_micros(100)
+                })
+            } else {
+                // Connections that used up their turn go on right after a look around.
+                Some(Duration::ZERO)
+            };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     tracing::error!("I/O thread poll failed: {e}");
@@ -470,6 +481,9 @@ impl Reactor {
                 if let Some(&t) = self.pipe_to_conn.get(&key) {
                     self.drive(t);
                 }
+            }
+            for t in std::mem::take(&mut self.again) {
+                self.drive(t);
             }
             self.timers();
             let sd = self.shutting_down;
@@ -1090,7 +1104,14 @@ impl Reactor {
             }
         }
         let mut new_pipe = None;
+        let mut turns = 0;
         loop {
+            turns += 1;
+            if turns > MAX_TURNS {
+                // Fairness: let the other connections move too, then come back.
+                self.again.push(t);
+                break;
+            }
             let Some(c) = self.conns.get_mut(&t) else {
                 return;
             };

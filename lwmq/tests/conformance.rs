@@ -227,6 +227,37 @@ fn linger_flushes_on_close(t: &Transport) {
     }
 }
 
+/// A sender that closes right after a burst far larger than the receiver's HWM loses
+/// nothing: what is in flight waits for the receiver to make room.
+fn close_after_burst_loses_nothing(t: &Transport) {
+    let _w = common::watchdog(Duration::from_secs(120));
+    let ctx = Context::new();
+    let pull = ctx.socket(SocketType::Pull).unwrap();
+    pull.set_recv_hwm(10);
+    let ep = pull.bind(&(t.bind)("burst")).unwrap();
+    let n = 5000u32;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let push = ctx.socket(SocketType::Push).unwrap();
+            push.set_send_hwm(10);
+            push.set_linger(Some(Duration::from_secs(60)));
+            push.connect(&ep).unwrap();
+            for i in 0..n {
+                push.send(Message::from_frames([
+                    i.to_be_bytes().to_vec(),
+                    vec![5; 100],
+                ]))
+                .unwrap();
+            }
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        for i in 0..n {
+            let m = pull.recv().unwrap();
+            assert_eq!(m.frames()[0], i.to_be_bytes().as_slice());
+        }
+    });
+}
+
 /// Linger zero: a socket that can never deliver does not hold up its context.
 fn linger_zero_discards(t: &Transport) {
     let _w = common::watchdog(Duration::from_secs(60));
@@ -669,6 +700,7 @@ macro_rules! conformance {
                 hwm_blocks_on_push_and_send_timeout,
                 recv_timeouts,
                 linger_flushes_on_close,
+                close_after_burst_loses_nothing,
                 linger_zero_discards,
                 reconnect_after_peer_restart,
                 subscriptions_survive_peer_restart,
