@@ -615,8 +615,9 @@ fn fair_queueing_from_three(t: &Transport) {
             p.send(vec![k as u8, i]).unwrap();
         }
     }
-    // Let every message reach the PULL's queues before reading.
-    std::thread::sleep(Duration::from_millis(300));
+    // Let every message reach the PULL's queues before reading (a generous pause: a
+    // message still in flight would make the turn order look unfair).
+    std::thread::sleep(Duration::from_secs(1));
     let got: Vec<(u8, u8)> = (0..30)
         .map(|_| {
             let m = pull.recv().unwrap();
