@@ -414,3 +414,33 @@ fn req_correlate_relaxed_against_libzmq_rep() {
     }
     py.finish(false);
 }
+
+/// PLAIN against a libzmq server with a ZAP handler: the right password talks, a
+/// wrong one is reported as `handshake-failed-auth` and not retried.
+#[test]
+fn plain_client_against_libzmq_zap() {
+    let _w = common::watchdog(Duration::from_secs(120));
+    let py = Py::start(SocketType::Rep, true, "tcp://127.0.0.1:*", "echo+plain");
+    let ep = py.expect_line("ENDPOINT ");
+    let ctx = Context::new();
+    let wrong = ctx.socket(SocketType::Req).unwrap();
+    wrong.set_plain_client("admin", "guess").unwrap();
+    let m = wrong.monitor();
+    wrong.connect(&ep).unwrap();
+    let e = m
+        .wait_for(
+            lwmq::EventKind::HandshakeFailedAuth,
+            Duration::from_secs(30),
+        )
+        .expect("handshake-failed-auth");
+    assert!(e.detail.contains("not reconnecting"), "{}", e.detail);
+    let right = ctx.socket(SocketType::Req).unwrap();
+    right.set_plain_client("admin", "secret").unwrap();
+    right.set_recv_timeout(Some(Duration::from_secs(30)));
+    right.connect(&ep).unwrap();
+    for i in 0..COUNT {
+        right.send(message(i)).unwrap();
+        check(&right.recv().unwrap(), &message(i), i);
+    }
+    py.finish(false);
+}
