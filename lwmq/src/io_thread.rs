@@ -1385,6 +1385,7 @@ impl Reactor {
         } else {
             ""
         };
+        let mut events = Vec::new();
         if let Some(e) = &c.error {
             if !c.handshake_done {
                 let kind = match e {
@@ -1393,24 +1394,37 @@ impl Reactor {
                     _ => Some(EventKind::HandshakeFailedProtocol),
                 };
                 if let Some(kind) = kind {
-                    c.socket
-                        .monitors
-                        .emit(kind, &c.endpoint, format!("{detail}{retry_note}"));
+                    events.push((kind, format!("{detail}{retry_note}")));
                 }
             }
         }
         if !c.connecting {
-            c.socket
-                .monitors
-                .emit(EventKind::Disconnected, &c.endpoint, detail.clone());
+            events.push((EventKind::Disconnected, detail.clone()));
         }
         if let Some(p) = &c.pipe {
             self.pipe_to_conn.remove(&p.id);
         }
-        if let Origin::Connecter(id) = c.origin {
+        let origin = c.origin;
+        let kept = match origin {
+            Origin::Connecter(id) => self
+                .connecters
+                .get(&id)
+                .is_some_and(|k| k.keeps_pipe && !permanent),
+            Origin::Listener(_) => false,
+        };
+        let pipe = if kept { c.pipe.take() } else { None };
+        let socket = c.socket.clone();
+        let endpoint = std::mem::take(&mut c.endpoint);
+        // Close the stream (and the I/O half of a pipe not kept) before telling anyone:
+        // a monitor that saw "disconnected" finds the descriptor gone.
+        drop(c);
+        for (kind, detail) in events {
+            socket.monitors.emit(kind, &endpoint, detail);
+        }
+        if let Origin::Connecter(id) = origin {
             if let Some(k) = self.connecters.get_mut(&id) {
-                if k.keeps_pipe {
-                    k.pipe = c.pipe.take();
+                if kept {
+                    k.pipe = pipe;
                 }
                 if permanent {
                     k.state = ConnecterState::Stopped;
@@ -1423,6 +1437,5 @@ impl Reactor {
                 }
             }
         }
-        // Dropping `c` closes the stream and the I/O half of its pipe (if not kept).
     }
 }
