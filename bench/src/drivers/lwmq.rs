@@ -1,0 +1,126 @@
+//! lwmq itself, through its public `Socket` API. Transports: `ipc-spin` and `ipc-park`
+//! (shared memory, `ipc://name`, with the receiver spinning or parking on its futex
+//! while it waits), `tcp`, `unix` (ZMTP over a Unix socket in the abstract namespace)
+//! and `inproc`.
+//!
+//! One `lwmq::Context` per process. Sends copy the buffer into a new `Message` (one
+//! allocation and one copy, like `zmq_send`); receives take the message the socket
+//! hands out.
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use lwmq::{Bytes, Context, SocketType};
+
+use super::{Driver, Kind, Peer, copy_head};
+
+pub struct Lwmq {
+    ctx: Context,
+}
+
+impl Lwmq {
+    pub fn new() -> Result<Lwmq> {
+        Ok(Lwmq {
+            ctx: Context::new(),
+        })
+    }
+
+    fn socket(&self, kind: Kind, transport: &str, max_size: usize) -> Result<lwmq::Socket> {
+        let t = match kind {
+            Kind::Req => SocketType::Req,
+            Kind::Rep => SocketType::Rep,
+            Kind::Push => SocketType::Push,
+            Kind::Pull => SocketType::Pull,
+            Kind::Pub => SocketType::Pub,
+            Kind::Sub => SocketType::Sub,
+        };
+        let s = self
+            .ctx
+            .socket(t)
+            .map_err(|e| anyhow!("lwmq socket {t}: {e}"))?;
+        // Exit promptly once the runner says we are done; every scenario makes sure
+        // that what must arrive has arrived before that.
+        s.set_linger(Some(std::time::Duration::ZERO))
+            .map_err(|e| anyhow!("lwmq set_linger: {e}"))?;
+        configure_transport(&s, transport, max_size)?;
+        if kind == Kind::Sub {
+            s.subscribe(b"")
+                .map_err(|e| anyhow!("lwmq subscribe: {e}"))?;
+        }
+        Ok(s)
+    }
+}
+
+/// Transport-specific options: the shared-memory wait mode and ring size.
+fn configure_transport(_s: &lwmq::Socket, transport: &str, _max_size: usize) -> Result<()> {
+    match transport {
+        "ipc-spin" | "ipc-park" => bail!(
+            "lwmq's Socket has no option yet to choose spinning or parking on ipc:// \
+             (see bench/src/drivers/lwmq.rs)"
+        ),
+        _ => Ok(()),
+    }
+}
+
+pub fn version() -> String {
+    format!("lwmq {} (this repository)", env!("BENCH_LWMQ_VERSION"))
+}
+
+struct LwmqPeer {
+    socket: lwmq::Socket,
+}
+
+impl Peer for LwmqPeer {
+    fn send(&mut self, msg: &[u8]) -> Result<()> {
+        self.socket
+            .send(Bytes::copy_from_slice(msg))
+            .map_err(|e| anyhow!("lwmq send: {e}"))
+    }
+
+    fn recv(&mut self, head: &mut [u8]) -> Result<usize> {
+        let m = self.socket.recv().map_err(|e| anyhow!("lwmq recv: {e}"))?;
+        match m.frames() {
+            [frame] => Ok(copy_head(frame, head)),
+            frames => bail!(
+                "expected a single-frame message, got {} frames",
+                frames.len()
+            ),
+        }
+    }
+}
+
+impl Driver for Lwmq {
+    fn bind(
+        &self,
+        kind: Kind,
+        transport: &str,
+        name: &str,
+        max_size: usize,
+    ) -> Result<(Box<dyn Peer>, String)> {
+        let addr = match transport {
+            "tcp" => "tcp://127.0.0.1:0".to_owned(),
+            "unix" => format!("unix://@lwmq-bench/{name}"),
+            "ipc-spin" | "ipc-park" => format!("ipc://lwmq-bench-{name}"),
+            "inproc" => format!("inproc://{name}"),
+            other => bail!("lwmq has no transport {other:?} here"),
+        };
+        let socket = self.socket(kind, transport, max_size)?;
+        let endpoint = socket
+            .bind(&addr)
+            .map_err(|e| anyhow!("lwmq bind {addr}: {e}"))?;
+        Ok((Box::new(LwmqPeer { socket }), endpoint))
+    }
+
+    fn connect(
+        &self,
+        kind: Kind,
+        transport: &str,
+        endpoint: &str,
+        max_size: usize,
+    ) -> Result<Box<dyn Peer>> {
+        let socket = self.socket(kind, transport, max_size)?;
+        socket
+            .connect(endpoint)
+            .map_err(|e| anyhow!("lwmq connect {endpoint}: {e}"))
+            .context("lwmq driver")?;
+        Ok(Box::new(LwmqPeer { socket }))
+    }
+}
