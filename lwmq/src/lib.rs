@@ -11,15 +11,31 @@
 //! ```
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod context;
 mod error;
+mod io_thread;
 mod message;
+mod monitor;
+mod options;
+mod pattern;
+mod poll;
+mod proxy;
+mod socket;
 mod socket_type;
+
+pub mod transport;
 
 pub mod endpoint;
 pub mod proto;
 
 pub use bytes::Bytes;
+pub use context::Context;
 pub use endpoint::Endpoint;
 pub use error::{Error, Result, SendError};
 pub use message::Message;
+pub use monitor::{EventKind, Monitor, MonitorEvent};
+pub use options::{DEFAULT_HWM, DEFAULT_LINGER, DEFAULT_RECONNECT_INTERVAL};
+pub use poll::{PollItem, poll};
+pub use proxy::proxy;
+pub use socket::Socket;
 pub use socket_type::SocketType;

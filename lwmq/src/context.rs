@@ -1,0 +1,116 @@
+//! The [`Context`]: what a group of sockets shares. It owns the background I/O thread
+//! (started when the first `tcp://` or `unix://` endpoint is used) and the `inproc://`
+//! name registry.
+//!
+//! Threads: the context is shared by every socket made from it (an `Arc`). The I/O
+//! thread holds no reference to the context, only to the sockets' shared parts, so
+//! the last handle to drop (a `Context` or a `Socket`) shuts the I/O thread down and
+//! joins it, after it flushed what sockets left behind within their linger time.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use crate::io_thread::{Command, IoThread};
+use crate::socket::{Socket, SocketShared};
+use crate::transport::Notify;
+use crate::transport::inproc::Registry;
+use crate::{Error, Result, SocketType};
+
+/// A group of sockets sharing one I/O thread and one inproc namespace. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct Context {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    io: Mutex<Option<IoThread>>,
+    inproc: Mutex<Registry>,
+    terminated: AtomicBool,
+    sockets: Mutex<Vec<Weak<SocketShared>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The guarded data is valid after every statement; poison carries no meaning here.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Context {
+    /// A new context. No thread is started until a socket uses a stream transport.
+    pub fn new() -> Context {
+        Context::default()
+    }
+
+    /// A new socket of the given type.
+    pub fn socket(&self, socket_type: SocketType) -> Result<Socket> {
+        if self.is_terminated() {
+            return Err(Error::Closed);
+        }
+        Ok(Socket::new(self.clone(), socket_type))
+    }
+
+    /// Terminates the context: every blocking call on its sockets returns
+    /// [`Error::Closed`], and the I/O thread stops after flushing (within each socket's
+    /// linger) and is joined.
+    pub fn terminate(self) {
+        self.inner.terminated.store(true, Ordering::SeqCst);
+        let sockets: Vec<_> = lock(&self.inner.sockets)
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        for s in sockets {
+            s.signal.notify();
+        }
+        let io = lock(&self.inner.io).take();
+        if let Some(mut io) = io {
+            io.shutdown();
+        }
+    }
+
+    pub(crate) fn is_terminated(&self) -> bool {
+        self.inner.terminated.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn register(&self, s: &Arc<SocketShared>) {
+        let mut v = lock(&self.inner.sockets);
+        v.retain(|w| w.strong_count() > 0);
+        v.push(Arc::downgrade(s));
+    }
+
+    pub(crate) fn inproc(&self) -> MutexGuard<'_, Registry> {
+        lock(&self.inner.inproc)
+    }
+
+    /// The I/O thread, started on first use.
+    pub(crate) fn io(&self) -> Result<Arc<crate::io_thread::IoShared>> {
+        if self.is_terminated() {
+            return Err(Error::Closed);
+        }
+        let mut io = lock(&self.inner.io);
+        if io.is_none() {
+            *io = Some(IoThread::start()?);
+        }
+        match io.as_ref() {
+            Some(t) => Ok(t.shared().clone()),
+            None => Err(Error::Closed),
+        }
+    }
+
+    pub(crate) fn close_socket(&self, s: &Arc<SocketShared>, linger: Option<Duration>) {
+        if let Some(io) = lock(&self.inner.io).as_ref() {
+            io.shared().command(Command::CloseSocket {
+                socket_id: s.id,
+                linger,
+            });
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(mut io) = lock(&self.io).take() {
+            io.shutdown();
+        }
+    }
+}

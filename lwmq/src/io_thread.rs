@@ -1,0 +1,1069 @@
+//! The background I/O thread of a context: it drives every stream connection (`tcp://`,
+//! `unix://`) with `mio`, speaking ZMTP through one [`proto::Connection`] per stream,
+//! and moves messages between the connections and the sockets' pipes.
+//!
+//! # Ownership
+//!
+//! The thread owns every listener, stream, `proto::Connection`, connecter (the state of
+//! a `connect()`: connecting, connected, or waiting to retry) and the I/O halves of
+//! the pipes. Other threads talk to it only through [`IoShared`]: a command queue and a
+//! list of pipes that need attention, each followed by a ring of the `mio::Waker`.
+//!
+//! # A connection's life
+//!
+//! 1. `connect`: the stream connects in the background; a failure schedules a retry after
+//!    the reconnect interval, which doubles up to the maximum (`connect-retried`).
+//!    `bind`: the listener accepts (`accepted`).
+//! 2. The handshake runs in `proto`. On success (`handshake-succeeded`) a pipe is made
+//!    and delivered to the socket's mailbox, unless the connecter made one beforehand
+//!    (then messages queued while the peer was away go out now).
+//! 3. Messages flow. Back-pressure both ways: the thread stops taking messages from the
+//!    socket while `proto` holds more than [`MAX_PENDING_TRANSMIT`] bytes, and stops
+//!    reading the stream while the socket's inbound pipe is at its high-water mark.
+//! 4. On loss (`disconnected`), a connecter's pipe stays with the connecter (if it made
+//!    one) and a reconnect is scheduled. After a **handshake failure** that retrying
+//!    cannot fix (incompatible socket type, unsupported version, security mechanism
+//!    mismatch, authentication refused, or the peer's ERROR during the handshake) the
+//!    connecter **stops reconnecting** to that endpoint: the monitor event's detail says
+//!    so. This is what prevents a reconnect storm against an incompatible peer.
+//! 5. When its socket closes, a connection lingers until its queued messages are
+//!    written or the linger time passes.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use crate::monitor::EventKind;
+use crate::options::{Mechanism, Options};
+use crate::pattern::PipeId;
+use crate::pattern::pubsub::{control, parse_control};
+use crate::proto::{self, Connection, Event, MechanismConfig, ProtoError};
+use crate::socket::SocketShared;
+use crate::transport::stream::{self, Bound, Listener, Stream};
+use crate::transport::{
+    Notify, Pipe, PipeClosed, PipeMeta, PipeReader, PipeWriter, QueueConfig, QueueReader,
+    QueueWriter, WriteError, queue_pair,
+};
+use crate::{Endpoint, Message, Result, SocketType};
+
+/// Stop taking messages from a socket while this many bytes wait to be written.
+pub(crate) const MAX_PENDING_TRANSMIT: usize = 256 * 1024;
+const READ_BUF: usize = 64 * 1024;
+const WAKER: Token = Token(0);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The queues behind these locks are consistent after every statement.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What the application threads send the I/O thread.
+pub(crate) enum Command {
+    /// Own and serve a bound listener.
+    Listen {
+        id: u64,
+        socket: Arc<SocketShared>,
+        bound: Bound,
+        options: Options,
+    },
+    /// Connect (and keep reconnecting) to an endpoint.
+    Connect {
+        id: u64,
+        socket: Arc<SocketShared>,
+        uri: String,
+        endpoint: Endpoint,
+        options: Options,
+        /// The I/O half of a pipe made at connect time, if any.
+        pipe: Option<IoHalf>,
+    },
+    /// Stop listening.
+    Unbind { id: u64 },
+    /// Stop connecting and close the connection.
+    Disconnect { id: u64 },
+    /// A socket was closed: close its listeners, stop its connecters, let its
+    /// connections flush for up to `linger`.
+    CloseSocket {
+        socket_id: u64,
+        linger: Option<Duration>,
+    },
+    /// Flush (within linger) and exit.
+    Shutdown,
+}
+
+impl fmt::Debug for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Command::Listen { id, bound, .. } => write!(f, "Listen({id}, {})", bound.endpoint),
+            Command::Connect { id, uri, .. } => write!(f, "Connect({id}, {uri})"),
+            Command::Unbind { id } => write!(f, "Unbind({id})"),
+            Command::Disconnect { id } => write!(f, "Disconnect({id})"),
+            Command::CloseSocket { socket_id, .. } => write!(f, "CloseSocket({socket_id})"),
+            Command::Shutdown => f.write_str("Shutdown"),
+        }
+    }
+}
+
+/// The part of the I/O thread other threads may touch.
+pub(crate) struct IoShared {
+    commands: Mutex<Vec<Command>>,
+    /// Pipes (by id) that have data or room since the thread last looked.
+    dirty: Mutex<Vec<PipeId>>,
+    waker: Waker,
+}
+
+impl fmt::Debug for IoShared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IoShared").finish_non_exhaustive()
+    }
+}
+
+impl IoShared {
+    /// Queues a command and wakes the thread.
+    pub(crate) fn command(&self, c: Command) {
+        lock(&self.commands).push(c);
+        if let Err(e) = self.waker.wake() {
+            tracing::error!("cannot wake the I/O thread: {e}");
+        }
+    }
+}
+
+/// Rings the I/O thread for one pipe.
+struct IoWake {
+    key: PipeId,
+    shared: Weak<IoShared>,
+}
+
+impl Notify for IoWake {
+    fn notify(&self) {
+        if let Some(s) = self.shared.upgrade() {
+            lock(&s.dirty).push(self.key);
+            let _ = s.waker.wake();
+        }
+    }
+}
+
+/// The I/O thread's half of a pipe.
+#[derive(Debug)]
+pub(crate) struct IoHalf {
+    id: PipeId,
+    to_socket: QueueWriter,
+    from_socket: QueueReader,
+}
+
+/// Makes a pipe between a socket and the I/O thread: the socket's half (to attach) and
+/// the I/O thread's half.
+pub(crate) fn stream_pipe(
+    io: &Arc<IoShared>,
+    socket: &Arc<SocketShared>,
+    options: &Options,
+    endpoint: &str,
+) -> ((PipeId, Pipe), IoHalf) {
+    stream_pipe_with(io, socket, options, endpoint, None)
+}
+
+fn stream_pipe_with(
+    io: &Arc<IoShared>,
+    socket: &Arc<SocketShared>,
+    options: &Options,
+    endpoint: &str,
+    peer: Option<&proto::PeerInfo>,
+) -> ((PipeId, Pipe), IoHalf) {
+    let id = crate::transport::next_pipe_id();
+    let wake: Arc<dyn Notify> = Arc::new(IoWake {
+        key: id,
+        shared: Arc::downgrade(io),
+    });
+    let out = QueueConfig {
+        hwm: options.send_hwm,
+        conflate: options.conflate,
+    };
+    let inbound = QueueConfig {
+        hwm: options.recv_hwm,
+        conflate: options.conflate,
+    };
+    let (sw, sr, iw, ir) = queue_pair(out, inbound, socket.signal.clone(), wake);
+    let meta = PipeMeta {
+        peer_type: peer.map_or(options.socket_type, |p| p.socket_type),
+        routing_id: peer.map(|p| p.identity.clone()).unwrap_or_default(),
+        endpoint: endpoint.to_owned(),
+    };
+    (
+        (
+            id,
+            Pipe {
+                writer: Box::new(sw),
+                reader: Box::new(sr),
+                meta,
+            },
+        ),
+        IoHalf {
+            id,
+            to_socket: iw,
+            from_socket: ir,
+        },
+    )
+}
+
+/// The thread and its shared part.
+#[derive(Debug)]
+pub(crate) struct IoThread {
+    shared: Arc<IoShared>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl IoThread {
+    pub(crate) fn start() -> Result<IoThread> {
+        let poll = Poll::new()?;
+        let waker = Waker::new(poll.registry(), WAKER)?;
+        let shared = Arc::new(IoShared {
+            commands: Mutex::new(Vec::new()),
+            dirty: Mutex::new(Vec::new()),
+            waker,
+        });
+        let mut reactor = Reactor {
+            poll,
+            shared: shared.clone(),
+            listeners: HashMap::new(),
+            conns: HashMap::new(),
+            connecters: HashMap::new(),
+            pipe_to_conn: HashMap::new(),
+            next_token: 1,
+            shutting_down: false,
+            buf: vec![0; READ_BUF],
+        };
+        let handle = std::thread::Builder::new()
+            .name("lwmq-io".into())
+            .spawn(move || reactor.run())?;
+        Ok(IoThread {
+            shared,
+            handle: Some(handle),
+        })
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<IoShared> {
+        &self.shared
+    }
+
+    /// Asks the thread to flush and exit, and joins it.
+    pub(crate) fn shutdown(&mut self) {
+        self.shared.command(Command::Shutdown);
+        if let Some(h) = self.handle.take() {
+            if h.join().is_err() {
+                tracing::error!("the lwmq I/O thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for IoThread {
+    fn drop(&mut self) {
+        if self.handle.is_some() {
+            self.shutdown();
+        }
+    }
+}
+
+struct ListenerEntry {
+    id: u64,
+    listener: Listener,
+    socket: Arc<SocketShared>,
+    options: Options,
+    endpoint: String,
+    unlink: Option<PathBuf>,
+}
+
+enum ConnecterState {
+    /// A connection (connecting or connected) exists.
+    Active(Token),
+    /// Waiting to retry at this time.
+    Waiting(Instant),
+    /// Gave up (handshake failure) or disconnected.
+    Stopped,
+}
+
+struct Connecter {
+    socket: Arc<SocketShared>,
+    uri: String,
+    endpoint: Endpoint,
+    options: Options,
+    /// The pipe made at connect time, while no connection holds it.
+    pipe: Option<IoHalf>,
+    /// Whether the pipe is made at connect time (kept across reconnects).
+    keeps_pipe: bool,
+    state: ConnecterState,
+    interval: Duration,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    Listener(u64),
+    Connecter(u64),
+}
+
+struct Conn {
+    stream: Stream,
+    proto: Connection,
+    socket: Arc<SocketShared>,
+    options: Options,
+    endpoint: String,
+    origin: Origin,
+    /// The TCP/Unix connect is still in progress.
+    connecting: bool,
+    pipe: Option<IoHalf>,
+    /// Bytes of the current chunk not written yet.
+    out_buf: Option<Bytes>,
+    /// A message the socket's full inbound pipe did not take yet.
+    stalled: Option<Message>,
+    /// The socket closed: close once everything is written, or at the deadline.
+    closing: Option<Option<Instant>>,
+    /// The error that ended the connection, once known.
+    error: Option<ProtoError>,
+    handshake_done: bool,
+    /// The stream reached end of file or failed.
+    eof: bool,
+}
+
+struct Reactor {
+    poll: Poll,
+    shared: Arc<IoShared>,
+    listeners: HashMap<Token, ListenerEntry>,
+    conns: HashMap<Token, Conn>,
+    connecters: HashMap<u64, Connecter>,
+    pipe_to_conn: HashMap<PipeId, Token>,
+    next_token: usize,
+    shutting_down: bool,
+    buf: Vec<u8>,
+}
+
+fn proto_config(options: &Options, resource: Option<String>) -> proto::Config {
+    let mut c = proto::Config::new(options.socket_type);
+    c.identity = options.routing_id.clone();
+    c.resource = resource;
+    c.mechanism = match &options.mechanism {
+        Mechanism::Null => MechanismConfig::Null,
+        Mechanism::PlainClient { username, password } => MechanismConfig::PlainClient {
+            username: username.clone(),
+            password: password.clone(),
+        },
+        Mechanism::PlainServer => MechanismConfig::PlainServer,
+    };
+    c.max_msg_size = options.max_msg_size;
+    c.heartbeat_interval = options.heartbeat_interval;
+    c.heartbeat_ttl = options.heartbeat_ttl;
+    c.heartbeat_timeout = options.heartbeat_timeout;
+    c
+}
+
+/// Handshake failures that retrying cannot fix.
+fn is_permanent(e: &ProtoError, handshake_done: bool) -> bool {
+    match e {
+        ProtoError::IncompatibleSocketType { .. }
+        | ProtoError::UnsupportedVersion { .. }
+        | ProtoError::Mechanism(_)
+        | ProtoError::AuthFailed(_) => true,
+        ProtoError::PeerError(_) => !handshake_done,
+        _ => false,
+    }
+}
+
+impl Reactor {
+    fn token(&mut self) -> Token {
+        self.next_token += 1;
+        Token(self.next_token)
+    }
+
+    fn run(&mut self) {
+        let mut events = Events::with_capacity(256);
+        loop {
+            let timeout = self
+                .next_deadline()
+                .map(|d| d.saturating_duration_since(Instant::now()) + Duration::from_micros(100));
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    tracing::error!("I/O thread poll failed: {e}");
+                    return;
+                }
+            }
+            for ev in events.iter() {
+                let t = ev.token();
+                if t == WAKER {
+                    continue;
+                }
+                if self.listeners.contains_key(&t) {
+                    self.accept(t);
+                } else if self.conns.contains_key(&t) {
+                    self.drive(t);
+                }
+            }
+            let commands = std::mem::take(&mut *lock(&self.shared.commands));
+            for c in commands {
+                self.handle_command(c);
+            }
+            let dirty = std::mem::take(&mut *lock(&self.shared.dirty));
+            for key in dirty {
+                if let Some(&t) = self.pipe_to_conn.get(&key) {
+                    self.drive(t);
+                }
+            }
+            self.timers();
+            if self.shutting_down && self.conns.is_empty() {
+                // Closing what is left drops the I/O halves of the pipes.
+                self.connecters.clear();
+                return;
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let mut d: Option<Instant> = None;
+        let mut consider = |t: Instant| d = Some(d.map_or(t, |d| d.min(t)));
+        for c in self.connecters.values() {
+            if let ConnecterState::Waiting(t) = c.state {
+                consider(t);
+            }
+        }
+        for c in self.conns.values() {
+            if let Some(t) = c.proto.poll_timeout() {
+                consider(t);
+            }
+            if let Some(Some(t)) = c.closing {
+                consider(t);
+            }
+        }
+        d
+    }
+
+    fn timers(&mut self) {
+        let now = Instant::now();
+        let due: Vec<u64> = self
+            .connecters
+            .iter()
+            .filter(|(_, c)| matches!(c.state, ConnecterState::Waiting(t) if t <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            self.start_connect(id);
+        }
+        let tokens: Vec<Token> = self.conns.keys().copied().collect();
+        for t in tokens {
+            let Some(c) = self.conns.get_mut(&t) else {
+                continue;
+            };
+            if c.closing.is_some_and(|d| d.is_some_and(|d| d <= now)) {
+                self.close_conn(t);
+                continue;
+            }
+            if c.proto.poll_timeout().is_some_and(|d| d <= now) {
+                c.proto.handle_timeout(now);
+                self.drive(t);
+            }
+        }
+    }
+
+    fn handle_command(&mut self, c: Command) {
+        match c {
+            Command::Listen {
+                id,
+                socket,
+                mut bound,
+                options,
+            } => {
+                let t = self.token();
+                if let Err(e) =
+                    self.poll
+                        .registry()
+                        .register(bound.listener.source(), t, Interest::READABLE)
+                {
+                    socket
+                        .monitors
+                        .emit(EventKind::BindFailed, &bound.endpoint, e.to_string());
+                    return;
+                }
+                self.listeners.insert(
+                    t,
+                    ListenerEntry {
+                        id,
+                        listener: bound.listener,
+                        socket,
+                        options,
+                        endpoint: bound.endpoint,
+                        unlink: bound.unlink,
+                    },
+                );
+                // Connections may have queued before registration (edge-triggered).
+                self.accept(t);
+            }
+            Command::Connect {
+                id,
+                socket,
+                uri,
+                endpoint,
+                options,
+                pipe,
+            } => {
+                let keeps_pipe = pipe.is_some();
+                if let Some(p) = &pipe {
+                    // Dirty notifications for it are ignored until a connection has it.
+                    self.pipe_to_conn.remove(&p.id);
+                }
+                self.connecters.insert(
+                    id,
+                    Connecter {
+                        socket,
+                        uri,
+                        endpoint,
+                        interval: options.reconnect_interval,
+                        options,
+                        pipe,
+                        keeps_pipe,
+                        state: ConnecterState::Waiting(Instant::now()),
+                    },
+                );
+                self.start_connect(id);
+            }
+            Command::Unbind { id } => {
+                let t = self
+                    .listeners
+                    .iter()
+                    .find(|(_, l)| l.id == id)
+                    .map(|(t, _)| *t);
+                if let Some(t) = t {
+                    self.close_listener(t);
+                }
+            }
+            Command::Disconnect { id } => {
+                if let Some(c) = self.connecters.remove(&id) {
+                    if let ConnecterState::Active(t) = c.state {
+                        self.close_conn(t);
+                    }
+                }
+            }
+            Command::CloseSocket { socket_id, linger } => self.close_socket(socket_id, linger),
+            Command::Shutdown => {
+                self.shutting_down = true;
+                let sockets: Vec<u64> = self
+                    .conns
+                    .values()
+                    .map(|c| c.socket.id)
+                    .chain(self.listeners.values().map(|l| l.socket.id))
+                    .chain(self.connecters.values().map(|c| c.socket.id))
+                    .collect();
+                for s in sockets {
+                    let linger = self
+                        .conns
+                        .values()
+                        .find(|c| c.socket.id == s)
+                        .and_then(|c| c.options.linger);
+                    self.close_socket(s, linger);
+                }
+            }
+        }
+    }
+
+    fn close_listener(&mut self, t: Token) {
+        if let Some(mut l) = self.listeners.remove(&t) {
+            let _ = self.poll.registry().deregister(l.listener.source());
+            if let Some(p) = &l.unlink {
+                let _ = std::fs::remove_file(p);
+            }
+            l.socket.monitors.emit(EventKind::Closed, &l.endpoint, "");
+        }
+    }
+
+    fn close_socket(&mut self, socket_id: u64, linger: Option<Duration>) {
+        let ls: Vec<Token> = self
+            .listeners
+            .iter()
+            .filter(|(_, l)| l.socket.id == socket_id)
+            .map(|(t, _)| *t)
+            .collect();
+        for t in ls {
+            self.close_listener(t);
+        }
+        let cs: Vec<u64> = self
+            .connecters
+            .iter()
+            .filter(|(_, c)| c.socket.id == socket_id)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in cs {
+            if let Some(mut c) = self.connecters.remove(&id) {
+                // Messages queued while never connected are not kept past the close.
+                c.pipe.take();
+            }
+        }
+        let deadline = linger.map(|l| Instant::now() + l);
+        let conns: Vec<Token> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.socket.id == socket_id)
+            .map(|(t, _)| *t)
+            .collect();
+        for t in conns {
+            let Some(c) = self.conns.get_mut(&t) else {
+                continue;
+            };
+            if linger == Some(Duration::ZERO) || !c.handshake_done || c.pipe.is_none() {
+                self.close_conn(t);
+            } else {
+                c.closing = Some(deadline);
+                self.drive(t);
+            }
+        }
+    }
+
+    fn accept(&mut self, t: Token) {
+        loop {
+            let Some(l) = self.listeners.get(&t) else {
+                return;
+            };
+            match l.listener.accept() {
+                Ok((stream, peer)) => {
+                    let socket = l.socket.clone();
+                    let options = l.options.clone();
+                    let endpoint = l.endpoint.clone();
+                    let origin = Origin::Listener(l.id);
+                    socket.monitors.emit(EventKind::Accepted, &endpoint, peer);
+                    self.add_conn(stream, socket, options, endpoint, origin, false, None, None);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    tracing::warn!("accept on {} failed: {e}", l.endpoint);
+                    return;
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn add_conn(
+        &mut self,
+        mut stream: Stream,
+        socket: Arc<SocketShared>,
+        options: Options,
+        endpoint: String,
+        origin: Origin,
+        connecting: bool,
+        pipe: Option<IoHalf>,
+        resource: Option<String>,
+    ) -> Option<Token> {
+        let t = self.token();
+        if let Err(e) = self.poll.registry().register(
+            stream.source(),
+            t,
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            tracing::warn!("cannot register a connection to {endpoint}: {e}");
+            return None;
+        }
+        if let Some(p) = &pipe {
+            self.pipe_to_conn.insert(p.id, t);
+        }
+        let proto = Connection::new(proto_config(&options, resource), Instant::now());
+        self.conns.insert(
+            t,
+            Conn {
+                stream,
+                proto,
+                socket,
+                options,
+                endpoint,
+                origin,
+                connecting,
+                pipe,
+                out_buf: None,
+                stalled: None,
+                closing: None,
+                error: None,
+                handshake_done: false,
+                eof: false,
+            },
+        );
+        self.drive(t);
+        Some(t)
+    }
+
+    fn start_connect(&mut self, id: u64) {
+        let Some(c) = self.connecters.get_mut(&id) else {
+            return;
+        };
+        if self.shutting_down {
+            return;
+        }
+        match stream::connect(&c.uri, &c.endpoint) {
+            Ok(s) => {
+                let socket = c.socket.clone();
+                let options = c.options.clone();
+                let uri = c.uri.clone();
+                let pipe = c.pipe.take();
+                let resource = match &c.endpoint {
+                    Endpoint::Tcp { resource, .. } => resource.clone(),
+                    _ => None,
+                };
+                socket.monitors.emit(EventKind::ConnectDelayed, &uri, "");
+                match self.add_conn(
+                    s,
+                    socket,
+                    options,
+                    uri,
+                    Origin::Connecter(id),
+                    true,
+                    pipe,
+                    resource,
+                ) {
+                    Some(t) => {
+                        if let Some(c) = self.connecters.get_mut(&id) {
+                            if matches!(c.state, ConnecterState::Waiting(_)) {
+                                c.state = ConnecterState::Active(t);
+                            }
+                        }
+                    }
+                    None => self.schedule_retry(id, "cannot register the stream"),
+                }
+            }
+            Err(e) => self.schedule_retry(id, &e.to_string()),
+        }
+    }
+
+    fn schedule_retry(&mut self, id: u64, why: &str) {
+        let Some(c) = self.connecters.get_mut(&id) else {
+            return;
+        };
+        if self.shutting_down {
+            c.state = ConnecterState::Stopped;
+            return;
+        }
+        let ivl = c.interval;
+        c.interval = c.options.next_reconnect_interval(ivl);
+        c.state = ConnecterState::Waiting(Instant::now() + ivl);
+        c.socket.monitors.emit(
+            EventKind::ConnectRetried,
+            &c.uri,
+            format!("retry in {} ms ({why})", ivl.as_millis()),
+        );
+    }
+
+    /// Moves everything that can move on one connection: connect completion, input,
+    /// events, output; closes it when it is over.
+    fn drive(&mut self, t: Token) {
+        let Some(c) = self.conns.get_mut(&t) else {
+            return;
+        };
+        if c.connecting {
+            match c.stream.finish_connect() {
+                Ok(true) => {
+                    c.connecting = false;
+                    c.socket
+                        .monitors
+                        .emit(EventKind::Connected, &c.endpoint, "");
+                }
+                Ok(false) => return,
+                Err(e) => {
+                    c.eof = true;
+                    tracing::debug!("connect to {} failed: {e}", c.endpoint);
+                    self.close_conn_with(t, Some(e.to_string()));
+                    return;
+                }
+            }
+        }
+        let mut new_pipe = None;
+        loop {
+            let Some(c) = self.conns.get_mut(&t) else {
+                return;
+            };
+            let mut progress = false;
+            // 1. Events from proto (and a stalled message) into the socket.
+            // (false: the inbound pipe is full; reading waits for the socket.)
+            Self::deliver_events(c, &mut new_pipe);
+            if let Some(peer) = new_pipe.take() {
+                self.attach_pipe(t, peer);
+                continue;
+            }
+            let Some(c) = self.conns.get_mut(&t) else {
+                return;
+            };
+            // 2. Read the stream, unless the socket is not keeping up.
+            if c.stalled.is_none() && !c.eof && !c.proto.is_closed() {
+                match c.stream.read(&mut self.buf) {
+                    Ok(0) => {
+                        c.eof = true;
+                        progress = true;
+                    }
+                    Ok(n) => {
+                        c.proto.handle_input(&self.buf[..n], Instant::now());
+                        progress = true;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
+                    Err(e) => {
+                        tracing::debug!("read from {} failed: {e}", c.endpoint);
+                        c.eof = true;
+                        progress = true;
+                    }
+                }
+            }
+            // 3. Messages from the socket into proto.
+            if c.proto.is_ready() {
+                let mut taken = 0;
+                while c.proto.pending_transmit_bytes() < MAX_PENDING_TRANSMIT && taken < 256 {
+                    let Some(p) = c.pipe.as_mut() else { break };
+                    match p.from_socket.try_read() {
+                        Ok(Some(msg)) => {
+                            taken += 1;
+                            let sub_side =
+                                matches!(c.options.socket_type, SocketType::Sub | SocketType::XSub);
+                            match (sub_side && msg.len() == 1, parse_control(&msg)) {
+                                (true, Some((true, topic))) => c.proto.send_subscribe(topic),
+                                (true, Some((false, topic))) => c.proto.send_cancel(topic),
+                                _ => {
+                                    if let Err(e) = c.proto.send(msg) {
+                                        tracing::debug!("send to {} failed: {e}", c.endpoint);
+                                    }
+                                }
+                            }
+                        }
+                        Ok(None) | Err(PipeClosed) => break,
+                    }
+                }
+                if taken > 0 {
+                    progress = true;
+                }
+            }
+            // 4. Write.
+            match Self::flush(c) {
+                Ok(wrote) => progress |= wrote,
+                Err(e) => {
+                    tracing::debug!("write to {} failed: {e}", c.endpoint);
+                    c.eof = true;
+                    progress = true;
+                }
+            }
+            if !progress {
+                break;
+            }
+        }
+        // 5. Is it over?
+        let Some(c) = self.conns.get_mut(&t) else {
+            return;
+        };
+        Self::deliver_events(c, &mut new_pipe);
+        if let Some(peer) = new_pipe.take() {
+            self.attach_pipe(t, peer);
+        }
+        let Some(c) = self.conns.get_mut(&t) else {
+            return;
+        };
+        let flushed = c.out_buf.is_none() && c.proto.pending_transmit_bytes() == 0;
+        let shutting_down = self.shutting_down;
+        let over = c.eof
+            || (c.proto.is_closed() && flushed && c.error.is_some())
+            || (c.closing.is_some()
+                && flushed
+                && c.pipe.as_ref().is_none_or(|p| {
+                    (p.from_socket.writer_closed() || shutting_down) && p.from_socket.len() == 0
+                }));
+        if over {
+            self.close_conn(t);
+        }
+    }
+
+    /// Hands proto's events to the socket. Returns false if the inbound pipe is full.
+    fn deliver_events(c: &mut Conn, new_pipe: &mut Option<proto::PeerInfo>) -> bool {
+        if let Some(m) = c.stalled.take() {
+            match c.pipe.as_mut().map(|p| p.to_socket.try_write(m)) {
+                Some(Err(WriteError::Full(m))) => {
+                    c.stalled = Some(m);
+                    return false;
+                }
+                _ => {}
+            }
+        }
+        while new_pipe.is_none() {
+            let Some(ev) = c.proto.poll_event() else {
+                return true;
+            };
+            match ev {
+                Event::HandshakeSucceeded(peer) => {
+                    c.handshake_done = true;
+                    *new_pipe = Some(peer);
+                }
+                Event::Message(m) => match c.pipe.as_mut() {
+                    Some(p) => match p.to_socket.try_write(m) {
+                        Ok(()) => {}
+                        Err(WriteError::Full(m)) => {
+                            c.stalled = Some(m);
+                            return false;
+                        }
+                        Err(WriteError::Closed(_)) => {}
+                    },
+                    None => tracing::debug!("message before a pipe exists; dropped"),
+                },
+                Event::Subscribe(topic) | Event::Cancel(topic) if c.pipe.is_none() => {
+                    tracing::debug!("subscription {topic:?} before a pipe exists; dropped");
+                }
+                Event::Subscribe(topic) => {
+                    if let Some(p) = c.pipe.as_mut() {
+                        let _ = p.to_socket.write_control(control(true, &topic));
+                    }
+                }
+                Event::Cancel(topic) => {
+                    if let Some(p) = c.pipe.as_mut() {
+                        let _ = p.to_socket.write_control(control(false, &topic));
+                    }
+                }
+                Event::AuthRequest { username, .. } => {
+                    tracing::debug!("PLAIN user {username:?} accepted");
+                    c.proto.authenticate(true);
+                }
+                Event::Closed(e) => {
+                    c.error = Some(e);
+                }
+            }
+        }
+        true
+    }
+
+    fn flush(c: &mut Conn) -> io::Result<bool> {
+        let mut wrote = false;
+        loop {
+            let chunk = match c.out_buf.take() {
+                Some(b) => b,
+                None => match c.proto.poll_transmit() {
+                    Some(b) => b,
+                    None => return Ok(wrote),
+                },
+            };
+            if c.connecting {
+                c.out_buf = Some(chunk);
+                return Ok(wrote);
+            }
+            match c.stream.write(&chunk) {
+                Ok(n) => {
+                    wrote = true;
+                    if n < chunk.len() {
+                        c.out_buf = Some(chunk.slice(n..));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    c.out_buf = Some(chunk);
+                    return Ok(wrote);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => c.out_buf = Some(chunk),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// After a handshake: gives the socket a pipe (unless the connecter made one), then
+    /// reports the handshake, so a monitor that saw it knows the socket has the peer.
+    fn attach_pipe(&mut self, t: Token, peer: proto::PeerInfo) {
+        let Some(c) = self.conns.get_mut(&t) else {
+            return;
+        };
+        let detail = format!("peer {}", peer.socket_type);
+        if let Origin::Connecter(id) = c.origin {
+            if let Some(k) = self.connecters.get_mut(&id) {
+                k.interval = k.options.reconnect_interval;
+            }
+        }
+        if c.pipe.is_some() {
+            c.socket
+                .monitors
+                .emit(EventKind::HandshakeSucceeded, &c.endpoint, detail);
+            return;
+        }
+        if c.closing.is_some() || self.shutting_down {
+            c.proto.close("socket closed");
+            return;
+        }
+        let ((id, pipe), half) = stream_pipe_with(
+            &self.shared,
+            &c.socket,
+            &c.options,
+            &c.endpoint,
+            Some(&peer),
+        );
+        self.pipe_to_conn.insert(id, t);
+        c.pipe = Some(half);
+        c.socket.deliver(id, pipe);
+        c.socket
+            .monitors
+            .emit(EventKind::HandshakeSucceeded, &c.endpoint, detail);
+    }
+
+    fn close_conn(&mut self, t: Token) {
+        self.close_conn_with(t, None);
+    }
+
+    fn close_conn_with(&mut self, t: Token, io_error: Option<String>) {
+        let Some(mut c) = self.conns.remove(&t) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(c.stream.source());
+        // Drain the last events (a Closed with the reason).
+        while let Some(ev) = c.proto.poll_event() {
+            if let Event::Closed(e) = ev {
+                c.error = Some(e);
+            }
+        }
+        let permanent = c
+            .error
+            .as_ref()
+            .is_some_and(|e| is_permanent(e, c.handshake_done));
+        let detail = match (&c.error, &io_error) {
+            (Some(e), _) => e.to_string(),
+            (None, Some(e)) => e.clone(),
+            (None, None) if c.closing.is_some() => "socket closed".to_owned(),
+            (None, None) => "connection closed by peer".to_owned(),
+        };
+        let retry_note = if permanent && matches!(c.origin, Origin::Connecter(_)) {
+            "; not reconnecting"
+        } else {
+            ""
+        };
+        if let Some(e) = &c.error {
+            if !c.handshake_done {
+                let kind = match e {
+                    ProtoError::AuthFailed(_) => Some(EventKind::HandshakeFailedAuth),
+                    ProtoError::Closed(_) | ProtoError::HeartbeatTimeout => None,
+                    _ => Some(EventKind::HandshakeFailedProtocol),
+                };
+                if let Some(kind) = kind {
+                    c.socket
+                        .monitors
+                        .emit(kind, &c.endpoint, format!("{detail}{retry_note}"));
+                }
+            }
+        }
+        if !c.connecting {
+            c.socket
+                .monitors
+                .emit(EventKind::Disconnected, &c.endpoint, detail.clone());
+        }
+        if let Some(p) = &c.pipe {
+            self.pipe_to_conn.remove(&p.id);
+        }
+        if let Origin::Connecter(id) = c.origin {
+            if let Some(k) = self.connecters.get_mut(&id) {
+                if k.keeps_pipe && c.closing.is_none() {
+                    k.pipe = c.pipe.take();
+                }
+                if permanent {
+                    k.state = ConnecterState::Stopped;
+                    k.pipe = None;
+                } else if c.closing.is_none() {
+                    k.state = ConnecterState::Waiting(Instant::now());
+                    self.schedule_retry(id, &detail);
+                }
+            }
+        }
+        // Dropping `c` closes the stream and the I/O half of its pipe (if not kept).
+    }
+}

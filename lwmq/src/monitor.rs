@@ -1,0 +1,160 @@
+//! Socket monitoring: events about connections, with libzmq's names.
+//!
+//! [`crate::Socket::monitor`] returns a [`Monitor`]; each monitor gets every event the
+//! socket emits after it was created. Events come from the socket's user thread (bind)
+//! and from the I/O thread (connections); a monitor nobody reads only costs memory,
+//! and a dropped monitor is forgotten at the next event.
+
+use std::fmt;
+use std::sync::Mutex;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::time::Duration;
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum EventKind {
+    /// A connection to the endpoint was established (before the handshake).
+    Connected,
+    /// A connect is in progress (non-blocking).
+    ConnectDelayed,
+    /// A reconnect was scheduled; `detail` gives the interval.
+    ConnectRetried,
+    /// The socket listens on the endpoint.
+    Listening,
+    /// Binding failed.
+    BindFailed,
+    /// A connection was accepted.
+    Accepted,
+    /// A listener was closed.
+    Closed,
+    /// A connection was lost or closed.
+    Disconnected,
+    /// The ZMTP handshake with a peer succeeded.
+    HandshakeSucceeded,
+    /// The handshake failed for a protocol reason (incompatible socket type, version,
+    /// malformed data).
+    HandshakeFailedProtocol,
+    /// The handshake failed because authentication was refused.
+    HandshakeFailedAuth,
+    /// A peer asked for a `tcp://host:port/resource` nobody bound.
+    ResourceUnknown,
+    /// A shared-memory peer process died.
+    PeerCrashed,
+}
+
+impl EventKind {
+    /// The event's name, as libzmq spells it (e.g. `"handshake-failed-protocol"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Connected => "connected",
+            EventKind::ConnectDelayed => "connect-delayed",
+            EventKind::ConnectRetried => "connect-retried",
+            EventKind::Listening => "listening",
+            EventKind::BindFailed => "bind-failed",
+            EventKind::Accepted => "accepted",
+            EventKind::Closed => "closed",
+            EventKind::Disconnected => "disconnected",
+            EventKind::HandshakeSucceeded => "handshake-succeeded",
+            EventKind::HandshakeFailedProtocol => "handshake-failed-protocol",
+            EventKind::HandshakeFailedAuth => "handshake-failed-auth",
+            EventKind::ResourceUnknown => "resource-unknown",
+            EventKind::PeerCrashed => "peer-crashed",
+        }
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MonitorEvent {
+    /// What happened.
+    pub kind: EventKind,
+    /// The endpoint it happened on.
+    pub endpoint: String,
+    /// More about it, for humans: the peer's address, an error, an interval.
+    pub detail: String,
+}
+
+impl fmt::Display for MonitorEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.kind, self.endpoint)?;
+        if !self.detail.is_empty() {
+            write!(f, " ({})", self.detail)?;
+        }
+        Ok(())
+    }
+}
+
+/// Receives a socket's events.
+#[derive(Debug)]
+pub struct Monitor {
+    rx: Receiver<MonitorEvent>,
+}
+
+impl Monitor {
+    /// The next event, waiting up to `timeout` (`None`: until one comes or the socket
+    /// is gone). Returns `None` on timeout or when the socket is gone.
+    pub fn recv(&self, timeout: Option<Duration>) -> Option<MonitorEvent> {
+        match timeout {
+            None => self.rx.recv().ok(),
+            Some(t) => match self.rx.recv_timeout(t) {
+                Ok(e) => Some(e),
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
+            },
+        }
+    }
+
+    /// The next event if one is waiting.
+    pub fn try_recv(&self) -> Option<MonitorEvent> {
+        self.rx.try_recv().ok()
+    }
+
+    /// Waits up to `timeout` for an event of the given kind, skipping others.
+    pub fn wait_for(&self, kind: EventKind, timeout: Duration) -> Option<MonitorEvent> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.checked_duration_since(std::time::Instant::now())?;
+            let e = self.recv(Some(left))?;
+            if e.kind == kind {
+                return Some(e);
+            }
+        }
+    }
+}
+
+/// The monitors of one socket (shared with the I/O thread).
+#[derive(Debug, Default)]
+pub(crate) struct Monitors {
+    senders: Mutex<Vec<Sender<MonitorEvent>>>,
+}
+
+impl Monitors {
+    pub(crate) fn add(&self) -> Monitor {
+        let (tx, rx) = mpsc::channel();
+        self.senders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(tx);
+        Monitor { rx }
+    }
+
+    pub(crate) fn emit(&self, kind: EventKind, endpoint: &str, detail: impl Into<String>) {
+        let mut senders = self.senders.lock().unwrap_or_else(|p| p.into_inner());
+        if senders.is_empty() {
+            return;
+        }
+        let event = MonitorEvent {
+            kind,
+            endpoint: endpoint.to_owned(),
+            detail: detail.into(),
+        };
+        tracing::debug!("monitor: {event}");
+        senders.retain(|s| s.send(event.clone()).is_ok());
+    }
+}

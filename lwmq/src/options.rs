@@ -1,0 +1,118 @@
+//! Socket options: the values a [`crate::Socket`]'s setters change, with libzmq's
+//! defaults.
+//!
+//! The socket's user thread owns the live [`Options`]; bind and connect hand a copy to
+//! the I/O thread or the inproc peer, so a change applies to endpoints bound or
+//! connected after it (as in libzmq).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::SocketType;
+use crate::pattern::PatternOptions;
+
+/// Default high-water mark, in messages, per pipe and direction.
+pub const DEFAULT_HWM: usize = 1000;
+/// Default reconnect interval.
+pub const DEFAULT_RECONNECT_INTERVAL: Duration = Duration::from_millis(100);
+/// Default linger: how long closing a socket (or dropping its context) waits for queued
+/// messages to go out. libzmq's default is infinite; ours is bounded so that a peer
+/// that never comes cannot hang a process at exit.
+pub const DEFAULT_LINGER: Duration = Duration::from_secs(2);
+
+/// Security mechanism settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) enum Mechanism {
+    /// No security (ZMTP NULL).
+    #[default]
+    Null,
+    /// PLAIN client with these credentials.
+    PlainClient { username: String, password: String },
+    /// PLAIN server (accepts every user name and password, like libzmq without a ZAP
+    /// handler).
+    PlainServer,
+}
+
+/// Every option of a socket.
+#[derive(Debug, Clone)]
+pub(crate) struct Options {
+    pub socket_type: SocketType,
+    pub send_hwm: usize,
+    pub recv_hwm: usize,
+    pub send_timeout: Option<Duration>,
+    pub recv_timeout: Option<Duration>,
+    pub linger: Option<Duration>,
+    pub immediate: bool,
+    pub reconnect_interval: Duration,
+    pub reconnect_interval_max: Option<Duration>,
+    pub routing_id: Bytes,
+    pub conflate: bool,
+    pub heartbeat_interval: Option<Duration>,
+    pub heartbeat_ttl: Option<Duration>,
+    pub heartbeat_timeout: Option<Duration>,
+    pub max_msg_size: Option<u64>,
+    pub mechanism: Mechanism,
+    pub pattern: PatternOptions,
+}
+
+impl Options {
+    pub(crate) fn new(socket_type: SocketType) -> Options {
+        Options {
+            socket_type,
+            send_hwm: DEFAULT_HWM,
+            recv_hwm: DEFAULT_HWM,
+            send_timeout: None,
+            recv_timeout: None,
+            linger: Some(DEFAULT_LINGER),
+            immediate: false,
+            reconnect_interval: DEFAULT_RECONNECT_INTERVAL,
+            reconnect_interval_max: None,
+            routing_id: Bytes::new(),
+            conflate: false,
+            heartbeat_interval: None,
+            heartbeat_ttl: None,
+            heartbeat_timeout: None,
+            max_msg_size: None,
+            mechanism: Mechanism::Null,
+            pattern: PatternOptions::default(),
+        }
+    }
+
+    /// The next reconnect interval after `current`, with exponential backoff up to
+    /// `reconnect_interval_max` (no maximum: no backoff, as libzmq).
+    pub(crate) fn next_reconnect_interval(&self, current: Duration) -> Duration {
+        match self.reconnect_interval_max {
+            Some(max) if max > self.reconnect_interval => (current * 2).min(max),
+            _ => self.reconnect_interval,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_maximum() {
+        let mut o = Options::new(SocketType::Dealer);
+        let ivl = o.reconnect_interval;
+        assert_eq!(
+            o.next_reconnect_interval(ivl),
+            ivl,
+            "no maximum: no backoff"
+        );
+        o.reconnect_interval_max = Some(Duration::from_millis(350));
+        let a = o.next_reconnect_interval(ivl);
+        let b = o.next_reconnect_interval(a);
+        let c = o.next_reconnect_interval(b);
+        assert_eq!(
+            (a, b, c),
+            (
+                Duration::from_millis(200),
+                Duration::from_millis(350),
+                Duration::from_millis(350)
+            )
+        );
+    }
+}

@@ -1,0 +1,352 @@
+//! Routing per socket type, without I/O: which pipe a message goes to, which pipe the
+//! next message is read from, and what envelope is added or removed on the way.
+//!
+//! A pattern owns the socket's pipes ([`crate::transport::Pipe`]) and is driven by the
+//! socket's user thread only. It never blocks: when it cannot go on now it returns
+//! [`Error::WouldBlock`] and the socket waits on its signal and calls again.
+//!
+//! The building blocks are those of libzmq: a load balancer (round robin over the pipes
+//! that can take a message), a fair queue (round robin over the pipes that have one),
+//! a distributor with a subscription [`trie`] per pipe (PUB), and small state machines
+//! for REQ and REP.
+
+pub(crate) mod pubsub;
+pub(crate) mod reqrep;
+pub(crate) mod simple;
+pub(crate) mod trie;
+
+use bytes::Bytes;
+
+use crate::transport::{Pipe, PipeClosed, PipeMeta, WriteError};
+use crate::{Error, Message, Result, SendError, SocketType};
+
+/// Identifies a pipe within one socket.
+pub(crate) type PipeId = u64;
+
+/// Options the patterns look at.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PatternOptions {
+    /// ROUTER: an unroutable message is an error instead of being dropped.
+    pub router_mandatory: bool,
+    /// REQ: add a request id frame and check it on replies.
+    pub req_correlate: bool,
+    /// REQ: allow a new request before the reply to the previous one.
+    pub req_relaxed: bool,
+}
+
+/// A socket type's routing.
+pub(crate) trait Pattern: Send + std::fmt::Debug {
+    /// A new pipe to a peer.
+    fn attach(&mut self, id: PipeId, pipe: Pipe);
+    /// Removes a pipe (disconnect/unbind/close); its halves are closed.
+    fn detach(&mut self, id: PipeId);
+    /// Sends a message, or hands it back with [`Error::WouldBlock`] (wait and retry) or
+    /// another error.
+    fn send(&mut self, msg: Message) -> Result<(), SendError>;
+    /// Receives a message, or [`Error::WouldBlock`].
+    fn recv(&mut self) -> Result<Message>;
+    /// Whether `send` could make progress now (for poll).
+    fn can_send(&mut self) -> bool;
+    /// Updates the options.
+    fn configure(&mut self, _opts: &PatternOptions) {}
+    /// Adds (`true`) or removes a subscription (SUB and XSUB only).
+    fn subscribe(&mut self, _topic: &[u8], _on: bool) -> Result<()> {
+        Err(Error::InvalidArgument(
+            "subscribe/unsubscribe apply to SUB and XSUB sockets only".into(),
+        ))
+    }
+}
+
+/// The pattern for a socket type.
+pub(crate) fn new(t: SocketType, opts: &PatternOptions) -> Box<dyn Pattern> {
+    let mut p: Box<dyn Pattern> = match t {
+        SocketType::Pair => Box::new(simple::Pair::default()),
+        SocketType::Push => Box::new(simple::Push::default()),
+        SocketType::Pull => Box::new(simple::Pull::default()),
+        SocketType::Dealer => Box::new(simple::Dealer::default()),
+        SocketType::Router => Box::new(simple::Router::default()),
+        SocketType::Pub => Box::new(pubsub::Pub::new(false)),
+        SocketType::XPub => Box::new(pubsub::Pub::new(true)),
+        SocketType::Sub => Box::new(pubsub::Sub::new(false)),
+        SocketType::XSub => Box::new(pubsub::Sub::new(true)),
+        SocketType::Req => Box::new(reqrep::Req::default()),
+        SocketType::Rep => Box::new(reqrep::Rep::default()),
+    };
+    p.configure(opts);
+    p
+}
+
+pub(crate) fn would_block(message: Message) -> SendError {
+    SendError {
+        error: Error::WouldBlock,
+        message,
+    }
+}
+
+pub(crate) fn not_supported(what: &str) -> Error {
+    Error::State(format!("{what} is not supported by this socket type"))
+}
+
+/// The pipes of a socket, with the round-robin cursors of a fair queue (in) and a load
+/// balancer (out). Pipes found closed are removed and reported in `gone`.
+#[derive(Debug, Default)]
+pub(crate) struct Pipes {
+    list: Vec<(PipeId, Pipe)>,
+    next_in: usize,
+    next_out: usize,
+    /// Pipes removed because the peer closed them, for the pattern to forget.
+    pub(crate) gone: Vec<(PipeId, PipeMeta)>,
+}
+
+impl Pipes {
+    pub(crate) fn add(&mut self, id: PipeId, pipe: Pipe) {
+        self.list.push((id, pipe));
+    }
+
+    pub(crate) fn remove(&mut self, id: PipeId) -> Option<Pipe> {
+        let i = self.list.iter().position(|(p, _)| *p == id)?;
+        let (_, mut pipe) = self.list.remove(i);
+        pipe.writer.close();
+        pipe.reader.close();
+        Some(pipe)
+    }
+
+    fn drop_at(&mut self, i: usize) {
+        let (id, mut pipe) = self.list.remove(i);
+        pipe.writer.close();
+        pipe.reader.close();
+        self.gone.push((id, pipe.meta));
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    pub(crate) fn ids(&self) -> Vec<PipeId> {
+        self.list.iter().map(|(id, _)| *id).collect()
+    }
+
+    /// Reads the next message, visiting pipes in turn from where the last read stopped.
+    pub(crate) fn read_fair(&mut self) -> Option<(PipeId, Message)> {
+        let mut tried = 0;
+        while tried < self.list.len() {
+            if self.next_in >= self.list.len() {
+                self.next_in = 0;
+            }
+            let i = self.next_in;
+            match self.list[i].1.reader.try_read() {
+                Ok(Some(m)) => {
+                    let id = self.list[i].0;
+                    self.next_in = i + 1;
+                    return Some((id, m));
+                }
+                Ok(None) => {
+                    self.next_in = i + 1;
+                    tried += 1;
+                }
+                Err(PipeClosed) => self.drop_at(i),
+            }
+        }
+        None
+    }
+
+    /// Reads from one pipe.
+    pub(crate) fn read_from(&mut self, id: PipeId) -> Option<Message> {
+        let i = self.list.iter().position(|(p, _)| *p == id)?;
+        match self.list[i].1.reader.try_read() {
+            Ok(m) => m,
+            Err(PipeClosed) => {
+                self.drop_at(i);
+                None
+            }
+        }
+    }
+
+    /// Writes to the next pipe that takes the message; hands it back if none does.
+    pub(crate) fn write_balanced(&mut self, mut msg: Message) -> Result<PipeId, Message> {
+        let mut tried = 0;
+        while tried < self.list.len() {
+            if self.next_out >= self.list.len() {
+                self.next_out = 0;
+            }
+            let i = self.next_out;
+            match self.list[i].1.writer.try_write(msg) {
+                Ok(()) => {
+                    self.next_out = i + 1;
+                    return Ok(self.list[i].0);
+                }
+                Err(WriteError::Full(m)) => {
+                    msg = m;
+                    self.next_out = i + 1;
+                    tried += 1;
+                }
+                Err(WriteError::Closed(m)) => {
+                    msg = m;
+                    self.drop_at(i);
+                }
+            }
+        }
+        Err(msg)
+    }
+
+    /// Writes to one pipe. A closed pipe is removed and reported as closed.
+    pub(crate) fn write_to(&mut self, id: PipeId, msg: Message) -> Result<(), WriteError> {
+        let Some(i) = self.list.iter().position(|(p, _)| *p == id) else {
+            return Err(WriteError::Closed(msg));
+        };
+        match self.list[i].1.writer.try_write(msg) {
+            Err(WriteError::Closed(m)) => {
+                self.drop_at(i);
+                Err(WriteError::Closed(m))
+            }
+            other => other,
+        }
+    }
+
+    /// Writes a control message (subscription) to one pipe, or to all if `id` is None.
+    pub(crate) fn write_control(&mut self, id: Option<PipeId>, msg: &Message) {
+        let mut i = 0;
+        while i < self.list.len() {
+            if id.is_some_and(|id| id != self.list[i].0) {
+                i += 1;
+                continue;
+            }
+            match self.list[i].1.writer.write_control(msg.clone()) {
+                Err(WriteError::Closed(_)) => self.drop_at(i),
+                _ => i += 1,
+            }
+        }
+    }
+
+    /// Offers a copy of the message to every pipe `want` accepts; full pipes drop it.
+    pub(crate) fn distribute(&mut self, msg: &Message, mut want: impl FnMut(PipeId) -> bool) {
+        let mut i = 0;
+        while i < self.list.len() {
+            if !want(self.list[i].0) {
+                i += 1;
+                continue;
+            }
+            match self.list[i].1.writer.try_write(msg.clone()) {
+                Err(WriteError::Closed(_)) => self.drop_at(i),
+                _ => i += 1,
+            }
+        }
+    }
+
+    pub(crate) fn any_writable(&self) -> bool {
+        self.list.iter().any(|(_, p)| p.writer.is_writable())
+    }
+}
+
+/// Splits a message after its first empty frame: (envelope including the delimiter,
+/// body). None if there is no empty frame.
+pub(crate) fn split_envelope(msg: Message) -> Option<(Vec<Bytes>, Message)> {
+    let mut frames = msg.into_frames();
+    let pos = frames.iter().position(Bytes::is_empty)?;
+    let body = frames.split_off(pos + 1);
+    Some((frames, Message::from(body)))
+}
+
+#[cfg(test)]
+pub(crate) mod testutil {
+    //! In-memory pipes for driving patterns in unit tests.
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::transport::{QueueConfig, QueueReader, QueueWriter, queue_pair, tests::Counter};
+
+    /// The far end of a test pipe: what the peer writes and reads.
+    pub(crate) struct Peer {
+        pub(crate) tx: QueueWriter,
+        pub(crate) rx: QueueReader,
+    }
+
+    impl Peer {
+        pub(crate) fn read(&mut self) -> Option<Message> {
+            use crate::transport::PipeReader;
+            self.rx.try_read().ok().flatten()
+        }
+        pub(crate) fn write(&mut self, m: impl Into<Message>) {
+            use crate::transport::PipeWriter;
+            self.tx
+                .try_write(m.into())
+                .expect("test pipe takes the message");
+        }
+    }
+
+    /// A pipe with the given HWM (socket to peer) and a peer of type `peer_type`.
+    pub(crate) fn pipe(hwm: usize, peer_type: SocketType, routing_id: &[u8]) -> (Pipe, Peer) {
+        let n = Arc::new(Counter::default());
+        let cfg = QueueConfig {
+            hwm,
+            conflate: false,
+        };
+        let (aw, ar, bw, br) = queue_pair(cfg, cfg, n.clone(), n);
+        (
+            Pipe {
+                writer: Box::new(aw),
+                reader: Box::new(ar),
+                meta: PipeMeta {
+                    peer_type,
+                    routing_id: Bytes::copy_from_slice(routing_id),
+                    endpoint: "test://".into(),
+                },
+            },
+            Peer { tx: bw, rx: br },
+        )
+    }
+
+    pub(crate) fn msg(frames: &[&[u8]]) -> Message {
+        Message::from_frames(frames.iter().map(|f| Bytes::copy_from_slice(f)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testutil::*;
+    use super::*;
+
+    #[test]
+    fn envelope_split() {
+        let (env, body) = split_envelope(msg(&[b"id", b"", b"a", b""])).unwrap();
+        assert_eq!(env, vec![Bytes::from("id"), Bytes::new()]);
+        assert_eq!(body, msg(&[b"a", b""]));
+        assert!(split_envelope(msg(&[b"x"])).is_none());
+    }
+
+    #[test]
+    fn load_balancer_skips_full_and_closed_pipes() {
+        let mut pipes = Pipes::default();
+        let (p1, mut peer1) = pipe(1, SocketType::Pull, b"");
+        let (p2, peer2) = pipe(1, SocketType::Pull, b"");
+        let (p3, mut peer3) = pipe(1, SocketType::Pull, b"");
+        pipes.add(1, p1);
+        pipes.add(2, p2);
+        pipes.add(3, p3);
+        drop(peer2);
+        assert_eq!(pipes.write_balanced(msg(&[b"a"])).unwrap(), 1);
+        assert_eq!(pipes.write_balanced(msg(&[b"b"])).unwrap(), 3);
+        assert_eq!(pipes.gone.len(), 1, "the closed pipe is reported");
+        let back = pipes.write_balanced(msg(&[b"c"])).unwrap_err();
+        assert_eq!(back, msg(&[b"c"]), "all full: the message comes back");
+        assert_eq!(peer1.read().unwrap(), msg(&[b"a"]));
+        assert_eq!(pipes.write_balanced(msg(&[b"c"])).unwrap(), 1);
+        assert_eq!(peer3.read().unwrap(), msg(&[b"b"]));
+    }
+
+    #[test]
+    fn fair_queue_takes_turns() {
+        let mut pipes = Pipes::default();
+        let mut peers = Vec::new();
+        for id in 0..3 {
+            let (p, mut peer) = pipe(0, SocketType::Push, b"");
+            for i in 0..3u8 {
+                peer.write(vec![id as u8, i]);
+            }
+            pipes.add(id, p);
+            peers.push(peer);
+        }
+        let order: Vec<u64> = std::iter::from_fn(|| pipes.read_fair().map(|(id, _)| id)).collect();
+        assert_eq!(order, vec![0, 1, 2, 0, 1, 2, 0, 1, 2]);
+    }
+}

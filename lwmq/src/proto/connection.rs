@@ -1,0 +1,514 @@
+//! The connection state machine: greeting, handshake, traffic, closing.
+//!
+//! A [`Connection`] is owned by one thread at a time (it is `Send`, not shared): the
+//! owner calls its methods in the order described in the [module docs](super).
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use super::command::Command;
+use super::greeting::{self, GREETING_LEN, Greeting, MAJOR_POS};
+use super::heartbeat::{self, Action, Heartbeat};
+use super::mechanism::{self, Handshake, HandshakeCx, Step};
+use super::{Config, Event, PeerInfo, ProtoError, frame};
+use crate::{Message, SocketType};
+
+/// Data frames at least this long are handed to the owner as their own `Bytes`, not
+/// copied into the coalescing buffer.
+const ZERO_COPY_THRESHOLD: usize = 8 * 1024;
+
+/// The queue of bytes to write, in order. Small writes are coalesced into `tail`; large
+/// frame bodies are queued as they are.
+#[derive(Debug, Default)]
+pub(crate) struct Transmit {
+    chunks: VecDeque<Bytes>,
+    tail: BytesMut,
+    /// Bytes in `chunks` and `tail` together.
+    len: usize,
+}
+
+impl Transmit {
+    fn raw(&mut self, bytes: &[u8]) {
+        self.tail.extend_from_slice(bytes);
+        self.len += bytes.len();
+    }
+
+    pub(crate) fn command(&mut self, cmd: &Command) {
+        let body = cmd.encode();
+        let before = self.tail.len();
+        frame::encode_header(&mut self.tail, false, true, body.len());
+        self.tail.extend_from_slice(&body);
+        self.len += self.tail.len() - before;
+    }
+
+    fn data_frame(&mut self, more: bool, body: Bytes) {
+        let before = self.tail.len();
+        frame::encode_header(&mut self.tail, more, false, body.len());
+        self.len += self.tail.len() - before + body.len();
+        if body.len() >= ZERO_COPY_THRESHOLD {
+            if !self.tail.is_empty() {
+                self.chunks.push_back(self.tail.split().freeze());
+            }
+            self.chunks.push_back(body);
+        } else {
+            self.tail.extend_from_slice(&body);
+        }
+    }
+
+    fn pop(&mut self) -> Option<Bytes> {
+        let b = match self.chunks.pop_front() {
+            Some(b) => b,
+            None if !self.tail.is_empty() => self.tail.split().freeze(),
+            None => return None,
+        };
+        self.len -= b.len();
+        Some(b)
+    }
+}
+
+/// Something given to us to send before the handshake finished.
+#[derive(Debug)]
+enum Held {
+    Message(Message),
+    Subscribe(Bytes),
+    Cancel(Bytes),
+}
+
+#[derive(Debug)]
+enum State {
+    /// Reading the peer's 64-byte greeting.
+    Greeting,
+    /// The mechanism's handshake, in one of its states.
+    Handshake(Box<dyn Handshake>),
+    /// Messages flow.
+    Ready,
+    /// Over; `Connection::error` says why.
+    Closed,
+}
+
+/// One ZMTP connection, without I/O. See the [module docs](super) for how to drive it.
+#[derive(Debug)]
+pub struct Connection {
+    config: Config,
+    state: State,
+    /// Received bytes not consumed yet.
+    input: BytesMut,
+    /// Whether the second part of our greeting is queued.
+    sent_greeting_rest: bool,
+    /// The negotiated ZMTP minor version (valid once the greeting is parsed).
+    minor: u8,
+    out: Transmit,
+    events: VecDeque<Event>,
+    /// Sent before the handshake finished, written when it does.
+    held: VecDeque<Held>,
+    held_bytes: usize,
+    /// Frames of an incoming multipart message so far.
+    partial: Vec<Bytes>,
+    heartbeat: Heartbeat,
+    peer: Option<PeerInfo>,
+    /// The fatal error, once there is one (it sticks).
+    error: Option<ProtoError>,
+    /// `Event::Closed`, handed out once the transmit queue has drained.
+    closed_event: Option<ProtoError>,
+    /// The latest `now` we were given.
+    now: Instant,
+}
+
+impl Connection {
+    /// A new connection; the first part of our greeting is queued at once. An invalid
+    /// `config` (see [`Config::validate`]) gives a connection that is already closed.
+    pub fn new(config: Config, now: Instant) -> Connection {
+        let heartbeat = Heartbeat::new(config.heartbeat_interval, config.heartbeat_timeout, now);
+        let invalid = config.validate().err();
+        let mut c = Connection {
+            config,
+            state: State::Greeting,
+            input: BytesMut::new(),
+            sent_greeting_rest: false,
+            minor: greeting::MINOR,
+            out: Transmit::default(),
+            events: VecDeque::new(),
+            held: VecDeque::new(),
+            held_bytes: 0,
+            partial: Vec::new(),
+            heartbeat,
+            peer: None,
+            error: None,
+            closed_event: None,
+            now,
+        };
+        match invalid {
+            Some(e) => c.fail(e),
+            None => c.out.raw(&greeting::encode_first()),
+        }
+        c
+    }
+
+    /// Feeds bytes received from the peer (any split of the stream).
+    pub fn handle_input(&mut self, data: &[u8], now: Instant) {
+        if self.error.is_some() {
+            return;
+        }
+        self.now = now;
+        if data.is_empty() {
+            return;
+        }
+        self.heartbeat.received(now);
+        self.input.extend_from_slice(data);
+        self.process();
+    }
+
+    /// The next chunk of bytes to write to the stream; write all of it before asking
+    /// for the next. Large message frames come back as their own `Bytes`, uncopied.
+    pub fn poll_transmit(&mut self) -> Option<Bytes> {
+        self.out.pop()
+    }
+
+    /// The next event. [`Event::Closed`] comes last, and only once `poll_transmit` has
+    /// returned every final byte.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        if let Some(e) = self.events.pop_front() {
+            return Some(e);
+        }
+        if self.out.len == 0 {
+            return self.closed_event.take().map(Event::Closed);
+        }
+        None
+    }
+
+    /// Queues a message. Before the handshake has finished it is held, then written.
+    /// Fails if the connection is closed (with its error) or the message has no frames.
+    pub fn send(&mut self, msg: Message) -> Result<(), ProtoError> {
+        if let Some(e) = &self.error {
+            return Err(e.clone());
+        }
+        if msg.is_empty() {
+            return Err(ProtoError::InvalidArgument(
+                "a message needs at least one frame".into(),
+            ));
+        }
+        if matches!(self.state, State::Ready) {
+            self.write_message(msg);
+        } else {
+            self.held_bytes += msg.size();
+            self.held.push_back(Held::Message(msg));
+        }
+        Ok(())
+    }
+
+    /// Subscribes to `topic` at the peer (SUBSCRIBE with ZMTP 3.1, a 0x01 frame with 3.0).
+    pub fn send_subscribe(&mut self, topic: Bytes) {
+        self.subscription(Held::Subscribe(topic));
+    }
+
+    /// Cancels a subscription at the peer (CANCEL with ZMTP 3.1, a 0x00 frame with 3.0).
+    pub fn send_cancel(&mut self, topic: Bytes) {
+        self.subscription(Held::Cancel(topic));
+    }
+
+    /// Answers an [`Event::AuthRequest`] (PLAIN server). Accepting sends WELCOME;
+    /// rejecting sends ERROR and closes. Ignored when no request is pending.
+    pub fn authenticate(&mut self, accept: bool) {
+        if !matches!(&self.state, State::Handshake(hs) if hs.awaits_auth()) {
+            tracing::warn!("authenticate() called with no authentication request pending; ignored");
+            return;
+        }
+        let r = self.step(|hs, cx| hs.authenticate(accept, cx));
+        match r {
+            Ok(()) => self.process(),
+            Err(e) => self.fail(e),
+        }
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must next be called, if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            State::Ready => self.heartbeat.deadline(),
+            _ => None,
+        }
+    }
+
+    /// Advances the timers: sends a due PING, or fails on a heartbeat timeout.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if !matches!(self.state, State::Ready) {
+            return;
+        }
+        self.now = now;
+        loop {
+            match self.heartbeat.poll(now) {
+                Action::None => return,
+                Action::Ping => self.out.command(&Command::Ping {
+                    ttl: heartbeat::ttl_deciseconds(self.config.heartbeat_ttl),
+                    context: Bytes::new(),
+                }),
+                Action::Expired => {
+                    self.fail(ProtoError::HeartbeatTimeout);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Ends the connection: queues ERROR with `reason` (when a mechanism is agreed, so
+    /// the peer can read it), then [`Event::Closed`] with [`ProtoError::Closed`].
+    pub fn close(&mut self, reason: &str) {
+        if self.error.is_some() {
+            return;
+        }
+        if matches!(self.state, State::Handshake(_) | State::Ready) {
+            self.out.command(&Command::Error(reason.to_owned()));
+        }
+        self.fail(ProtoError::Closed(reason.to_owned()));
+    }
+
+    /// Whether the handshake is done and the connection not closed.
+    pub fn is_ready(&self) -> bool {
+        matches!(self.state, State::Ready)
+    }
+
+    /// Whether the connection is over (a fatal error, or [`close`](Self::close)).
+    pub fn is_closed(&self) -> bool {
+        self.error.is_some()
+    }
+
+    /// The fatal error, once the connection is closed.
+    pub fn error(&self) -> Option<&ProtoError> {
+        self.error.as_ref()
+    }
+
+    /// The peer, once the handshake is done.
+    pub fn peer(&self) -> Option<&PeerInfo> {
+        self.peer.as_ref()
+    }
+
+    /// Bytes waiting to be written (queued for `poll_transmit`, plus messages held until
+    /// the handshake finishes), so the owner can apply back-pressure.
+    pub fn pending_transmit_bytes(&self) -> usize {
+        self.out.len + self.held_bytes
+    }
+
+    /// Consumes as much buffered input as the current state allows.
+    fn process(&mut self) {
+        if let Err(e) = self.process_inner() {
+            self.fail(e);
+        }
+    }
+
+    fn process_inner(&mut self) -> Result<(), ProtoError> {
+        loop {
+            match self.state {
+                State::Closed => return Ok(()),
+                State::Greeting => {
+                    if !self.process_greeting()? {
+                        return Ok(());
+                    }
+                }
+                State::Handshake(_) => {
+                    let Some(f) = frame::decode(&mut self.input, self.config.max_msg_size)? else {
+                        return Ok(());
+                    };
+                    if !f.command {
+                        return Err(ProtoError::Malformed(
+                            "message frame received before the handshake finished".into(),
+                        ));
+                    }
+                    let cmd = Command::parse(f.body)?;
+                    tracing::trace!(?cmd, "handshake command");
+                    self.step(|hs, cx| hs.handle_command(cmd, cx))?;
+                }
+                State::Ready => {
+                    let Some(f) = frame::decode(&mut self.input, self.config.max_msg_size)? else {
+                        return Ok(());
+                    };
+                    self.handle_frame(f)?;
+                }
+            }
+        }
+    }
+
+    /// Reads the peer's greeting; `Ok(true)` once it is complete and the mechanism runs.
+    fn process_greeting(&mut self) -> Result<bool, ProtoError> {
+        let n = self.input.len().min(GREETING_LEN);
+        greeting::check_prefix(&self.input[..n])?;
+        if n > MAJOR_POS && !self.sent_greeting_rest {
+            // The peer is a ZMTP 3.x peer: send the rest of ours.
+            self.sent_greeting_rest = true;
+            let m = &self.config.mechanism;
+            self.out
+                .raw(&greeting::encode_rest(m.name(), m.as_server()));
+        }
+        if n < GREETING_LEN {
+            return Ok(false);
+        }
+        let mut bytes = [0u8; GREETING_LEN];
+        bytes.copy_from_slice(&self.input[..GREETING_LEN]);
+        self.input.advance(GREETING_LEN);
+        let g = Greeting::parse(&bytes)?;
+        self.minor = g.negotiated_minor();
+        tracing::debug!(major = g.major, minor = g.minor, "peer greeting");
+        let mut cx = HandshakeCx {
+            config: &self.config,
+            minor: self.minor,
+            out: &mut self.out,
+            events: &mut self.events,
+        };
+        let step = mechanism::start(&g.mechanism, g.as_server, &mut cx)?;
+        self.apply(step);
+        Ok(true)
+    }
+
+    /// Runs one handshake step on the current state.
+    fn step(
+        &mut self,
+        f: impl FnOnce(Box<dyn Handshake>, &mut HandshakeCx<'_>) -> Result<Step, ProtoError>,
+    ) -> Result<(), ProtoError> {
+        let State::Handshake(hs) = std::mem::replace(&mut self.state, State::Closed) else {
+            // Callers check the state first; staying Closed is the safe outcome anyway.
+            return Err(ProtoError::Malformed(
+                "internal: no handshake in progress".into(),
+            ));
+        };
+        let mut cx = HandshakeCx {
+            config: &self.config,
+            minor: self.minor,
+            out: &mut self.out,
+            events: &mut self.events,
+        };
+        let step = f(hs, &mut cx)?;
+        self.apply(step);
+        Ok(())
+    }
+
+    fn apply(&mut self, step: Step) {
+        match step {
+            Step::Continue(hs) => self.state = State::Handshake(hs),
+            Step::Done(peer) => {
+                tracing::debug!(peer = ?peer.socket_type, minor = peer.minor_version, "handshake succeeded");
+                self.state = State::Ready;
+                self.events
+                    .push_back(Event::HandshakeSucceeded(peer.clone()));
+                self.peer = Some(peer);
+                self.heartbeat.start(self.now);
+                for h in std::mem::take(&mut self.held) {
+                    match h {
+                        Held::Message(m) => self.write_message(m),
+                        Held::Subscribe(t) => self.write_subscription(true, t),
+                        Held::Cancel(t) => self.write_subscription(false, t),
+                    }
+                }
+                self.held_bytes = 0;
+            }
+        }
+    }
+
+    fn handle_frame(&mut self, f: frame::Frame) -> Result<(), ProtoError> {
+        if f.command {
+            // libzmq may put a PING between the frames of a multipart message: allowed.
+            return match Command::parse(f.body)? {
+                Command::Ping { ttl, context } => {
+                    self.heartbeat.peer_ttl(ttl);
+                    self.out.command(&Command::Pong(context));
+                    Ok(())
+                }
+                Command::Pong(_) => Ok(()),
+                Command::Subscribe(t) => {
+                    self.surface_subscription(true, t);
+                    Ok(())
+                }
+                Command::Cancel(t) => {
+                    self.surface_subscription(false, t);
+                    Ok(())
+                }
+                Command::Error(reason) => Err(ProtoError::PeerError(reason)),
+                Command::Unknown { name, .. } => {
+                    tracing::debug!(name = ?name, "ignoring unknown command");
+                    Ok(())
+                }
+                other => Err(ProtoError::Malformed(format!(
+                    "{} after the handshake",
+                    String::from_utf8_lossy(other.name())
+                ))),
+            };
+        }
+        self.partial.push(f.body);
+        if f.more {
+            return Ok(());
+        }
+        let frames = std::mem::take(&mut self.partial);
+        if self.is_publisher() && frames.len() == 1 {
+            let body = &frames[0];
+            if let Some(&kind @ (0 | 1)) = body.first() {
+                self.surface_subscription(kind == 1, body.slice(1..));
+                return Ok(());
+            }
+        }
+        self.events.push_back(Event::Message(Message::from(frames)));
+        Ok(())
+    }
+
+    fn is_publisher(&self) -> bool {
+        matches!(self.config.socket_type, SocketType::Pub | SocketType::XPub)
+    }
+
+    fn surface_subscription(&mut self, subscribe: bool, topic: Bytes) {
+        if !self.is_publisher() {
+            tracing::debug!("ignoring a subscription sent to a non-publisher");
+            return;
+        }
+        self.events.push_back(if subscribe {
+            Event::Subscribe(topic)
+        } else {
+            Event::Cancel(topic)
+        });
+    }
+
+    fn subscription(&mut self, h: Held) {
+        if self.error.is_some() {
+            return;
+        }
+        match (h, matches!(self.state, State::Ready)) {
+            (Held::Subscribe(t), true) => self.write_subscription(true, t),
+            (Held::Cancel(t), true) => self.write_subscription(false, t),
+            (h, _) => self.held.push_back(h),
+        }
+    }
+
+    fn write_subscription(&mut self, subscribe: bool, topic: Bytes) {
+        if self.minor >= 1 {
+            self.out.command(&if subscribe {
+                Command::Subscribe(topic)
+            } else {
+                Command::Cancel(topic)
+            });
+        } else {
+            let mut body = BytesMut::with_capacity(topic.len() + 1);
+            body.extend_from_slice(&[u8::from(subscribe)]);
+            body.extend_from_slice(&topic);
+            self.out.data_frame(false, body.freeze());
+        }
+    }
+
+    fn write_message(&mut self, msg: Message) {
+        let last = msg.len().saturating_sub(1);
+        for (i, f) in msg.into_frames().into_iter().enumerate() {
+            self.out.data_frame(i < last, f);
+        }
+    }
+
+    /// Ends the connection with `e` (sticky). Queued ERROR bytes stay queued.
+    fn fail(&mut self, e: ProtoError) {
+        if self.error.is_some() {
+            return;
+        }
+        tracing::debug!(error = %e, "ZMTP connection failed");
+        self.state = State::Closed;
+        self.error = Some(e.clone());
+        self.closed_event = Some(e);
+        self.held.clear();
+        self.held_bytes = 0;
+        self.partial.clear();
+        self.input.clear();
+    }
+}

@@ -1,0 +1,588 @@
+//! The public [`Socket`]: bind, connect, send, receive, options, monitor.
+//!
+//! Threads: a socket is used by one thread at a time (it is `Send`; its methods take
+//! `&self` and serialize on an internal mutex, so a second thread calling it waits).
+//! That thread owns the pattern and the socket's halves of its pipes. Other threads
+//! reach the socket only through [`SocketShared`]: the I/O thread and inproc peers push
+//! new pipes into its mailbox and ring its [`Signal`]; monitors get events from both.
+//!
+//! Every blocking call follows the pipe contract's wait (see [`crate::transport`]):
+//! read the signal's epoch, try, and sleep only if nothing rang since.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::context::Context;
+use crate::io_thread::Command;
+use crate::monitor::{EventKind, Monitor, Monitors};
+use crate::options::{Mechanism, Options};
+use crate::pattern::{self, Pattern, PipeId};
+use crate::transport::inproc::Side;
+use crate::transport::{Notify, Pipe, Signal, stream};
+use crate::{Endpoint, Error, Message, Result, SendError, SocketType};
+
+/// What other threads may touch of a socket.
+#[derive(Debug)]
+pub(crate) struct SocketShared {
+    /// Unique within the process.
+    pub id: u64,
+    pub socket_type: SocketType,
+    /// Rung by every source of work for this socket.
+    pub signal: Arc<Signal>,
+    /// Pipes delivered by the I/O thread or inproc peers, for the user thread to attach.
+    mailbox: Mutex<Vec<(PipeId, Pipe)>>,
+    pub monitors: Monitors,
+}
+
+impl SocketShared {
+    /// Hands a new pipe to the socket and wakes it.
+    pub(crate) fn deliver(&self, id: PipeId, pipe: Pipe) {
+        lock(&self.mailbox).push((id, pipe));
+        self.signal.notify();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Our critical sections leave the data consistent at every step; a panic in user
+    // code elsewhere does not make it unusable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[derive(Debug)]
+enum Attached {
+    InprocBind(String),
+    InprocConnect(PipeId),
+    StreamBind(u64),
+    StreamConnect(u64),
+}
+
+#[derive(Debug)]
+struct Core {
+    pattern: Box<dyn Pattern>,
+    options: Options,
+    /// A message read by poll to learn that the socket is readable.
+    prefetched: Option<Message>,
+    endpoints: Vec<(String, Attached)>,
+    last_endpoint: Option<String>,
+}
+
+/// A socket of one of ZeroMQ's types, with any number of endpoints.
+///
+/// Dropping it closes it: pending outgoing messages keep going out for up to the
+/// linger time ([`Socket::set_linger`]), in the background.
+#[derive(Debug)]
+pub struct Socket {
+    ctx: Context,
+    shared: Arc<SocketShared>,
+    core: Mutex<Core>,
+}
+
+fn deadline(timeout: Option<Duration>) -> Option<Instant> {
+    timeout.map(|t| Instant::now() + t)
+}
+
+impl Socket {
+    pub(crate) fn new(ctx: Context, socket_type: SocketType) -> Socket {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let options = Options::new(socket_type);
+        let shared = Arc::new(SocketShared {
+            id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            socket_type,
+            signal: Arc::new(Signal::new()),
+            mailbox: Mutex::new(Vec::new()),
+            monitors: Monitors::default(),
+        });
+        ctx.register(&shared);
+        Socket {
+            ctx,
+            core: Mutex::new(Core {
+                pattern: pattern::new(socket_type, &options.pattern),
+                options,
+                prefetched: None,
+                endpoints: Vec::new(),
+                last_endpoint: None,
+            }),
+            shared,
+        }
+    }
+
+    fn core(&self) -> MutexGuard<'_, Core> {
+        lock(&self.core)
+    }
+
+    /// The socket's type.
+    pub fn socket_type(&self) -> SocketType {
+        self.shared.socket_type
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<SocketShared> {
+        &self.shared
+    }
+
+    /// For poll: fails once the context is terminated.
+    pub(crate) fn check_alive(&self) -> Result<()> {
+        self.check_open()
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.ctx.is_terminated() {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn absorb_mailbox(&self, core: &mut Core) {
+        let new = std::mem::take(&mut *lock(&self.shared.mailbox));
+        for (id, pipe) in new {
+            core.pattern.attach(id, pipe);
+        }
+    }
+
+    /// Binds to an endpoint and returns the endpoint actually bound (for
+    /// `tcp://*:0`, the port the system picked). A socket may bind many endpoints.
+    pub fn bind(&self, uri: &str) -> Result<String> {
+        self.check_open()?;
+        let ep = Endpoint::parse(uri)?;
+        let mut core = self.core();
+        let (actual, attached) = match &ep {
+            Endpoint::Inproc(name) => {
+                let side = Side {
+                    socket: self.shared.clone(),
+                    options: core.options.clone(),
+                };
+                let waiting = self.ctx.inproc().bind(uri, name, side)?;
+                for (id, pipe) in waiting {
+                    core.pattern.attach(id, pipe);
+                }
+                (uri.to_owned(), Attached::InprocBind(name.clone()))
+            }
+            Endpoint::Tcp { .. } | Endpoint::Unix(_) => {
+                let bound = match stream::bind(uri, &ep) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        self.shared
+                            .monitors
+                            .emit(EventKind::BindFailed, uri, e.to_string());
+                        return Err(e);
+                    }
+                };
+                let io = self.ctx.io()?;
+                let id = crate::transport::next_pipe_id();
+                let actual = bound.endpoint.clone();
+                self.shared.monitors.emit(EventKind::Listening, &actual, "");
+                io.command(Command::Listen {
+                    id,
+                    socket: self.shared.clone(),
+                    bound,
+                    options: core.options.clone(),
+                });
+                (actual, Attached::StreamBind(id))
+            }
+            other => {
+                return Err(Error::endpoint(
+                    uri,
+                    format!("the {} transport is not available here", other.scheme()),
+                ));
+            }
+        };
+        core.endpoints.push((actual.clone(), attached));
+        if actual != uri {
+            // Let unbind() find it by the name the user gave too.
+            if let Some((_, a)) = core.endpoints.pop() {
+                core.endpoints.push((uri.to_owned(), clone_attached(&a)));
+                core.endpoints.push((actual.clone(), a));
+            }
+        }
+        core.last_endpoint = Some(actual.clone());
+        Ok(actual)
+    }
+
+    /// Connects to an endpoint. Returns at once; the connection is made (and remade
+    /// after failures, every reconnect interval) in the background, and messages queue
+    /// up to the high-water mark meanwhile (unless [`Socket::set_immediate`]).
+    pub fn connect(&self, uri: &str) -> Result<()> {
+        self.check_open()?;
+        let ep = Endpoint::parse(uri)?;
+        let mut core = self.core();
+        let attached = match &ep {
+            Endpoint::Inproc(name) => {
+                let side = Side {
+                    socket: self.shared.clone(),
+                    options: core.options.clone(),
+                };
+                let (id, pipe) = self.ctx.inproc().connect(uri, name, side)?;
+                core.pattern.attach(id, pipe);
+                Attached::InprocConnect(id)
+            }
+            Endpoint::Tcp {
+                host: crate::endpoint::Host::Any,
+                ..
+            } => {
+                return Err(Error::endpoint(uri, "cannot connect to '*': name a host"));
+            }
+            Endpoint::Tcp { port: 0, .. } => {
+                return Err(Error::endpoint(uri, "cannot connect to port 0"));
+            }
+            Endpoint::Tcp { .. } | Endpoint::Unix(_) => {
+                let io = self.ctx.io()?;
+                let id = crate::transport::next_pipe_id();
+                // A connect pipe that exists before the connection lets messages queue
+                // while the peer is away. ROUTER learns its peer's routing id in the
+                // handshake, so its pipes are made then.
+                let pipe = if !core.options.immediate && self.socket_type() != SocketType::Router {
+                    let (mine, theirs) =
+                        crate::io_thread::stream_pipe(&io, &self.shared, &core.options, uri);
+                    core.pattern.attach(mine.0, mine.1);
+                    Some(theirs)
+                } else {
+                    None
+                };
+                io.command(Command::Connect {
+                    id,
+                    socket: self.shared.clone(),
+                    uri: uri.to_owned(),
+                    endpoint: ep.clone(),
+                    options: core.options.clone(),
+                    pipe,
+                });
+                Attached::StreamConnect(id)
+            }
+            other => {
+                return Err(Error::endpoint(
+                    uri,
+                    format!("the {} transport is not available here", other.scheme()),
+                ));
+            }
+        };
+        core.endpoints.push((uri.to_owned(), attached));
+        core.last_endpoint = Some(uri.to_owned());
+        Ok(())
+    }
+
+    /// Stops listening on an endpoint given to (or returned by) [`Socket::bind`].
+    /// Connections already accepted stay.
+    pub fn unbind(&self, uri: &str) -> Result<()> {
+        self.detach_endpoint(uri, true)
+    }
+
+    /// Stops connecting to an endpoint given to [`Socket::connect`] and closes the
+    /// connection to it.
+    pub fn disconnect(&self, uri: &str) -> Result<()> {
+        self.detach_endpoint(uri, false)
+    }
+
+    fn detach_endpoint(&self, uri: &str, bind: bool) -> Result<()> {
+        let mut core = self.core();
+        let matches = |a: &Attached| {
+            matches!(
+                (a, bind),
+                (Attached::InprocBind(_) | Attached::StreamBind(_), true)
+                    | (
+                        Attached::InprocConnect(_) | Attached::StreamConnect(_),
+                        false
+                    )
+            )
+        };
+        let Some(pos) = core
+            .endpoints
+            .iter()
+            .position(|(u, a)| u == uri && matches(a))
+        else {
+            return Err(Error::endpoint(
+                uri,
+                if bind {
+                    "this socket is not bound to it"
+                } else {
+                    "this socket is not connected to it"
+                },
+            ));
+        };
+        let (_, attached) = core.endpoints.remove(pos);
+        // A bind is recorded under the given and the actual name: drop both.
+        let same = |a: &Attached| match (a, &attached) {
+            (Attached::StreamBind(x), Attached::StreamBind(y)) => x == y,
+            (Attached::InprocBind(x), Attached::InprocBind(y)) => x == y,
+            _ => false,
+        };
+        core.endpoints.retain(|(_, a)| !same(a));
+        match attached {
+            Attached::InprocBind(name) => {
+                self.ctx.inproc().unbind(&name, self.shared.id);
+            }
+            Attached::InprocConnect(pipe) => core.pattern.detach(pipe),
+            Attached::StreamBind(id) => self.ctx.io()?.command(Command::Unbind { id }),
+            Attached::StreamConnect(id) => self.ctx.io()?.command(Command::Disconnect { id }),
+        }
+        Ok(())
+    }
+
+    /// Sends a message, blocking as the send timeout says ([`Socket::set_send_timeout`]).
+    /// On failure the message is handed back inside the [`SendError`].
+    pub fn send(&self, msg: impl Into<Message>) -> Result<(), SendError> {
+        let timeout = self.core().options.send_timeout;
+        self.send_until(msg.into(), timeout)
+    }
+
+    /// Sends without blocking: [`Error::WouldBlock`] if the message cannot go now.
+    pub fn try_send(&self, msg: impl Into<Message>) -> Result<(), SendError> {
+        self.send_until(msg.into(), Some(Duration::ZERO))
+    }
+
+    fn send_until(&self, mut msg: Message, timeout: Option<Duration>) -> Result<(), SendError> {
+        let deadline = deadline(timeout);
+        let mut core = self.core();
+        loop {
+            let seen = self.shared.signal.epoch();
+            if self.ctx.is_terminated() {
+                return Err(SendError {
+                    error: Error::Closed,
+                    message: msg,
+                });
+            }
+            self.absorb_mailbox(&mut core);
+            match core.pattern.send(msg) {
+                Ok(()) => return Ok(()),
+                Err(SendError {
+                    error: Error::WouldBlock,
+                    message,
+                }) => msg = message,
+                Err(e) => return Err(e),
+            }
+            if timeout == Some(Duration::ZERO) {
+                return Err(SendError {
+                    error: Error::WouldBlock,
+                    message: msg,
+                });
+            }
+            if !self.shared.signal.wait(seen, deadline) {
+                return Err(SendError {
+                    error: Error::Timeout,
+                    message: msg,
+                });
+            }
+        }
+    }
+
+    /// Receives a message, blocking as the receive timeout says
+    /// ([`Socket::set_recv_timeout`]).
+    pub fn recv(&self) -> Result<Message> {
+        let timeout = self.core().options.recv_timeout;
+        self.recv_until(timeout)
+    }
+
+    /// Receives without blocking: [`Error::WouldBlock`] if no message is waiting.
+    pub fn try_recv(&self) -> Result<Message> {
+        self.recv_until(Some(Duration::ZERO))
+    }
+
+    fn recv_until(&self, timeout: Option<Duration>) -> Result<Message> {
+        let deadline = deadline(timeout);
+        let mut core = self.core();
+        if let Some(m) = core.prefetched.take() {
+            return Ok(m);
+        }
+        loop {
+            let seen = self.shared.signal.epoch();
+            self.check_open()?;
+            self.absorb_mailbox(&mut core);
+            match core.pattern.recv() {
+                Ok(m) => return Ok(m),
+                Err(Error::WouldBlock) => {}
+                Err(e) => return Err(e),
+            }
+            if timeout == Some(Duration::ZERO) {
+                return Err(Error::WouldBlock);
+            }
+            if !self.shared.signal.wait(seen, deadline) {
+                return Err(Error::Timeout);
+            }
+        }
+    }
+
+    /// For poll: whether a message can be received now (reading it ahead if needed).
+    pub(crate) fn poll_readable(&self) -> bool {
+        let mut core = self.core();
+        if core.prefetched.is_some() {
+            return true;
+        }
+        self.absorb_mailbox(&mut core);
+        match core.pattern.recv() {
+            Ok(m) => {
+                core.prefetched = Some(m);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// For poll: whether a message can be sent now.
+    pub(crate) fn poll_writable(&self) -> bool {
+        let mut core = self.core();
+        self.absorb_mailbox(&mut core);
+        core.pattern.can_send()
+    }
+
+    /// The last endpoint bound or connected (for a bind, the actual one).
+    pub fn last_endpoint(&self) -> Option<String> {
+        self.core().last_endpoint.clone()
+    }
+
+    /// A new monitor receiving this socket's events from now on.
+    pub fn monitor(&self) -> Monitor {
+        self.shared.monitors.add()
+    }
+
+    fn set(&self, f: impl FnOnce(&mut Options)) {
+        let mut core = self.core();
+        f(&mut core.options);
+        let po = core.options.pattern.clone();
+        core.pattern.configure(&po);
+    }
+
+    /// Most messages queued per peer for sending (0: no limit). Default 1000. When a
+    /// peer's queue is full, PUB/XPUB/ROUTER drop; PUSH/DEALER/REQ/PAIR block.
+    /// Applies to endpoints bound or connected afterwards.
+    pub fn set_send_hwm(&self, n: usize) {
+        self.set(|o| o.send_hwm = n);
+    }
+    /// Most messages queued per peer for receiving (0: no limit). Default 1000.
+    pub fn set_recv_hwm(&self, n: usize) {
+        self.set(|o| o.recv_hwm = n);
+    }
+    /// How long `send` may wait: `None` blocks, zero never waits
+    /// ([`Error::WouldBlock`]), else [`Error::Timeout`] after that long.
+    pub fn set_send_timeout(&self, t: Option<Duration>) {
+        self.set(|o| o.send_timeout = t);
+    }
+    /// How long `recv` may wait (as [`Socket::set_send_timeout`]).
+    pub fn set_recv_timeout(&self, t: Option<Duration>) {
+        self.set(|o| o.recv_timeout = t);
+    }
+    /// How long queued messages may still go out after the socket is closed (`None`:
+    /// without limit). Default 2 s.
+    pub fn set_linger(&self, t: Option<Duration>) {
+        self.set(|o| o.linger = t);
+    }
+    /// Queue messages only to peers whose connection is complete (no queue before).
+    pub fn set_immediate(&self, on: bool) {
+        self.set(|o| o.immediate = on);
+    }
+    /// Time between reconnect attempts (default 100 ms).
+    pub fn set_reconnect_interval(&self, t: Duration) -> Result<()> {
+        if t.is_zero() {
+            return Err(Error::InvalidArgument(
+                "the reconnect interval must be positive".into(),
+            ));
+        }
+        self.set(|o| o.reconnect_interval = t);
+        Ok(())
+    }
+    /// Upper bound of the reconnect interval, which doubles after each failed attempt
+    /// up to it (`None`: no backoff).
+    pub fn set_reconnect_interval_max(&self, t: Option<Duration>) {
+        self.set(|o| o.reconnect_interval_max = t);
+    }
+    /// The routing id announced to peers (1 to 255 bytes, not starting with a zero byte).
+    pub fn set_routing_id(&self, id: impl Into<Bytes>) -> Result<()> {
+        let id = id.into();
+        if id.is_empty() || id.len() > 255 || id[0] == 0 {
+            return Err(Error::InvalidArgument(
+                "a routing id is 1 to 255 bytes and does not start with a zero byte".into(),
+            ));
+        }
+        self.set(|o| o.routing_id = id);
+        Ok(())
+    }
+    /// ROUTER: a message for an unknown peer fails with [`Error::HostUnreachable`]
+    /// (instead of being dropped), and a full peer makes `send` block.
+    pub fn set_router_mandatory(&self, on: bool) {
+        self.set(|o| o.pattern.router_mandatory = on);
+    }
+    /// Keep only the newest message in each queue.
+    pub fn set_conflate(&self, on: bool) {
+        self.set(|o| o.conflate = on);
+    }
+    /// Send a ZMTP PING this often when idle.
+    pub fn set_heartbeat_interval(&self, t: Option<Duration>) {
+        self.set(|o| o.heartbeat_interval = t);
+    }
+    /// The time-to-live we ask the peer to apply to us.
+    pub fn set_heartbeat_ttl(&self, t: Option<Duration>) {
+        self.set(|o| o.heartbeat_ttl = t);
+    }
+    /// Close a connection that is silent this long after a PING.
+    pub fn set_heartbeat_timeout(&self, t: Option<Duration>) {
+        self.set(|o| o.heartbeat_timeout = t);
+    }
+    /// Largest message accepted from a peer; larger ones close the connection.
+    pub fn set_max_msg_size(&self, n: Option<u64>) {
+        self.set(|o| o.max_msg_size = n);
+    }
+    /// Subscribes to messages whose first frame starts with `topic` (SUB, XSUB).
+    pub fn subscribe(&self, topic: &[u8]) -> Result<()> {
+        let mut core = self.core();
+        self.absorb_mailbox(&mut core);
+        core.pattern.subscribe(topic, true)
+    }
+    /// Removes one subscription to `topic` (SUB, XSUB).
+    pub fn unsubscribe(&self, topic: &[u8]) -> Result<()> {
+        let mut core = self.core();
+        self.absorb_mailbox(&mut core);
+        core.pattern.subscribe(topic, false)
+    }
+    /// Authenticate as a PLAIN client.
+    pub fn set_plain_client(&self, username: &str, password: &str) -> Result<()> {
+        if username.len() > 255 || password.len() > 255 {
+            return Err(Error::InvalidArgument(
+                "PLAIN user names and passwords are at most 255 bytes".into(),
+            ));
+        }
+        self.set(|o| {
+            o.mechanism = Mechanism::PlainClient {
+                username: username.to_owned(),
+                password: password.to_owned(),
+            }
+        });
+        Ok(())
+    }
+    /// Act as a PLAIN server (`false`: back to NULL). Every user is accepted, as by
+    /// libzmq without a ZAP handler.
+    pub fn set_plain_server(&self, on: bool) {
+        self.set(|o| {
+            o.mechanism = if on {
+                Mechanism::PlainServer
+            } else {
+                Mechanism::Null
+            }
+        });
+    }
+    /// REQ: add a request id to each request and drop replies with another one.
+    pub fn set_req_correlate(&self, on: bool) {
+        self.set(|o| o.pattern.req_correlate = on);
+    }
+    /// REQ: allow a new request before the previous reply came.
+    pub fn set_req_relaxed(&self, on: bool) {
+        self.set(|o| o.pattern.req_relaxed = on);
+    }
+}
+
+fn clone_attached(a: &Attached) -> Attached {
+    match a {
+        Attached::InprocBind(n) => Attached::InprocBind(n.clone()),
+        Attached::InprocConnect(p) => Attached::InprocConnect(*p),
+        Attached::StreamBind(i) => Attached::StreamBind(*i),
+        Attached::StreamConnect(i) => Attached::StreamConnect(*i),
+    }
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        self.ctx.inproc().remove_socket(self.shared.id);
+        let linger = self.core().options.linger;
+        self.ctx.close_socket(&self.shared, linger);
+        // The pattern's pipes close as they drop with `core`.
+    }
+}

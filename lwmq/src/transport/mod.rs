@@ -1,0 +1,501 @@
+//! Transports, and the **pipe contract** every one of them implements.
+//!
+//! A *pipe* connects one socket to one peer. From the socket's side it has two halves:
+//! a [`PipeWriter`] (messages to the peer) and a [`PipeReader`] (messages from the peer).
+//! The pattern code (`crate::pattern`) only ever sees these two traits, so a transport
+//! is added by implementing them; nothing in the patterns changes. Today there are:
+//!
+//! - in-memory queues ([`queue_pair`]): used for `inproc://` (socket to socket) and for
+//!   stream transports (socket to the I/O thread, which speaks ZMTP to the network);
+//! - shared-memory rings (`transport/shm`, written separately), where the application
+//!   thread writes straight into the ring.
+//!
+//! # The contract
+//!
+//! Writer:
+//! - [`PipeWriter::try_write`] queues a whole message (all frames) or hands it back:
+//!   [`WriteError::Full`] when the pipe holds its high-water mark of messages (the caller
+//!   drops or waits, depending on the socket type), [`WriteError::Closed`] when the peer
+//!   is gone for good (the caller detaches the pipe).
+//! - [`PipeWriter::write_control`] queues a control message (a subscription) ignoring
+//!   the high-water mark: subscriptions are never dropped.
+//! - [`PipeWriter::is_writable`]: whether `try_write` would succeed now (used by poll).
+//!
+//! Reader:
+//! - [`PipeReader::try_read`] returns `Ok(Some(msg))`, `Ok(None)` when nothing is queued
+//!   now, or `Err(PipeClosed)` once the peer closed *and* every queued message was read.
+//!
+//! Wake-ups: every socket owns exactly one [`Signal`]. A pipe must ring the reading
+//! socket's signal (through [`Notify::notify`]) when a message arrives in an empty pipe
+//! and when the pipe closes, and ring the writing socket's signal when a full pipe drops
+//! below its high-water mark and when the pipe closes. A socket waits like this:
+//!
+//! ```text
+//! let seen = signal.epoch();        // 1. read the epoch first,
+//! if let Some(m) = try_everything() { return m }   // 2. then look at every pipe,
+//! signal.wait(seen, deadline);      // 3. sleep only if nobody rang since step 1.
+//! ```
+//!
+//! Because the epoch is read before the pipes are inspected, a wake-up that happens in
+//! between is never lost. A shared-memory transport can ring the same signal from
+//! another thread of this process; a futex-backed signal for other processes would
+//! implement [`Notify`] in the same way.
+//!
+//! Threads: a pipe half is owned by one thread at a time (the socket's user or the I/O
+//! thread). The queue between the halves is protected by a mutex; the signals are
+//! `Sync`.
+
+pub(crate) mod inproc;
+pub(crate) mod stream;
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::{Message, SocketType};
+
+/// A process-wide unique pipe id (also the I/O thread's key for the pipe).
+pub(crate) fn next_pipe_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Something that can be told "look at your pipes again". Implemented by [`Signal`]
+/// (a socket's wake-up) and by the I/O thread's per-pipe waker.
+pub trait Notify: Send + Sync {
+    /// Rings. Must not block for long and must be safe to call from any thread.
+    fn notify(&self);
+}
+
+/// The one wake-up object of a socket. It counts rings in an *epoch*, so a waiter that
+/// read the epoch before looking for work never misses a ring that came in between.
+///
+/// Observers (used by [`crate::poll`]) are rung along with the signal.
+pub struct Signal {
+    epoch: Mutex<u64>,
+    cond: Condvar,
+    observers: Mutex<Vec<(u64, Arc<dyn Notify>)>>,
+}
+
+impl fmt::Debug for Signal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Signal")
+            .field("epoch", &self.epoch())
+            .finish()
+    }
+}
+
+impl Default for Signal {
+    fn default() -> Self {
+        Signal::new()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of our locks leaves plain data behind (counters and
+    // queues that are valid after every statement), so a poisoned lock is still usable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Signal {
+    /// A new signal at epoch 0.
+    pub fn new() -> Signal {
+        Signal {
+            epoch: Mutex::new(0),
+            cond: Condvar::new(),
+            observers: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The number of rings so far.
+    pub fn epoch(&self) -> u64 {
+        *lock(&self.epoch)
+    }
+
+    /// Waits until the epoch differs from `seen` or `deadline` passes (`None`: no
+    /// deadline). Returns whether the epoch changed.
+    pub fn wait(&self, seen: u64, deadline: Option<Instant>) -> bool {
+        let mut epoch = lock(&self.epoch);
+        while *epoch == seen {
+            match deadline {
+                None => epoch = self.cond.wait(epoch).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return false;
+                    }
+                    epoch = self
+                        .cond
+                        .wait_timeout(epoch, d - now)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+            }
+        }
+        true
+    }
+
+    /// Adds an observer rung with this signal; returns a key for [`Signal::unobserve`].
+    pub(crate) fn observe(&self, key: u64, n: Arc<dyn Notify>) {
+        lock(&self.observers).push((key, n));
+    }
+
+    /// Removes the observers added with `key`.
+    pub(crate) fn unobserve(&self, key: u64) {
+        lock(&self.observers).retain(|(k, _)| *k != key);
+    }
+}
+
+impl Notify for Signal {
+    fn notify(&self) {
+        {
+            let mut epoch = lock(&self.epoch);
+            *epoch = epoch.wrapping_add(1);
+        }
+        self.cond.notify_all();
+        let observers: Vec<Arc<dyn Notify>> = lock(&self.observers)
+            .iter()
+            .map(|(_, n)| n.clone())
+            .collect();
+        for o in observers {
+            o.notify();
+        }
+    }
+}
+
+/// Why a write did not happen; the message is handed back.
+#[derive(Debug)]
+pub enum WriteError {
+    /// The pipe holds its high-water mark of messages.
+    Full(Message),
+    /// The peer is gone; the pipe will never take a message again.
+    Closed(Message),
+}
+
+/// The pipe is closed and empty.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PipeClosed;
+
+/// The sending half of a pipe (see the module docs for the contract).
+pub trait PipeWriter: Send + fmt::Debug {
+    /// Queues a message or hands it back.
+    fn try_write(&mut self, msg: Message) -> Result<(), WriteError>;
+    /// Queues a control message (a subscription) regardless of the high-water mark.
+    fn write_control(&mut self, msg: Message) -> Result<(), WriteError>;
+    /// Whether `try_write` would succeed now.
+    fn is_writable(&self) -> bool;
+    /// Whether the peer is gone.
+    fn is_closed(&self) -> bool;
+    /// Closes this direction; messages already queued are still delivered.
+    fn close(&mut self);
+}
+
+/// The receiving half of a pipe (see the module docs for the contract).
+pub trait PipeReader: Send + fmt::Debug {
+    /// The next message, `Ok(None)` if none is queued now, `Err` once closed and drained.
+    fn try_read(&mut self) -> Result<Option<Message>, PipeClosed>;
+    /// Closes this direction; queued messages are discarded and the writer sees Closed.
+    fn close(&mut self);
+}
+
+/// What a socket knows about the peer at the other end of a pipe.
+#[derive(Debug, Clone)]
+pub struct PipeMeta {
+    /// The peer's socket type.
+    pub peer_type: SocketType,
+    /// The routing id the peer announced (empty if none).
+    pub routing_id: Bytes,
+    /// The endpoint the pipe belongs to (for disconnect/unbind and logs).
+    pub endpoint: String,
+}
+
+/// A pipe as a socket holds it: both halves and what is known about the peer.
+#[derive(Debug)]
+pub struct Pipe {
+    /// Messages to the peer.
+    pub writer: Box<dyn PipeWriter>,
+    /// Messages from the peer.
+    pub reader: Box<dyn PipeReader>,
+    /// The peer.
+    pub meta: PipeMeta,
+}
+
+// ---------------------------------------------------------------------------------
+// In-memory queue pipes.
+
+/// How a queue behaves when written to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct QueueConfig {
+    /// Most messages held (0: unlimited).
+    pub hwm: usize,
+    /// Keep only the newest message.
+    pub conflate: bool,
+}
+
+struct QueueState {
+    buf: VecDeque<Message>,
+    writer_closed: bool,
+    reader_closed: bool,
+}
+
+/// One direction of an in-memory pipe. `reader_notify` is rung when data arrives in an
+/// empty queue or the writer closes; `writer_notify` when room appears below the HWM or
+/// the reader closes.
+struct Queue {
+    state: Mutex<QueueState>,
+    config: QueueConfig,
+    reader_notify: Arc<dyn Notify>,
+    writer_notify: Arc<dyn Notify>,
+}
+
+impl Queue {
+    fn full(&self, st: &QueueState) -> bool {
+        !self.config.conflate && self.config.hwm != 0 && st.buf.len() >= self.config.hwm
+    }
+
+    fn write(&self, msg: Message, control: bool) -> Result<(), WriteError> {
+        let was_empty;
+        {
+            let mut st = lock(&self.state);
+            if st.reader_closed || st.writer_closed {
+                return Err(WriteError::Closed(msg));
+            }
+            if !control && self.full(&st) {
+                return Err(WriteError::Full(msg));
+            }
+            if self.config.conflate && !control {
+                st.buf.retain(|_| false);
+            }
+            was_empty = st.buf.is_empty();
+            st.buf.push_back(msg);
+        }
+        if was_empty || self.config.conflate {
+            self.reader_notify.notify();
+        }
+        Ok(())
+    }
+}
+
+/// The writing half of an in-memory queue.
+pub(crate) struct QueueWriter(Arc<Queue>);
+/// The reading half of an in-memory queue.
+pub(crate) struct QueueReader(Arc<Queue>);
+
+impl fmt::Debug for QueueWriter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QueueWriter")
+            .field("config", &self.0.config)
+            .finish()
+    }
+}
+impl fmt::Debug for QueueReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QueueReader")
+            .field("config", &self.0.config)
+            .finish()
+    }
+}
+
+impl PipeWriter for QueueWriter {
+    fn try_write(&mut self, msg: Message) -> Result<(), WriteError> {
+        self.0.write(msg, false)
+    }
+    fn write_control(&mut self, msg: Message) -> Result<(), WriteError> {
+        self.0.write(msg, true)
+    }
+    fn is_writable(&self) -> bool {
+        let st = lock(&self.0.state);
+        !st.reader_closed && !st.writer_closed && !self.0.full(&st)
+    }
+    fn is_closed(&self) -> bool {
+        lock(&self.0.state).reader_closed
+    }
+    fn close(&mut self) {
+        {
+            let mut st = lock(&self.0.state);
+            if st.writer_closed {
+                return;
+            }
+            st.writer_closed = true;
+        }
+        self.0.reader_notify.notify();
+    }
+}
+
+impl Drop for QueueWriter {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl PipeReader for QueueReader {
+    fn try_read(&mut self) -> Result<Option<Message>, PipeClosed> {
+        let (msg, wake_writer) = {
+            let mut st = lock(&self.0.state);
+            let was_full = self.0.full(&st);
+            match st.buf.pop_front() {
+                Some(m) => (m, was_full),
+                None if st.writer_closed || st.reader_closed => return Err(PipeClosed),
+                None => return Ok(None),
+            }
+        };
+        if wake_writer {
+            self.0.writer_notify.notify();
+        }
+        Ok(Some(msg))
+    }
+    fn close(&mut self) {
+        {
+            let mut st = lock(&self.0.state);
+            if st.reader_closed {
+                return;
+            }
+            st.reader_closed = true;
+            st.buf.clear();
+        }
+        self.0.writer_notify.notify();
+    }
+}
+
+impl Drop for QueueReader {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl QueueReader {
+    /// Whether the writer closed (messages may still be queued).
+    pub(crate) fn writer_closed(&self) -> bool {
+        lock(&self.0.state).writer_closed
+    }
+
+    /// Number of queued messages.
+    pub(crate) fn len(&self) -> usize {
+        lock(&self.0.state).buf.len()
+    }
+}
+
+/// One in-memory queue: returns its writer and reader.
+pub(crate) fn queue(
+    config: QueueConfig,
+    reader_notify: Arc<dyn Notify>,
+    writer_notify: Arc<dyn Notify>,
+) -> (QueueWriter, QueueReader) {
+    let q = Arc::new(Queue {
+        state: Mutex::new(QueueState {
+            buf: VecDeque::new(),
+            writer_closed: false,
+            reader_closed: false,
+        }),
+        config,
+        reader_notify,
+        writer_notify,
+    });
+    (QueueWriter(q.clone()), QueueReader(q))
+}
+
+/// Both directions between side A and side B: returns (A's writer, A's reader,
+/// B's writer, B's reader). `a_to_b` configures the queue A writes into.
+pub(crate) fn queue_pair(
+    a_to_b: QueueConfig,
+    b_to_a: QueueConfig,
+    a_notify: Arc<dyn Notify>,
+    b_notify: Arc<dyn Notify>,
+) -> (QueueWriter, QueueReader, QueueWriter, QueueReader) {
+    let (aw, br) = queue(a_to_b, b_notify.clone(), a_notify.clone());
+    let (bw, ar) = queue(b_to_a, a_notify, b_notify);
+    (aw, ar, bw, br)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Counts rings.
+    #[derive(Default)]
+    pub(crate) struct Counter(pub AtomicUsize);
+    impl Notify for Counter {
+        fn notify(&self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn queue_respects_hwm_and_rings_both_sides() {
+        let r = Arc::new(Counter::default());
+        let w = Arc::new(Counter::default());
+        let (mut tx, mut rx) = queue(
+            QueueConfig {
+                hwm: 2,
+                conflate: false,
+            },
+            r.clone(),
+            w.clone(),
+        );
+        tx.try_write("a".into()).unwrap();
+        assert_eq!(r.0.load(Ordering::SeqCst), 1, "empty -> non-empty rings");
+        tx.try_write("b".into()).unwrap();
+        assert_eq!(r.0.load(Ordering::SeqCst), 1);
+        assert!(!tx.is_writable());
+        match tx.try_write("c".into()) {
+            Err(WriteError::Full(m)) => assert_eq!(m, Message::from("c")),
+            other => panic!("{other:?}"),
+        }
+        tx.write_control("sub".into()).unwrap();
+        assert_eq!(rx.try_read().unwrap().unwrap(), Message::from("a"));
+        assert_eq!(w.0.load(Ordering::SeqCst), 1, "full -> not full rings");
+        tx.close();
+        assert_eq!(rx.try_read().unwrap().unwrap(), Message::from("b"));
+        assert_eq!(rx.try_read().unwrap().unwrap(), Message::from("sub"));
+        assert_eq!(rx.try_read(), Err(PipeClosed));
+    }
+
+    #[test]
+    fn conflate_keeps_newest_and_reader_close_rejects_writes() {
+        let n = Arc::new(Counter::default());
+        let (mut tx, mut rx) = queue(
+            QueueConfig {
+                hwm: 1,
+                conflate: true,
+            },
+            n.clone(),
+            n.clone(),
+        );
+        for i in 0..5u8 {
+            tx.try_write(vec![i].into()).unwrap();
+        }
+        assert_eq!(rx.try_read().unwrap().unwrap(), Message::from(vec![4u8]));
+        assert_eq!(rx.try_read(), Ok(None));
+        rx.close();
+        assert!(tx.is_closed());
+        assert!(matches!(
+            tx.try_write("x".into()),
+            Err(WriteError::Closed(_))
+        ));
+    }
+
+    #[test]
+    fn signal_wait_sees_ring_between_epoch_and_wait() {
+        let s = Arc::new(Signal::new());
+        let seen = s.epoch();
+        s.notify();
+        assert!(
+            s.wait(seen, None),
+            "a ring after reading the epoch is not lost"
+        );
+        let seen = s.epoch();
+        let deadline = Instant::now() + std::time::Duration::from_millis(20);
+        assert!(!s.wait(seen, Some(deadline)));
+        let s2 = s.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            s2.notify();
+        });
+        assert!(s.wait(seen, None));
+        t.join().unwrap();
+    }
+}

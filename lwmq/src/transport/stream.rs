@@ -1,0 +1,243 @@
+//! Stream transports, `tcp://` and `unix://`: binding listeners, starting non-blocking
+//! connects, and one type over both kinds of stream so the I/O thread drives them the
+//! same way.
+//!
+//! Binding happens on the caller's thread (so that errors such as an address in use
+//! are returned by `bind`); the listener is then handed to the I/O thread, which owns
+//! every listener and stream from then on.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::linux::net::SocketAddrExt;
+use std::path::PathBuf;
+
+use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+
+use crate::endpoint::{Host, UnixAddr};
+use crate::{Endpoint, Error, Result};
+
+/// A listening socket.
+#[derive(Debug)]
+pub(crate) enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+/// A connected (or connecting) stream.
+#[derive(Debug)]
+pub(crate) enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Listener {
+    /// Accepts one connection; returns the stream and the peer's address for humans.
+    pub(crate) fn accept(&self) -> io::Result<(Stream, String)> {
+        match self {
+            Listener::Tcp(l) => {
+                let (s, addr) = l.accept()?;
+                let _ = s.set_nodelay(true);
+                Ok((Stream::Tcp(s), addr.to_string()))
+            }
+            Listener::Unix(l) => {
+                let (s, addr) = l.accept()?;
+                Ok((Stream::Unix(s), format!("{addr:?}")))
+            }
+        }
+    }
+
+    pub(crate) fn source(&mut self) -> &mut dyn mio::event::Source {
+        match self {
+            Listener::Tcp(l) => l,
+            Listener::Unix(l) => l,
+        }
+    }
+}
+
+impl Stream {
+    pub(crate) fn source(&mut self) -> &mut dyn mio::event::Source {
+        match self {
+            Stream::Tcp(s) => s,
+            Stream::Unix(s) => s,
+        }
+    }
+
+    /// After a writable event on a connecting stream: `Ok(true)` when connected,
+    /// `Ok(false)` when still in progress, `Err` when the connect failed.
+    pub(crate) fn finish_connect(&self) -> io::Result<bool> {
+        match self {
+            Stream::Tcp(s) => {
+                if let Some(e) = s.take_error()? {
+                    return Err(e);
+                }
+                match s.peer_addr() {
+                    Ok(_) => {
+                        let _ = s.set_nodelay(true);
+                        Ok(true)
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
+                    Err(e) => Err(e),
+                }
+            }
+            Stream::Unix(s) => {
+                if let Some(e) = s.take_error()? {
+                    return Err(e);
+                }
+                match s.peer_addr() {
+                    Ok(_) => Ok(true),
+                    Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn unix_addr(a: &UnixAddr) -> io::Result<std::os::unix::net::SocketAddr> {
+    match a {
+        UnixAddr::Path(p) => std::os::unix::net::SocketAddr::from_pathname(p),
+        UnixAddr::Abstract(n) => std::os::unix::net::SocketAddr::from_abstract_name(n),
+    }
+}
+
+/// Resolves a TCP host and port (names through the system resolver).
+pub(crate) fn resolve(uri: &str, host: &Host, port: u16, bind: bool) -> Result<Vec<SocketAddr>> {
+    match host {
+        Host::Any if bind => Ok(vec![SocketAddr::from(([0, 0, 0, 0], port))]),
+        Host::Any => Err(Error::endpoint(uri, "cannot connect to '*': name a host")),
+        Host::Ip(ip) => Ok(vec![SocketAddr::new(*ip, port)]),
+        Host::Name(name) => {
+            let addrs: Vec<SocketAddr> = (name.as_str(), port)
+                .to_socket_addrs()
+                .map_err(|e| Error::endpoint(uri, format!("cannot resolve {name:?}: {e}")))?
+                .collect();
+            if addrs.is_empty() {
+                Err(Error::endpoint(uri, format!("{name:?} has no address")))
+            } else {
+                Ok(addrs)
+            }
+        }
+    }
+}
+
+/// A bound listener: the listener, the endpoint it really got (port filled in), and a
+/// file to remove when it is closed.
+#[derive(Debug)]
+pub(crate) struct Bound {
+    pub listener: Listener,
+    pub endpoint: String,
+    pub unlink: Option<PathBuf>,
+}
+
+/// Binds a `tcp://` or `unix://` endpoint.
+pub(crate) fn bind(uri: &str, ep: &Endpoint) -> Result<Bound> {
+    let in_use = |e: io::Error| {
+        if e.kind() == io::ErrorKind::AddrInUse {
+            Error::AddressInUse {
+                endpoint: uri.to_owned(),
+            }
+        } else {
+            Error::Io(e)
+        }
+    };
+    match ep {
+        Endpoint::Tcp {
+            host,
+            port,
+            resource,
+        } => {
+            let addrs = resolve(uri, host, *port, true)?;
+            let mut last = None;
+            for addr in addrs {
+                match TcpListener::bind(addr) {
+                    Ok(l) => {
+                        let local = l.local_addr()?;
+                        let mut endpoint = format!("tcp://{local}");
+                        if let Some(r) = resource {
+                            endpoint.push('/');
+                            endpoint.push_str(r);
+                        }
+                        return Ok(Bound {
+                            listener: Listener::Tcp(l),
+                            endpoint,
+                            unlink: None,
+                        });
+                    }
+                    Err(e) => last = Some(e),
+                }
+            }
+            Err(in_use(last.unwrap_or_else(|| {
+                io::Error::new(io::ErrorKind::AddrNotAvailable, "no address to bind")
+            })))
+        }
+        Endpoint::Unix(a) => {
+            let addr = unix_addr(a).map_err(|e| Error::endpoint(uri, e.to_string()))?;
+            let mut unlink = None;
+            if let UnixAddr::Path(p) = a {
+                if p.exists() {
+                    // A file left behind by a process that died is reused, as libzmq
+                    // does; one with a live listener behind it is an address in use.
+                    if std::os::unix::net::UnixStream::connect(p).is_ok() {
+                        return Err(Error::AddressInUse {
+                            endpoint: uri.to_owned(),
+                        });
+                    }
+                    let _ = std::fs::remove_file(p);
+                }
+                unlink = Some(p.clone());
+            }
+            let l = UnixListener::bind_addr(&addr).map_err(in_use)?;
+            Ok(Bound {
+                listener: Listener::Unix(l),
+                endpoint: Endpoint::Unix(a.clone()).to_string(),
+                unlink,
+            })
+        }
+        _ => Err(Error::endpoint(uri, "not a stream transport")),
+    }
+}
+
+/// Starts a non-blocking connect to a `tcp://` or `unix://` endpoint.
+pub(crate) fn connect(uri: &str, ep: &Endpoint) -> Result<Stream> {
+    match ep {
+        Endpoint::Tcp { host, port, .. } => {
+            let addrs = resolve(uri, host, *port, false)?;
+            let mut last = None;
+            for addr in addrs {
+                match TcpStream::connect(addr) {
+                    Ok(s) => return Ok(Stream::Tcp(s)),
+                    Err(e) => last = Some(e),
+                }
+            }
+            Err(Error::Io(last.unwrap_or_else(|| {
+                io::Error::new(io::ErrorKind::AddrNotAvailable, "no address")
+            })))
+        }
+        Endpoint::Unix(a) => {
+            let addr = unix_addr(a).map_err(|e| Error::endpoint(uri, e.to_string()))?;
+            Ok(Stream::Unix(UnixStream::connect_addr(&addr)?))
+        }
+        _ => Err(Error::endpoint(uri, "not a stream transport")),
+    }
+}
