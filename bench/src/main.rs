@@ -44,6 +44,7 @@ options:
                      pin the two sides to cores 0 and 1 (auto: where no background
                      I/O thread would share a pinned core)
   --out DIR          where results.{json,md,svg} go (default: bench/results)
+  --docs FILE        also put the table into FILE, between its results markers
   --strict           exit with status 1 if any run failed
   --list             print the plan and exit
 ";
@@ -67,6 +68,22 @@ fn write_outputs(res: &report::Results, out: &std::path::Path) -> Result<String>
     std::fs::write(out.join("results.md"), &md)?;
     std::fs::write(out.join("results.svg"), report::svg(res))?;
     Ok(md)
+}
+
+/// Replaces what lies between the results markers of a Markdown document.
+fn update_docs(doc: &std::path::Path, md: &str) -> Result<()> {
+    const BEGIN: &str = "<!-- results:begin -->";
+    const END: &str = "<!-- results:end -->";
+    let text = std::fs::read_to_string(doc).with_context(|| format!("read {}", doc.display()))?;
+    let (Some(b), Some(e)) = (text.find(BEGIN), text.find(END)) else {
+        bail!("{} has no {BEGIN} ... {END} markers", doc.display());
+    };
+    if e < b {
+        bail!("{}: the results markers are out of order", doc.display());
+    }
+    let new = format!("{}{BEGIN}\n{md}{}", &text[..b], &text[e..]);
+    std::fs::write(doc, new).with_context(|| format!("write {}", doc.display()))?;
+    Ok(())
 }
 
 fn peer_main(args: &[String]) -> Result<()> {
@@ -143,6 +160,7 @@ fn bench_main(args: &[String]) -> Result<()> {
     let (mut contenders, mut transports, mut scenarios, mut sizes) = (None, None, None, None);
     let (mut reps, mut duration, mut subs, mut pin) = (None, None, None, None);
     let (mut out, mut strict, mut list_only) = (default_out(), false, false);
+    let mut docs: Option<PathBuf> = None;
     let mut it = args.iter();
     while let Some(k) = it.next() {
         let mut val = || it.next().with_context(|| format!("{k} needs a value"));
@@ -166,6 +184,7 @@ fn bench_main(args: &[String]) -> Result<()> {
             "--subs" => subs = Some(val()?.parse::<usize>().context("--subs")?),
             "--pin" => pin = Some(val()?.clone()),
             "--out" => out = PathBuf::from(val()?),
+            "--docs" => docs = Some(PathBuf::from(val()?)),
             "--strict" => strict = true,
             "--list" => list_only = true,
             "-h" | "--help" => {
@@ -247,6 +266,7 @@ fn bench_main(args: &[String]) -> Result<()> {
     let runs = runner::run(&plan, |r| {
         done += 1;
         let what = match (&r.latency, &r.rate, r.subs.is_empty()) {
+            _ if r.skipped.is_some() => "not run in this build".to_owned(),
             _ if !r.ok => format!("FAILED: {}", r.error.as_deref().unwrap_or("?")),
             (Some(l), _, _) => format!(
                 "median {:.2} us, p99 {:.2} us ({} round trips)",
@@ -272,7 +292,7 @@ fn bench_main(args: &[String]) -> Result<()> {
             r.transport
         );
     });
-    let failed = runs.iter().filter(|r| !r.ok).count();
+    let failed = runs.iter().filter(|r| !r.ok && r.skipped.is_none()).count();
     let summary = report::summarize(&plan, &runs);
     let res = report::Results {
         meta,
@@ -282,6 +302,10 @@ fn bench_main(args: &[String]) -> Result<()> {
     };
     let md = write_outputs(&res, &out)?;
     print!("{md}");
+    if let Some(doc) = docs {
+        update_docs(&doc, &md)?;
+        eprintln!("lwmq-bench: updated {}", doc.display());
+    }
     eprintln!(
         "lwmq-bench: {} runs in {:.0} s, {failed} failed; wrote {}/results.{{json,md,svg}}",
         res.runs.len(),

@@ -30,6 +30,9 @@ pub struct Summary {
     pub reps_ok: usize,
     pub reps: usize,
     pub errors: Vec<String>,
+    /// Why it was not run, if it was not.
+    #[serde(default)]
+    pub skipped: Option<String>,
     pub median_ns: Option<f64>,
     pub p99_ns: Option<f64>,
     pub p999_ns: Option<f64>,
@@ -130,6 +133,7 @@ pub fn summarize(plan: &Plan, runs: &[Run]) -> Vec<Summary> {
                 reps_ok: ok.len(),
                 reps: mine.len(),
                 errors: errors.into_iter().collect(),
+                skipped: mine.iter().find_map(|r| r.skipped.clone()),
                 median_ns: lat(|l| l.median_ns as f64),
                 p99_ns: lat(|l| l.p99_ns as f64),
                 p999_ns: lat(|l| l.p999_ns as f64),
@@ -210,6 +214,21 @@ pub fn markdown(res: &Results) -> String {
     let m = &res.meta;
     let p = &res.plan;
     let mut s = String::new();
+    if p.mode != "full" {
+        let _ = writeln!(
+            s,
+            "> **A {} run, not results**: runs too short and too few to quote; they only \
+             show that every contender and scenario runs. `scripts/bench` (full mode) \
+             measures.\n",
+            p.mode
+        );
+    }
+    if m.profile != "release" {
+        let _ = writeln!(
+            s,
+            "> **Debug build**: these numbers are not representative.\n"
+        );
+    }
     let _ = writeln!(
         s,
         "Mode **{}**: {} repetition(s), {} ms measured per run, {} subscribers; contenders \
@@ -255,7 +274,7 @@ pub fn markdown(res: &Results) -> String {
             let rows: Vec<&Summary> = res
                 .summary
                 .iter()
-                .filter(|x| x.scenario == sc && x.size == size)
+                .filter(|x| x.scenario == sc && x.size == size && x.skipped.is_none())
                 .collect();
             let lw = |t: &str| {
                 rows.iter()
@@ -385,6 +404,16 @@ fn color(contender: &str, idx: usize) -> &'static str {
 }
 
 fn fmt_axis(v: f64, unit: &str) -> String {
+    if unit == "µs" {
+        return format!(
+            "{} µs",
+            if v < 1.0 {
+                format!("{v}")
+            } else {
+                format!("{v:.0}")
+            }
+        );
+    }
     let (x, p) = if v >= 1e9 {
         (v / 1e9, "G")
     } else if v >= 1e6 {
@@ -464,7 +493,8 @@ fn panel(svg: &mut String, y0: f64, w: f64, h: f64, p: &Panel<'_>) {
     }
     let gw = pw / p.groups.len() as f64;
     let n = p.series.len().max(1) as f64;
-    let bw = gw * 0.8 / n;
+    let bw = (gw * 0.8 / n).min(40.0);
+    let pad = (gw - bw * n) / 2.0;
     for (gi, g) in p.groups.iter().enumerate() {
         let gx = left + gi as f64 * gw;
         let _ = writeln!(
@@ -480,7 +510,7 @@ fn panel(svg: &mut String, y0: f64, w: f64, h: f64, p: &Panel<'_>) {
             if v <= 0.0 {
                 continue;
             }
-            let x = gx + gw * 0.1 + si as f64 * bw;
+            let x = gx + pad + si as f64 * bw;
             let y = y_of(v);
             let _ = writeln!(
                 svg,
@@ -569,8 +599,8 @@ pub fn svg(res: &Results) -> String {
         mk(
             "rtt",
             "Round trip, median (lower is better)",
-            "s",
-            |x: &Summary| x.median_ns.map(|v| v / 1e9),
+            "µs",
+            |x: &Summary| x.median_ns.map(|v| v / 1e3),
         ),
         mk(
             "thr",

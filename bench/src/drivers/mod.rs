@@ -112,6 +112,16 @@ pub fn open(contender: &str) -> Result<Box<dyn Driver>> {
     }
 }
 
+/// Why `contender` cannot run `transport` in this build, if it cannot: such runs are
+/// recorded as not run (with this reason), not as failures.
+pub fn unsupported(contender: &str, transport: &str) -> Option<String> {
+    match contender {
+        #[cfg(feature = "lwmq")]
+        "lwmq" => lwmq::unsupported(transport),
+        _ => None,
+    }
+}
+
 /// The version of each compiled contender's library, for the record.
 pub fn versions() -> Vec<(String, String)> {
     let mut v = Vec::new();
