@@ -361,6 +361,22 @@ pub fn markdown(res: &Results) -> String {
             let _ = writeln!(s);
         }
     }
+    let mut not_run: Vec<(String, String)> = Vec::new();
+    for x in &res.summary {
+        if let Some(why) = &x.skipped {
+            let who = format!("{} {}", x.contender, x.transport);
+            if !not_run.iter().any(|(w, _)| *w == who) {
+                not_run.push((who, why.clone()));
+            }
+        }
+    }
+    if !not_run.is_empty() {
+        let _ = writeln!(s, "## Not run in this build\n");
+        for (who, why) in not_run {
+            let _ = writeln!(s, "- {who}: {why}");
+        }
+        let _ = writeln!(s);
+    }
     let failed: Vec<&Summary> = res
         .summary
         .iter()

@@ -85,11 +85,17 @@ pub struct PeerArgs {
     pub cores: Vec<usize>,
 }
 
+/// Set once this process has printed what it measured.
+static REPORTED: AtomicBool = AtomicBool::new(false);
+
 fn emit(r: &Report) -> Result<()> {
     let mut out = std::io::stdout().lock();
     serde_json::to_writer(&mut out, r)?;
     out.write_all(b"\n")?;
     out.flush()?;
+    if !matches!(r, Report::Ready { .. }) {
+        REPORTED.store(true, Ordering::Release);
+    }
     Ok(())
 }
 
@@ -99,7 +105,11 @@ struct Control {
     eof: AtomicBool,
 }
 
-fn control() -> Arc<Control> {
+/// Starts the stdin reader. With `exit_on_eof`, end of input ends the process at once
+/// (status 0 if it has reported, 3 if the runner gave up before that): a side blocked
+/// in `recv` whose peer has already gone (its last message discarded on close) must
+/// not linger, and no peer may outlive a runner that died.
+fn control(exit_on_eof: bool) -> Arc<Control> {
     let c = Arc::new(Control {
         go: AtomicBool::new(false),
         eof: AtomicBool::new(false),
@@ -114,6 +124,14 @@ fn control() -> Arc<Control> {
             }
         }
         c2.eof.store(true, Ordering::Release);
+        if exit_on_eof {
+            let _ = std::io::stdout().flush();
+            std::process::exit(if REPORTED.load(Ordering::Acquire) {
+                0
+            } else {
+                3
+            });
+        }
     });
     c
 }
@@ -347,7 +365,8 @@ pub fn run_peer(a: &PeerArgs) -> Result<()> {
     if let Some(&core) = a.cores.first() {
         pin(core)?;
     }
-    let c = control();
+    // The publisher answers end of input itself (it reports how much it sent then).
+    let c = control(a.role != "pub");
     let driver = drivers::open(&a.contender)?;
     let (t, size) = (a.transport.as_str(), a.size);
     let bind = |kind| -> Result<Box<dyn Peer>> {
@@ -361,6 +380,9 @@ pub fn run_peer(a: &PeerArgs) -> Result<()> {
     };
     match a.role.as_str() {
         "rtt-server" => {
+            // It reports nothing: once the client has reported, end of input is the
+            // normal end, even if the end marker was discarded when the client closed.
+            REPORTED.store(true, Ordering::Release);
             let mut p = bind(Kind::Rep)?;
             rtt_server(p.as_mut(), size)?;
             wait_eof(&c);
@@ -398,6 +420,7 @@ pub fn run_peer(a: &PeerArgs) -> Result<()> {
 
 /// Both sides in one process, on two threads (inproc): `rtt-pair` or `thr-pair`.
 fn run_pair(a: &PeerArgs) -> Result<()> {
+    let _c = control(true);
     let driver: Arc<dyn Driver> = Arc::from(drivers::open(&a.contender)?);
     let (bind_kind, connect_kind) = match a.role.as_str() {
         "rtt-pair" => (Kind::Rep, Kind::Req),
