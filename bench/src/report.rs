@@ -482,12 +482,12 @@ fn panel(svg: &mut String, y0: f64, w: f64, h: f64, p: &Panel<'_>) {
         );
         return;
     }
-    let lo = vals
-        .iter()
-        .copied()
-        .fold(f64::MAX, f64::min)
-        .log10()
-        .floor();
+    let min_log = vals.iter().copied().fold(f64::MAX, f64::min).log10();
+    let mut lo = min_log.floor();
+    if min_log - lo < 0.3 {
+        // Keep the smallest bar visible: it would otherwise sit on the axis.
+        lo -= 1.0;
+    }
     let mut hi = vals.iter().copied().fold(0.0, f64::max).log10().ceil();
     if hi <= lo {
         hi = lo + 1.0;
