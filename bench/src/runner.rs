@@ -11,7 +11,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, anyhow, bail};
@@ -177,6 +177,8 @@ struct Group {
     exe: std::path::PathBuf,
     children: Vec<(String, Child)>,
     stdins: Vec<Option<ChildStdin>>,
+    /// The last error line each child printed on stderr (passed through to ours).
+    errors: Vec<Arc<Mutex<Option<String>>>>,
     tx: mpsc::Sender<(usize, Option<String>)>,
     rx: mpsc::Receiver<(usize, Option<String>)>,
     deadline: Instant,
@@ -189,6 +191,7 @@ impl Group {
             exe: std::env::current_exe().context("find our own executable")?,
             children: Vec::new(),
             stdins: Vec::new(),
+            errors: Vec::new(),
             tx,
             rx,
             deadline: Instant::now() + timeout,
@@ -202,11 +205,24 @@ impl Group {
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .with_context(|| format!("start {label}"))?;
         let idx = self.children.len();
         let out = child.stdout.take().context("child stdout")?;
+        let err = child.stderr.take().context("child stderr")?;
+        let last_error = Arc::new(Mutex::new(None));
+        self.errors.push(last_error.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(|l| l.ok()) {
+                eprintln!("  | {line}");
+                if let Some(e) = line.strip_prefix("lwmq-bench: error: ")
+                    && let Ok(mut slot) = last_error.lock()
+                {
+                    *slot = Some(e.to_owned());
+                }
+            }
+        });
         self.stdins.push(child.stdin.take());
         self.children.push((label.to_owned(), child));
         let tx = self.tx.clone();
@@ -245,11 +261,24 @@ impl Group {
                 None => {
                     let status = self.children[idx].1.wait()?;
                     if !status.success() {
-                        bail!("{label} failed ({status})");
+                        bail!("{label} failed ({status}){}", self.why(idx));
                     }
                 }
             }
         }
+    }
+
+    /// `": <its error>"` if child `idx` printed one (it may take a moment to arrive).
+    fn why(&self, idx: usize) -> String {
+        for _ in 0..50 {
+            if let Ok(slot) = self.errors[idx].lock()
+                && let Some(e) = slot.as_ref()
+            {
+                return format!(": {e}");
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        String::new()
     }
 
     fn say(&mut self, idx: usize, line: &str) -> Result<()> {
@@ -260,7 +289,7 @@ impl Group {
         Ok(())
     }
 
-    /// Closes every peer's stdin ("you may exit") and waits for them a little.
+    /// Closes every peer's stdin ("you may exit").
     fn close(&mut self) {
         self.stdins.iter_mut().for_each(|s| drop(s.take()));
     }
@@ -270,12 +299,14 @@ impl Group {
         self.close();
         let until = Instant::now() + grace;
         let mut failures = Vec::new();
-        for (label, child) in &mut self.children {
+        for idx in 0..self.children.len() {
             loop {
+                let (label, child) = &mut self.children[idx];
                 match child.try_wait() {
                     Ok(Some(st)) => {
                         if !st.success() {
-                            failures.push(format!("{label} exited with {st}"));
+                            let label = label.clone();
+                            failures.push(format!("{label} exited with {st}{}", self.why(idx)));
                         }
                         break;
                     }
