@@ -531,6 +531,7 @@ pub fn run(plan: &Plan, mut progress: impl FnMut(&Run)) -> Vec<Run> {
                     Some(why) => Err(anyhow!("not run: {why}")),
                     None => run_one(plan, v, case, &name, pinned),
                 };
+                crate::drivers::cleanup(&name);
                 let wall_s = start.elapsed().as_secs_f64();
                 let mut r = Run {
                     scenario: case.scenario.clone(),

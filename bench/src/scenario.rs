@@ -105,8 +105,9 @@ struct Control {
     eof: AtomicBool,
 }
 
-/// Starts the stdin reader. With `exit_on_eof`, end of input ends the process at once
-/// (status 0 if it has reported, 3 if the runner gave up before that): a side blocked
+/// Starts the stdin reader. With `exit_on_eof`, end of input ends the process (after a
+/// grace period for a normal exit; status 0 if it has reported, 3 if the runner gave up
+/// before that): a side blocked
 /// in `recv` whose peer has already gone (its last message discarded on close) must
 /// not linger, and no peer may outlive a runner that died.
 fn control(exit_on_eof: bool) -> Arc<Control> {
@@ -125,12 +126,12 @@ fn control(exit_on_eof: bool) -> Arc<Control> {
         }
         c2.eof.store(true, Ordering::Release);
         if exit_on_eof {
+            // A side waiting for end of input returns now and closes its sockets (some
+            // libraries leave files behind otherwise); one stuck in `recv` is ended.
+            std::thread::sleep(Duration::from_secs(2));
             let _ = std::io::stdout().flush();
-            std::process::exit(if REPORTED.load(Ordering::Acquire) {
-                0
-            } else {
-                3
-            });
+            let reported = REPORTED.load(Ordering::Acquire);
+            std::process::exit(if reported { 0 } else { 3 });
         }
     });
     c

@@ -122,6 +122,13 @@ pub fn unsupported(contender: &str, transport: &str) -> Option<String> {
     }
 }
 
+/// Removes whatever run `name` may have left behind (files of killed peers).
+pub fn cleanup(name: &str) {
+    #[cfg(feature = "zeromq-rs")]
+    zeromq_rs::cleanup(name);
+    let _ = name;
+}
+
 /// The version of each compiled contender's library, for the record.
 pub fn versions() -> Vec<(String, String)> {
     let mut v = Vec::new();

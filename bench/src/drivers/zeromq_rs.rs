@@ -99,6 +99,16 @@ impl Sock {
     }
 }
 
+/// The socket file of run `name`'s ipc endpoint.
+fn ipc_path(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("lwmq-bench-{name}.sock"))
+}
+
+/// Removes what run `name` may have left behind (a peer that was killed).
+pub fn cleanup(name: &str) {
+    let _ = std::fs::remove_file(ipc_path(name));
+}
+
 struct ZPeer {
     rt: Arc<tokio::runtime::Runtime>,
     /// Always `Some` until dropped (inside the runtime, which its `Drop` may need).
@@ -153,7 +163,7 @@ impl Driver for ZeromqRs {
         let addr = match transport {
             "tcp" => "tcp://127.0.0.1:0".to_owned(),
             "ipc" => {
-                let p = std::env::temp_dir().join(format!("lwmq-bench-{name}.sock"));
+                let p = ipc_path(name);
                 let _ = std::fs::remove_file(&p);
                 let a = format!("ipc://{}", p.display());
                 path = Some(p);
