@@ -298,6 +298,18 @@ struct Connecter {
     keeps_pipe: bool,
     state: ConnecterState,
     interval: Duration,
+    /// The socket closed: keep trying only to deliver what is queued, until then.
+    closing: Option<Option<Instant>>,
+}
+
+impl Connecter {
+    /// Whether a closing connecter has nothing left to deliver.
+    /// While the context shuts down, a live socket's empty pipe counts as drained.
+    fn drained(&self, shutting_down: bool) -> bool {
+        self.pipe.as_ref().is_none_or(|p| {
+            (p.from_socket.writer_closed() || shutting_down) && p.from_socket.len() == 0
+        })
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -412,7 +424,14 @@ impl Reactor {
                 }
             }
             self.timers();
-            if self.shutting_down && self.conns.is_empty() {
+            let sd = self.shutting_down;
+            if sd
+                && self.conns.is_empty()
+                && self
+                    .connecters
+                    .values()
+                    .all(|c| c.closing.is_none() || c.drained(sd))
+            {
                 // Closing what is left drops the I/O halves of the pipes.
                 self.connecters.clear();
                 return;
@@ -425,6 +444,9 @@ impl Reactor {
         let mut consider = |t: Instant| d = Some(d.map_or(t, |d| d.min(t)));
         for c in self.connecters.values() {
             if let ConnecterState::Waiting(t) = c.state {
+                consider(t);
+            }
+            if let Some(Some(t)) = c.closing {
                 consider(t);
             }
         }
@@ -449,6 +471,25 @@ impl Reactor {
             .collect();
         for id in due {
             self.start_connect(id);
+        }
+        let sd = self.shutting_down;
+        let expired: Vec<u64> = self
+            .connecters
+            .iter()
+            .filter(|(_, c)| {
+                c.closing.is_some_and(|d| d.is_some_and(|d| d <= now))
+                    || (c.closing.is_some()
+                        && !matches!(c.state, ConnecterState::Active(_))
+                        && c.drained(sd))
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            if let Some(c) = self.connecters.remove(&id) {
+                if let ConnecterState::Active(t) = c.state {
+                    self.close_conn(t);
+                }
+            }
         }
         let tokens: Vec<Token> = self.conns.keys().copied().collect();
         for t in tokens {
@@ -523,6 +564,7 @@ impl Reactor {
                         pipe,
                         keeps_pipe,
                         state: ConnecterState::Waiting(Instant::now()),
+                        closing: None,
                     },
                 );
                 self.start_connect(id);
@@ -558,8 +600,16 @@ impl Reactor {
                     let linger = self
                         .conns
                         .values()
-                        .find(|c| c.socket.id == s)
-                        .and_then(|c| c.options.linger);
+                        .filter(|c| c.socket.id == s)
+                        .map(|c| c.options.linger)
+                        .chain(
+                            self.connecters
+                                .values()
+                                .filter(|c| c.socket.id == s)
+                                .map(|c| c.options.linger),
+                        )
+                        .next()
+                        .flatten();
                     self.close_socket(s, linger);
                 }
             }
@@ -592,13 +642,20 @@ impl Reactor {
             .filter(|(_, c)| c.socket.id == socket_id)
             .map(|(id, _)| *id)
             .collect();
+        let deadline = linger.map(|l| Instant::now() + l);
         for id in cs {
-            if let Some(mut c) = self.connecters.remove(&id) {
-                // Messages queued while never connected are not kept past the close.
-                c.pipe.take();
+            let Some(c) = self.connecters.get_mut(&id) else {
+                continue;
+            };
+            let active = matches!(c.state, ConnecterState::Active(_));
+            let sd = self.shutting_down;
+            if linger == Some(Duration::ZERO) || (!active && c.drained(sd)) {
+                self.connecters.remove(&id);
+            } else {
+                // Keep (re)connecting to deliver what is queued, within the linger.
+                c.closing = Some(deadline);
             }
         }
-        let deadline = linger.map(|l| Instant::now() + l);
         let conns: Vec<Token> = self
             .conns
             .iter()
@@ -609,7 +666,7 @@ impl Reactor {
             let Some(c) = self.conns.get_mut(&t) else {
                 continue;
             };
-            if linger == Some(Duration::ZERO) || !c.handshake_done || c.pipe.is_none() {
+            if linger == Some(Duration::ZERO) || c.pipe.is_none() {
                 self.close_conn(t);
             } else {
                 c.closing = Some(deadline);
@@ -694,7 +751,7 @@ impl Reactor {
         let Some(c) = self.connecters.get_mut(&id) else {
             return;
         };
-        if self.shutting_down {
+        if self.shutting_down && c.closing.is_none() {
             return;
         }
         match stream::connect(&c.uri, &c.endpoint) {
@@ -723,6 +780,10 @@ impl Reactor {
                             if matches!(c.state, ConnecterState::Waiting(_)) {
                                 c.state = ConnecterState::Active(t);
                             }
+                            let closing = c.closing;
+                            if let Some(conn) = self.conns.get_mut(&t) {
+                                conn.closing = closing;
+                            }
                         }
                     }
                     None => self.schedule_retry(id, "cannot register the stream"),
@@ -736,7 +797,7 @@ impl Reactor {
         let Some(c) = self.connecters.get_mut(&id) else {
             return;
         };
-        if self.shutting_down {
+        if self.shutting_down && c.closing.is_none() {
             c.state = ConnecterState::Stopped;
             return;
         }
@@ -877,12 +938,11 @@ impl Reactor {
     /// Hands proto's events to the socket. Returns false if the inbound pipe is full.
     fn deliver_events(c: &mut Conn, new_pipe: &mut Option<proto::PeerInfo>) -> bool {
         if let Some(m) = c.stalled.take() {
-            match c.pipe.as_mut().map(|p| p.to_socket.try_write(m)) {
-                Some(Err(WriteError::Full(m))) => {
-                    c.stalled = Some(m);
-                    return false;
-                }
-                _ => {}
+            if let Some(Err(WriteError::Full(m))) =
+                c.pipe.as_mut().map(|p| p.to_socket.try_write(m))
+            {
+                c.stalled = Some(m);
+                return false;
             }
         }
         while new_pipe.is_none() {
@@ -1052,13 +1112,15 @@ impl Reactor {
         }
         if let Origin::Connecter(id) = c.origin {
             if let Some(k) = self.connecters.get_mut(&id) {
-                if k.keeps_pipe && c.closing.is_none() {
+                if k.keeps_pipe {
                     k.pipe = c.pipe.take();
                 }
                 if permanent {
                     k.state = ConnecterState::Stopped;
                     k.pipe = None;
-                } else if c.closing.is_none() {
+                } else if k.closing.is_some() && k.drained(self.shutting_down) {
+                    self.connecters.remove(&id);
+                } else {
                     k.state = ConnecterState::Waiting(Instant::now());
                     self.schedule_retry(id, &detail);
                 }

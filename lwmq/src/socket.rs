@@ -53,7 +53,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Debug)]
 enum Attached {
     InprocBind(String),
-    InprocConnect(PipeId),
+    InprocConnect(String),
     StreamBind(u64),
     StreamConnect(u64),
 }
@@ -215,7 +215,7 @@ impl Socket {
                 };
                 let (id, pipe) = self.ctx.inproc().connect(uri, name, side)?;
                 core.pattern.attach(id, pipe);
-                Attached::InprocConnect(id)
+                Attached::InprocConnect(name.clone())
             }
             Endpoint::Tcp {
                 host: crate::endpoint::Host::Any,
@@ -312,7 +312,13 @@ impl Socket {
             Attached::InprocBind(name) => {
                 self.ctx.inproc().unbind(&name, self.shared.id);
             }
-            Attached::InprocConnect(pipe) => core.pattern.detach(pipe),
+            Attached::InprocConnect(name) => {
+                let pipe = self.ctx.inproc().disconnect(&name, self.shared.id);
+                self.absorb_mailbox(&mut core);
+                if let Some(pipe) = pipe {
+                    core.pattern.detach(pipe);
+                }
+            }
             Attached::StreamBind(id) => self.ctx.io()?.command(Command::Unbind { id }),
             Attached::StreamConnect(id) => self.ctx.io()?.command(Command::Disconnect { id }),
         }
@@ -572,7 +578,7 @@ impl Socket {
 fn clone_attached(a: &Attached) -> Attached {
     match a {
         Attached::InprocBind(n) => Attached::InprocBind(n.clone()),
-        Attached::InprocConnect(p) => Attached::InprocConnect(*p),
+        Attached::InprocConnect(n) => Attached::InprocConnect(n.clone()),
         Attached::StreamBind(i) => Attached::StreamBind(*i),
         Attached::StreamConnect(i) => Attached::StreamConnect(*i),
     }

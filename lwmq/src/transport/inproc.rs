@@ -6,6 +6,10 @@
 //! socket can queue messages) and parks the other half in the registry until a socket
 //! binds the name.
 //!
+//! Re-binding: the registry remembers every live connect. When a name is bound again
+//! (the old binder closed or unbound), each connecter gets a new pipe to the new binder,
+//! which is what a reconnect is for the stream transports.
+//!
 //! HWM of an inproc queue: the writer's send HWM plus the reader's receive HWM (zero,
 //! meaning unlimited, if either is zero), as libzmq does.
 
@@ -34,11 +38,20 @@ struct Pending {
     pipe_id: PipeId,
 }
 
-/// The names bound in one context, and connects waiting for a bind.
+#[derive(Debug)]
+struct Connect {
+    side: Side,
+    uri: String,
+    /// The connecter's current pipe for this connect.
+    pipe_id: PipeId,
+}
+
+/// The names bound in one context, connects waiting for a bind, and every live connect.
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
     bound: HashMap<String, Side>,
     pending: HashMap<String, Vec<Pending>>,
+    connects: HashMap<String, Vec<Connect>>,
 }
 
 fn sum_hwm(a: usize, b: usize) -> usize {
@@ -101,7 +114,30 @@ impl Registry {
             });
         }
         let mut attach = Vec::new();
-        for p in self.pending.remove(name).unwrap_or_default() {
+        let pending = self.pending.remove(name).unwrap_or_default();
+        for c in self.connects.get_mut(name).into_iter().flatten() {
+            if pending
+                .iter()
+                .any(|p| p.connecter.socket.id == c.side.socket.id)
+            {
+                continue;
+            }
+            if !side
+                .socket
+                .socket_type
+                .is_compatible_with(c.side.socket.socket_type)
+            {
+                tracing::warn!("{}", incompatible(uri, &side, &c.side));
+                continue;
+            }
+            // A connecter of an earlier binder: connect it to this one.
+            let (theirs, mine) = make_pipe(&c.uri, &c.side, &side);
+            let their_id = crate::transport::next_pipe_id();
+            c.pipe_id = their_id;
+            c.side.socket.deliver(their_id, theirs);
+            attach.push((crate::transport::next_pipe_id(), mine));
+        }
+        for p in pending {
             if side
                 .socket
                 .socket_type
@@ -147,6 +183,7 @@ impl Registry {
                 }
                 let (mine, theirs) = make_pipe(uri, &side, peer);
                 peer.socket.deliver(their_id, theirs);
+                self.remember(name, uri, side, my_id);
                 Ok((my_id, mine))
             }
             None => {
@@ -162,13 +199,36 @@ impl Registry {
                     .entry(name.to_owned())
                     .or_default()
                     .push(Pending {
-                        connecter: side,
+                        connecter: side.clone(),
                         pipe: theirs,
                         pipe_id: their_id,
                     });
+                self.remember(name, uri, side, my_id);
                 Ok((my_id, mine))
             }
         }
+    }
+
+    fn remember(&mut self, name: &str, uri: &str, side: Side, pipe_id: PipeId) {
+        self.connects
+            .entry(name.to_owned())
+            .or_default()
+            .push(Connect {
+                side,
+                uri: uri.to_owned(),
+                pipe_id,
+            });
+    }
+
+    /// Forgets a connect; returns the connecter's current pipe for it.
+    pub(crate) fn disconnect(&mut self, name: &str, socket_id: u64) -> Option<PipeId> {
+        let list = self.connects.get_mut(name)?;
+        let i = list.iter().position(|c| c.side.socket.id == socket_id)?;
+        let c = list.remove(i);
+        if let Some(p) = self.pending.get_mut(name) {
+            p.retain(|p| p.connecter.socket.id != socket_id);
+        }
+        Some(c.pipe_id)
     }
 
     /// Forgets everything of a closing socket.
@@ -178,5 +238,9 @@ impl Registry {
             list.retain(|p| p.connecter.socket.id != socket_id);
         }
         self.pending.retain(|_, l| !l.is_empty());
+        for list in self.connects.values_mut() {
+            list.retain(|c| c.side.socket.id != socket_id);
+        }
+        self.connects.retain(|_, l| !l.is_empty());
     }
 }

@@ -5,7 +5,7 @@
 //! The pattern code (`crate::pattern`) only ever sees these two traits, so a transport
 //! is added by implementing them; nothing in the patterns changes. Today there are:
 //!
-//! - in-memory queues ([`queue_pair`]): used for `inproc://` (socket to socket) and for
+//! - in-memory queues (`queue_pair`): used for `inproc://` (socket to socket) and for
 //!   stream transports (socket to the I/O thread, which speaks ZMTP to the network);
 //! - shared-memory rings (`transport/shm`, written separately), where the application
 //!   thread writes straight into the ring.

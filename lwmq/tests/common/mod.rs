@@ -24,15 +24,26 @@ pub fn python() -> &'static Path {
             .stderr(Stdio::inherit())
             .output()
             .expect("run scripts/setup-test-env.sh");
-        assert!(out.status.success(), "setting up the pyzmq environment failed");
+        assert!(
+            out.status.success(),
+            "setting up the pyzmq environment failed"
+        );
         let stdout = String::from_utf8(out.stdout).expect("utf-8 path");
-        PathBuf::from(stdout.lines().last().expect("the script prints the python path").trim())
+        PathBuf::from(
+            stdout
+                .lines()
+                .last()
+                .expect("the script prints the python path")
+                .trim(),
+        )
     })
 }
 
 /// Starts `lwmq/tests/py/<script>` with the pyzmq python; stdout is piped.
 pub fn spawn_py(script: &str, args: &[&str]) -> Child {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py").join(script);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/py")
+        .join(script);
     Command::new(python())
         .arg(path)
         .args(args)
