@@ -209,6 +209,11 @@ impl Command {
 
     /// Parses the body of a command frame.
     pub fn parse(body: Bytes) -> Result<Command, ProtoError> {
+        if let Some(rest) = body.strip_prefix(LIBZMQ_PLAIN_ERROR) {
+            // libzmq's PLAIN mechanism writes its ERROR name as the C string "\x05ERROR",
+            // which C reads as 0x5E "RROR": accept that spelling too.
+            return parse_error_body(body.slice_ref(rest));
+        }
         let mut r = Reader::new(body);
         let n = r.u8("command name size")? as usize;
         if n == 0 {
@@ -219,13 +224,7 @@ impl Command {
         let cmd = match &name[..] {
             b"READY" => Command::Ready(Metadata::parse(&rest)?),
             b"INITIATE" => Command::Initiate(Metadata::parse(&rest)?),
-            b"ERROR" => {
-                let mut r = Reader::new(rest);
-                let n = r.u8("ERROR reason size")? as usize;
-                let reason = r.take(n, "ERROR reason")?;
-                r.finish("ERROR")?;
-                Command::Error(String::from_utf8_lossy(&reason).into_owned())
-            }
+            b"ERROR" => parse_error_body(rest)?,
             b"SUBSCRIBE" => Command::Subscribe(rest),
             b"CANCEL" => Command::Cancel(rest),
             b"PING" => {
@@ -270,6 +269,20 @@ impl Command {
         };
         Ok(cmd)
     }
+}
+
+/// How libzmq's PLAIN mechanism (4.x, to this day) spells the start of an ERROR command:
+/// its `"\x05ERROR"` literal is read by C as the escape `\x05E` (0x5E, `^`) then `RROR`.
+pub const LIBZMQ_PLAIN_ERROR: &[u8] = b"^RROR";
+
+fn parse_error_body(rest: Bytes) -> Result<Command, ProtoError> {
+    let mut r = Reader::new(rest);
+    let n = r.u8("ERROR reason size")? as usize;
+    let reason = r.take(n, "ERROR reason")?;
+    r.finish("ERROR")?;
+    Ok(Command::Error(
+        String::from_utf8_lossy(&reason).into_owned(),
+    ))
 }
 
 /// The longest prefix of `s` of at most `max` bytes that ends on a char boundary.
@@ -478,6 +491,16 @@ mod tests {
         let enc = Command::Error(long).encode();
         assert_eq!(enc[6] as usize, 254);
         assert!(Command::parse(enc.freeze()).is_ok());
+    }
+
+    #[test]
+    fn libzmq_plain_error_spelling_is_accepted() {
+        // Captured from libzmq 4.3.5's PLAIN server rejecting a password.
+        assert_eq!(
+            Command::parse(Bytes::from_static(b"^RROR\x03400")).unwrap(),
+            Command::Error("400".into())
+        );
+        assert!(Command::parse(Bytes::from_static(b"^RROR\x04400")).is_err());
     }
 
     #[test]

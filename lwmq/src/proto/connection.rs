@@ -57,6 +57,13 @@ impl Transmit {
         }
     }
 
+    /// Drops everything queued.
+    fn clear(&mut self) {
+        self.chunks.clear();
+        self.tail.clear();
+        self.len = 0;
+    }
+
     fn pop(&mut self) -> Option<Bytes> {
         let b = match self.chunks.pop_front() {
             Some(b) => b,
@@ -167,7 +174,8 @@ impl Connection {
     }
 
     /// The next event. [`Event::Closed`] comes last, and only once `poll_transmit` has
-    /// returned every final byte.
+    /// returned every final byte (after a heartbeat timeout nothing more is transmitted:
+    /// the queue is dropped). [`is_closed`](Self::is_closed) turns true at once.
     pub fn poll_event(&mut self) -> Option<Event> {
         if let Some(e) = self.events.pop_front() {
             return Some(e);
@@ -503,6 +511,11 @@ impl Connection {
             return;
         }
         tracing::debug!(error = %e, "ZMTP connection failed");
+        if e == ProtoError::HeartbeatTimeout {
+            // The peer is presumed dead: nothing queued will be read, and waiting for it
+            // to drain would hold back the Closed event for ever.
+            self.out.clear();
+        }
         self.state = State::Closed;
         self.error = Some(e.clone());
         self.closed_event = Some(e);

@@ -21,8 +21,12 @@
 //!
 //! Poll transmit before events: [`Event::Closed`] is only handed out once every final
 //! byte (an ERROR command telling the peer why) has been taken by `poll_transmit`, so an
-//! owner that closes the stream on `Closed` never cuts the explanation off. After a fatal
-//! error [`Connection::is_closed`] is true at once; input is then ignored.
+//! owner that closes the stream on `Closed` never cuts the explanation off (after a
+//! heartbeat timeout the queue is dropped instead: the peer is presumed dead). After a
+//! fatal error [`Connection::is_closed`] is true at once; input is then ignored.
+//!
+//! There is no handshake timeout here: an owner that wants one closes the stream when
+//! [`Connection::is_ready`] has not turned true in time.
 //!
 //! # States
 //!
@@ -62,13 +66,22 @@
 //!   or 0x00 (cancel); with 3.1 as SUBSCRIBE/CANCEL commands. Both forms are accepted.
 //! - The maximum message size applies per frame, as libzmq's `ZMQ_MAXMSGSIZE` does, and
 //!   is checked from the frame header, before any byte of the body is buffered.
-//! - PLAIN rejection sends ERROR with reason `"400"`, as libzmq's ZAP does, so a libzmq
-//!   client reports an authentication failure.
+//! - PLAIN rejection sends ERROR with reason `"400"` (libzmq's ZAP status code). libzmq
+//!   spells the name of its PLAIN ERROR `^RROR` (0x5E "RROR", a C escape slip in its
+//!   source); we accept that spelling but send the RFC's, so a libzmq 4.3 client reports
+//!   our rejection as a protocol failure instead of an authentication failure (it
+//!   disconnects all the same).
+//! - libzmq never sets the greeting's as-server bit, so PLAIN roles are not checked from
+//!   the greeting (except two servers that both set it).
+//! - A command (a PING from libzmq's heartbeat timer, say) between the frames of a
+//!   multipart message is accepted.
+//! - libzmq attaches a bound socket's new connection (and sends a SUB's subscriptions on
+//!   it) only when its application thread next calls into the socket.
 //!
 //! # CURVE
 //!
-//! Mechanisms are `Handshake` state objects (private module `mechanism`) that the connection drives with
-//! commands; CURVE fits as a third set of states. What CURVE adds beyond that (frames are
+//! Mechanisms are `Handshake` state objects (private module `mechanism`) that the
+//! connection drives with commands; CURVE fits as a third set of states. What CURVE adds beyond that (frames are
 //! encrypted into MESSAGE commands after the handshake) belongs in a per-connection frame
 //! transform returned by the final handshake step; it is not written yet.
 

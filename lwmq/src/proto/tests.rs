@@ -818,7 +818,16 @@ fn silent_peer_times_out_after_a_ping() {
     assert_eq!(p.a.poll_timeout(), Some(p.now + Duration::from_millis(300)));
     p.advance(Duration::from_millis(299));
     assert!(p.a.is_ready());
-    p.advance(Duration::from_millis(1));
+    // Data queued for the dead peer does not hold the Closed event back.
+    p.a.send(Message::from("never read")).unwrap();
+    p.now += Duration::from_millis(1);
+    p.a.handle_timeout(p.now);
+    assert_eq!(p.a.pending_transmit_bytes(), 0);
+    assert_eq!(
+        p.a.poll_event(),
+        Some(Event::Closed(ProtoError::HeartbeatTimeout))
+    );
+    p.a_events.push(Event::Closed(ProtoError::HeartbeatTimeout));
     assert_eq!(
         closed_with(&p.a_events),
         Some(&ProtoError::HeartbeatTimeout)
@@ -867,4 +876,91 @@ fn events_debug_redacts_passwords() {
     assert!(!format!("{e:?}").contains("hunter2"));
     let c = plain_client(Pair, "u", "hunter2");
     assert!(!format!("{c:?}").contains("hunter2"));
+}
+
+#[test]
+fn two_plain_clients_are_a_mechanism_error() {
+    let mut p = Pair::new(
+        plain_client(Dealer, "a", "b"),
+        plain_client(Dealer, "c", "d"),
+    );
+    p.drive();
+    assert!(matches!(
+        closed_with(&p.a_events),
+        Some(ProtoError::Mechanism(m)) if m.contains("both sides are PLAIN clients")
+    ));
+}
+
+#[test]
+fn libzmq_plain_rejection_bytes_fail_our_client() {
+    let now = Instant::now();
+    let mut c = Connection::new(plain_client(Dealer, "admin", "x"), now);
+    c.handle_input(&peer_greeting(3, 1, "PLAIN", false), now);
+    drain(&mut c);
+    // Exactly what libzmq 4.3.5's PLAIN server sent after its ZAP handler said no.
+    c.handle_input(b"\x04\x09^RROR\x03400", now);
+    assert!(matches!(c.error(), Some(ProtoError::AuthFailed(m)) if m.contains("400")));
+}
+
+#[test]
+fn plain_byte_vectors_server_side() {
+    let now = Instant::now();
+    let mut c = Connection::new(plain_server(Router), now);
+    assert_eq!(drain(&mut c), greeting::encode_first());
+    c.handle_input(&peer_greeting(3, 1, "PLAIN", false), now);
+    let rest = drain(&mut c);
+    assert_eq!(rest, greeting::encode_rest("PLAIN", true));
+    assert_eq!(rest[21], 1, "as-server set");
+    c.handle_input(b"\x04\x0e\x05HELLO\x05admin\x01x", now);
+    assert!(drain(&mut c).is_empty(), "nothing before the owner decides");
+    assert_eq!(
+        events(&mut c),
+        vec![Event::AuthRequest {
+            username: "admin".into(),
+            password: "x".into()
+        }]
+    );
+    c.authenticate(true);
+    assert_eq!(drain(&mut c), b"\x04\x08\x07WELCOME");
+    let mut md = Metadata::default();
+    md.push("Socket-Type", "DEALER");
+    md.push("Identity", "peer-1");
+    c.handle_input(&command_frame(&Command::Initiate(md)), now);
+    let out = drain(&mut c);
+    let mut buf = BytesMut::from(&out[..]);
+    let f = frame::decode(&mut buf, None).unwrap().unwrap();
+    assert!(buf.is_empty());
+    let Command::Ready(md) = Command::parse(f.body).unwrap() else {
+        panic!("expected READY")
+    };
+    assert_eq!(md.get("Socket-Type").unwrap(), "ROUTER");
+    assert!(c.is_ready());
+    let peer = c.peer().unwrap();
+    assert_eq!(peer.identity, "peer-1");
+    assert_eq!(peer.user_id.as_deref(), Some("admin"));
+}
+
+#[test]
+fn connection_can_move_to_the_io_thread() {
+    fn assert_send<T: Send + 'static>() {}
+    assert_send::<Connection>();
+    assert_send::<Event>();
+}
+
+#[test]
+fn plain_credentials_over_255_bytes_are_refused_up_front() {
+    let long = "x".repeat(256);
+    let cfg = plain_client(Dealer, &long, "pw");
+    assert!(matches!(
+        cfg.validate(),
+        Err(ProtoError::InvalidArgument(_))
+    ));
+    assert!(
+        plain_client(Dealer, "u", &"y".repeat(255))
+            .validate()
+            .is_ok()
+    );
+    let mut cfg = Config::new(Dealer);
+    cfg.resource = Some("r".repeat(256));
+    assert!(cfg.validate().is_err());
 }

@@ -185,12 +185,9 @@ pub(crate) fn start(
     }
     match &cx.config.mechanism {
         MechanismConfig::Null => Ok(null::start(cx)),
+        // libzmq never sets the greeting's as-server bit, so only a peer that sets it can
+        // be caught as a second server here; two clients meet at HELLO (see plain.rs).
         MechanismConfig::PlainClient { username, password } => {
-            if peer_as_server == cx.config.mechanism.as_server() {
-                return Err(ProtoError::Mechanism(
-                    "both sides are PLAIN clients; one must be the PLAIN server".into(),
-                ));
-            }
             Ok(plain::start_client(username.clone(), password.clone(), cx))
         }
         MechanismConfig::PlainServer => {

@@ -9,8 +9,14 @@
 //!                             <──  READY(metadata)         (or ERROR naming both types)
 //! ```
 //!
-//! The server's rejection reason is libzmq's ZAP status code `"400"`, which a libzmq
-//! client reports as an authentication failure.
+//! The server's rejection reason is libzmq's ZAP status code `"400"`. We send ERROR as
+//! RFC 23 spells it; libzmq (4.3.5 and master) spells the PLAIN ERROR name `^RROR` (a C
+//! escape slip, see `command::LIBZMQ_PLAIN_ERROR`), so a libzmq client reports our
+//! rejection as a protocol failure (unexpected command) rather than an authentication
+//! failure, and disconnects all the same. We accept both spellings.
+//!
+//! libzmq never sets the greeting's as-server bit, so roles are not checked there; two
+//! clients are caught when one receives the other's HELLO.
 
 use super::{Handshake, HandshakeCx, Step, unexpected};
 use crate::proto::command::Command;
@@ -51,6 +57,9 @@ impl Handshake for ExpectWelcome {
             } else {
                 format!("the server refused our PLAIN HELLO: {reason}")
             })),
+            Command::Hello { .. } => Err(ProtoError::Mechanism(
+                "both sides are PLAIN clients; one must be the PLAIN server".into(),
+            )),
             other => Err(unexpected(&other, "WELCOME")),
         }
     }
