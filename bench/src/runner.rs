@@ -47,7 +47,7 @@ fn variant(c: &str, t: &str, in_process: bool, pin_auto: bool, sc: &[&str]) -> V
 pub fn all_variants() -> Vec<Variant> {
     let all = ["rtt", "thr", "pubsub"];
     let pair = ["rtt", "thr"];
-    vec![
+    let mut v = vec![
         variant("lwmq", "ipc-spin", false, true, &all),
         variant("lwmq", "ipc-park", false, true, &all),
         variant("lwmq", "tcp", false, false, &all),
@@ -59,7 +59,12 @@ pub fn all_variants() -> Vec<Variant> {
         variant("zeromq-rs", "ipc", false, false, &all),
         variant("zeromq-rs", "tcp", false, false, &all),
         variant("iceoryx2", "shm", false, true, &["rtt"]),
-    ]
+    ];
+    if cfg!(feature = "lwmq-shm-raw") {
+        v.insert(2, variant("lwmq", "ipc-raw-spin", false, true, &pair));
+        v.insert(3, variant("lwmq", "ipc-raw-park", false, true, &pair));
+    }
+    v
 }
 
 /// One entry of the scenario list.

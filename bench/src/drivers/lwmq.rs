@@ -1,7 +1,8 @@
 //! lwmq itself, through its public `Socket` API. Transports: `ipc-spin` and `ipc-park`
 //! (shared memory, `ipc://name`, with the receiver spinning or parking on its futex
 //! while it waits), `tcp`, `unix` (ZMTP over a Unix socket in the abstract namespace)
-//! and `inproc`.
+//! and `inproc`; and, with the `lwmq-shm-raw` feature, `ipc-raw-spin`/`ipc-raw-park`:
+//! the shared-memory transport without the socket layer (`lwmq_shm.rs`).
 //!
 //! One `lwmq::Context` per process. Sends copy the buffer into a new `Message` (one
 //! allocation and one copy, like `zmq_send`); receives take the message the socket
@@ -68,6 +69,19 @@ fn configure_transport(_s: &lwmq::Socket, transport: &str, _max_size: usize) -> 
     Ok(())
 }
 
+#[cfg(feature = "lwmq-shm-raw")]
+use super::lwmq_shm::{bind as raw_bind, connect as raw_connect};
+
+#[cfg(not(feature = "lwmq-shm-raw"))]
+fn raw_bind(_: Kind, t: &str, _: &str, _: usize) -> Result<(Box<dyn Peer>, String)> {
+    bail!("{t} needs the lwmq-shm-raw feature of the bench crate")
+}
+
+#[cfg(not(feature = "lwmq-shm-raw"))]
+fn raw_connect(_: Kind, t: &str, _: &str, _: usize) -> Result<Box<dyn Peer>> {
+    bail!("{t} needs the lwmq-shm-raw feature of the bench crate")
+}
+
 pub fn version() -> String {
     format!("lwmq {} (this repository)", env!("BENCH_LWMQ_VERSION"))
 }
@@ -103,6 +117,9 @@ impl Driver for Lwmq {
         name: &str,
         max_size: usize,
     ) -> Result<(Box<dyn Peer>, String)> {
+        if transport.starts_with("ipc-raw-") {
+            return raw_bind(kind, transport, name, max_size);
+        }
         let addr = match transport {
             "tcp" => "tcp://127.0.0.1:0".to_owned(),
             "unix" => format!("unix://@lwmq-bench/{name}"),
@@ -124,6 +141,9 @@ impl Driver for Lwmq {
         endpoint: &str,
         max_size: usize,
     ) -> Result<Box<dyn Peer>> {
+        if transport.starts_with("ipc-raw-") {
+            return raw_connect(kind, transport, endpoint, max_size);
+        }
         let socket = self.socket(kind, transport, max_size)?;
         socket
             .connect(endpoint)

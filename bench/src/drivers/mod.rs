@@ -18,6 +18,8 @@ mod iceoryx2;
 mod libzmq;
 #[cfg(feature = "lwmq")]
 mod lwmq;
+#[cfg(feature = "lwmq-shm-raw")]
+mod lwmq_shm;
 #[cfg(feature = "zeromq-rs")]
 mod zeromq_rs;
 
