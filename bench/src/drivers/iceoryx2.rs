@@ -29,6 +29,8 @@ fn open(kind: Kind, name: &str, max_size: usize) -> Result<IoxPeer> {
         Kind::Req => ("pong", "ping"),
         other => bail!("iceoryx2 is benchmarked for round trips only, not as {other:?}"),
     };
+    // Running without a config file is intended here; keep real errors only.
+    set_log_level(LogLevel::Error);
     let node = NodeBuilder::new()
         .create::<ipc::Service>()
         .map_err(|e| anyhow!("iceoryx2 node: {e:?}"))?;
