@@ -103,7 +103,7 @@ impl Plan {
         let (reps, duration_ms, warmup, subs, small) = match mode {
             "smoke" => (1, 50, 50, 2, true),
             "quick" => (1, 250, 1000, 4, false),
-            "full" => (3, 1500, 10_000, 4, false),
+            "full" => (3, 2000, 10_000, 4, false),
             other => bail!("unknown mode {other:?} (smoke, quick, full)"),
         };
         let mut cases = Vec::new();
