@@ -7,6 +7,8 @@
 //! the last handle to drop (a `Context` or a `Socket`) shuts the I/O thread down and
 //! joins it, after it flushed what sockets left behind within their linger time.
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
@@ -23,10 +25,30 @@ pub struct Context {
     inner: Arc<Inner>,
 }
 
+/// A TCP port this context listens on, and the binds it serves (several when shared
+/// by `tcp://host:port/resource` binds).
+#[derive(Debug)]
+pub(crate) struct Port {
+    /// The id of the bind that made the listener.
+    pub listener: u64,
+    pub routes: Vec<PortRoute>,
+}
+
+/// One bind on a shared port.
+#[derive(Debug)]
+pub(crate) struct PortRoute {
+    pub id: u64,
+    pub resource: Option<String>,
+    pub socket_id: u64,
+    /// Whether the socket uses the NULL mechanism (required to share a port).
+    pub null: bool,
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     io: Mutex<Option<IoThread>>,
     inproc: Mutex<Registry>,
+    ports: Mutex<HashMap<SocketAddr, Port>>,
     terminated: AtomicBool,
     sockets: Mutex<Vec<Weak<SocketShared>>>,
 }
@@ -80,6 +102,20 @@ impl Context {
 
     pub(crate) fn inproc(&self) -> MutexGuard<'_, Registry> {
         lock(&self.inner.inproc)
+    }
+
+    pub(crate) fn ports(&self) -> MutexGuard<'_, HashMap<SocketAddr, Port>> {
+        lock(&self.inner.ports)
+    }
+
+    /// Forgets the binds on TCP ports that `which` selects (a port with none left is
+    /// forgotten; the I/O thread closes its listener).
+    pub(crate) fn forget_routes(&self, which: impl Fn(&PortRoute) -> bool) {
+        let mut ports = self.ports();
+        for p in ports.values_mut() {
+            p.routes.retain(|r| !which(r));
+        }
+        ports.retain(|_, p| !p.routes.is_empty());
     }
 
     /// The I/O thread, started on first use.

@@ -72,6 +72,16 @@ pub(crate) enum Command {
         bound: Bound,
         options: Options,
     },
+    /// Serve one more resource on a listener this context already has
+    /// (`tcp://host:port/resource`).
+    AddRoute {
+        listener: u64,
+        id: u64,
+        resource: Option<String>,
+        socket: Arc<SocketShared>,
+        options: Options,
+        endpoint: String,
+    },
     /// Connect (and keep reconnecting) to an endpoint.
     Connect {
         id: u64,
@@ -82,7 +92,7 @@ pub(crate) enum Command {
         /// The I/O half of a pipe made at connect time, if any.
         pipe: Option<IoHalf>,
     },
-    /// Stop listening.
+    /// Stop serving a bind (a route; the listener closes with its last route).
     Unbind { id: u64 },
     /// Stop connecting and close the connection.
     Disconnect { id: u64 },
@@ -100,6 +110,7 @@ impl fmt::Debug for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Command::Listen { id, bound, .. } => write!(f, "Listen({id}, {})", bound.endpoint),
+            Command::AddRoute { id, endpoint, .. } => write!(f, "AddRoute({id}, {endpoint})"),
             Command::Connect { id, uri, .. } => write!(f, "Connect({id}, {uri})"),
             Command::Unbind { id } => write!(f, "Unbind({id})"),
             Command::Disconnect { id } => write!(f, "Disconnect({id})"),
@@ -269,14 +280,41 @@ impl Drop for IoThread {
     }
 }
 
-struct ListenerEntry {
+/// One bind served by a listener. A listener has one route, or (a TCP port shared by
+/// `tcp://host:port/resource` binds) one per resource.
+struct Route {
     id: u64,
-    listener: Listener,
+    resource: Option<String>,
     socket: Arc<SocketShared>,
     options: Options,
     endpoint: String,
+}
+
+struct ListenerEntry {
+    /// The id of the bind that made it.
+    id: u64,
+    listener: Listener,
+    routes: Vec<Route>,
+    endpoint: String,
     unlink: Option<PathBuf>,
 }
+
+impl ListenerEntry {
+    /// Whether accepted connections must be routed by the peer's Resource.
+    fn routes_by_resource(&self) -> bool {
+        self.routes.len() > 1 || self.routes.iter().any(|r| r.resource.is_some())
+    }
+}
+
+/// An accepted connection on a shared port, before we know which socket it is for:
+/// our greeting is sent, the peer's greeting and first command are being collected.
+struct Sniff {
+    buf: bytes::BytesMut,
+    listener: Token,
+}
+
+/// Largest greeting + READY we collect to find a Resource.
+const MAX_SNIFF: usize = 64 * 1024;
 
 enum ConnecterState {
     /// A connection (connecting or connected) exists.
@@ -339,6 +377,12 @@ struct Conn {
     handshake_done: bool,
     /// The stream reached end of file or failed.
     eof: bool,
+    /// Shared port: still finding out which socket this connection is for.
+    sniff: Option<Sniff>,
+    /// Bytes of proto's output already sent by us (the greeting, while sniffing).
+    skip: usize,
+    /// Refused (unknown resource): no pipe, close after the ERROR.
+    rejected: bool,
 }
 
 struct Reactor {
@@ -526,13 +570,22 @@ impl Reactor {
                         .emit(EventKind::BindFailed, &bound.endpoint, e.to_string());
                     return;
                 }
+                let resource = match Endpoint::parse(&bound.endpoint) {
+                    Ok(Endpoint::Tcp { resource, .. }) => resource,
+                    _ => None,
+                };
                 self.listeners.insert(
                     t,
                     ListenerEntry {
                         id,
                         listener: bound.listener,
-                        socket,
-                        options,
+                        routes: vec![Route {
+                            id,
+                            resource,
+                            socket,
+                            options,
+                            endpoint: bound.endpoint.clone(),
+                        }],
                         endpoint: bound.endpoint,
                         unlink: bound.unlink,
                     },
@@ -569,16 +622,28 @@ impl Reactor {
                 );
                 self.start_connect(id);
             }
-            Command::Unbind { id } => {
-                let t = self
-                    .listeners
-                    .iter()
-                    .find(|(_, l)| l.id == id)
-                    .map(|(t, _)| *t);
-                if let Some(t) = t {
-                    self.close_listener(t);
-                }
-            }
+            Command::AddRoute {
+                listener,
+                id,
+                resource,
+                socket,
+                options,
+                endpoint,
+            } => match self.listeners.values_mut().find(|l| l.id == listener) {
+                Some(l) => l.routes.push(Route {
+                    id,
+                    resource,
+                    socket,
+                    options,
+                    endpoint,
+                }),
+                None => socket.monitors.emit(
+                    EventKind::BindFailed,
+                    &endpoint,
+                    "the shared listener is gone",
+                ),
+            },
+            Command::Unbind { id } => self.remove_routes(|r| r.id == id),
             Command::Disconnect { id } => {
                 if let Some(c) = self.connecters.remove(&id) {
                     if let ConnecterState::Active(t) = c.state {
@@ -593,7 +658,11 @@ impl Reactor {
                     .conns
                     .values()
                     .map(|c| c.socket.id)
-                    .chain(self.listeners.values().map(|l| l.socket.id))
+                    .chain(
+                        self.listeners
+                            .values()
+                            .flat_map(|l| l.routes.iter().map(|r| r.socket.id)),
+                    )
                     .chain(self.connecters.values().map(|c| c.socket.id))
                     .collect();
                 for s in sockets {
@@ -622,20 +691,37 @@ impl Reactor {
             if let Some(p) = &l.unlink {
                 let _ = std::fs::remove_file(p);
             }
-            l.socket.monitors.emit(EventKind::Closed, &l.endpoint, "");
+            for r in &l.routes {
+                r.socket.monitors.emit(EventKind::Closed, &r.endpoint, "");
+            }
+        }
+    }
+
+    /// Removes the routes `which` selects; a listener left without one closes.
+    fn remove_routes(&mut self, which: impl Fn(&Route) -> bool) {
+        let mut empty = Vec::new();
+        for (t, l) in self.listeners.iter_mut() {
+            let before = l.routes.len();
+            let (gone, kept): (Vec<Route>, Vec<Route>) = std::mem::take(&mut l.routes)
+                .into_iter()
+                .partition(|r| which(r));
+            l.routes = kept;
+            if l.routes.is_empty() && before > 0 {
+                l.routes = gone;
+                empty.push(*t);
+            } else {
+                for r in gone {
+                    r.socket.monitors.emit(EventKind::Closed, &r.endpoint, "");
+                }
+            }
+        }
+        for t in empty {
+            self.close_listener(t);
         }
     }
 
     fn close_socket(&mut self, socket_id: u64, linger: Option<Duration>) {
-        let ls: Vec<Token> = self
-            .listeners
-            .iter()
-            .filter(|(_, l)| l.socket.id == socket_id)
-            .map(|(t, _)| *t)
-            .collect();
-        for t in ls {
-            self.close_listener(t);
-        }
+        self.remove_routes(|r| r.socket.id == socket_id);
         let cs: Vec<u64> = self
             .connecters
             .iter()
@@ -680,14 +766,21 @@ impl Reactor {
             let Some(l) = self.listeners.get(&t) else {
                 return;
             };
+            let Some(first) = l.routes.first() else {
+                return;
+            };
             match l.listener.accept() {
                 Ok((stream, peer)) => {
-                    let socket = l.socket.clone();
-                    let options = l.options.clone();
-                    let endpoint = l.endpoint.clone();
+                    let socket = first.socket.clone();
+                    let options = first.options.clone();
+                    let endpoint = first.endpoint.clone();
                     let origin = Origin::Listener(l.id);
-                    socket.monitors.emit(EventKind::Accepted, &endpoint, peer);
-                    self.add_conn(stream, socket, options, endpoint, origin, false, None, None);
+                    if l.routes_by_resource() {
+                        self.add_sniffing_conn(stream, socket, options, endpoint, origin, t);
+                    } else {
+                        socket.monitors.emit(EventKind::Accepted, &endpoint, peer);
+                        self.add_conn(stream, socket, options, endpoint, origin, false, None, None);
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -741,10 +834,162 @@ impl Reactor {
                 error: None,
                 handshake_done: false,
                 eof: false,
+                sniff: None,
+                skip: 0,
+                rejected: false,
             },
         );
         self.drive(t);
         Some(t)
+    }
+
+    /// An accepted connection on a shared port: send our greeting (it does not depend
+    /// on the socket), then collect the peer's greeting and READY to learn its Resource.
+    fn add_sniffing_conn(
+        &mut self,
+        mut stream: Stream,
+        socket: Arc<SocketShared>,
+        options: Options,
+        endpoint: String,
+        origin: Origin,
+        listener: Token,
+    ) {
+        let t = self.token();
+        if let Err(e) = self.poll.registry().register(
+            stream.source(),
+            t,
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            tracing::warn!("cannot register a connection to {endpoint}: {e}");
+            return;
+        }
+        let mut greeting = Vec::with_capacity(proto::greeting::GREETING_LEN);
+        greeting.extend_from_slice(&proto::greeting::encode_first());
+        greeting.extend_from_slice(&proto::greeting::encode_rest("NULL", false));
+        let proto = Connection::new(proto_config(&options, None), Instant::now());
+        self.conns.insert(
+            t,
+            Conn {
+                stream,
+                proto,
+                socket,
+                options,
+                endpoint,
+                origin,
+                connecting: false,
+                pipe: None,
+                out_buf: Some(Bytes::from(greeting)),
+                stalled: None,
+                closing: None,
+                error: None,
+                handshake_done: false,
+                eof: false,
+                sniff: Some(Sniff {
+                    buf: bytes::BytesMut::new(),
+                    listener,
+                }),
+                skip: 0,
+                rejected: false,
+            },
+        );
+        self.drive(t);
+    }
+
+    /// Reads a sniffing connection; once the peer's Resource is known, hands the
+    /// connection to the socket bound at it (or refuses it). Returns true when done.
+    fn sniff(&mut self, t: Token) -> bool {
+        let Some(c) = self.conns.get_mut(&t) else {
+            return false;
+        };
+        if c.sniff.is_none() {
+            return true;
+        }
+        if let Err(e) = Self::flush(c) {
+            tracing::debug!("write to {} failed: {e}", c.endpoint);
+            c.eof = true;
+        }
+        let Some(sn) = c.sniff.as_mut() else {
+            return true;
+        };
+        while !c.eof {
+            match c.stream.read(&mut self.buf) {
+                Ok(0) => c.eof = true,
+                Ok(n) => sn.buf.extend_from_slice(&self.buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => c.eof = true,
+            }
+        }
+        if c.eof {
+            self.close_conn(t);
+            return false;
+        }
+        let glen = proto::greeting::GREETING_LEN;
+        if sn.buf.len() < glen {
+            return false;
+        }
+        let mut rest = bytes::BytesMut::from(&sn.buf[glen..]);
+        let resource = match proto::frame::decode(&mut rest, None) {
+            Ok(None) if sn.buf.len() < MAX_SNIFF => return false,
+            Ok(Some(f)) if f.command => match proto::command::Command::parse(f.body) {
+                Ok(proto::command::Command::Ready(meta)) => meta
+                    .get("Resource")
+                    .map(|r| String::from_utf8_lossy(r).into_owned()),
+                _ => None,
+            },
+            _ => None,
+        };
+        let input = sn.buf.split().freeze();
+        let listener = sn.listener;
+        let Some(l) = self.listeners.get(&listener) else {
+            self.close_conn(t);
+            return false;
+        };
+        let route = l.routes.iter().find(|r| r.resource == resource);
+        let (socket, options, endpoint, known) = match route.or(l.routes.first()) {
+            Some(r) => (
+                r.socket.clone(),
+                r.options.clone(),
+                r.endpoint.clone(),
+                route.is_some(),
+            ),
+            None => {
+                self.close_conn(t);
+                return false;
+            }
+        };
+        let peer = c
+            .stream
+            .peer_description()
+            .unwrap_or_else(|| "unknown peer".into());
+        c.sniff = None;
+        c.socket = socket;
+        c.options = options;
+        c.endpoint = endpoint;
+        c.proto = Connection::new(proto_config(&c.options, None), Instant::now());
+        c.skip = glen;
+        c.proto.handle_input(&input, Instant::now());
+        if known {
+            c.socket
+                .monitors
+                .emit(EventKind::Accepted, &c.endpoint, peer);
+        } else {
+            let what = match &resource {
+                Some(r) => format!("no socket is bound at resource {r:?}"),
+                None => "the peer named no resource and no socket is bound without one".into(),
+            };
+            c.socket.monitors.emit(
+                EventKind::ResourceUnknown,
+                &l.endpoint,
+                format!("{what} ({peer})"),
+            );
+            c.rejected = true;
+            // Send only the ERROR (after the greeting already sent): the peer's
+            // handshake fails, so it knows not to retry.
+            c.skip = c.proto.pending_transmit_bytes();
+            c.proto.close(&format!("resource-unknown: {what}"));
+        }
+        true
     }
 
     fn start_connect(&mut self, id: u64) {
@@ -776,8 +1021,11 @@ impl Reactor {
                     resource,
                 ) {
                     Some(t) => {
+                        // `add_conn` drives the connection once; if that already
+                        // failed, a retry is scheduled and the state says so.
+                        let alive = self.conns.contains_key(&t);
                         if let Some(c) = self.connecters.get_mut(&id) {
-                            if matches!(c.state, ConnecterState::Waiting(_)) {
+                            if alive {
                                 c.state = ConnecterState::Active(t);
                             }
                             let closing = c.closing;
@@ -814,6 +1062,9 @@ impl Reactor {
     /// Moves everything that can move on one connection: connect completion, input,
     /// events, output; closes it when it is over.
     fn drive(&mut self, t: Token) {
+        if !self.sniff(t) {
+            return;
+        }
         let Some(c) = self.conns.get_mut(&t) else {
             return;
         };
@@ -950,6 +1201,7 @@ impl Reactor {
                 return true;
             };
             match ev {
+                Event::HandshakeSucceeded(_) if c.rejected => {}
                 Event::HandshakeSucceeded(peer) => {
                     c.handshake_done = true;
                     *new_pipe = Some(peer);
@@ -995,8 +1247,17 @@ impl Reactor {
         loop {
             let chunk = match c.out_buf.take() {
                 Some(b) => b,
+                None if c.sniff.is_some() => return Ok(wrote),
                 None => match c.proto.poll_transmit() {
-                    Some(b) => b,
+                    Some(b) if c.skip >= b.len() => {
+                        c.skip -= b.len();
+                        continue;
+                    }
+                    Some(b) => {
+                        let b = b.slice(c.skip..);
+                        c.skip = 0;
+                        b
+                    }
                     None => return Ok(wrote),
                 },
             };

@@ -9,6 +9,33 @@
 //!  Socket::send ──> pattern (pick pipe) ──> pipe ──┬─ shm ring ──────────────> Socket::recv
 //!                                                  └─ I/O thread ─> proto (ZMTP) ─> tcp/unix
 //! ```
+//!
+//! # Example
+//!
+//! ```
+//! use lwmq::{Context, Message, SocketType};
+//!
+//! # fn main() -> lwmq::Result<()> {
+//! let ctx = Context::new();
+//! let rep = ctx.socket(SocketType::Rep)?;
+//! let endpoint = rep.bind("tcp://127.0.0.1:0")?; // the port the system picked
+//! let req = ctx.socket(SocketType::Req)?;
+//! req.connect(&endpoint)?; // returns at once; connects in the background
+//! req.send(Message::from_frames(["hello", "world"]))?;
+//! let request = rep.recv()?;
+//! rep.send(request)?; // echo both frames back
+//! assert_eq!(req.recv()?, Message::from_frames(["hello", "world"]));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! A [`Context`] owns one background I/O thread (started on first use of `tcp://` or
+//! `unix://`) and the `inproc://` names. A [`Socket`] is used from one thread at a time;
+//! it can bind and connect any number of endpoints; [`poll`] waits on several sockets
+//! and [`proxy`] forwards between two. Failed sends hand the message back in a
+//! [`SendError`]; timeouts, high-water marks, linger and the other options follow
+//! libzmq (see the setters on [`Socket`]). [`Socket::monitor`] reports connection
+//! events with libzmq's names.
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod context;

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::context::Context;
+use crate::context::{Context, Port, PortRoute};
 use crate::io_thread::Command;
 use crate::monitor::{EventKind, Monitor, Monitors};
 use crate::options::{Mechanism, Options};
@@ -160,26 +160,45 @@ impl Socket {
                 (uri.to_owned(), Attached::InprocBind(name.clone()))
             }
             Endpoint::Tcp { .. } | Endpoint::Unix(_) => {
-                let bound = match stream::bind(uri, &ep) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        self.shared
-                            .monitors
-                            .emit(EventKind::BindFailed, uri, e.to_string());
-                        return Err(e);
+                let null = core.options.mechanism == Mechanism::Null;
+                if let Some(shared) = self.bind_shared_port(uri, &ep, null, &core.options)? {
+                    shared
+                } else {
+                    let bound = match stream::bind(uri, &ep) {
+                        Ok(b) => b,
+                        Err(e) => {
+                            self.shared
+                                .monitors
+                                .emit(EventKind::BindFailed, uri, e.to_string());
+                            return Err(e);
+                        }
+                    };
+                    let io = self.ctx.io()?;
+                    let id = crate::transport::next_pipe_id();
+                    let actual = bound.endpoint.clone();
+                    if let (Some(addr), Endpoint::Tcp { resource, .. }) = (bound.local, &ep) {
+                        self.ctx.ports().insert(
+                            addr,
+                            Port {
+                                listener: id,
+                                routes: vec![PortRoute {
+                                    id,
+                                    resource: resource.clone(),
+                                    socket_id: self.shared.id,
+                                    null,
+                                }],
+                            },
+                        );
                     }
-                };
-                let io = self.ctx.io()?;
-                let id = crate::transport::next_pipe_id();
-                let actual = bound.endpoint.clone();
-                self.shared.monitors.emit(EventKind::Listening, &actual, "");
-                io.command(Command::Listen {
-                    id,
-                    socket: self.shared.clone(),
-                    bound,
-                    options: core.options.clone(),
-                });
-                (actual, Attached::StreamBind(id))
+                    self.shared.monitors.emit(EventKind::Listening, &actual, "");
+                    io.command(Command::Listen {
+                        id,
+                        socket: self.shared.clone(),
+                        bound,
+                        options: core.options.clone(),
+                    });
+                    (actual, Attached::StreamBind(id))
+                }
             }
             other => {
                 return Err(Error::endpoint(
@@ -198,6 +217,71 @@ impl Socket {
         }
         core.last_endpoint = Some(actual.clone());
         Ok(actual)
+    }
+
+    /// `tcp://host:port[/resource]` on a port this context already listens on: one
+    /// more route on that listener, chosen by the peer's Resource.
+    fn bind_shared_port(
+        &self,
+        uri: &str,
+        ep: &Endpoint,
+        null: bool,
+        options: &Options,
+    ) -> Result<Option<(String, Attached)>> {
+        let Endpoint::Tcp {
+            host,
+            port,
+            resource,
+        } = ep
+        else {
+            return Ok(None);
+        };
+        if *port == 0 {
+            return Ok(None);
+        }
+        let Some(addr) = stream::resolve(uri, host, *port, true)?.first().copied() else {
+            return Ok(None);
+        };
+        let mut ports = self.ctx.ports();
+        let Some(p) = ports.get_mut(&addr) else {
+            return Ok(None);
+        };
+        if p.routes.iter().any(|r| r.resource == *resource) {
+            return Err(Error::AddressInUse {
+                endpoint: uri.to_owned(),
+            });
+        }
+        if !null || p.routes.iter().any(|r| !r.null) {
+            return Err(Error::InvalidArgument(format!(
+                "{uri}: sharing a TCP port among resources needs the NULL mechanism on every socket"
+            )));
+        }
+        let id = crate::transport::next_pipe_id();
+        let mut endpoint = format!("tcp://{addr}");
+        if let Some(r) = resource {
+            endpoint.push('/');
+            endpoint.push_str(r);
+        }
+        p.routes.push(PortRoute {
+            id,
+            resource: resource.clone(),
+            socket_id: self.shared.id,
+            null,
+        });
+        let listener = p.listener;
+        drop(ports);
+        self.shared
+            .monitors
+            .emit(EventKind::Listening, &endpoint, "");
+        self.ctx.io()?.command(Command::AddRoute {
+            listener,
+            id,
+            resource: resource.clone(),
+            socket: self.shared.clone(),
+            options: options.clone(),
+            endpoint: endpoint.clone(),
+        });
+        Ok(Some((endpoint, Attached::StreamBind(id))))
     }
 
     /// Connects to an endpoint. Returns at once; the connection is made (and remade
@@ -319,7 +403,10 @@ impl Socket {
                     core.pattern.detach(pipe);
                 }
             }
-            Attached::StreamBind(id) => self.ctx.io()?.command(Command::Unbind { id }),
+            Attached::StreamBind(id) => {
+                self.ctx.forget_routes(|r| r.id == id);
+                self.ctx.io()?.command(Command::Unbind { id });
+            }
             Attached::StreamConnect(id) => self.ctx.io()?.command(Command::Disconnect { id }),
         }
         Ok(())
@@ -587,6 +674,8 @@ fn clone_attached(a: &Attached) -> Attached {
 impl Drop for Socket {
     fn drop(&mut self) {
         self.ctx.inproc().remove_socket(self.shared.id);
+        let id = self.shared.id;
+        self.ctx.forget_routes(|r| r.socket_id == id);
         let linger = self.core().options.linger;
         self.ctx.close_socket(&self.shared, linger);
         // The pattern's pipes close as they drop with `core`.

@@ -62,6 +62,14 @@ impl Stream {
         }
     }
 
+    /// The peer's address, for humans.
+    pub(crate) fn peer_description(&self) -> Option<String> {
+        match self {
+            Stream::Tcp(s) => s.peer_addr().ok().map(|a| a.to_string()),
+            Stream::Unix(s) => s.peer_addr().ok().map(|a| format!("{a:?}")),
+        }
+    }
+
     /// After a writable event on a connecting stream: `Ok(true)` when connected,
     /// `Ok(false)` when still in progress, `Err` when the connect failed.
     pub(crate) fn finish_connect(&self) -> io::Result<bool> {
@@ -148,6 +156,8 @@ pub(crate) struct Bound {
     pub listener: Listener,
     pub endpoint: String,
     pub unlink: Option<PathBuf>,
+    /// The TCP address bound (for sharing the port among resources).
+    pub local: Option<SocketAddr>,
 }
 
 /// Binds a `tcp://` or `unix://` endpoint.
@@ -182,6 +192,7 @@ pub(crate) fn bind(uri: &str, ep: &Endpoint) -> Result<Bound> {
                             listener: Listener::Tcp(l),
                             endpoint,
                             unlink: None,
+                            local: Some(local),
                         });
                     }
                     Err(e) => last = Some(e),
@@ -212,6 +223,7 @@ pub(crate) fn bind(uri: &str, ep: &Endpoint) -> Result<Bound> {
                 listener: Listener::Unix(l),
                 endpoint: Endpoint::Unix(a.clone()).to_string(),
                 unlink,
+                local: None,
             })
         }
         _ => Err(Error::endpoint(uri, "not a stream transport")),
