@@ -1,6 +1,7 @@
 //! The [`Context`]: what a group of sockets shares. It owns the background I/O thread
-//! (started when the first `tcp://` or `unix://` endpoint is used) and the `inproc://`
-//! name registry.
+//! (started when the first `tcp://` or `unix://` endpoint is used), the ipc thread
+//! (started by the first `ipc://` endpoint: it makes and watches shared-memory
+//! connections, see `transport::ipc`) and the `inproc://` name registry.
 //!
 //! Threads: the context is shared by every socket made from it (an `Arc`). The I/O
 //! thread holds no reference to the context, only to the sockets' shared parts, so
@@ -47,10 +48,45 @@ pub(crate) struct PortRoute {
 #[derive(Debug, Default)]
 struct Inner {
     io: Mutex<Option<IoThread>>,
+    ipc: Mutex<Option<crate::transport::ipc::IpcThread>>,
     inproc: Mutex<Registry>,
     ports: Mutex<HashMap<SocketAddr, Port>>,
     terminated: AtomicBool,
     sockets: Mutex<Vec<Weak<SocketShared>>>,
+    /// Answers `lwmq ls` (see [`crate::introspect`]); its thread holds a `Weak` to us.
+    introspect: Mutex<Option<crate::introspect::IntrospectServer>>,
+}
+
+/// Builds a [`Context`] with non-default settings.
+#[derive(Debug, Clone)]
+pub struct ContextBuilder {
+    introspect: bool,
+}
+
+impl ContextBuilder {
+    /// Whether `lwmq ls` can see this context's sockets (default: yes, unless the
+    /// environment says `LWMQ_INTROSPECT=0`). See [`crate::introspect`].
+    pub fn introspect(mut self, on: bool) -> ContextBuilder {
+        self.introspect = on;
+        self
+    }
+
+    /// The context.
+    pub fn build(self) -> Context {
+        let ctx = Context::default();
+        if self.introspect && crate::introspect::enabled_by_env() {
+            let weak = Arc::downgrade(&ctx.inner);
+            let server = crate::introspect::IntrospectServer::start(move || match weak.upgrade() {
+                Some(inner) => Context { inner }.snapshot(),
+                None => crate::introspect::Snapshot::default(),
+            });
+            match server {
+                Ok(server) => *lock(&ctx.inner.introspect) = Some(server),
+                Err(e) => tracing::warn!("lwmq ls will not see this context: {e}"),
+            }
+        }
+        ctx
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -59,9 +95,68 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Context {
-    /// A new context. No thread is started until a socket uses a stream transport.
+    /// A new context. No I/O thread is started until a socket uses a stream
+    /// transport; a small thread answers `lwmq ls` (see [`Context::builder`]).
     pub fn new() -> Context {
-        Context::default()
+        Context::builder().build()
+    }
+
+    /// A builder for a context with non-default settings.
+    pub fn builder() -> ContextBuilder {
+        ContextBuilder { introspect: true }
+    }
+
+    /// The sockets and their endpoints and connections, for `lwmq ls`. Runs on the
+    /// introspection thread; asks the I/O thread for its part and waits for it briefly.
+    fn snapshot(&self) -> crate::introspect::Snapshot {
+        let sockets: Vec<Arc<SocketShared>> = lock(&self.inner.sockets)
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        let io = lock(&self.inner.io).as_ref().map(|t| t.shared().clone());
+        let mut from_io = std::collections::HashMap::new();
+        if let Some(io) = io {
+            let (tx, rx) = std::sync::mpsc::channel();
+            io.command(Command::Introspect { reply: tx });
+            from_io = rx
+                .recv_timeout(Duration::from_millis(500))
+                .unwrap_or_default();
+        }
+        let ipc = lock(&self.inner.ipc).as_ref().map(|t| t.shared().clone());
+        if let Some(ipc) = ipc {
+            let (tx, rx) = std::sync::mpsc::channel();
+            ipc.command(crate::transport::ipc::Command::Introspect { reply: tx });
+            let from_ipc: std::collections::HashMap<u64, crate::introspect::SocketInfo> = rx
+                .recv_timeout(Duration::from_millis(500))
+                .unwrap_or_default();
+            for (id, info) in from_ipc {
+                match from_io.entry(id) {
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(info);
+                    }
+                    std::collections::hash_map::Entry::Occupied(mut o) => {
+                        let o = o.get_mut();
+                        o.bound.extend(info.bound);
+                        o.connected.extend(info.connected);
+                        o.connections.extend(info.connections);
+                    }
+                }
+            }
+        }
+        let mut out = crate::introspect::Snapshot::default();
+        for s in sockets {
+            out.sockets.push(from_io.remove(&s.id).unwrap_or_else(|| {
+                crate::introspect::SocketInfo {
+                    id: s.id,
+                    socket_type: s.socket_type.as_str().to_owned(),
+                    ..Default::default()
+                }
+            }));
+        }
+        // Closed sockets whose connections still linger.
+        out.sockets.extend(from_io.into_values());
+        out.sockets.sort_by_key(|s| s.id);
+        out
     }
 
     /// A new socket of the given type.
@@ -87,6 +182,10 @@ impl Context {
         let io = lock(&self.inner.io).take();
         if let Some(mut io) = io {
             io.shutdown();
+        }
+        let ipc = lock(&self.inner.ipc).take();
+        if let Some(mut ipc) = ipc {
+            ipc.shutdown();
         }
     }
 
@@ -133,7 +232,30 @@ impl Context {
         }
     }
 
+    /// The ipc thread (shared-memory connections), started on first use.
+    pub(crate) fn ipc(&self) -> Result<Arc<crate::transport::ipc::IpcShared>> {
+        if self.is_terminated() {
+            return Err(Error::Closed);
+        }
+        let mut ipc = lock(&self.inner.ipc);
+        if ipc.is_none() {
+            *ipc = Some(crate::transport::ipc::IpcThread::start()?);
+        }
+        match ipc.as_ref() {
+            Some(t) => Ok(t.shared().clone()),
+            None => Err(Error::Closed),
+        }
+    }
+
     pub(crate) fn close_socket(&self, s: &Arc<SocketShared>, linger: Option<Duration>) {
+        let ipc = lock(&self.inner.ipc).as_ref().map(|t| t.shared().clone());
+        if let Some(ipc) = ipc {
+            ipc.command_and_wait(|ack| crate::transport::ipc::Command::CloseSocket {
+                socket_id: s.id,
+                linger,
+                ack,
+            });
+        }
         if let Some(io) = lock(&self.inner.io).as_ref() {
             io.shared().command(Command::CloseSocket {
                 socket_id: s.id,
@@ -147,6 +269,9 @@ impl Drop for Inner {
     fn drop(&mut self) {
         if let Some(mut io) = lock(&self.io).take() {
             io.shutdown();
+        }
+        if let Some(mut ipc) = lock(&self.ipc).take() {
+            ipc.shutdown();
         }
     }
 }

@@ -104,6 +104,11 @@ pub(crate) enum Command {
     },
     /// Flush (within linger) and exit.
     Shutdown,
+    /// Describe every listener, connecter and live connection, by socket id, for
+    /// `lwmq ls` (see `crate::introspect`).
+    Introspect {
+        reply: std::sync::mpsc::Sender<HashMap<u64, crate::introspect::SocketInfo>>,
+    },
 }
 
 impl fmt::Debug for Command {
@@ -116,6 +121,7 @@ impl fmt::Debug for Command {
             Command::Disconnect { id } => write!(f, "Disconnect({id})"),
             Command::CloseSocket { socket_id, .. } => write!(f, "CloseSocket({socket_id})"),
             Command::Shutdown => f.write_str("Shutdown"),
+            Command::Introspect { .. } => f.write_str("Introspect"),
         }
     }
 }
@@ -652,6 +658,10 @@ impl Reactor {
                 }
             }
             Command::CloseSocket { socket_id, linger } => self.close_socket(socket_id, linger),
+            Command::Introspect { reply } => {
+                // The asker may have given up waiting: nothing to do then.
+                let _ = reply.send(self.introspect());
+            }
             Command::Shutdown => {
                 self.shutting_down = true;
                 let sockets: Vec<u64> = self
@@ -683,6 +693,47 @@ impl Reactor {
                 }
             }
         }
+    }
+
+    /// What `lwmq ls` shows of this thread's part of each socket: bound and connected
+    /// endpoints, and connections whose handshake is done.
+    fn introspect(&self) -> HashMap<u64, crate::introspect::SocketInfo> {
+        use crate::introspect::{ConnectionInfo, Direction, SocketInfo};
+        let mut infos: HashMap<u64, SocketInfo> = HashMap::new();
+        fn get<'a>(
+            infos: &'a mut HashMap<u64, SocketInfo>,
+            s: &SocketShared,
+        ) -> &'a mut SocketInfo {
+            infos.entry(s.id).or_insert_with(|| SocketInfo {
+                id: s.id,
+                socket_type: s.socket_type.as_str().to_owned(),
+                ..SocketInfo::default()
+            })
+        }
+        for r in self.listeners.values().flat_map(|l| &l.routes) {
+            get(&mut infos, &r.socket).bound.push(r.endpoint.clone());
+        }
+        for c in self.connecters.values() {
+            get(&mut infos, &c.socket).connected.push(c.uri.clone());
+        }
+        for c in self.conns.values() {
+            if !c.handshake_done || c.closing.is_some() {
+                continue;
+            }
+            let (local_address, peer_address) = c.stream.addresses();
+            get(&mut infos, &c.socket).connections.push(ConnectionInfo {
+                endpoint: c.endpoint.clone(),
+                direction: match c.origin {
+                    Origin::Listener(_) => Direction::Accepted,
+                    Origin::Connecter(_) => Direction::Connected,
+                },
+                local_address,
+                peer_address,
+                peer_pid: None,
+                peer_socket_type: c.proto.peer().map(|p| p.socket_type.as_str().to_owned()),
+            });
+        }
+        infos
     }
 
     fn close_listener(&mut self, t: Token) {

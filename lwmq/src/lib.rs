@@ -40,6 +40,7 @@
 
 mod context;
 mod error;
+mod frames;
 mod io_thread;
 mod message;
 mod monitor;
@@ -53,12 +54,14 @@ mod socket_type;
 pub mod transport;
 
 pub mod endpoint;
+pub mod introspect;
 pub mod proto;
 
 pub use bytes::Bytes;
-pub use context::Context;
+pub use context::{Context, ContextBuilder};
 pub use endpoint::Endpoint;
 pub use error::{Error, Result, SendError};
+pub use frames::Frames;
 pub use message::Message;
 pub use monitor::{EventKind, Monitor, MonitorEvent};
 pub use options::{DEFAULT_HWM, DEFAULT_LINGER, DEFAULT_RECONNECT_INTERVAL};

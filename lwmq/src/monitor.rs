@@ -41,6 +41,9 @@ pub enum EventKind {
     ResourceUnknown,
     /// A shared-memory peer process died.
     PeerCrashed,
+    /// A peer broke the protocol after the handshake (e.g. wrote garbage into a
+    /// shared-memory ring); its connection was dropped.
+    ProtocolError,
 }
 
 impl EventKind {
@@ -60,6 +63,7 @@ impl EventKind {
             EventKind::HandshakeFailedAuth => "handshake-failed-auth",
             EventKind::ResourceUnknown => "resource-unknown",
             EventKind::PeerCrashed => "peer-crashed",
+            EventKind::ProtocolError => "protocol-error",
         }
     }
 }

@@ -54,6 +54,8 @@ pub(crate) struct Options {
     pub max_msg_size: Option<u64>,
     pub mechanism: Mechanism,
     pub pattern: PatternOptions,
+    /// `ipc://` (shared memory): ring size, spin, allowed users, domain.
+    pub ipc: crate::transport::shm::ShmOptions,
 }
 
 impl Options {
@@ -76,6 +78,7 @@ impl Options {
             max_msg_size: None,
             mechanism: Mechanism::Null,
             pattern: PatternOptions::default(),
+            ipc: crate::transport::shm::ShmOptions::default(),
         }
     }
 

@@ -2,7 +2,9 @@
 //!
 //! The poller makes a [`Signal`] of its own and adds it as an observer of each socket's
 //! signal for the duration of the call, so any ring on any of the sockets wakes it.
-//! It reads its epoch before looking at the sockets, as the pipe contract requires.
+//! It waits as the pipe contract says, parked on every socket's signal at once
+//! ([`Signal::wait_any`], FUTEX_WAITV): shared-memory peers in other processes ring a
+//! socket's own signal, not the poller's.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -64,24 +66,53 @@ pub fn poll(items: &mut [PollItem<'_>], timeout: Option<Duration>) -> Result<usi
     for item in items.iter() {
         item.socket.shared().signal.observe(key, signal.clone());
     }
-    let result = (|| loop {
-        let seen = signal.epoch();
-        let mut ready = 0;
-        for item in items.iter_mut() {
-            item.readable = item.want_readable && item.socket.poll_readable();
-            item.writable = item.want_writable && item.socket.poll_writable();
-            if item.readable || item.writable {
-                ready += 1;
+    // Shared-memory peers in other processes ring only their socket's doorbell, not
+    // our observers: we park on every socket's doorbell at once (FUTEX_WAITV), plus
+    // our own signal, which in-process notifiers ring through the observers.
+    let sockets: Vec<Arc<Signal>> = items
+        .iter()
+        .map(|i| i.socket.shared().signal.clone())
+        .chain(std::iter::once(signal.clone()))
+        .collect();
+    let spin = Duration::ZERO;
+    let result = (|| {
+        let mut attempt = || -> Option<Result<usize>> {
+            let mut ready = 0;
+            for item in items.iter_mut() {
+                item.readable = item.want_readable && item.socket.poll_readable();
+                item.writable = item.want_writable && item.socket.poll_writable();
+                if item.readable || item.writable {
+                    ready += 1;
+                }
             }
+            if ready > 0 {
+                return Some(Ok(ready));
+            }
+            for item in items.iter() {
+                if let Err(e) = item.socket.check_alive() {
+                    return Some(Err(e));
+                }
+            }
+            None
+        };
+        if let Some(r) = attempt() {
+            return r;
         }
-        if ready > 0 {
-            return Ok(ready);
-        }
-        for item in items.iter() {
-            item.socket.check_alive()?;
-        }
-        if !signal.wait(seen, deadline) {
+        if timeout == Some(Duration::ZERO) {
             return Ok(0);
+        }
+        let signals: Vec<&Signal> = sockets.iter().map(|s| &**s).collect();
+        loop {
+            // A socket's first ipc:// endpoint changes the doorbell it is rung on:
+            // look again at least every MAX_PARK.
+            let slice = Instant::now() + crate::transport::shm::wait::MAX_PARK;
+            let until = deadline.map_or(slice, |d| d.min(slice));
+            if let Some(r) = Signal::wait_any(&signals, spin, Some(until), &mut attempt) {
+                return r;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(0);
+            }
         }
     })();
     for item in items.iter() {

@@ -33,6 +33,8 @@ pub(crate) struct SocketShared {
     pub signal: Arc<Signal>,
     /// Pipes delivered by the I/O thread or inproc peers, for the user thread to attach.
     mailbox: Mutex<Vec<(PipeId, Pipe)>>,
+    /// Set after a pipe is put in the mailbox, so the hot path skips its lock.
+    has_mail: std::sync::atomic::AtomicBool,
     pub monitors: Monitors,
 }
 
@@ -40,6 +42,8 @@ impl SocketShared {
     /// Hands a new pipe to the socket and wakes it.
     pub(crate) fn deliver(&self, id: PipeId, pipe: Pipe) {
         lock(&self.mailbox).push((id, pipe));
+        self.has_mail
+            .store(true, std::sync::atomic::Ordering::Release);
         self.signal.notify();
     }
 }
@@ -56,6 +60,9 @@ enum Attached {
     InprocConnect(String),
     StreamBind(u64),
     StreamConnect(u64),
+    IpcBind(u64),
+    /// The connect's id and the pipe made at connect time, if any.
+    IpcConnect(u64, Option<PipeId>),
 }
 
 #[derive(Debug)]
@@ -66,6 +73,7 @@ struct Core {
     prefetched: Option<Message>,
     endpoints: Vec<(String, Attached)>,
     last_endpoint: Option<String>,
+    ipc: crate::transport::ipc::SocketIpc,
 }
 
 /// A socket of one of ZeroMQ's types, with any number of endpoints.
@@ -92,6 +100,7 @@ impl Socket {
             socket_type,
             signal: Arc::new(Signal::new()),
             mailbox: Mutex::new(Vec::new()),
+            has_mail: std::sync::atomic::AtomicBool::new(false),
             monitors: Monitors::default(),
         });
         ctx.register(&shared);
@@ -103,6 +112,7 @@ impl Socket {
                 prefetched: None,
                 endpoints: Vec::new(),
                 last_endpoint: None,
+                ipc: Default::default(),
             }),
             shared,
         }
@@ -135,6 +145,13 @@ impl Socket {
     }
 
     fn absorb_mailbox(&self, core: &mut Core) {
+        // A plain load first: the hot path does no read-modify-write.
+        let mail = &self.shared.has_mail;
+        if !mail.load(std::sync::atomic::Ordering::Relaxed)
+            || !mail.swap(false, std::sync::atomic::Ordering::Acquire)
+        {
+            return;
+        }
         let new = std::mem::take(&mut *lock(&self.shared.mailbox));
         for (id, pipe) in new {
             core.pattern.attach(id, pipe);
@@ -161,7 +178,14 @@ impl Socket {
             }
             Endpoint::Tcp { .. } | Endpoint::Unix(_) => {
                 let null = core.options.mechanism == Mechanism::Null;
-                if let Some(shared) = self.bind_shared_port(uri, &ep, null, &core.options)? {
+                let shared = self
+                    .bind_shared_port(uri, &ep, null, &core.options)
+                    .inspect_err(|e| {
+                        self.shared
+                            .monitors
+                            .emit(EventKind::BindFailed, uri, e.to_string())
+                    })?;
+                if let Some(shared) = shared {
                     shared
                 } else {
                     let bound = match stream::bind(uri, &ep) {
@@ -199,6 +223,30 @@ impl Socket {
                     });
                     (actual, Attached::StreamBind(id))
                 }
+            }
+            Endpoint::Ipc { name, port } => {
+                let ipc = self.ctx.ipc()?;
+                let core = &mut *core;
+                let r = crate::transport::ipc::bind(
+                    &ipc,
+                    &self.shared,
+                    &core.options,
+                    &core.ipc.ring_limit,
+                    name,
+                    *port,
+                );
+                let (id, actual) = match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        self.shared
+                            .monitors
+                            .emit(EventKind::BindFailed, uri, e.to_string());
+                        return Err(e);
+                    }
+                };
+                core.ipc.used = true;
+                self.shared.monitors.emit(EventKind::Listening, &actual, "");
+                (actual, Attached::IpcBind(id))
             }
             other => {
                 return Err(Error::endpoint(
@@ -334,6 +382,25 @@ impl Socket {
                 });
                 Attached::StreamConnect(id)
             }
+            Endpoint::Ipc { name, port } => {
+                let ipc = self.ctx.ipc()?;
+                let core = &mut *core;
+                let (id, pipe) = crate::transport::ipc::connect(
+                    &ipc,
+                    &self.shared,
+                    &core.options,
+                    &core.ipc.ring_limit,
+                    uri,
+                    name,
+                    *port,
+                )?;
+                core.ipc.used = true;
+                let pipe_id = pipe.as_ref().map(|(id, _)| *id);
+                if let Some((pid, p)) = pipe {
+                    core.pattern.attach(pid, p);
+                }
+                Attached::IpcConnect(id, pipe_id)
+            }
             other => {
                 return Err(Error::endpoint(
                     uri,
@@ -363,11 +430,15 @@ impl Socket {
         let matches = |a: &Attached| {
             matches!(
                 (a, bind),
-                (Attached::InprocBind(_) | Attached::StreamBind(_), true)
-                    | (
-                        Attached::InprocConnect(_) | Attached::StreamConnect(_),
-                        false
-                    )
+                (
+                    Attached::InprocBind(_) | Attached::StreamBind(_) | Attached::IpcBind(_),
+                    true
+                ) | (
+                    Attached::InprocConnect(_)
+                        | Attached::StreamConnect(_)
+                        | Attached::IpcConnect(..),
+                    false
+                )
             )
         };
         let Some(pos) = core
@@ -389,6 +460,7 @@ impl Socket {
         let same = |a: &Attached| match (a, &attached) {
             (Attached::StreamBind(x), Attached::StreamBind(y)) => x == y,
             (Attached::InprocBind(x), Attached::InprocBind(y)) => x == y,
+            (Attached::IpcBind(x), Attached::IpcBind(y)) => x == y,
             _ => false,
         };
         core.endpoints.retain(|(_, a)| !same(a));
@@ -408,6 +480,18 @@ impl Socket {
                 self.ctx.io()?.command(Command::Unbind { id });
             }
             Attached::StreamConnect(id) => self.ctx.io()?.command(Command::Disconnect { id }),
+            Attached::IpcBind(id) => self
+                .ctx
+                .ipc()?
+                .command_and_wait(|ack| crate::transport::ipc::Command::Unbind { id, ack }),
+            Attached::IpcConnect(id, pipe) => {
+                if let Some(p) = pipe {
+                    core.pattern.detach(p);
+                }
+                self.ctx
+                    .ipc()?
+                    .command(crate::transport::ipc::Command::Disconnect { id });
+            }
         }
         Ok(())
     }
@@ -415,84 +499,231 @@ impl Socket {
     /// Sends a message, blocking as the send timeout says ([`Socket::set_send_timeout`]).
     /// On failure the message is handed back inside the [`SendError`].
     pub fn send(&self, msg: impl Into<Message>) -> Result<(), SendError> {
-        let timeout = self.core().options.send_timeout;
-        self.send_until(msg.into(), timeout)
+        self.send_until(msg.into(), None)
     }
 
     /// Sends without blocking: [`Error::WouldBlock`] if the message cannot go now.
     pub fn try_send(&self, msg: impl Into<Message>) -> Result<(), SendError> {
-        self.send_until(msg.into(), Some(Duration::ZERO))
+        self.send_until(msg.into(), Some(Some(Duration::ZERO)))
     }
 
-    fn send_until(&self, mut msg: Message, timeout: Option<Duration>) -> Result<(), SendError> {
-        let deadline = deadline(timeout);
+    /// `timeout`: `None` for the socket's send timeout (read under the same lock: one
+    /// lock per call on the hot path).
+    fn send_until(&self, msg: Message, timeout: Option<Option<Duration>>) -> Result<(), SendError> {
         let mut core = self.core();
-        loop {
-            let seen = self.shared.signal.epoch();
+        let timeout = timeout.unwrap_or(core.options.send_timeout);
+        let deadline = deadline(timeout);
+        if let Err(error) = core.ipc.check_size(&msg) {
+            return Err(SendError {
+                error,
+                message: msg,
+            });
+        }
+        let spin = core.ipc.spin(&core.options);
+        let core = &mut *core;
+        let mut held = Some(msg);
+        let mut attempt = || -> Option<Result<(), SendError>> {
+            let msg = held.take()?;
             if self.ctx.is_terminated() {
-                return Err(SendError {
+                return Some(Err(SendError {
                     error: Error::Closed,
                     message: msg,
-                });
+                }));
             }
-            self.absorb_mailbox(&mut core);
+            self.absorb_mailbox(core);
             match core.pattern.send(msg) {
-                Ok(()) => return Ok(()),
+                Ok(()) => Some(Ok(())),
                 Err(SendError {
                     error: Error::WouldBlock,
                     message,
-                }) => msg = message,
-                Err(e) => return Err(e),
+                }) => {
+                    held = Some(message);
+                    None
+                }
+                Err(e) => Some(Err(e)),
             }
-            if timeout == Some(Duration::ZERO) {
-                return Err(SendError {
-                    error: Error::WouldBlock,
-                    message: msg,
-                });
-            }
-            if !self.shared.signal.wait(seen, deadline) {
-                return Err(SendError {
-                    error: Error::Timeout,
-                    message: msg,
-                });
-            }
+        };
+        if let Some(r) = attempt() {
+            return r;
+        }
+        let error = if timeout == Some(Duration::ZERO) {
+            Error::WouldBlock
+        } else if let Some(r) = self.shared.signal.wait_until(spin, deadline, &mut attempt) {
+            return r;
+        } else {
+            Error::Timeout
+        };
+        match held.take() {
+            Some(message) => Err(SendError { error, message }),
+            // `attempt` only returns None after putting the message back.
+            None => Err(SendError {
+                error,
+                message: Message::new(),
+            }),
         }
     }
 
     /// Receives a message, blocking as the receive timeout says
     /// ([`Socket::set_recv_timeout`]).
     pub fn recv(&self) -> Result<Message> {
-        let timeout = self.core().options.recv_timeout;
-        self.recv_until(timeout)
+        self.recv_until(None)
     }
 
     /// Receives without blocking: [`Error::WouldBlock`] if no message is waiting.
     pub fn try_recv(&self) -> Result<Message> {
-        self.recv_until(Some(Duration::ZERO))
+        self.recv_until(Some(Some(Duration::ZERO)))
     }
 
-    fn recv_until(&self, timeout: Option<Duration>) -> Result<Message> {
-        let deadline = deadline(timeout);
+    /// `timeout`: `None` for the socket's receive timeout (read under the same lock).
+    fn recv_until(&self, timeout: Option<Option<Duration>>) -> Result<Message> {
         let mut core = self.core();
+        let timeout = timeout.unwrap_or(core.options.recv_timeout);
+        let deadline = deadline(timeout);
         if let Some(m) = core.prefetched.take() {
             return Ok(m);
         }
-        loop {
-            let seen = self.shared.signal.epoch();
-            self.check_open()?;
-            self.absorb_mailbox(&mut core);
+        let spin = core.ipc.spin(&core.options);
+        let core = &mut *core;
+        let mut attempt = || -> Option<Result<Message>> {
+            if let Err(e) = self.check_open() {
+                return Some(Err(e));
+            }
+            self.absorb_mailbox(core);
             match core.pattern.recv() {
-                Ok(m) => return Ok(m),
-                Err(Error::WouldBlock) => {}
-                Err(e) => return Err(e),
+                Ok(m) => Some(Ok(m)),
+                Err(Error::WouldBlock) => None,
+                Err(e) => Some(Err(e)),
             }
-            if timeout == Some(Duration::ZERO) {
-                return Err(Error::WouldBlock);
+        };
+        if let Some(r) = attempt() {
+            return r;
+        }
+        if timeout == Some(Duration::ZERO) {
+            return Err(Error::WouldBlock);
+        }
+        self.shared
+            .signal
+            .wait_until(spin, deadline, attempt)
+            .unwrap_or(Err(Error::Timeout))
+    }
+
+    /// Receives a message and hands its frames to `f` without copying them when they
+    /// come from a shared-memory (`ipc://`) peer: `f` reads the ring in place, and the
+    /// space is released when it returns. Blocks as [`Socket::recv`] does. PAIR, PULL
+    /// and DEALER read in place; other types (and other transports) pass a borrowed
+    /// ordinary message. See [`Frames`](crate::Frames) for what a hostile peer can do.
+    ///
+    /// ```no_run
+    /// # fn main() -> lwmq::Result<()> {
+    /// let ctx = lwmq::Context::new();
+    /// let pull = ctx.socket(lwmq::SocketType::Pull)?;
+    /// pull.bind("ipc://prices")?;
+    /// let total: u64 = pull.recv_with(|frames| frames.iter().map(|f| f.len() as u64).sum())?;
+    /// # let _ = total; Ok(()) }
+    /// ```
+    pub fn recv_with<R>(&self, f: impl FnOnce(&crate::Frames<'_>) -> R) -> Result<R> {
+        let mut core = self.core();
+        let timeout = core.options.recv_timeout;
+        let deadline = deadline(timeout);
+        if let Some(m) = core.prefetched.take() {
+            return Ok(f(&crate::Frames::message(&m)));
+        }
+        let spin = core.ipc.spin(&core.options);
+        let core = &mut *core;
+        let mut f = Some(f);
+        let mut out = None;
+        let mut cb = |frames: &crate::Frames<'_>| {
+            if let Some(f) = f.take() {
+                out = Some(f(frames));
             }
-            if !self.shared.signal.wait(seen, deadline) {
-                return Err(Error::Timeout);
+        };
+        let mut attempt = || -> Option<Result<()>> {
+            if let Err(e) = self.check_open() {
+                return Some(Err(e));
+            }
+            self.absorb_mailbox(core);
+            match core.pattern.recv_with(&mut cb) {
+                Ok(()) => Some(Ok(())),
+                Err(Error::WouldBlock) => None,
+                Err(e) => Some(Err(e)),
+            }
+        };
+        let r = match attempt() {
+            Some(r) => r,
+            None if timeout == Some(Duration::ZERO) => Err(Error::WouldBlock),
+            None => self
+                .shared
+                .signal
+                .wait_until(spin, deadline, &mut attempt)
+                .unwrap_or(Err(Error::Timeout)),
+        };
+        r?;
+        // `recv_with` returned Ok only after calling the callback once.
+        out.ok_or_else(|| Error::State("the message was not delivered".into()))
+    }
+
+    /// Sends a one-frame message of `len` bytes that `fill` writes, straight into the
+    /// shared-memory ring of an `ipc://` peer when the socket's next peer is one (no
+    /// copy, no allocation); otherwise into a new message. Blocks as [`Socket::send`]
+    /// does. PAIR, PUSH and DEALER write in place.
+    ///
+    /// `fill` runs at most once. In place, it runs only if the message goes (a full
+    /// ring or a timeout leaves it unrun). When no pipe can take the message in place
+    /// (other socket types or transports, a connection not made yet) the message is
+    /// built first: then a send that fails has run `fill` too.
+    ///
+    /// ```no_run
+    /// # fn main() -> lwmq::Result<()> {
+    /// let ctx = lwmq::Context::new();
+    /// let push = ctx.socket(lwmq::SocketType::Push)?;
+    /// push.connect("ipc://prices")?;
+    /// push.send_with(8, |buf| buf.copy_from_slice(&42u64.to_le_bytes()))?;
+    /// # Ok(()) }
+    /// ```
+    pub fn send_with(&self, len: usize, fill: impl FnOnce(&mut [u8])) -> Result<()> {
+        let mut fill = Some(fill);
+        {
+            let mut core = self.core();
+            core.ipc.check_len(len)?;
+            let timeout = core.options.send_timeout;
+            let deadline = deadline(timeout);
+            let spin = core.ipc.spin(&core.options);
+            let core = &mut *core;
+            let mut cb = |buf: &mut [u8]| {
+                if let Some(f) = fill.take() {
+                    f(buf);
+                }
+            };
+            let mut attempt = || -> Option<Result<bool>> {
+                if self.ctx.is_terminated() {
+                    return Some(Err(Error::Closed));
+                }
+                self.absorb_mailbox(core);
+                match core.pattern.send_in_place(len, &mut cb) {
+                    crate::pattern::InPlaceSend::Sent => Some(Ok(true)),
+                    crate::pattern::InPlaceSend::NotInPlace => Some(Ok(false)),
+                    crate::pattern::InPlaceSend::WouldBlock => None,
+                }
+            };
+            let sent = match attempt() {
+                Some(r) => r,
+                None if timeout == Some(Duration::ZERO) => Err(Error::WouldBlock),
+                None => self
+                    .shared
+                    .signal
+                    .wait_until(spin, deadline, &mut attempt)
+                    .unwrap_or(Err(Error::Timeout)),
+            }?;
+            if sent {
+                return Ok(());
             }
         }
+        // Not in place: an ordinary message, sent the ordinary way (the lock is free).
+        let mut buf = vec![0u8; len];
+        if let Some(f) = fill.take() {
+            f(&mut buf);
+        }
+        self.send(buf).map_err(|e| e.error)
     }
 
     /// For poll: whether a message can be received now (reading it ahead if needed).
@@ -652,6 +883,30 @@ impl Socket {
             }
         });
     }
+    /// `ipc://`: bytes of each shared-memory ring (one per direction and connection),
+    /// rounded up to a power of two between 4 KiB and 1 GiB; the connecting side's
+    /// value is used. The largest message is about half of it. Default 1 MiB.
+    /// Applies to endpoints bound or connected afterwards.
+    pub fn set_ipc_ring_size(&self, bytes: usize) {
+        self.set(|o| o.ipc.ring_size = bytes);
+    }
+    /// `ipc://`: how long a blocked `send`/`recv` spins before it parks on the futex
+    /// (spinning catches a busy peer's reply in well under a microsecond; parking costs
+    /// a kernel wake-up). Default 50 µs.
+    pub fn set_ipc_spin(&self, t: Duration) {
+        self.set(|o| o.ipc.spin = t);
+    }
+    /// `ipc://`: which users' processes may connect to us or be connected to (checked
+    /// with SO_PEERCRED). Default: the same user only.
+    pub fn set_ipc_allowed_peers(&self, peers: crate::transport::shm::AllowedPeers) {
+        self.set(|o| o.ipc.allow_uids = peers);
+    }
+    /// `ipc://`: the namespace of names; sockets in different domains never meet.
+    /// Default: `$LWMQ_DOMAIN`, else `"default"`. 1 to 48 characters of
+    /// `A-Z a-z 0-9 . _ -` (checked at bind/connect).
+    pub fn set_ipc_domain(&self, domain: &str) {
+        self.set(|o| o.ipc.domain = domain.to_owned());
+    }
     /// REQ: add a request id to each request and drop replies with another one.
     pub fn set_req_correlate(&self, on: bool) {
         self.set(|o| o.pattern.req_correlate = on);
@@ -668,6 +923,8 @@ fn clone_attached(a: &Attached) -> Attached {
         Attached::InprocConnect(n) => Attached::InprocConnect(n.clone()),
         Attached::StreamBind(i) => Attached::StreamBind(*i),
         Attached::StreamConnect(i) => Attached::StreamConnect(*i),
+        Attached::IpcBind(i) => Attached::IpcBind(*i),
+        Attached::IpcConnect(i, p) => Attached::IpcConnect(*i, *p),
     }
 }
 

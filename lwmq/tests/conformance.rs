@@ -51,8 +51,9 @@ impl Transport {
     }
 }
 
+/// Whether connections to `ep` are made in the background (so tests wait for them).
 fn is_stream(ep: &str) -> bool {
-    ep.starts_with("tcp://") || ep.starts_with("unix://")
+    ep.starts_with("tcp://") || ep.starts_with("unix://") || ep.starts_with("ipc://")
 }
 
 /// Waits until the socket behind `monitor` has `n` more peers (a no-op for inproc,
@@ -626,6 +627,9 @@ conformance! {
     unix_path: bind |tag| format!("unix://{}/{}.sock", std::env::temp_dir().display(), unique(tag)),
                fixed |tag| format!("unix://{}/{}.sock", std::env::temp_dir().display(), unique(tag)),
                cross_process true;
+    ipc: bind |tag| format!("ipc://{}", unique(tag)),
+         fixed |tag| format!("ipc://{}", unique(tag)),
+         cross_process true;
     inproc: bind |tag| format!("inproc://{}", unique(tag)),
             fixed |tag| format!("inproc://{}", unique(tag)),
             cross_process false;

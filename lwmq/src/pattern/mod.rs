@@ -49,12 +49,38 @@ pub(crate) trait Pattern: Send + std::fmt::Debug {
     fn can_send(&mut self) -> bool;
     /// Updates the options.
     fn configure(&mut self, _opts: &PatternOptions) {}
+    /// Receives a message into `f`, in place where the pipe can; the default copies
+    /// through [`Pattern::recv`]. Patterns that hand messages over unchanged (PAIR,
+    /// PULL, DEALER) read in place.
+    fn recv_with(&mut self, f: &mut dyn FnMut(&crate::Frames<'_>)) -> Result<()> {
+        let m = self.recv()?;
+        f(&crate::Frames::message(&m));
+        Ok(())
+    }
+    /// Sends a one-frame message of `len` bytes written by `fill` straight into a
+    /// pipe, where the pipes can (PAIR, PUSH, DEALER over shared memory). `fill` runs
+    /// only for [`InPlaceSend::Sent`]. The default: [`InPlaceSend::NotInPlace`] (the
+    /// socket builds a message and calls [`Pattern::send`]).
+    fn send_in_place(&mut self, _len: usize, _fill: &mut dyn FnMut(&mut [u8])) -> InPlaceSend {
+        InPlaceSend::NotInPlace
+    }
     /// Adds (`true`) or removes a subscription (SUB and XSUB only).
     fn subscribe(&mut self, _topic: &[u8], _on: bool) -> Result<()> {
         Err(Error::InvalidArgument(
             "subscribe/unsubscribe apply to SUB and XSUB sockets only".into(),
         ))
     }
+}
+
+/// The outcome of [`Pattern::send_in_place`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum InPlaceSend {
+    /// Written into a pipe.
+    Sent,
+    /// Every pipe that could write in place is full: wait and retry.
+    WouldBlock,
+    /// Some pipe cannot write in place (or there is none): send a message instead.
+    NotInPlace,
 }
 
 /// The pattern for a socket type.
@@ -100,6 +126,17 @@ pub(crate) struct Pipes {
 
 impl Pipes {
     pub(crate) fn add(&mut self, id: PipeId, pipe: Pipe) {
+        // Drop pipes whose peer is gone and that hold nothing more: a round robin that
+        // always finds the newest pipe first would otherwise never visit them, and
+        // each keeps its peer's queues (and, for ipc://, shared memory) alive.
+        let mut i = 0;
+        while i < self.list.len() {
+            if self.list[i].1.reader.is_finished() {
+                self.drop_at(i);
+            } else {
+                i += 1;
+            }
+        }
         self.list.push((id, pipe));
     }
 
@@ -148,6 +185,66 @@ impl Pipes {
             }
         }
         None
+    }
+
+    /// As [`Pipes::read_fair`], passing the message to `f` in place.
+    pub(crate) fn read_fair_with(&mut self, f: &mut dyn FnMut(&crate::Frames<'_>)) -> bool {
+        let mut tried = 0;
+        while tried < self.list.len() {
+            if self.next_in >= self.list.len() {
+                self.next_in = 0;
+            }
+            let i = self.next_in;
+            match self.list[i].1.reader.read_with(f) {
+                Ok(true) => {
+                    self.next_in = i + 1;
+                    return true;
+                }
+                Ok(false) => {
+                    self.next_in = i + 1;
+                    tried += 1;
+                }
+                Err(PipeClosed) => self.drop_at(i),
+            }
+        }
+        false
+    }
+
+    /// As [`Pipes::write_balanced`] for a one-frame message written in place by `fill`.
+    pub(crate) fn write_balanced_with(
+        &mut self,
+        len: usize,
+        fill: &mut dyn FnMut(&mut [u8]),
+    ) -> InPlaceSend {
+        let mut tried = 0;
+        let mut unsupported = false;
+        while tried < self.list.len() {
+            if self.next_out >= self.list.len() {
+                self.next_out = 0;
+            }
+            let i = self.next_out;
+            match self.list[i].1.writer.write_in_place(len, fill) {
+                Ok(crate::transport::InPlace::Written) => {
+                    self.next_out = i + 1;
+                    return InPlaceSend::Sent;
+                }
+                Ok(crate::transport::InPlace::Full) => {
+                    self.next_out = i + 1;
+                    tried += 1;
+                }
+                Ok(crate::transport::InPlace::Unsupported) => {
+                    unsupported = true;
+                    self.next_out = i + 1;
+                    tried += 1;
+                }
+                Err(PipeClosed) => self.drop_at(i),
+            }
+        }
+        if unsupported || self.list.is_empty() {
+            InPlaceSend::NotInPlace
+        } else {
+            InPlaceSend::WouldBlock
+        }
     }
 
     /// Reads from one pipe.
@@ -332,6 +429,38 @@ mod tests {
         assert_eq!(peer1.read().unwrap(), msg(&[b"a"]));
         assert_eq!(pipes.write_balanced(msg(&[b"c"])).unwrap(), 1);
         assert_eq!(peer3.read().unwrap(), msg(&[b"b"]));
+    }
+
+    #[test]
+    fn attaching_a_pipe_drops_finished_ones_the_round_robin_never_visits() {
+        let mut pipes = Pipes::default();
+        let mut ids = Vec::new();
+        for id in 0..5u64 {
+            let (p, mut peer) = pipe(0, SocketType::Push, b"");
+            peer.write(vec![id as u8]);
+            pipes.add(id, p);
+            // The newest pipe is read first; the peer then goes away.
+            assert_eq!(pipes.read_fair().map(|(i, _)| i), Some(id));
+            drop(peer);
+            ids.push(id);
+        }
+        // Without the sweep all five would still be attached (the cursor always lands
+        // on the newest). Each attach dropped the finished ones before it.
+        assert_eq!(
+            pipes.len(),
+            1,
+            "only the newest (finished, not yet swept) remains"
+        );
+        assert_eq!(pipes.gone.len(), 4, "the swept pipes are reported");
+        // A closed pipe that still holds a message is not finished: it stays.
+        let (p, mut peer) = pipe(0, SocketType::Push, b"");
+        peer.write("last words");
+        drop(peer);
+        pipes.add(10, p);
+        let (p, _peer) = pipe(0, SocketType::Push, b"");
+        pipes.add(11, p);
+        assert_eq!(pipes.ids(), vec![10, 11]);
+        assert_eq!(pipes.read_fair(), Some((10, msg(&[b"last words"]))));
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::{Pattern, PatternOptions, PipeId, Pipes, not_supported, would_block};
+use super::{InPlaceSend, Pattern, PatternOptions, PipeId, Pipes, not_supported, would_block};
 use crate::transport::{Pipe, WriteError};
 use crate::{Error, Message, Result, SendError};
 
@@ -53,6 +53,16 @@ impl Pattern for Pair {
             .map(|(_, m)| m)
             .ok_or(Error::WouldBlock)
     }
+    fn recv_with(&mut self, f: &mut dyn FnMut(&crate::Frames<'_>)) -> Result<()> {
+        if self.pipes.read_fair_with(f) {
+            Ok(())
+        } else {
+            Err(Error::WouldBlock)
+        }
+    }
+    fn send_in_place(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> InPlaceSend {
+        self.pipes.write_balanced_with(len, fill)
+    }
     fn can_send(&mut self) -> bool {
         self.pipes.any_writable()
     }
@@ -80,6 +90,9 @@ impl Pattern for Push {
     }
     fn recv(&mut self) -> Result<Message> {
         Err(not_supported("receiving"))
+    }
+    fn send_in_place(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> InPlaceSend {
+        self.pipes.write_balanced_with(len, fill)
     }
     fn can_send(&mut self) -> bool {
         self.pipes.any_writable()
@@ -111,6 +124,13 @@ impl Pattern for Pull {
             .map(|(_, m)| m)
             .ok_or(Error::WouldBlock)
     }
+    fn recv_with(&mut self, f: &mut dyn FnMut(&crate::Frames<'_>)) -> Result<()> {
+        if self.pipes.read_fair_with(f) {
+            Ok(())
+        } else {
+            Err(Error::WouldBlock)
+        }
+    }
     fn can_send(&mut self) -> bool {
         false
     }
@@ -141,6 +161,16 @@ impl Pattern for Dealer {
             .read_fair()
             .map(|(_, m)| m)
             .ok_or(Error::WouldBlock)
+    }
+    fn recv_with(&mut self, f: &mut dyn FnMut(&crate::Frames<'_>)) -> Result<()> {
+        if self.pipes.read_fair_with(f) {
+            Ok(())
+        } else {
+            Err(Error::WouldBlock)
+        }
+    }
+    fn send_in_place(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> InPlaceSend {
+        self.pipes.write_balanced_with(len, fill)
     }
     fn can_send(&mut self) -> bool {
         self.pipes.any_writable()

@@ -28,30 +28,34 @@
 //! Wake-ups: every socket owns exactly one [`Signal`]. A pipe must ring the reading
 //! socket's signal (through [`Notify::notify`]) when a message arrives in an empty pipe
 //! and when the pipe closes, and ring the writing socket's signal when a full pipe drops
-//! below its high-water mark and when the pipe closes. A socket waits like this:
+//! below its high-water mark and when the pipe closes. A socket waits with
+//! [`Signal::wait_until`]:
 //!
 //! ```text
-//! let seen = signal.epoch();        // 1. read the epoch first,
-//! if let Some(m) = try_everything() { return m }   // 2. then look at every pipe,
-//! signal.wait(seen, deadline);      // 3. sleep only if nobody rang since step 1.
+//! signal.wait_until(spin, deadline, || try_everything())
+//!   // try; spin trying for `spin`; then: announce "parking", try once more, park
 //! ```
 //!
-//! Because the epoch is read before the pipes are inspected, a wake-up that happens in
-//! between is never lost. A shared-memory transport can ring the same signal from
-//! another thread of this process; a futex-backed signal for other processes would
-//! implement [`Notify`] in the same way.
-//!
+//! Because the waiter announces itself before its last look at the pipes, and a
+//! notifier publishes before it checks for announced waiters, a wake-up that happens in
+//! between is never lost. The signal is a futex word in shared memory
+//! ([`shm::Doorbell`]), so shared-memory peers in other processes ring the very same
+//! signal: `recv` waits on all of a socket's peers, whatever their transport, at once.
+
 //! Threads: a pipe half is owned by one thread at a time (the socket's user or the I/O
 //! thread). The queue between the halves is protected by a mutex; the signals are
 //! `Sync`.
 
 pub(crate) mod inproc;
+pub(crate) mod ipc;
+pub mod shm;
 pub(crate) mod stream;
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Instant;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -70,21 +74,32 @@ pub trait Notify: Send + Sync {
     fn notify(&self);
 }
 
-/// The one wake-up object of a socket. It counts rings in an *epoch*, so a waiter that
-/// read the epoch before looking for work never misses a ring that came in between.
+/// The one wake-up object of a socket: a [`shm::Doorbell`] (a futex word) that every
+/// source of work rings: the I/O thread, inproc peers, and, once the socket uses
+/// `ipc://`, shared-memory peers in other processes, which map the same page. Waiting
+/// spins for a while, then parks on the futex (see [`Signal::wait_until`]).
 ///
-/// Observers (used by [`crate::poll`]) are rung along with the signal.
+/// A socket starts with a doorbell in private memory; its first `ipc://` bind or
+/// connect makes the shared one ([`Signal::shared_doorbell`], a sealed memory file),
+/// which waiters use from then on. Notifiers of this process ring both, so a waiter on
+/// either never misses them. (A socket's own waits hold its lock, as do bind and
+/// connect, so they never straddle the switch; a poller re-reads the doorbell it parks
+/// on at least every [`shm::wait::MAX_PARK`].) Sockets that never use `ipc://` cost no
+/// descriptor.
+///
+/// Observers (used by [`crate::poll()`]) are rung along with the signal by notifiers of
+/// this process (shared-memory peers only ring the doorbell).
 pub struct Signal {
-    epoch: Mutex<u64>,
-    cond: Condvar,
+    local: shm::Doorbell,
+    shared: std::sync::OnceLock<shm::Doorbell>,
     observers: Mutex<Vec<(u64, Arc<dyn Notify>)>>,
+    /// `observers.len()`, readable without the lock (the hot path only reads this).
+    observed: AtomicUsize,
 }
 
 impl fmt::Debug for Signal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Signal")
-            .field("epoch", &self.epoch())
-            .finish()
+        f.debug_struct("Signal").field("bell", self.bell()).finish()
     }
 }
 
@@ -101,61 +116,80 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Signal {
-    /// A new signal at epoch 0.
+    /// A new signal (private memory until [`Signal::shared_doorbell`] is called).
     pub fn new() -> Signal {
         Signal {
-            epoch: Mutex::new(0),
-            cond: Condvar::new(),
+            local: shm::Doorbell::on_heap(),
+            shared: std::sync::OnceLock::new(),
             observers: Mutex::new(Vec::new()),
+            observed: AtomicUsize::new(0),
         }
     }
 
-    /// The number of rings so far.
-    pub fn epoch(&self) -> u64 {
-        *lock(&self.epoch)
+    /// The doorbell waiters park on now.
+    fn bell(&self) -> &shm::Doorbell {
+        self.shared.get().unwrap_or(&self.local)
     }
 
-    /// Waits until the epoch differs from `seen` or `deadline` passes (`None`: no
-    /// deadline). Returns whether the epoch changed.
-    pub fn wait(&self, seen: u64, deadline: Option<Instant>) -> bool {
-        let mut epoch = lock(&self.epoch);
-        while *epoch == seen {
-            match deadline {
-                None => epoch = self.cond.wait(epoch).unwrap_or_else(|p| p.into_inner()),
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        return false;
-                    }
-                    epoch = self
-                        .cond
-                        .wait_timeout(epoch, d - now)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0;
-                }
-            }
+    /// The doorbell to give to shared-memory peers, made (a sealed memory file) on
+    /// first use. Call with the socket's lock held (see the type's docs).
+    pub fn shared_doorbell(&self) -> crate::Result<&shm::Doorbell> {
+        if let Some(b) = self.shared.get() {
+            return Ok(b);
         }
-        true
+        let bell = shm::Doorbell::new()?;
+        Ok(self.shared.get_or_init(|| bell))
+    }
+
+    /// Calls `ready` until it returns `Some` (spinning for `spin`, then parking until
+    /// rung) or `deadline` passes (`None`). No ring is lost: a waiter announces itself
+    /// and calls `ready` once more before it parks (see [`shm::wait`]).
+    pub fn wait_until<T>(
+        &self,
+        spin: Duration,
+        deadline: Option<Instant>,
+        ready: impl FnMut() -> Option<T>,
+    ) -> Option<T> {
+        self.bell().wait_until(spin, deadline, ready)
+    }
+
+    /// As [`Signal::wait_until`], parked on several signals at once (any ring wakes).
+    pub(crate) fn wait_any<T>(
+        signals: &[&Signal],
+        spin: Duration,
+        deadline: Option<Instant>,
+        ready: impl FnMut() -> Option<T>,
+    ) -> Option<T> {
+        let bells: Vec<&shm::Doorbell> = signals.iter().map(|s| s.bell()).collect();
+        shm::wait::wait_any(&bells, spin, deadline, ready)
     }
 
     /// Adds an observer rung with this signal; returns a key for [`Signal::unobserve`].
     pub(crate) fn observe(&self, key: u64, n: Arc<dyn Notify>) {
-        lock(&self.observers).push((key, n));
+        let mut o = lock(&self.observers);
+        o.push((key, n));
+        self.observed.store(o.len(), Ordering::SeqCst);
     }
 
     /// Removes the observers added with `key`.
     pub(crate) fn unobserve(&self, key: u64) {
-        lock(&self.observers).retain(|(k, _)| *k != key);
+        let mut o = lock(&self.observers);
+        o.retain(|(k, _)| *k != key);
+        self.observed.store(o.len(), Ordering::SeqCst);
     }
 }
 
 impl Notify for Signal {
     fn notify(&self) {
-        {
-            let mut epoch = lock(&self.epoch);
-            *epoch = epoch.wrapping_add(1);
+        self.local.notify();
+        if let Some(shared) = self.shared.get() {
+            shared.notify();
         }
-        self.cond.notify_all();
+        // SeqCst pairs with the store in `observe`: a poller that registered before
+        // looking at this socket is seen here.
+        if self.observed.load(Ordering::SeqCst) == 0 {
+            return;
+        }
         let observers: Vec<Arc<dyn Notify>> = lock(&self.observers)
             .iter()
             .map(|(_, n)| n.clone())
@@ -191,6 +225,27 @@ pub trait PipeWriter: Send + fmt::Debug {
     fn is_closed(&self) -> bool;
     /// Closes this direction; messages already queued are still delivered.
     fn close(&mut self);
+    /// Writes a one-frame message of `len` bytes that `fill` writes in place (the
+    /// zero-copy send of shared-memory rings). Transports without it answer
+    /// [`InPlace::Unsupported`] (the caller then builds a message).
+    fn write_in_place(
+        &mut self,
+        _len: usize,
+        _fill: &mut dyn FnMut(&mut [u8]),
+    ) -> Result<InPlace, PipeClosed> {
+        Ok(InPlace::Unsupported)
+    }
+}
+
+/// The outcome of [`PipeWriter::write_in_place`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InPlace {
+    /// Written (the fill function ran once).
+    Written,
+    /// No room now (the fill function did not run).
+    Full,
+    /// This pipe cannot write in place now (the fill function did not run).
+    Unsupported,
 }
 
 /// The receiving half of a pipe (see the module docs for the contract).
@@ -199,6 +254,26 @@ pub trait PipeReader: Send + fmt::Debug {
     fn try_read(&mut self) -> Result<Option<Message>, PipeClosed>;
     /// Closes this direction; queued messages are discarded and the writer sees Closed.
     fn close(&mut self);
+    /// Whether the pipe is closed and drained: [`try_read`](PipeReader::try_read)
+    /// would only say [`PipeClosed`]. Lets a socket drop dead pipes it has no reason to
+    /// read (the default: `false`, they are found when read).
+    fn is_finished(&mut self) -> bool {
+        false
+    }
+    /// Passes the next message to `f` if there is one (`Ok(true)`), in place where
+    /// the transport can (shared-memory rings); the default borrows [`try_read`]'s
+    /// message.
+    ///
+    /// [`try_read`]: PipeReader::try_read
+    fn read_with(&mut self, f: &mut dyn FnMut(&crate::Frames<'_>)) -> Result<bool, PipeClosed> {
+        match self.try_read()? {
+            Some(m) => {
+                f(&crate::Frames::message(&m));
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
 }
 
 /// What a socket knows about the peer at the other end of a pipe.
@@ -347,6 +422,9 @@ impl PipeReader for QueueReader {
         }
         Ok(Some(msg))
     }
+    fn is_finished(&mut self) -> bool {
+        self.finished()
+    }
     fn close(&mut self) {
         {
             let mut st = lock(&self.0.state);
@@ -357,6 +435,13 @@ impl PipeReader for QueueReader {
             st.buf.clear();
         }
         self.0.writer_notify.notify();
+    }
+}
+
+impl QueueReader {
+    fn finished(&self) -> bool {
+        let st = lock(&self.0.state);
+        st.buf.is_empty() && (st.writer_closed || st.reader_closed)
     }
 }
 
@@ -479,23 +564,60 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn signal_wait_sees_ring_between_epoch_and_wait() {
+    fn after_the_switch_a_peer_ringing_the_shared_doorbell_wakes_the_waiter() {
+        use std::sync::atomic::AtomicBool;
         let s = Arc::new(Signal::new());
-        let seen = s.epoch();
-        s.notify();
-        assert!(
-            s.wait(seen, None),
-            "a ring after reading the epoch is not lost"
-        );
-        let seen = s.epoch();
-        let deadline = Instant::now() + std::time::Duration::from_millis(20);
-        assert!(!s.wait(seen, Some(deadline)));
-        let s2 = s.clone();
+        assert!(s.local.memfd().is_none(), "no descriptor until ipc is used");
+        let shared = s.shared_doorbell().unwrap().clone();
+        assert!(shared.memfd().is_some());
+        let flag = Arc::new(AtomicBool::new(false));
+        let f2 = flag.clone();
         let t = std::thread::spawn(move || {
             std::thread::sleep(std::time::Duration::from_millis(20));
+            f2.store(true, Ordering::Release);
+            // What a shared-memory peer does: ring only the shared doorbell.
+            shared.notify();
+        });
+        let before = shm::wait::park_timeouts();
+        let got = s.wait_until(Duration::ZERO, None, || {
+            flag.load(Ordering::Acquire).then_some(())
+        });
+        t.join().unwrap();
+        assert_eq!(got, Some(()));
+        assert_eq!(shm::wait::park_timeouts(), before, "woken by the ring");
+    }
+
+    #[test]
+    fn signal_wakes_a_parked_waiter_and_its_observers() {
+        use std::sync::atomic::AtomicBool;
+        let s = Arc::new(Signal::new());
+        let timed_out: Option<()> = s.wait_until(
+            Duration::ZERO,
+            Some(Instant::now() + Duration::from_millis(20)),
+            || None,
+        );
+        assert!(timed_out.is_none());
+        let observer = Arc::new(Counter::default());
+        s.observe(7, observer.clone());
+        let flag = Arc::new(AtomicBool::new(false));
+        let (s2, f2) = (s.clone(), flag.clone());
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            f2.store(true, Ordering::Release);
             s2.notify();
         });
-        assert!(s.wait(seen, None));
+        let got = s.wait_until(Duration::ZERO, None, || {
+            flag.load(Ordering::Acquire).then_some(1)
+        });
+        assert_eq!(got, Some(1));
         t.join().unwrap();
+        assert_eq!(observer.0.load(Ordering::SeqCst), 1, "observer rung");
+        s.unobserve(7);
+        s.notify();
+        assert_eq!(
+            observer.0.load(Ordering::SeqCst),
+            1,
+            "removed observer not rung"
+        );
     }
 }

@@ -55,6 +55,28 @@ impl Listener {
 }
 
 impl Stream {
+    /// Our address and the peer's, for humans (`127.0.0.1:5555`, a Unix path, or
+    /// `@name` for an abstract Unix address); `None` where there is none (the
+    /// unnamed side of a Unix connection).
+    pub(crate) fn addresses(&self) -> (Option<String>, Option<String>) {
+        fn unix(a: std::io::Result<std::os::unix::net::SocketAddr>) -> Option<String> {
+            use std::os::linux::net::SocketAddrExt as _;
+            let a = a.ok()?;
+            if let Some(p) = a.as_pathname() {
+                return Some(p.display().to_string());
+            }
+            a.as_abstract_name()
+                .map(|n| format!("@{}", String::from_utf8_lossy(n)))
+        }
+        match self {
+            Stream::Tcp(s) => (
+                s.local_addr().ok().map(|a| a.to_string()),
+                s.peer_addr().ok().map(|a| a.to_string()),
+            ),
+            Stream::Unix(s) => (unix(s.local_addr()), unix(s.peer_addr())),
+        }
+    }
+
     pub(crate) fn source(&mut self) -> &mut dyn mio::event::Source {
         match self {
             Stream::Tcp(s) => s,

@@ -1,0 +1,181 @@
+//! `lwmq ls`: every lwmq process on this host, its sockets, endpoints and connections.
+//!
+//! A thin layer over [`lwmq::introspect::query_all`] and
+//! [`lwmq::introspect::resolve_peers`]; this file only renders.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::io::{IsTerminal as _, Write as _};
+
+use anyhow::Result;
+use lwmq::introspect::{self, Direction, ProcessInfo};
+
+use crate::cli::LsArgs;
+
+/// Runs `lwmq ls`.
+pub fn run(args: LsArgs) -> Result<()> {
+    let tty = std::io::stdout().is_terminal();
+    loop {
+        let mut processes = introspect::query_all();
+        introspect::resolve_peers(&mut processes);
+        let text = if args.json {
+            let mut s = serde_json::to_string(&processes)?;
+            s.push('\n');
+            s
+        } else {
+            render(&processes)
+        };
+        let mut out = std::io::stdout().lock();
+        if args.watch.is_some() && tty && !args.json {
+            // Clear the screen and go home, like watch(1).
+            out.write_all(b"\x1b[2J\x1b[H")?;
+        }
+        out.write_all(text.as_bytes())?;
+        out.flush()?;
+        drop(out);
+        match args.watch {
+            Some(every) => std::thread::sleep(every),
+            None => return Ok(()),
+        }
+    }
+}
+
+/// Renders the listing as an indented tree, one block per process.
+pub fn render(processes: &[ProcessInfo]) -> String {
+    if processes.is_empty() {
+        return "no lwmq processes found\n".into();
+    }
+    let names: HashMap<u32, &str> = processes
+        .iter()
+        .map(|p| (p.pid, p.program.as_str()))
+        .collect();
+    let mut s = String::new();
+    let mut last_pid = None;
+    for p in processes {
+        if last_pid != Some(p.pid) {
+            if last_pid.is_some() {
+                s.push('\n');
+            }
+            let _ = writeln!(s, "{} {}  ({})", p.pid, p.program, p.command_line);
+            last_pid = Some(p.pid);
+        }
+        if p.sockets.is_empty() {
+            let _ = writeln!(s, "  (no sockets)");
+        }
+        for sock in &p.sockets {
+            let _ = writeln!(s, "  {} #{}", sock.socket_type, sock.id);
+            for b in &sock.bound {
+                let _ = writeln!(s, "    bound      {b}");
+            }
+            for c in &sock.connected {
+                let _ = writeln!(s, "    connect    {c}");
+            }
+            for c in &sock.connections {
+                let (verb, arrow) = match c.direction {
+                    Direction::Accepted => ("accepted ", "<-"),
+                    Direction::Connected => ("connected", "->"),
+                };
+                let _ = write!(s, "    {verb}  {} {arrow}", c.endpoint);
+                // The peer's address, unless the endpoint already says it.
+                let in_endpoint = c.endpoint.split_once("://").map(|(_, a)| a);
+                if let Some(a) = c
+                    .peer_address
+                    .as_deref()
+                    .filter(|a| Some(*a) != in_endpoint)
+                {
+                    let _ = write!(s, " {a}");
+                }
+                if let Some(t) = &c.peer_socket_type {
+                    let _ = write!(s, " {t}");
+                }
+                match c.peer_pid {
+                    Some(pid) => {
+                        let _ = write!(s, " pid {pid}");
+                        if let Some(name) = names.get(&pid) {
+                            let _ = write!(s, " ({name})");
+                        }
+                    }
+                    None => s.push_str(" pid ?"),
+                }
+                s.push('\n');
+            }
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lwmq::introspect::{ConnectionInfo, SocketInfo};
+
+    #[test]
+    fn renders_processes_sockets_and_peers() {
+        let ps = vec![
+            ProcessInfo {
+                pid: 10,
+                program: "server".into(),
+                command_line: "server --port 5555".into(),
+                address: "lwmq-introspect/10/0".into(),
+                sockets: vec![SocketInfo {
+                    id: 1,
+                    socket_type: "REP".into(),
+                    bound: vec!["tcp://127.0.0.1:5555".into()],
+                    connected: vec![],
+                    connections: vec![ConnectionInfo {
+                        endpoint: "tcp://127.0.0.1:5555".into(),
+                        direction: Direction::Accepted,
+                        local_address: Some("127.0.0.1:5555".into()),
+                        peer_address: Some("127.0.0.1:40000".into()),
+                        peer_pid: Some(11),
+                        peer_socket_type: Some("REQ".into()),
+                    }],
+                }],
+            },
+            ProcessInfo {
+                pid: 11,
+                program: "client".into(),
+                command_line: "client".into(),
+                address: "lwmq-introspect/11/0".into(),
+                sockets: vec![SocketInfo {
+                    id: 1,
+                    socket_type: "REQ".into(),
+                    connected: vec!["tcp://127.0.0.1:5555".into()],
+                    connections: vec![
+                        ConnectionInfo {
+                            endpoint: "tcp://127.0.0.1:5555".into(),
+                            direction: Direction::Connected,
+                            ..ConnectionInfo::default()
+                        },
+                        ConnectionInfo {
+                            endpoint: "tcp://127.0.0.1:5555".into(),
+                            direction: Direction::Connected,
+                            peer_address: Some("127.0.0.1:5555".into()),
+                            peer_socket_type: Some("REP".into()),
+                            peer_pid: Some(10),
+                            ..ConnectionInfo::default()
+                        },
+                    ],
+                    ..SocketInfo::default()
+                }],
+            },
+        ];
+        let text = render(&ps);
+        assert_eq!(
+            text,
+            "\
+10 server  (server --port 5555)
+  REP #1
+    bound      tcp://127.0.0.1:5555
+    accepted   tcp://127.0.0.1:5555 <- 127.0.0.1:40000 REQ pid 11 (client)
+
+11 client  (client)
+  REQ #1
+    connect    tcp://127.0.0.1:5555
+    connected  tcp://127.0.0.1:5555 -> pid ?
+    connected  tcp://127.0.0.1:5555 -> REP pid 10 (server)
+"
+        );
+        assert_eq!(render(&[]), "no lwmq processes found\n");
+    }
+}

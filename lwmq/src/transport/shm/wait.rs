@@ -1,0 +1,448 @@
+//! Doorbells: how a receiving socket sleeps until any of its shared-memory peers (or
+//! anything else that holds its doorbell) has something for it.
+//!
+//! A doorbell is one page of its own memory file, mapped by the socket that owns it and
+//! by every peer the socket has given it to (in the rendezvous hello). One doorbell per
+//! receiving socket, shared by all of its peers, is what lets `recv` wait on many peers
+//! at once.
+//!
+//! # Layout of the page
+//!
+//! | offset | field | written by | read by |
+//! |---|---|---|---|
+//! | 0 | `magic: u64` = `"LWMQBELL"` | creator, once | anyone mapping it (checked) |
+//! | 64 | `epoch: u32` (the futex word) | notifiers (`fetch_add`, SeqCst), only when `waiters != 0` | the owner (futex compare) |
+//! | 68 | `waiters: u32` | the owner's threads, `+1` before parking, `-1` after | notifiers (after a SeqCst fence) |
+//!
+//! # The protocol, and why no wake-up is lost
+//!
+//! A notifier has just published something (a ring's `tail` or `head`, with Release).
+//! It then runs a SeqCst fence and reads `waiters`; only if it is non-zero does it bump
+//! `epoch` and call FUTEX_WAKE. So when nobody is parked, notifying costs a fence and a
+//! read of a line that stays shared in every cache: no syscall, no cache-line bounce.
+//!
+//! A waiter ([`Doorbell::prepare_wait`]) increments `waiters`, runs a SeqCst fence,
+//! reads `epoch` into `e`, and only then re-checks its condition (the rings). If the
+//! condition is still false it parks with FUTEX_WAIT(`epoch`, `e`), which returns at once
+//! if `epoch` is no longer `e`. The two fences order the two store-then-load sequences:
+//! either the notifier's fence comes first, and the waiter's re-check sees the published
+//! data; or the waiter's comes first, the notifier sees `waiters != 0` and bumps `epoch`,
+//! which either happened before the waiter read `e` (then the bump happened-before the
+//! re-check, which sees the data) or after (then the futex value differs, or the sleeper
+//! is woken).
+//!
+//! # Trust
+//!
+//! Every peer can write the page. A hostile one can cause spurious wake-ups (harmless:
+//! waiters re-check), or zero `waiters` so that other peers skip their wake-ups; to bound
+//! that damage a parked waiter never sleeps longer than [`MAX_PARK`] before re-checking.
+//! Nothing read from the page is used as an index or a length.
+
+use std::fmt;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
+use std::time::{Duration, Instant};
+
+use super::segment::Region;
+use super::sys;
+use crate::Result;
+
+/// Size of a doorbell's memory file.
+pub const BELL_SIZE: usize = 4096;
+const BELL_MAGIC: u64 = u64::from_ne_bytes(*b"LWMQBELL");
+const MAGIC_OFFSET: usize = 0;
+const EPOCH_OFFSET: usize = 64;
+const WAITERS_OFFSET: usize = 68;
+
+/// The longest a parked waiter sleeps before re-checking on its own (a bound on what a
+/// hostile peer that clears `waiters` can cost the other peers).
+pub const MAX_PARK: Duration = Duration::from_millis(100);
+
+/// How many parks ran a full [`MAX_PARK`] without a wake-up, process-wide (a
+/// diagnostic: with well-behaved peers that keep sending, it stays 0).
+static PARK_TIMEOUTS: AtomicU64 = AtomicU64::new(0);
+
+/// The number of parks that ran a full [`MAX_PARK`] without being woken.
+pub fn park_timeouts() -> u64 {
+    PARK_TIMEOUTS.load(Ordering::Relaxed)
+}
+
+/// A futex word in shared memory that peers ring to wake the socket that owns it.
+/// Cloning is cheap (the mapping is reference counted).
+#[derive(Clone)]
+pub struct Doorbell {
+    region: Arc<Region>,
+}
+
+impl fmt::Debug for Doorbell {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Doorbell")
+            .field("epoch", &self.epoch())
+            .field("waiters", &self.waiters().load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl Doorbell {
+    /// Creates a doorbell in a new sealed memory file (one per receiving socket).
+    pub fn new() -> Result<Doorbell> {
+        let region = Region::memfd(c"lwmq-doorbell", BELL_SIZE)?;
+        let bell = Doorbell {
+            region: Arc::new(region),
+        };
+        bell.word64(MAGIC_OFFSET)
+            .store(BELL_MAGIC, Ordering::Relaxed);
+        Ok(bell)
+    }
+
+    /// A doorbell in private heap memory: for tests of the ring logic, for signals no
+    /// other process needs to ring (a poll's), and as the fallback when no memory file
+    /// can be made.
+    pub(crate) fn on_heap() -> Doorbell {
+        let bell = Doorbell {
+            region: Arc::new(Region::heap(BELL_SIZE)),
+        };
+        bell.word64(MAGIC_OFFSET)
+            .store(BELL_MAGIC, Ordering::Relaxed);
+        bell
+    }
+
+    /// Maps a doorbell a peer sent us, after checking its seals, size and magic.
+    pub(crate) fn from_peer(fd: OwnedFd) -> std::result::Result<Doorbell, String> {
+        let size = sys::sealed_memfd_size(&fd)?;
+        if size != BELL_SIZE as u64 {
+            return Err(format!(
+                "the peer's doorbell is {size} bytes, expected {BELL_SIZE}"
+            ));
+        }
+        let region = Region::map(fd, BELL_SIZE)
+            .map_err(|e| format!("mapping the peer's doorbell failed: {e}"))?;
+        let bell = Doorbell {
+            region: Arc::new(region),
+        };
+        if bell.word64(MAGIC_OFFSET).load(Ordering::Relaxed) != BELL_MAGIC {
+            return Err("the peer's doorbell has a bad magic number".into());
+        }
+        Ok(bell)
+    }
+
+    /// The memory file, to hand to a peer (`None` for a heap doorbell).
+    pub fn memfd(&self) -> Option<BorrowedFd<'_>> {
+        self.region.fd().map(|fd| fd.as_fd())
+    }
+
+    fn word32(&self, offset: usize) -> &AtomicU32 {
+        debug_assert!(offset % 4 == 0 && offset + 4 <= BELL_SIZE);
+        // SAFETY: the region is BELL_SIZE bytes, page aligned, alive as long as `self`;
+        // `offset` is a 4-aligned constant inside it; every access to the word (ours and,
+        // by protocol, the peers') is atomic.
+        unsafe { AtomicU32::from_ptr(self.region.as_ptr().add(offset).cast()) }
+    }
+
+    fn word64(&self, offset: usize) -> &AtomicU64 {
+        debug_assert!(offset % 8 == 0 && offset + 8 <= BELL_SIZE);
+        // SAFETY: as in `word32`, with an 8-aligned offset.
+        unsafe { AtomicU64::from_ptr(self.region.as_ptr().add(offset).cast()) }
+    }
+
+    fn epoch_word(&self) -> &AtomicU32 {
+        self.word32(EPOCH_OFFSET)
+    }
+
+    fn waiters(&self) -> &AtomicU32 {
+        self.word32(WAITERS_OFFSET)
+    }
+
+    /// Wakes the owner if (and only if) one of its threads announced it is parking.
+    /// Call after publishing (Release) whatever the owner waits for. No syscall when
+    /// nobody is parked.
+    pub fn notify(&self) {
+        fence(Ordering::SeqCst);
+        if self.waiters().load(Ordering::Relaxed) != 0 {
+            self.epoch_word().fetch_add(1, Ordering::SeqCst);
+            sys::futex_wake_all(self.epoch_word());
+        }
+    }
+
+    /// The current epoch (bumped by every notify that found a parked waiter).
+    pub fn epoch(&self) -> u32 {
+        self.epoch_word().load(Ordering::SeqCst)
+    }
+
+    /// Announces that this thread is about to park. Re-check the condition after this
+    /// call and before [`WaitTicket::park`]; dropping the ticket withdraws the
+    /// announcement.
+    pub fn prepare_wait(&self) -> WaitTicket<'_> {
+        self.waiters().fetch_add(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        let epoch = self.epoch();
+        WaitTicket { bell: self, epoch }
+    }
+
+    /// Polls `ready` until it returns `Some`: first spinning for `spin`, then parking on
+    /// the futex (re-checking at least every [`MAX_PARK`]). Returns `None` once
+    /// `deadline` passes. `ready` must be cheap and must not block.
+    pub fn wait_until<T>(
+        &self,
+        spin: Duration,
+        deadline: Option<Instant>,
+        mut ready: impl FnMut() -> Option<T>,
+    ) -> Option<T> {
+        let start = Instant::now();
+        let mut i = 0u32;
+        // No spin asked: straight to the announce-recheck-park loop below.
+        while !spin.is_zero() {
+            if let Some(v) = ready() {
+                return Some(v);
+            }
+            i = i.wrapping_add(1);
+            if i % 32 == 0 {
+                let now = Instant::now();
+                if deadline.is_some_and(|d| now >= d) {
+                    return None;
+                }
+                if now.duration_since(start) >= spin {
+                    break;
+                }
+            }
+            std::hint::spin_loop();
+        }
+        loop {
+            let ticket = self.prepare_wait();
+            if let Some(v) = ready() {
+                return Some(v);
+            }
+            let now = Instant::now();
+            let slice = match deadline {
+                Some(d) if d <= now => return None,
+                Some(d) => (d - now).min(MAX_PARK),
+                None => MAX_PARK,
+            };
+            if !ticket.park(slice) && slice == MAX_PARK {
+                // Nobody woke us for a whole MAX_PARK: either nothing happened, or a
+                // peer did not ring (a hostile peer, or a bug). Counted for tests.
+                PARK_TIMEOUTS.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Polls `ready` until it returns `Some`, parking on *all* of `bells` at once between
+/// looks (FUTEX_WAITV): whichever of them is rung wakes the caller. Used by `poll` over
+/// several sockets. Spins for `spin` first; returns `None` once `deadline` passes.
+/// Without FUTEX_WAITV (Linux < 5.16) or with more than 128 bells it parks on the first
+/// bell in slices of at most 1 ms.
+pub(crate) fn wait_any<T>(
+    bells: &[&Doorbell],
+    spin: Duration,
+    deadline: Option<Instant>,
+    mut ready: impl FnMut() -> Option<T>,
+) -> Option<T> {
+    let Some(first) = bells.first() else {
+        return ready();
+    };
+    if bells.len() == 1 {
+        return first.wait_until(spin, deadline, ready);
+    }
+    let start = Instant::now();
+    while start.elapsed() < spin {
+        if let Some(v) = ready() {
+            return Some(v);
+        }
+        std::hint::spin_loop();
+    }
+    let mut waitv = bells.len() <= sys::FUTEX_WAITV_MAX;
+    loop {
+        let tickets: Vec<WaitTicket<'_>> = bells.iter().map(|b| b.prepare_wait()).collect();
+        if let Some(v) = ready() {
+            return Some(v);
+        }
+        let now = Instant::now();
+        let cap = if waitv {
+            MAX_PARK
+        } else {
+            Duration::from_millis(1)
+        };
+        let slice = match deadline {
+            Some(d) if d <= now => return None,
+            Some(d) => (d - now).min(cap),
+            None => cap,
+        };
+        if waitv {
+            let words: Vec<(&AtomicU32, u32)> = tickets
+                .iter()
+                .map(|t| (t.bell.epoch_word(), t.epoch))
+                .collect();
+            match sys::futex_waitv(&words, Some(slice)) {
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::debug!("FUTEX_WAITV unavailable ({e}); polling in 1 ms slices");
+                    waitv = false;
+                }
+            }
+        }
+        let mut tickets = tickets;
+        let t = tickets.swap_remove(0);
+        drop(tickets);
+        t.park(slice);
+    }
+}
+
+/// A thread's announcement that it is parking on a [`Doorbell`]; see
+/// [`Doorbell::prepare_wait`].
+#[derive(Debug)]
+pub struct WaitTicket<'a> {
+    bell: &'a Doorbell,
+    epoch: u32,
+}
+
+impl WaitTicket<'_> {
+    /// The epoch read when the ticket was taken.
+    pub fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
+    /// Sleeps until a notify after the ticket was taken, or `timeout` (spurious
+    /// returns are possible: re-check the condition). Returns `false` if the timeout
+    /// expired.
+    pub fn park(self, timeout: Duration) -> bool {
+        sys::futex_wait(self.bell.epoch_word(), self.epoch, Some(timeout))
+    }
+}
+
+impl Drop for WaitTicket<'_> {
+    fn drop(&mut self) {
+        self.bell.waiters().fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+
+    #[test]
+    fn notify_without_waiters_does_not_bump_epoch() {
+        let bell = Doorbell::new().unwrap();
+        let e = bell.epoch();
+        bell.notify();
+        assert_eq!(bell.epoch(), e);
+        let t = bell.prepare_wait();
+        bell.notify();
+        assert_eq!(bell.epoch(), e.wrapping_add(1));
+        drop(t);
+        assert_eq!(bell.waiters().load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn parked_waiter_is_woken() {
+        let bell = Doorbell::new().unwrap();
+        let flag = Arc::new(AtomicBool::new(false));
+        let (b2, f2) = (bell.clone(), flag.clone());
+        let waiter = std::thread::spawn(move || {
+            b2.wait_until(Duration::ZERO, None, || {
+                f2.load(Ordering::Acquire).then_some(7)
+            })
+        });
+        std::thread::sleep(Duration::from_millis(20));
+        flag.store(true, Ordering::Release);
+        bell.notify();
+        assert_eq!(waiter.join().unwrap(), Some(7));
+    }
+
+    #[test]
+    fn parked_consumer_never_misses_a_wake_up() {
+        // The consumer parks at once whenever the ring is empty; the producer only
+        // rings the doorbell when the consumer announced it parks. A lost wake-up
+        // would leave the consumer asleep for a whole MAX_PARK while messages wait.
+        let seg = super::super::segment::Segment::on_heap(4096);
+        let bell = Doorbell::new().unwrap();
+        let mut w = super::super::ring::RingWriter::new(seg.ring(0), Some(bell.clone()));
+        let mut r = super::super::ring::RingReader::new(seg.ring(0), None);
+        const N: u64 = 20_000;
+        let before = park_timeouts();
+        let producer = std::thread::spawn(move || {
+            for i in 0..N {
+                let m = crate::Message::from(i.to_le_bytes().to_vec());
+                while w.try_send(&m).is_err() {
+                    std::thread::yield_now();
+                }
+                if i % 64 == 0 {
+                    std::thread::yield_now();
+                }
+            }
+        });
+        for i in 0..N {
+            let m = bell
+                .wait_until(Duration::ZERO, None, || r.try_recv().unwrap())
+                .expect("no deadline");
+            assert_eq!(m.frames()[0][..], i.to_le_bytes());
+        }
+        producer.join().unwrap();
+        assert_eq!(
+            park_timeouts(),
+            before,
+            "a parked consumer slept through a message"
+        );
+    }
+
+    #[test]
+    fn futex_waitv_times_out_and_sees_changed_values() {
+        let a = Doorbell::new().unwrap();
+        let b = Doorbell::new().unwrap();
+        let words = [(a.epoch_word(), a.epoch()), (b.epoch_word(), b.epoch())];
+        assert!(
+            !sys::futex_waitv(&words, Some(Duration::from_millis(5))).expect("FUTEX_WAITV"),
+            "nothing rang: timed out"
+        );
+        let stale = [(a.epoch_word(), a.epoch().wrapping_add(1))];
+        assert!(sys::futex_waitv(&stale, Some(Duration::from_secs(5))).expect("FUTEX_WAITV"));
+    }
+
+    #[test]
+    fn wait_any_is_woken_by_any_bell() {
+        let bells: Vec<Doorbell> = (0..3).map(|_| Doorbell::new().unwrap()).collect();
+        let flag = Arc::new(AtomicBool::new(false));
+        let (ringer, f2) = (bells[2].clone(), flag.clone());
+        let before = park_timeouts();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(30));
+            f2.store(true, Ordering::Release);
+            ringer.notify();
+        });
+        let refs: Vec<&Doorbell> = bells.iter().collect();
+        let got = wait_any(&refs, Duration::ZERO, None, || {
+            flag.load(Ordering::Acquire).then_some(3)
+        });
+        t.join().unwrap();
+        assert_eq!(got, Some(3));
+        assert_eq!(
+            park_timeouts(),
+            before,
+            "woken by the ring, not by a timeout"
+        );
+        for b in &bells {
+            assert_eq!(b.waiters().load(Ordering::Relaxed), 0, "tickets withdrawn");
+        }
+        let none: Option<()> = wait_any(
+            &refs,
+            Duration::ZERO,
+            Some(Instant::now() + Duration::from_millis(10)),
+            || None,
+        );
+        assert!(none.is_none());
+    }
+
+    #[test]
+    fn wait_until_times_out() {
+        let bell = Doorbell::on_heap();
+        let r: Option<()> = bell.wait_until(
+            Duration::from_micros(10),
+            Some(Instant::now() + Duration::from_millis(5)),
+            || None,
+        );
+        assert!(r.is_none());
+        assert_eq!(bell.waiters().load(Ordering::Relaxed), 0);
+    }
+}

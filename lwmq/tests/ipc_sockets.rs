@@ -1,0 +1,1157 @@
+//! `ipc://` (shared memory) at the socket level, across real processes: start orders,
+//! queueing before the peer exists, `kill -9` of either side, a hostile peer, another
+//! user, errors, and every pattern.
+//!
+//! Peers are this test binary run again (`--exact peer_process_entry`) with
+//! `LWMQ_IPC_ROLE` naming what the child does and `LWMQ_DOMAIN` a domain of the test's
+//! own; children print `KEY value` lines on stdout and exit when their stdin closes (the
+//! parent died) or they are killed.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{KillOnDrop, watchdog};
+use lwmq::transport::shm::{self, AllowedPeers, Doorbell, Hello, ShmOptions};
+use lwmq::{Context, Error, EventKind, Message, PollItem, Socket, SocketType, poll};
+
+const ROLE: &str = "LWMQ_IPC_ROLE";
+const EP: &str = "ipc://service:7";
+/// Deadlock guard for single waits (not a speed assertion).
+const GUARD: Duration = Duration::from_secs(30);
+
+fn unique_domain(test: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let mut d = format!(
+        "i{}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        test
+    );
+    d.truncate(48);
+    d
+}
+
+/// A socket in `domain` whose receives give up after GUARD.
+fn socket(ctx: &Context, ty: SocketType, domain: &str) -> Socket {
+    let s = ctx.socket(ty).expect("socket");
+    s.set_ipc_domain(domain);
+    s.set_recv_timeout(Some(GUARD));
+    s.set_send_timeout(Some(GUARD));
+    s
+}
+
+fn num(i: u64) -> Message {
+    Message::from(i.to_le_bytes().to_vec())
+}
+
+fn num_of(m: &Message) -> u64 {
+    u64::from_le_bytes(m.frames()[0][..8].try_into().expect("8-byte frame"))
+}
+
+fn text(m: &Message, i: usize) -> String {
+    String::from_utf8_lossy(&m.frames()[i]).into_owned()
+}
+
+// ---------------------------------------------------------------------------------------
+// Child processes
+
+struct Peer {
+    child: KillOnDrop,
+    out: BufReader<ChildStdout>,
+}
+
+impl Peer {
+    fn spawn(role: &str, domain: &str, env: &[(&str, &str)]) -> Peer {
+        Self::spawn_cmd(
+            Command::new(std::env::current_exe().expect("test binary")),
+            role,
+            domain,
+            env,
+        )
+    }
+
+    fn spawn_cmd(mut cmd: Command, role: &str, domain: &str, env: &[(&str, &str)]) -> Peer {
+        cmd.args([
+            "--exact",
+            "peer_process_entry",
+            "--nocapture",
+            "--test-threads=1",
+            "-q",
+        ])
+        .env(ROLE, role)
+        .env("LWMQ_DOMAIN", domain)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn the peer process");
+        let out = BufReader::new(child.stdout.take().expect("piped stdout"));
+        Peer {
+            child: KillOnDrop(child),
+            out,
+        }
+    }
+
+    /// The value after `KEY ` on the next line starting with it (other lines skipped).
+    fn expect(&mut self, key: &str) -> String {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = self
+                .out
+                .read_line(&mut line)
+                .expect("read the peer's stdout");
+            assert!(n > 0, "the peer exited before saying {key}");
+            if let Some(rest) = line.trim_end().strip_prefix(key) {
+                return rest.trim().to_owned();
+            }
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.0.id()
+    }
+
+    fn kill9(&mut self) {
+        self.child.0.kill().expect("kill -9 the peer");
+        self.child.0.wait().expect("reap the peer");
+    }
+}
+
+fn say(key: &str, value: impl std::fmt::Display) {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{key} {value}").expect("write to the parent");
+    out.flush().expect("flush to the parent");
+}
+
+fn fd_count() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+}
+
+fn shm_map_count() -> usize {
+    std::fs::read_to_string("/proc/self/maps")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("memfd:lwmq"))
+        .count()
+}
+
+/// Not a test: the entry point of the child processes (does nothing without
+/// `LWMQ_IPC_ROLE`).
+#[test]
+fn peer_process_entry() {
+    let Ok(role) = std::env::var(ROLE) else {
+        return;
+    };
+    // Exit when the parent goes away (its end of our stdin closes).
+    std::thread::spawn(|| {
+        let mut buf = String::new();
+        let _ = std::io::stdin().read_line(&mut buf);
+        std::process::exit(3);
+    });
+    let domain = std::env::var("LWMQ_DOMAIN").expect("domain");
+    let ctx = Context::new();
+    let forever = Duration::from_secs(3600);
+    let mk = |ty| {
+        let s = socket(&ctx, ty, &domain);
+        if std::env::var("LWMQ_IPC_ALLOW").as_deref() == Ok("any") {
+            s.set_ipc_allowed_peers(AllowedPeers::Any);
+        }
+        s
+    };
+    match role.as_str() {
+        "echo" => {
+            let ty = match std::env::var("LWMQ_IPC_TYPE").as_deref() {
+                Ok("rep") => SocketType::Rep,
+                _ => SocketType::Pair,
+            };
+            let s = mk(ty);
+            s.set_recv_timeout(None);
+            s.bind(EP).expect("bind");
+            say("READY", std::process::id());
+            loop {
+                let m = s.recv().expect("recv");
+                s.send(m).expect("send");
+            }
+        }
+        "pull-1000" => {
+            let s = mk(SocketType::Pull);
+            s.bind(EP).expect("bind");
+            say("READY", std::process::id());
+            let mut in_order = true;
+            for i in 0..1000u64 {
+                let m = s.recv().expect("recv");
+                in_order &= num_of(&m) == i;
+            }
+            say(
+                "GOT",
+                if in_order {
+                    "1000 in-order"
+                } else {
+                    "1000 OUT-OF-ORDER"
+                },
+            );
+            std::thread::sleep(forever);
+        }
+        "streamer" => {
+            let s = mk(SocketType::Push);
+            s.bind(EP).expect("bind");
+            say("READY", std::process::id());
+            s.set_send_timeout(Some(Duration::from_millis(100)));
+            let mut i = 0u64;
+            loop {
+                match s.send(num(i)) {
+                    Ok(()) => i += 1,
+                    Err(e) if matches!(e.error, Error::Timeout) => {}
+                    Err(e) => panic!("streamer: {}", e.error),
+                }
+            }
+        }
+        "leak-binder" => {
+            let s = mk(SocketType::Pair);
+            let mon = s.monitor();
+            s.bind(EP).expect("bind");
+            let (fds0, maps0) = (fd_count(), shm_map_count());
+            say("READY", std::process::id());
+            assert_eq!(s.recv().expect("hello"), Message::from("hello"));
+            let (fds1, maps1) = (fd_count(), shm_map_count());
+            say("RECEIVED", "");
+            let ev = mon
+                .wait_for(EventKind::PeerCrashed, GUARD)
+                .expect("peer-crashed");
+            // The socket notices the closed pipe when it next looks at its pipes.
+            assert!(matches!(s.try_recv(), Err(Error::WouldBlock)));
+            let (fds2, maps2) = (fd_count(), shm_map_count());
+            say(
+                "COUNTS",
+                format!("{fds0} {fds1} {fds2} {maps0} {maps1} {maps2} {}", ev.detail),
+            );
+            std::thread::sleep(forever);
+        }
+        "hello-client" => {
+            let s = mk(SocketType::Pair);
+            s.connect(EP).expect("connect");
+            s.send("hello").expect("send");
+            say("CONNECTED", std::process::id());
+            std::thread::sleep(forever);
+        }
+        "good-pusher" => {
+            let s = mk(SocketType::Push);
+            s.connect(EP).expect("connect");
+            say("CONNECTED", std::process::id());
+            for i in 0.. {
+                s.send(Message::from(format!("good {i}").into_bytes()))
+                    .expect("send");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        "hostile" => hostile_peer(&domain),
+        "good-puller" => {
+            let s = mk(SocketType::Pull);
+            s.set_recv_timeout(None);
+            s.connect(EP).expect("connect");
+            say("CONNECTED", std::process::id());
+            for n in 1u64.. {
+                s.recv().expect("recv");
+                if n % 100 == 0 {
+                    say("GOT", n);
+                }
+            }
+        }
+        "report" => {
+            let s = mk(SocketType::Pair);
+            let mon = s.monitor();
+            s.set_recv_timeout(Some(Duration::from_millis(100)));
+            s.connect(EP).expect("connect");
+            s.send("ping").expect("send");
+            let mut events = Vec::new();
+            let start = Instant::now();
+            let result = loop {
+                match s.recv() {
+                    Ok(m) => break format!("OK {}", text(&m, 0)),
+                    Err(e) => {
+                        let mut refused = false;
+                        while let Some(ev) = mon.try_recv() {
+                            refused |= matches!(
+                                ev.kind,
+                                EventKind::HandshakeFailedAuth | EventKind::HandshakeFailedProtocol
+                            );
+                            events.push(ev.to_string());
+                        }
+                        if refused || start.elapsed() > GUARD {
+                            break format!("ERR {e}: {}", events.join(" | "));
+                        }
+                    }
+                }
+            };
+            say("RESULT", result);
+            std::thread::sleep(forever);
+        }
+        "xpub" => {
+            let s = mk(SocketType::XPub);
+            s.bind(EP).expect("bind");
+            say("READY", std::process::id());
+            let sub = s.recv().expect("a subscription");
+            let f = &sub.frames()[0];
+            say(
+                "SUB",
+                format!("{} {}", f[0], String::from_utf8_lossy(&f[1..])),
+            );
+            for i in 0u64.. {
+                s.send(Message::from(format!("a {i}").into_bytes()))
+                    .expect("send");
+                s.send(Message::from(format!("b {i}").into_bytes()))
+                    .expect("send");
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        "dealer" => {
+            let s = mk(SocketType::Dealer);
+            s.set_routing_id(&b"dealer-1"[..]).expect("routing id");
+            s.connect(EP).expect("connect");
+            s.send("hi").expect("send");
+            let m = s.recv().expect("reply");
+            say("RESULT", text(&m, 0));
+            std::thread::sleep(forever);
+        }
+        "holder" => {
+            let s = mk(SocketType::Pair);
+            s.bind(EP).expect("bind");
+            say("READY", std::process::id());
+            std::thread::sleep(forever);
+        }
+        other => panic!("unknown role {other}"),
+    }
+    std::process::exit(0);
+}
+
+/// Connects to a PULL socket with the raw transport as a PUSH peer, sends one good
+/// message, corrupts the ring to the victim as `LWMQ_IPC_MODE` says, and reports when
+/// the victim hangs up on it.
+fn hostile_peer(domain: &str) -> ! {
+    let mode = std::env::var("LWMQ_IPC_MODE").expect("mode");
+    let o = ShmOptions {
+        domain: domain.to_owned(),
+        ring_size: 4096,
+        ..ShmOptions::default()
+    };
+    let bell = Doorbell::new().expect("doorbell");
+    let start = Instant::now();
+    // "head" attacks the victim's ring to us, so we pose as a PULL; else as a PUSH.
+    let ty = if mode == "head" {
+        SocketType::Pull
+    } else {
+        SocketType::Push
+    };
+    let mut c = loop {
+        if let Some(c) =
+            shm::connect("service", Some(7), &o, Hello::new(ty), &bell).expect("connect")
+        {
+            break c;
+        }
+        assert!(start.elapsed() < GUARD, "nobody bound");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    if ty == SocketType::Push {
+        c.send(&Message::from("ok"), Some(GUARD)).expect("send");
+    }
+    let seg = c.segment_for_testing();
+    let size = seg.ring_size();
+    let ctrl0 = shm::segment::CONTROL_OFFSET[0];
+    let ctrl1 = shm::segment::CONTROL_OFFSET[1];
+    let data0 = shm::segment::data_offset(0, size);
+    let hdr = |len: u64, flags: u64| (len | flags << 32 | 0x4C57u64 << 48).to_ne_bytes();
+    match mode.as_str() {
+        // A second message whose length runs far past the ring.
+        "length" => {
+            assert!(seg.debug_write(data0 + 16, &hdr(1 << 30, 0)));
+            assert!(seg.debug_write(ctrl0, &32u64.to_ne_bytes()));
+        }
+        // Random garbage over the whole ring, and a tail claiming it is all data.
+        "garbage" => {
+            let mut x = 0x9E37_79B9_7F4A_7C15u64;
+            let mut junk = Vec::with_capacity(size);
+            while junk.len() < size {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                junk.extend_from_slice(&x.to_ne_bytes());
+            }
+            assert!(seg.debug_write(data0, &junk));
+            assert!(seg.debug_write(ctrl0, &4096u64.to_ne_bytes()));
+        }
+        // Our "consumed" position in the victim's ring to us, far ahead of its tail.
+        "head" => {
+            assert!(seg.debug_write(ctrl1 + shm::ring::HEAD_OFFSET, &(1u64 << 40).to_ne_bytes()))
+        }
+        other => panic!("unknown mode {other}"),
+    }
+    say("CORRUPTED", &mode);
+    while c.peer_alive() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    say("DROPPED", "");
+    std::thread::sleep(Duration::from_secs(3600));
+    std::process::exit(0);
+}
+
+// ---------------------------------------------------------------------------------------
+// Leftovers
+
+/// Nothing of ours in /dev/shm or /tmp, and no abstract socket of `domain` left.
+fn assert_clean(domain: &str) {
+    for dir in ["/dev/shm", "/tmp"] {
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                assert!(
+                    !(n.contains(domain)
+                        || n.starts_with("lwmq-segment")
+                        || n.starts_with("lwmq-doorbell")),
+                    "left behind: {dir}/{n}"
+                );
+            }
+        }
+    }
+    let unix = std::fs::read_to_string("/proc/net/unix").expect("/proc/net/unix");
+    let ours = format!("@lwmq/{domain}/");
+    assert!(
+        !unix.lines().any(|l| l.contains(&ours)),
+        "abstract socket of {domain} still bound"
+    );
+}
+
+fn exchange(s: &Socket, n: u64) {
+    for i in 0..n {
+        s.send(num(i)).expect("send");
+        let back = s.recv().expect("echo");
+        assert_eq!(num_of(&back), i);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Start orders
+
+#[test]
+fn server_first_then_client() {
+    let _w = watchdog(Duration::from_secs(90));
+    let domain = unique_domain("server-first");
+    let mut server = Peer::spawn("echo", &domain, &[("LWMQ_IPC_TYPE", "rep")]);
+    server.expect("READY");
+    {
+        let ctx = Context::new();
+        let req = socket(&ctx, SocketType::Req, &domain);
+        let mon = req.monitor();
+        req.connect(EP).unwrap();
+        exchange(&req, 200);
+        let ev = mon
+            .wait_for(EventKind::HandshakeSucceeded, GUARD)
+            .expect("handshake event");
+        assert_eq!(ev.detail, format!("pid {}", server.pid()));
+    }
+    server.kill9();
+    assert_clean(&domain);
+}
+
+#[test]
+fn client_first_then_server() {
+    let _w = watchdog(Duration::from_secs(90));
+    let domain = unique_domain("client-first");
+    {
+        let ctx = Context::new();
+        let req = socket(&ctx, SocketType::Req, &domain);
+        let mon = req.monitor();
+        req.connect(EP).unwrap();
+        // The request queues while nobody is bound.
+        req.send(num(41)).unwrap();
+        let retried = mon
+            .wait_for(EventKind::ConnectRetried, GUARD)
+            .expect("retries while nobody is bound");
+        assert!(retried.detail.contains("nobody is bound"), "{retried}");
+        let mut server = Peer::spawn("echo", &domain, &[("LWMQ_IPC_TYPE", "rep")]);
+        server.expect("READY");
+        assert_eq!(num_of(&req.recv().unwrap()), 41);
+        exchange(&req, 100);
+        drop(req);
+        server.kill9();
+    }
+    assert_clean(&domain);
+}
+
+#[test]
+fn client_queues_1000_before_the_server_exists() {
+    let _w = watchdog(Duration::from_secs(90));
+    let domain = unique_domain("queue-1000");
+    {
+        let ctx = Context::new();
+        let push = socket(&ctx, SocketType::Push, &domain);
+        push.connect(EP).unwrap();
+        for i in 0..1000u64 {
+            // Never blocks: 1000 is the default high-water mark.
+            push.try_send(num(i)).expect("queued below the HWM");
+        }
+        assert!(
+            matches!(
+                push.try_send(num(1000)).map_err(|e| e.error),
+                Err(Error::WouldBlock)
+            ),
+            "the 1001st is over the HWM"
+        );
+        // Nobody touches `push` from here on: the queue goes out by itself.
+        let mut server = Peer::spawn("pull-1000", &domain, &[]);
+        server.expect("READY");
+        assert_eq!(server.expect("GOT"), "1000 in-order");
+        drop(push);
+        server.kill9();
+    }
+    assert_clean(&domain);
+}
+
+// ---------------------------------------------------------------------------------------
+// Crashes
+
+#[test]
+fn kill9_of_the_binder_is_reported_with_its_pid_and_a_restart_is_reconnected() {
+    let _w = watchdog(Duration::from_secs(120));
+    let domain = unique_domain("kill-binder");
+    {
+        let ctx = Context::new();
+        let pull = socket(&ctx, SocketType::Pull, &domain);
+        let mon = pull.monitor();
+        pull.connect(EP).unwrap();
+        let mut server = Peer::spawn("streamer", &domain, &[]);
+        server.expect("READY");
+        for i in 0..2000u64 {
+            assert_eq!(num_of(&pull.recv().unwrap()), i, "in order");
+        }
+        let pid = server.pid();
+        let killed = Instant::now();
+        server.kill9();
+        let ev = mon
+            .wait_for(EventKind::PeerCrashed, GUARD)
+            .expect("peer-crashed");
+        eprintln!(
+            "peer-crashed seen {:?} after kill -9 returned: {ev}",
+            killed.elapsed()
+        );
+        assert_eq!(ev.endpoint, EP);
+        assert_eq!(ev.detail, format!("pid {pid}"));
+        mon.wait_for(EventKind::ConnectRetried, GUARD)
+            .expect("reconnect scheduled");
+        // A new binder: reconnected automatically; what the old one wrote comes first
+        // (drained), then the new stream from 0, in order.
+        let mut server = Peer::spawn("streamer", &domain, &[]);
+        server.expect("READY");
+        let ev = mon
+            .wait_for(EventKind::HandshakeSucceeded, GUARD)
+            .expect("reconnected");
+        assert_eq!(ev.detail, format!("pid {}", server.pid()));
+        let mut old = 0;
+        loop {
+            let n = num_of(&pull.recv().unwrap());
+            if n == 0 {
+                break;
+            }
+            old += 1;
+        }
+        eprintln!("{old} messages of the dead binder drained after its death");
+        for i in 1..1000u64 {
+            assert_eq!(num_of(&pull.recv().unwrap()), i, "new stream in order");
+        }
+        drop(pull);
+        server.kill9();
+    }
+    assert_clean(&domain);
+}
+
+#[test]
+fn kill9_of_the_connector_frees_its_memory_and_descriptors() {
+    let _w = watchdog(Duration::from_secs(90));
+    let domain = unique_domain("kill-connector");
+    // The binder counts its descriptors and maps in a process of its own (tests in
+    // this process open and close descriptors in parallel).
+    let mut binder = Peer::spawn("leak-binder", &domain, &[]);
+    binder.expect("READY");
+    let mut client = Peer::spawn("hello-client", &domain, &[]);
+    client.expect("CONNECTED");
+    let pid = client.pid();
+    binder.expect("RECEIVED");
+    client.kill9();
+    let counts = binder.expect("COUNTS");
+    eprintln!("fds before, during, after; lwmq maps before, during, after: {counts}");
+    let v: Vec<&str> = counts.split_whitespace().collect();
+    let n = |i: usize| v[i].parse::<usize>().expect("a count");
+    let (fds0, fds1, fds2, maps0, maps1, maps2) = (n(0), n(1), n(2), n(3), n(4), n(5));
+    assert_eq!(
+        v[6..].join(" "),
+        format!("pid {pid}"),
+        "peer-crashed names the pid"
+    );
+    assert!(
+        fds1 > fds0 && maps1 > maps0,
+        "the connection held descriptors and maps"
+    );
+    assert_eq!(fds2, fds0, "descriptors freed");
+    assert_eq!(maps2, maps0, "shared memory unmapped");
+    binder.kill9();
+    assert_clean(&domain);
+}
+
+// ---------------------------------------------------------------------------------------
+// A hostile peer
+
+fn hostile(mode: &str) {
+    let _w = watchdog(Duration::from_secs(90));
+    let domain = unique_domain(&format!("hostile-{mode}"));
+    {
+        let ctx = Context::new();
+        let pull = socket(&ctx, SocketType::Pull, &domain);
+        let mon = pull.monitor();
+        pull.bind(EP).unwrap();
+        let mut good = Peer::spawn("good-pusher", &domain, &[]);
+        good.expect("CONNECTED");
+        let mut evil = Peer::spawn("hostile", &domain, &[("LWMQ_IPC_MODE", mode)]);
+        evil.expect("CORRUPTED");
+        // Keep receiving: the good peer's messages and the hostile one's "ok" arrive;
+        // the corruption is found, reported and costs only that connection.
+        let ev = loop {
+            let m = pull.recv().expect("the good peer keeps sending");
+            let t = text(&m, 0);
+            assert!(t == "ok" || t.starts_with("good "), "{t:?}");
+            if let Some(ev) =
+                std::iter::from_fn(|| mon.try_recv()).find(|e| e.kind == EventKind::ProtocolError)
+            {
+                break ev;
+            }
+        };
+        eprintln!("hostile {mode}: {ev}");
+        assert!(ev.detail.contains(&format!("pid {}", evil.pid())), "{ev}");
+        evil.expect("DROPPED");
+        // The other connection of the same socket still works.
+        for _ in 0..20 {
+            let m = pull.recv().expect("the good peer is still heard");
+            assert!(text(&m, 0).starts_with("good "));
+        }
+        drop(pull);
+        good.kill9();
+        evil.kill9();
+    }
+    assert_clean(&domain);
+}
+
+#[test]
+fn hostile_peer_bad_length() {
+    hostile("length");
+}
+
+#[test]
+fn hostile_peer_garbage() {
+    hostile("garbage");
+}
+
+// ---------------------------------------------------------------------------------------
+// Another user
+
+/// The test binary, copied where `nobody` can run it; removed on drop.
+struct PrivateCopy(PathBuf);
+
+impl PrivateCopy {
+    fn new(tag: &str) -> PrivateCopy {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("lwmq-test-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod dir");
+        let bin = dir.join("peer");
+        std::fs::copy(std::env::current_exe().expect("test binary"), &bin).expect("copy");
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod bin");
+        PrivateCopy(dir)
+    }
+
+    fn as_nobody(&self) -> Command {
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+            .arg(self.0.join("peer"))
+            .current_dir(&self.0);
+        cmd
+    }
+}
+
+impl Drop for PrivateCopy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn another_user_is_refused_by_default_and_accepted_when_allowed() {
+    let _w = watchdog(Duration::from_secs(120));
+    assert_eq!(
+        std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .find(|l| l.starts_with("Uid:"))
+            .and_then(|l| l.split_whitespace().nth(2))
+            .unwrap(),
+        "0",
+        "this test runs a peer as `nobody` and needs root"
+    );
+    let domain = unique_domain("other-user");
+    let copy = PrivateCopy::new(&domain);
+    {
+        let ctx = Context::new();
+        // 1. By default we refuse nobody (who allows anyone); both sides say why.
+        let pair = socket(&ctx, SocketType::Pair, &domain);
+        let mon = pair.monitor();
+        pair.bind(EP).unwrap();
+        let mut peer = Peer::spawn_cmd(
+            copy.as_nobody(),
+            "report",
+            &domain,
+            &[("LWMQ_IPC_ALLOW", "any")],
+        );
+        let ev = mon
+            .wait_for(EventKind::HandshakeFailedAuth, GUARD)
+            .expect("refusal reported");
+        eprintln!("binder: {ev}");
+        assert!(ev.detail.contains("peer uid 65534"), "{ev}");
+        let theirs = peer.expect("RESULT");
+        eprintln!("connector: {theirs}");
+        assert!(
+            theirs.contains("handshake-failed-auth")
+                && theirs.contains("refused us")
+                && theirs.contains("not reconnecting"),
+            "{theirs}"
+        );
+        peer.kill9();
+        drop(pair);
+
+        // 2. Allowed by option: messages flow.
+        let pair = socket(&ctx, SocketType::Pair, &domain);
+        pair.set_ipc_allowed_peers(AllowedPeers::Uids(vec![65534]));
+        let mon = pair.monitor();
+        pair.bind(EP).unwrap();
+        let mut peer = Peer::spawn_cmd(
+            copy.as_nobody(),
+            "report",
+            &domain,
+            &[("LWMQ_IPC_ALLOW", "any")],
+        );
+        assert_eq!(pair.recv().unwrap(), Message::from("ping"));
+        pair.send("pong").unwrap();
+        assert_eq!(peer.expect("RESULT"), "OK pong");
+        let ev = mon
+            .wait_for(EventKind::HandshakeSucceeded, GUARD)
+            .expect("handshake event");
+        assert_eq!(ev.detail, format!("pid {}", peer.pid()));
+        drop(pair);
+        peer.kill9();
+    }
+    drop(copy);
+    assert_clean(&domain);
+}
+
+// ---------------------------------------------------------------------------------------
+// Errors
+
+#[test]
+fn binding_a_bound_name_fails_naming_the_endpoint() {
+    let _w = watchdog(Duration::from_secs(60));
+    let domain = unique_domain("in-use");
+    let mut holder = Peer::spawn("holder", &domain, &[]);
+    holder.expect("READY");
+    {
+        let ctx = Context::new();
+        let s = socket(&ctx, SocketType::Pair, &domain);
+        let mon = s.monitor();
+        let err = s.bind(EP).unwrap_err();
+        assert!(
+            matches!(&err, Error::AddressInUse { endpoint } if endpoint == EP),
+            "{err}"
+        );
+        assert!(err.to_string().contains(EP), "{err}");
+        let ev = mon
+            .wait_for(EventKind::BindFailed, GUARD)
+            .expect("bind-failed");
+        assert_eq!(ev.endpoint, EP);
+        // Another port is another name.
+        assert_eq!(s.bind("ipc://service:8").unwrap(), "ipc://service:8");
+        holder.kill9();
+        // Once the holder is gone, the name is free.
+        let again = socket(&ctx, SocketType::Pair, &domain);
+        assert_eq!(again.bind(EP).unwrap(), EP);
+    }
+    assert_clean(&domain);
+}
+
+#[test]
+fn a_message_larger_than_the_ring_fails_at_send() {
+    let _w = watchdog(Duration::from_secs(60));
+    let domain = unique_domain("too-large");
+    {
+        let ctx = Context::new();
+        let s = socket(&ctx, SocketType::Pair, &domain);
+        s.set_ipc_ring_size(64 * 1024);
+        s.connect(EP).unwrap();
+        let limit = 32 * 1024 - 8;
+        // Fails at once, before (and regardless of whether) a peer exists.
+        let err = s.send(vec![1u8; limit + 1]).unwrap_err();
+        assert!(
+            matches!(err.error, Error::MessageTooLarge { size, limit: l } if size == limit as u64 + 1 && l == limit as u64),
+            "{}",
+            err.error
+        );
+        assert_eq!(err.message.size(), limit + 1, "the message is handed back");
+        // At the limit it goes through, to a peer that echoes it.
+        let big = Message::from(vec![9u8; limit]);
+        s.send(big.clone()).unwrap();
+        let mut server = Peer::spawn("echo", &domain, &[]);
+        server.expect("READY");
+        assert_eq!(s.recv().unwrap(), big);
+        exchange(&s, 10);
+        drop(s);
+        server.kill9();
+    }
+    assert_clean(&domain);
+}
+
+// ---------------------------------------------------------------------------------------
+// Patterns
+
+#[test]
+fn pair_over_ipc() {
+    let _w = watchdog(Duration::from_secs(60));
+    let domain = unique_domain("pair");
+    let mut server = Peer::spawn("echo", &domain, &[]);
+    server.expect("READY");
+    {
+        let ctx = Context::new();
+        let s = socket(&ctx, SocketType::Pair, &domain);
+        s.connect(EP).unwrap();
+        // Multi-frame messages keep their frames.
+        let m = Message::from_frames([b"a".to_vec(), vec![], vec![7u8; 5000]]);
+        s.send(m.clone()).unwrap();
+        assert_eq!(s.recv().unwrap(), m);
+        exchange(&s, 100);
+    }
+    server.kill9();
+    assert_clean(&domain);
+}
+
+#[test]
+fn pub_sub_subscriptions_travel_over_the_ring_and_survive_a_restart() {
+    let _w = watchdog(Duration::from_secs(90));
+    let domain = unique_domain("pubsub");
+    {
+        let ctx = Context::new();
+        let sub = socket(&ctx, SocketType::Sub, &domain);
+        sub.subscribe(b"a").unwrap();
+        sub.connect(EP).unwrap();
+        for round in 0..2 {
+            let mut publisher = Peer::spawn("xpub", &domain, &[]);
+            publisher.expect("READY");
+            // The XPUB saw our subscription (1 = subscribe), sent through the ring.
+            assert_eq!(publisher.expect("SUB"), "1 a", "round {round}");
+            for _ in 0..50 {
+                let m = sub.recv().unwrap();
+                assert!(text(&m, 0).starts_with("a "), "only 'a': {:?}", text(&m, 0));
+            }
+            // kill -9; the second round checks the restarted publisher learns the
+            // subscription again from the reconnect.
+            publisher.kill9();
+        }
+    }
+    assert_clean(&domain);
+}
+
+#[test]
+fn dealer_router_routing_ids_come_from_the_hello() {
+    let _w = watchdog(Duration::from_secs(60));
+    let domain = unique_domain("router");
+    {
+        let ctx = Context::new();
+        let router = socket(&ctx, SocketType::Router, &domain);
+        router.bind(EP).unwrap();
+        let mut dealer = Peer::spawn("dealer", &domain, &[]);
+        let m = router.recv().unwrap();
+        assert_eq!(m.len(), 2, "{m:?}");
+        assert_eq!(text(&m, 0), "dealer-1");
+        assert_eq!(text(&m, 1), "hi");
+        router
+            .send(Message::from_frames([b"dealer-1".to_vec(), b"yo".to_vec()]))
+            .unwrap();
+        assert_eq!(dealer.expect("RESULT"), "yo");
+        dealer.kill9();
+    }
+    assert_clean(&domain);
+}
+
+// ---------------------------------------------------------------------------------------
+// poll
+
+#[test]
+fn poll_wakes_on_messages_from_shared_memory_peers() {
+    let _w = watchdog(Duration::from_secs(60));
+    let domain = unique_domain("poll");
+    {
+        let ctx = Context::new();
+        let a = socket(&ctx, SocketType::Pull, &domain);
+        a.bind(EP).unwrap();
+        let b = socket(&ctx, SocketType::Pull, &domain);
+        b.bind("ipc://poll-b").unwrap();
+        let mut pusher = Peer::spawn("good-pusher", &domain, &[]);
+        pusher.expect("CONNECTED");
+        // One socket: poll parks on its own doorbell, which the peer process rings.
+        let mut items = [PollItem::readable(&a)];
+        assert_eq!(poll(&mut items, Some(GUARD)).unwrap(), 1);
+        assert!(items[0].is_readable());
+        assert!(text(&a.recv().unwrap(), 0).starts_with("good "));
+        // Nothing for `b`: a short poll times out with nothing ready.
+        let mut items = [PollItem::readable(&b)];
+        assert_eq!(
+            poll(&mut items, Some(Duration::from_millis(50))).unwrap(),
+            0
+        );
+        // Two sockets, the ready one second in the list.
+        let mut items = [PollItem::readable(&b), PollItem::readable(&a)];
+        assert_eq!(poll(&mut items, Some(GUARD)).unwrap(), 1);
+        assert!(!items[0].is_readable() && items[1].is_readable());
+        pusher.kill9();
+    }
+    assert_clean(&domain);
+}
+
+// ---------------------------------------------------------------------------------------
+// Zero copy
+
+#[test]
+fn send_with_and_recv_with_work_in_place_and_check_sizes() {
+    let _w = watchdog(Duration::from_secs(60));
+    let domain = unique_domain("zero-copy");
+    {
+        let ctx = Context::new();
+        let s = socket(&ctx, SocketType::Pair, &domain);
+        s.set_ipc_ring_size(64 * 1024);
+        s.connect(EP).unwrap();
+        // Before the peer exists it falls back to an ordinary queued message.
+        s.send_with(5, |b| b.copy_from_slice(b"early")).unwrap();
+        let mut server = Peer::spawn("echo", &domain, &[]);
+        server.expect("READY");
+        let got = s.recv_with(|f| f.to_message()).unwrap();
+        assert_eq!(got, Message::from("early"));
+        for i in 0..2000usize {
+            let len = 1 + i % 300;
+            let mut ran = 0;
+            s.send_with(len, |b| {
+                ran += 1;
+                b.fill(i as u8);
+            })
+            .unwrap();
+            assert_eq!(ran, 1, "fill runs once");
+            let ok = s
+                .recv_with(|f| {
+                    f.len() == 1
+                        && f.frame(0)
+                            .is_some_and(|d| d.len() == len && d.iter().all(|&x| x == i as u8))
+                })
+                .unwrap();
+            assert!(ok, "message {i} came back intact");
+        }
+        // Too large for the ring: refused before `fill` runs.
+        let mut ran = false;
+        let err = s.send_with(32 * 1024, |_| ran = true).unwrap_err();
+        assert!(matches!(err, Error::MessageTooLarge { .. }), "{err}");
+        assert!(!ran);
+        drop(s);
+        server.kill9();
+    }
+    assert_clean(&domain);
+}
+
+// ---------------------------------------------------------------------------------------
+// unbind, disconnect, close
+
+#[test]
+fn unbind_and_close_free_the_name_at_once_and_disconnect_stops_the_connection() {
+    let _w = watchdog(Duration::from_secs(60));
+    let domain = unique_domain("unbind");
+    {
+        let ctx = Context::new();
+        let a = socket(&ctx, SocketType::Pull, &domain);
+        let b = socket(&ctx, SocketType::Pull, &domain);
+        a.bind(EP).unwrap();
+        assert!(matches!(b.bind(EP), Err(Error::AddressInUse { .. })));
+        a.unbind(EP).unwrap();
+        assert_eq!(b.bind(EP).unwrap(), EP, "free right after unbind");
+        assert!(a.unbind(EP).is_err(), "not bound any more");
+        drop(b);
+        let c = socket(&ctx, SocketType::Pull, &domain);
+        assert_eq!(c.bind(EP).unwrap(), EP, "free right after close");
+
+        // A connection, then disconnect: the binder sees it go, nothing else arrives.
+        let mon = c.monitor();
+        let push = socket(&ctx, SocketType::Push, &domain);
+        push.connect(EP).unwrap();
+        push.send("one").unwrap();
+        assert_eq!(c.recv().unwrap(), Message::from("one"));
+        push.disconnect(EP).unwrap();
+        let ev = mon
+            .wait_for(EventKind::Disconnected, GUARD)
+            .expect("the binder sees the connection end");
+        assert_eq!(ev.detail, format!("pid {}", std::process::id()));
+        assert!(push.disconnect(EP).is_err(), "not connected any more");
+        c.set_recv_timeout(Some(Duration::from_millis(200)));
+        assert!(matches!(c.recv(), Err(Error::Timeout)));
+    }
+    assert_clean(&domain);
+}
+
+/// The hostile peer corrupts the ring the victim *writes*: the victim's send finds it,
+/// reports it and drops that connection; its other peer keeps receiving.
+#[test]
+fn hostile_peer_bad_head_costs_only_its_connection() {
+    let _w = watchdog(Duration::from_secs(90));
+    let domain = unique_domain("hostile-head");
+    {
+        let ctx = Context::new();
+        let push = socket(&ctx, SocketType::Push, &domain);
+        let mon = push.monitor();
+        push.bind(EP).unwrap();
+        let mut good = Peer::spawn("good-puller", &domain, &[]);
+        good.expect("CONNECTED");
+        let mut evil = Peer::spawn("hostile", &domain, &[("LWMQ_IPC_MODE", "head")]);
+        evil.expect("CORRUPTED");
+        for _ in 0..2 {
+            mon.wait_for(EventKind::HandshakeSucceeded, GUARD)
+                .expect("both peers connected");
+        }
+        let start = Instant::now();
+        let ev = loop {
+            push.send(vec![7u8; 64]).expect("send");
+            if let Some(ev) =
+                std::iter::from_fn(|| mon.try_recv()).find(|e| e.kind == EventKind::ProtocolError)
+            {
+                break ev;
+            }
+            assert!(start.elapsed() < GUARD, "the corruption was never noticed");
+        };
+        eprintln!("hostile head: {ev}");
+        assert!(ev.detail.contains(&format!("pid {}", evil.pid())), "{ev}");
+        evil.expect("DROPPED");
+        // Every later message goes to the good peer.
+        for _ in 0..300 {
+            push.send(vec![8u8; 64]).expect("send");
+        }
+        loop {
+            let n: u64 = good.expect("GOT").parse().expect("a count");
+            if n >= 300 {
+                break;
+            }
+        }
+        drop(push);
+        good.kill9();
+        evil.kill9();
+    }
+    assert_clean(&domain);
+}
+
+#[test]
+fn send_with_runs_fill_only_for_messages_that_go() {
+    let _w = watchdog(Duration::from_secs(60));
+    let domain = unique_domain("zero-copy-full");
+    {
+        let ctx = Context::new();
+        let pull = socket(&ctx, SocketType::Pull, &domain);
+        pull.bind(EP).unwrap();
+        let push = socket(&ctx, SocketType::Push, &domain);
+        let mon = push.monitor();
+        push.set_ipc_ring_size(4096);
+        push.set_send_timeout(Some(Duration::ZERO));
+        push.connect(EP).unwrap();
+        // Once the sender's side is connected every send goes in place (before, it
+        // would build a message: see Socket::send_with).
+        mon.wait_for(EventKind::HandshakeSucceeded, GUARD)
+            .expect("connected");
+        // Nobody reads: the 4 KiB ring fills; every refused send leaves `fill` unrun.
+        let (mut fills, mut sent) = (0, 0);
+        loop {
+            match push.send_with(100, |b| {
+                fills += 1;
+                b.fill(sent as u8);
+            }) {
+                Ok(()) => sent += 1,
+                Err(Error::WouldBlock) => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(sent > 10, "{sent} messages fit");
+        assert_eq!(
+            fills, sent,
+            "fill ran once per message sent, never for a refusal"
+        );
+        for i in 0..sent {
+            let ok = pull
+                .recv_with(|f| {
+                    f.frame(0)
+                        .is_some_and(|d| d.len() == 100 && d[0] == i as u8)
+                })
+                .unwrap();
+            assert!(ok, "message {i}");
+        }
+        // A socket type that routes (REQ) takes the ordinary path, same result.
+        let rep = socket(&ctx, SocketType::Rep, &domain);
+        rep.bind("ipc://zc-rep").unwrap();
+        let req = socket(&ctx, SocketType::Req, &domain);
+        req.connect("ipc://zc-rep").unwrap();
+        req.send_with(3, |b| b.copy_from_slice(b"abc")).unwrap();
+        let m = rep.recv().unwrap();
+        assert_eq!(m, Message::from("abc"));
+        rep.send_with(2, |b| b.copy_from_slice(b"ok")).unwrap();
+        assert_eq!(
+            req.recv_with(|f| f.to_message()).unwrap(),
+            Message::from("ok")
+        );
+    }
+    assert_clean(&domain);
+}
+
+#[test]
+fn linger_delivers_what_was_queued_before_the_peer_existed() {
+    let _w = watchdog(Duration::from_secs(60));
+    let domain = unique_domain("linger");
+    {
+        let ctx = Context::new();
+        {
+            let push = socket(&ctx, SocketType::Push, &domain);
+            push.set_linger(Some(Duration::from_secs(30)));
+            push.connect(EP).unwrap();
+            for i in 0..10u64 {
+                push.send(num(i)).unwrap();
+            }
+            // Closed with ten messages queued and nobody bound.
+        }
+        let pull = socket(&ctx, SocketType::Pull, &domain);
+        pull.bind(EP).unwrap();
+        for i in 0..10u64 {
+            assert_eq!(num_of(&pull.recv().unwrap()), i);
+        }
+        // Linger zero: queued messages are dropped at close.
+        {
+            let push = socket(&ctx, SocketType::Push, &domain);
+            push.set_linger(Some(Duration::ZERO));
+            push.connect("ipc://nobody-here").unwrap();
+            push.send(num(99)).unwrap();
+        }
+        let late = socket(&ctx, SocketType::Pull, &domain);
+        late.bind("ipc://nobody-here").unwrap();
+        late.set_recv_timeout(Some(Duration::from_millis(300)));
+        assert!(matches!(late.recv(), Err(Error::Timeout)));
+    }
+    assert_clean(&domain);
+}
