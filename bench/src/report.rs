@@ -251,7 +251,8 @@ pub fn markdown(res: &Results) -> String {
         "\n**×** columns: how many times better lwmq is than the row (> 1: lwmq wins; \
          latency: their median ÷ lwmq's; rates: lwmq's ÷ theirs). *same scheme* compares \
          with lwmq on the URI scheme the row's user would type (tcp↔tcp, inproc↔inproc, \
-         ipc/shm↔lwmq ipc-spin); *best* with lwmq's best transport in that table.\n"
+         ipc/shm↔lwmq ipc-spin); *best* with lwmq's best transport in that table through its \
+         `Socket` (the transport-only `ipc-raw-*` rows are not compared).\n"
     );
     let sizes = |sc: &str| -> Vec<usize> {
         p.cases
@@ -284,7 +285,7 @@ pub fn markdown(res: &Results) -> String {
             let lower = sc == "rtt";
             let best = rows
                 .iter()
-                .filter(|x| x.contender == "lwmq")
+                .filter(|x| x.contender == "lwmq" && !x.transport.starts_with("ipc-raw"))
                 .filter_map(|x| key(x).0)
                 .reduce(|a, b| if (a < b) == lower { a } else { b });
             let _ = writeln!(s, "### {}\n", size_label(size));

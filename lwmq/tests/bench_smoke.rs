@@ -1,5 +1,5 @@
 //! The side-by-side benchmark harness (`bench/`) still builds and runs: this runs
-//! `scripts/bench-smoke`, which builds it with only the lwmq driver and zeromq.rs and
+//! `scripts/bench-smoke`, which builds it with only the lwmq drivers and zeromq.rs and
 //! runs every scenario once with tiny durations, then checks what it wrote.
 //!
 //! Nothing here is timed: the numbers of a smoke run are meaningless, only that every
@@ -77,6 +77,13 @@ fn bench_harness_runs_every_scenario() {
         let subs = ps["subs"].as_array().expect("subs");
         assert_eq!(subs.len(), 2, "{c} {t}: every subscriber reports");
         assert!(subs.iter().all(|s| s["received"].as_u64().unwrap_or(0) > 0));
+    }
+    // The transport-only variants: round trip and throughput.
+    for t in ["ipc-raw-spin", "ipc-raw-park"] {
+        let rtt = ran("lwmq", t, "rtt").unwrap_or_else(|| panic!("no successful rtt of {t}"));
+        assert!(rtt["latency"]["round_trips"].as_u64().unwrap_or(0) > 0);
+        let thr = ran("lwmq", t, "thr").unwrap_or_else(|| panic!("no successful thr of {t}"));
+        assert_eq!(thr["rate"]["received"], thr["sent"], "{t}: {thr}");
     }
     let inproc = ran("lwmq", "inproc", "rtt").expect("lwmq inproc round trip");
     assert!(inproc["latency"]["round_trips"].as_u64().unwrap_or(0) > 0);
