@@ -403,21 +403,24 @@ pub fn markdown(res: &Results) -> String {
     s
 }
 
-const PALETTE: [&str; 12] = [
-    "#08306b", "#2171b5", "#4292c6", "#6baed6", "#9ecae1", "#a63603", "#e6550d", "#fd8d3c",
-    "#31a354", "#74c476", "#756bb1", "#636363",
-];
-
+/// Shades per contender: lwmq in blues, libzmq in oranges, zeromq.rs in greens,
+/// iceoryx2 in purples, anything else in greys.
 fn color(contender: &str, idx: usize) -> &'static str {
-    // lwmq in blues, libzmq in oranges, zeromq.rs in greens, iceoryx2 in purple.
-    let base = match contender {
-        "lwmq" => 0,
-        "libzmq" => 5,
-        "zeromq-rs" => 8,
-        "iceoryx2" => 10,
-        _ => 11,
+    const LWMQ: &[&str] = &[
+        "#08306b", "#08519c", "#2171b5", "#4292c6", "#6baed6", "#9ecae1", "#c6dbef",
+    ];
+    const LIBZMQ: &[&str] = &["#7f2704", "#d94801", "#fd8d3c", "#fdae6b"];
+    const ZEROMQ_RS: &[&str] = &["#00441b", "#238b45", "#74c476", "#a1d99b"];
+    const ICEORYX2: &[&str] = &["#54278f", "#9e9ac8"];
+    const OTHER: &[&str] = &["#252525", "#636363", "#969696", "#bdbdbd"];
+    let shades = match contender {
+        "lwmq" => LWMQ,
+        "libzmq" => LIBZMQ,
+        "zeromq-rs" => ZEROMQ_RS,
+        "iceoryx2" => ICEORYX2,
+        _ => OTHER,
     };
-    PALETTE[(base + idx).min(PALETTE.len() - 1)]
+    shades[idx.min(shades.len() - 1)]
 }
 
 fn fmt_axis(v: f64, unit: &str) -> String {
