@@ -30,8 +30,9 @@ impl Libzmq {
             Kind::Sub => zmq::SUB,
         };
         let s = self.ctx.socket(t).context("zmq_socket")?;
-        // Exit promptly once the runner says we are done; every scenario makes sure
-        // that what must arrive has arrived before that.
+        // Exit promptly once the runner says we are done: by then what was measured has
+        // arrived (a round-trip client's final end marker may be discarded; its server
+        // is ended by the runner closing its stdin).
         s.set_linger(0)?;
         if kind == Kind::Sub {
             s.set_subscribe(b"")?;

@@ -39,8 +39,9 @@ impl Lwmq {
             .ctx
             .socket(t)
             .map_err(|e| anyhow!("lwmq socket {t}: {e}"))?;
-        // Exit promptly once the runner says we are done; every scenario makes sure
-        // that what must arrive has arrived before that.
+        // Exit promptly once the runner says we are done: by then what was measured has
+        // arrived (a round-trip client's final end marker may be discarded; its server
+        // is ended by the runner closing its stdin).
         s.set_linger(Some(Duration::ZERO));
         configure_transport(&s, transport, max_size)?;
         if kind == Kind::Sub {
