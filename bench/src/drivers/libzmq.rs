@@ -30,10 +30,9 @@ impl Libzmq {
             Kind::Sub => zmq::SUB,
         };
         let s = self.ctx.socket(t).context("zmq_socket")?;
-        // Exit promptly once the runner says we are done: by then what was measured has
-        // arrived (a round-trip client's final end marker may be discarded; its server
-        // is ended by the runner closing its stdin).
-        s.set_linger(0)?;
+        // On close, give what is queued (a round-trip client's final end marker) a
+        // moment to leave, but never hold up the exit for long.
+        s.set_linger(1000)?;
         if kind == Kind::Sub {
             s.set_subscribe(b"")?;
         }

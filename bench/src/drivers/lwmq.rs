@@ -39,10 +39,9 @@ impl Lwmq {
             .ctx
             .socket(t)
             .map_err(|e| anyhow!("lwmq socket {t}: {e}"))?;
-        // Exit promptly once the runner says we are done: by then what was measured has
-        // arrived (a round-trip client's final end marker may be discarded; its server
-        // is ended by the runner closing its stdin).
-        s.set_linger(Some(Duration::ZERO));
+        // On close, give what is queued (a round-trip client's final end marker) a
+        // moment to leave, but never hold up the exit for long.
+        s.set_linger(Some(Duration::from_secs(1)));
         configure_transport(&s, transport, max_size)?;
         if kind == Kind::Sub {
             s.subscribe(b"")
