@@ -1,18 +1,45 @@
 //! Messages: one or more frames, each a [`Bytes`].
+//!
+//! The frames live inline in the message up to [`INLINE_FRAMES`] of them (a vector on
+//! the heap beyond that), so making, cloning and dropping the common one- and
+//! two-frame messages allocates nothing for the frame list.
 
 use bytes::Bytes;
+use smallvec::SmallVec;
+
+/// How many frames a [`Message`] holds without allocating its frame list.
+pub const INLINE_FRAMES: usize = 2;
+
+/// The frame list of a [`Message`] ([`Message::frames_mut`]): a vector that keeps up to
+/// [`INLINE_FRAMES`] frames inline. It has the `Vec` methods a message needs (`push`,
+/// `insert`, `remove`, `truncate`, `drain`, indexing...).
+pub type FrameVec = SmallVec<[Bytes; INLINE_FRAMES]>;
 
 /// A message of one or more frames. Frames are [`Bytes`], so cloning a message or
 /// handing a frame to the transport does not copy its contents.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, PartialEq, Eq, Default)]
 pub struct Message {
-    frames: Vec<Bytes>,
+    frames: FrameVec,
+}
+
+impl Clone for Message {
+    fn clone(&self) -> Message {
+        // Pushing each frame is cheaper than `SmallVec::clone` (a general `extend`) for
+        // the one- and two-frame messages that are most of the traffic.
+        let mut frames = FrameVec::with_capacity(self.frames.len());
+        for f in &self.frames {
+            frames.push(f.clone());
+        }
+        Message { frames }
+    }
 }
 
 impl Message {
     /// An empty message (no frames). Sending it is an error; add frames first.
     pub fn new() -> Message {
-        Message { frames: Vec::new() }
+        Message {
+            frames: FrameVec::new(),
+        }
     }
 
     /// A message of the given frames.
@@ -32,13 +59,14 @@ impl Message {
     }
 
     /// The frames, mutably.
-    pub fn frames_mut(&mut self) -> &mut Vec<Bytes> {
+    pub fn frames_mut(&mut self) -> &mut FrameVec {
         &mut self.frames
     }
 
-    /// Consumes the message and returns its frames.
+    /// Consumes the message and returns its frames as a `Vec` (this allocates when the
+    /// frames were inline; iterate the message itself to avoid that).
     pub fn into_frames(self) -> Vec<Bytes> {
-        self.frames
+        self.frames.into_vec()
     }
 
     /// Appends a frame.
@@ -78,9 +106,9 @@ impl Message {
 
 impl From<Bytes> for Message {
     fn from(frame: Bytes) -> Message {
-        Message {
-            frames: vec![frame],
-        }
+        let mut frames = FrameVec::new();
+        frames.push(frame);
+        Message { frames }
     }
 }
 
@@ -104,13 +132,21 @@ impl From<&'static [u8]> for Message {
 
 impl From<Vec<Bytes>> for Message {
     fn from(frames: Vec<Bytes>) -> Message {
+        Message {
+            frames: FrameVec::from_vec(frames),
+        }
+    }
+}
+
+impl From<FrameVec> for Message {
+    fn from(frames: FrameVec) -> Message {
         Message { frames }
     }
 }
 
 impl IntoIterator for Message {
     type Item = Bytes;
-    type IntoIter = std::vec::IntoIter<Bytes>;
+    type IntoIter = smallvec::IntoIter<[Bytes; INLINE_FRAMES]>;
     fn into_iter(self) -> Self::IntoIter {
         self.frames.into_iter()
     }
@@ -131,5 +167,26 @@ mod tests {
         assert_eq!(m.pop_front().unwrap(), "");
         assert_eq!(m.frames(), &[Bytes::from("a"), Bytes::from("bc")]);
         assert!(Message::new().pop_front().is_none());
+    }
+
+    #[test]
+    fn inline_and_spilled_frame_lists_behave_alike() {
+        for n in 0..6 {
+            let frames: Vec<Bytes> = (0..n).map(|i| Bytes::from(vec![i as u8; i])).collect();
+            let a = Message::from(frames.clone());
+            let b = Message::from_frames(frames.clone());
+            let mut c = Message::new();
+            for f in &frames {
+                c.push(f.clone());
+            }
+            assert_eq!(a, b);
+            assert_eq!(a, c);
+            assert_eq!(a.frames(), &frames[..]);
+            assert_eq!(a.clone().into_frames(), frames);
+            assert_eq!(a.clone().into_iter().collect::<Vec<_>>(), frames);
+            assert_eq!(a.frames().len() > INLINE_FRAMES, a.frames.spilled());
+            c.frames_mut().truncate(n.min(1));
+            assert_eq!(c.frames(), &frames[..n.min(1)]);
+        }
     }
 }

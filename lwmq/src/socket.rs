@@ -87,6 +87,9 @@ pub struct Socket {
     core: Mutex<Core>,
 }
 
+/// When a wait for `timeout` ends. Computed only once the first attempt failed: a
+/// call that succeeds at once reads no clock (a clock read costs about as much as a
+/// whole shared-memory send).
 fn deadline(timeout: Option<Duration>) -> Option<Instant> {
     timeout.map(|t| Instant::now() + t)
 }
@@ -512,7 +515,6 @@ impl Socket {
     fn send_until(&self, msg: Message, timeout: Option<Option<Duration>>) -> Result<(), SendError> {
         let mut core = self.core();
         let timeout = timeout.unwrap_or(core.options.send_timeout);
-        let deadline = deadline(timeout);
         if let Err(error) = core.ipc.check_size(&msg) {
             return Err(SendError {
                 error,
@@ -548,7 +550,11 @@ impl Socket {
         }
         let error = if timeout == Some(Duration::ZERO) {
             Error::WouldBlock
-        } else if let Some(r) = self.shared.signal.wait_until(spin, deadline, &mut attempt) {
+        } else if let Some(r) = self
+            .shared
+            .signal
+            .wait_until(spin, deadline(timeout), &mut attempt)
+        {
             return r;
         } else {
             Error::Timeout
@@ -578,7 +584,6 @@ impl Socket {
     fn recv_until(&self, timeout: Option<Option<Duration>>) -> Result<Message> {
         let mut core = self.core();
         let timeout = timeout.unwrap_or(core.options.recv_timeout);
-        let deadline = deadline(timeout);
         if let Some(m) = core.prefetched.take() {
             return Ok(m);
         }
@@ -603,7 +608,7 @@ impl Socket {
         }
         self.shared
             .signal
-            .wait_until(spin, deadline, attempt)
+            .wait_until(spin, deadline(timeout), attempt)
             .unwrap_or(Err(Error::Timeout))
     }
 
@@ -624,7 +629,6 @@ impl Socket {
     pub fn recv_with<R>(&self, f: impl FnOnce(&crate::Frames<'_>) -> R) -> Result<R> {
         let mut core = self.core();
         let timeout = core.options.recv_timeout;
-        let deadline = deadline(timeout);
         if let Some(m) = core.prefetched.take() {
             return Ok(f(&crate::Frames::message(&m)));
         }
@@ -654,7 +658,7 @@ impl Socket {
             None => self
                 .shared
                 .signal
-                .wait_until(spin, deadline, &mut attempt)
+                .wait_until(spin, deadline(timeout), &mut attempt)
                 .unwrap_or(Err(Error::Timeout)),
         };
         r?;
@@ -686,7 +690,6 @@ impl Socket {
             let mut core = self.core();
             core.ipc.check_len(len)?;
             let timeout = core.options.send_timeout;
-            let deadline = deadline(timeout);
             let spin = core.ipc.spin(&core.options);
             let core = &mut *core;
             let mut cb = |buf: &mut [u8]| {
@@ -711,7 +714,7 @@ impl Socket {
                 None => self
                     .shared
                     .signal
-                    .wait_until(spin, deadline, &mut attempt)
+                    .wait_until(spin, deadline(timeout), &mut attempt)
                     .unwrap_or(Err(Error::Timeout)),
             }?;
             if sent {

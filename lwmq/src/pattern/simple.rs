@@ -48,10 +48,11 @@ impl Pattern for Pair {
             .map_err(would_block)
     }
     fn recv(&mut self) -> Result<Message> {
-        self.pipes
-            .read_fair()
-            .map(|(_, m)| m)
-            .ok_or(Error::WouldBlock)
+        // A match, not `ok_or`: the error is built (and dropped) only when it is used.
+        match self.pipes.read_fair() {
+            Some((_, m)) => Ok(m),
+            None => Err(Error::WouldBlock),
+        }
     }
     fn recv_with(&mut self, f: &mut dyn FnMut(&crate::Frames<'_>)) -> Result<()> {
         if self.pipes.read_fair_with(f) {
@@ -119,10 +120,11 @@ impl Pattern for Pull {
         })
     }
     fn recv(&mut self) -> Result<Message> {
-        self.pipes
-            .read_fair()
-            .map(|(_, m)| m)
-            .ok_or(Error::WouldBlock)
+        // A match, not `ok_or`: the error is built (and dropped) only when it is used.
+        match self.pipes.read_fair() {
+            Some((_, m)) => Ok(m),
+            None => Err(Error::WouldBlock),
+        }
     }
     fn recv_with(&mut self, f: &mut dyn FnMut(&crate::Frames<'_>)) -> Result<()> {
         if self.pipes.read_fair_with(f) {
@@ -157,10 +159,11 @@ impl Pattern for Dealer {
             .map_err(would_block)
     }
     fn recv(&mut self) -> Result<Message> {
-        self.pipes
-            .read_fair()
-            .map(|(_, m)| m)
-            .ok_or(Error::WouldBlock)
+        // A match, not `ok_or`: the error is built (and dropped) only when it is used.
+        match self.pipes.read_fair() {
+            Some((_, m)) => Ok(m),
+            None => Err(Error::WouldBlock),
+        }
     }
     fn recv_with(&mut self, f: &mut dyn FnMut(&crate::Frames<'_>)) -> Result<()> {
         if self.pipes.read_fair_with(f) {

@@ -62,7 +62,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::segment::Region;
 use super::wait::Doorbell;
@@ -84,6 +84,11 @@ pub const FLAG_MORE: u64 = 1;
 pub const FLAG_PAD: u64 = 2;
 /// The marker in bits 48..64 of every record header.
 pub const RECORD_MARKER: u64 = 0x4C57;
+/// Size of the buffers [`RingReader::try_recv`] copies small frames into (each frame
+/// is a slice of one; a buffer is reused once all of its frames are dropped).
+pub const ARENA_SIZE: usize = 16 * 1024;
+/// Frames of at least this many bytes are copied into a buffer of their own.
+pub const ARENA_MAX_FRAME: usize = 2 * 1024;
 
 fn header_word(len: usize, flags: u64) -> u64 {
     len as u64 | (flags << 32) | (RECORD_MARKER << 48)
@@ -484,6 +489,9 @@ pub struct RingReader {
     peer_bell: Option<Doorbell>,
     /// (offset, len) of the frames of the message being read; reused.
     frames: Vec<(usize, usize)>,
+    /// Where `try_recv` copies small frames (see `copy_out`); always empty between
+    /// calls, its capacity is the room left in the current buffer.
+    arena: BytesMut,
     failed: Option<String>,
 }
 
@@ -495,6 +503,7 @@ impl RingReader {
             tail_cache: 0,
             peer_bell,
             frames: Vec::new(),
+            arena: BytesMut::new(),
             failed: None,
         }
     }
@@ -586,22 +595,29 @@ impl RingReader {
 
     /// Copies `len` bytes at data offset `off` (8-aligned; the record's padding makes
     /// whole words readable) out with atomic word loads.
-    fn copy_out(&self, off: usize, len: usize) -> Bytes {
-        let mut v = vec![0u8; len];
-        let mut chunks = v.chunks_exact_mut(8);
-        let mut at = off;
-        for chunk in &mut chunks {
-            let w = self.mem.word(at).load(Ordering::Relaxed);
-            chunk.copy_from_slice(&w.to_ne_bytes());
-            at += 8;
+    ///
+    /// Small frames are copied into the arena ([`ARENA_SIZE`]) and handed out as slices
+    /// of it: one allocation serves many frames, and the arena's memory is reused once
+    /// every frame cut from it has been dropped. A frame of [`ARENA_MAX_FRAME`] bytes or
+    /// more gets a buffer of its own, so one small message kept by the application never
+    /// holds more than an arena's worth of memory, and a large one none extra.
+    fn copy_out(&mut self, off: usize, len: usize) -> Bytes {
+        if len == 0 {
+            return Bytes::new();
         }
-        let rest = chunks.into_remainder();
-        if !rest.is_empty() {
-            let w = self.mem.word(at).load(Ordering::Relaxed);
-            let k = rest.len();
-            rest.copy_from_slice(&w.to_ne_bytes()[..k]);
+        if len >= ARENA_MAX_FRAME {
+            let mut own = BytesMut::with_capacity(len);
+            copy_words(&self.mem, &mut own, off, len);
+            return own.freeze();
         }
-        Bytes::from(v)
+        // The arena holds nothing between calls (every copy is split off), so its
+        // capacity is the room left; `reserve` takes the buffer back when no frame of
+        // it is alive any more, and allocates a new one otherwise.
+        if self.arena.capacity() < len {
+            self.arena.reserve(ARENA_SIZE);
+        }
+        copy_words(&self.mem, &mut self.arena, off, len);
+        self.arena.split().freeze()
     }
 
     /// Publishes our progress and, if the writer waits for space, rings its doorbell.
@@ -639,6 +655,26 @@ impl RingReader {
             return Ok(None);
         };
         Ok(Some(ReadGuard { reader: self, end }))
+    }
+}
+
+/// Appends the `len` bytes at data offset `off` of `mem` to `out`, one atomic word load
+/// at a time (`off` is 8-aligned and the record's padding makes whole words readable).
+fn copy_words(mem: &RingMem, out: &mut BytesMut, off: usize, len: usize) {
+    let at = out.len();
+    out.resize(at + len, 0);
+    let mut chunks = out[at..].chunks_exact_mut(8);
+    let mut word = off;
+    for chunk in &mut chunks {
+        let w = mem.word(word).load(Ordering::Relaxed);
+        chunk.copy_from_slice(&w.to_ne_bytes());
+        word += 8;
+    }
+    let rest = chunks.into_remainder();
+    if !rest.is_empty() {
+        let w = mem.word(word).load(Ordering::Relaxed);
+        let k = rest.len();
+        rest.copy_from_slice(&w.to_ne_bytes()[..k]);
     }
 }
 
@@ -798,6 +834,51 @@ mod tests {
         }
         assert_eq!(sent, recvd);
         assert!(sent > 500, "the ring wrapped many times: {sent}");
+    }
+
+    #[test]
+    fn received_frames_outlive_ring_and_arena_reuse() {
+        // Frames handed out by `try_recv` are slices of shared arena buffers: keeping
+        // some while the ring wraps and the arena is refilled (and reused once its
+        // frames are gone) must never change what a kept frame holds.
+        // Every 50th message has a frame above ARENA_MAX_FRAME (a buffer of its own).
+        let (mut w, mut r) = heap_ring(8192);
+        let body = |i: u32| -> Vec<u8> {
+            let len = (i as usize * 13) % 300 + usize::from(i % 50 == 0) * 2500;
+            (0..len).map(|k| (i as usize + k) as u8).collect()
+        };
+        let mut kept = Vec::new();
+        let (mut sent, mut got) = (0u32, 0u32);
+        while got < 20_000 {
+            while sent < 20_000 {
+                let m = Message::from_frames([body(sent), sent.to_le_bytes().to_vec()]);
+                match w.try_send(&m) {
+                    Ok(()) => sent += 1,
+                    Err(ShmSendError::Full) => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            while let Some(m) = r.try_recv().unwrap() {
+                assert_eq!(m.frames()[0], body(got));
+                assert_eq!(m.frames()[1][..], got.to_le_bytes());
+                // Keep some in even thousands only: in odd ones every buffer's frames
+                // are dropped at once, so the arena takes its buffer back.
+                if got % 7 == 0 && (got / 1000) % 2 == 0 {
+                    kept.push((got, m));
+                }
+                got += 1;
+            }
+        }
+        assert_eq!(
+            kept.len(),
+            (0..20_000u32)
+                .filter(|i| i % 7 == 0 && (i / 1000) % 2 == 0)
+                .count()
+        );
+        for (i, m) in &kept {
+            assert_eq!(m.frames()[0], body(*i), "message {i} changed");
+            assert_eq!(m.frames()[1][..], i.to_le_bytes());
+        }
     }
 
     #[test]
