@@ -18,7 +18,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use lwmq::transport::shm::{self, Doorbell, Hello, ShmConnection, ShmListener, ShmOptions};
+use lwmq::shm::{self, Doorbell, Hello, ShmConnection, ShmListener, ShmOptions};
 use lwmq::{Context, Message, Socket, SocketType};
 
 const NAME: &str = "bench";

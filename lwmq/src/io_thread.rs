@@ -56,6 +56,8 @@ use crate::{Endpoint, Message, Result, SocketType};
 /// Stop taking messages from a socket while this many bytes wait to be written.
 pub(crate) const MAX_PENDING_TRANSMIT: usize = 256 * 1024;
 const READ_BUF: usize = 64 * 1024;
+/// Rounds of read/deliver/write one connection gets before the others have a turn.
+const MAX_TURNS: usize = 64;
 const WAKER: Token = Token(0);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -171,6 +173,9 @@ pub(crate) struct IoHalf {
     id: PipeId,
     to_socket: QueueWriter,
     from_socket: QueueReader,
+    /// SUB/XSUB: the topics subscribed through this pipe, replayed to the new peer
+    /// when a kept pipe gets a new connection (the socket sent them only once).
+    subscriptions: std::collections::BTreeSet<Bytes>,
 }
 
 /// Makes a pipe between a socket and the I/O thread: the socket's half (to attach) and
@@ -223,6 +228,7 @@ fn stream_pipe_with(
             id,
             to_socket: iw,
             from_socket: ir,
+            subscriptions: Default::default(),
         },
     )
 }
@@ -253,6 +259,7 @@ impl IoThread {
             next_token: 1,
             shutting_down: false,
             buf: vec![0; READ_BUF],
+            again: Vec::new(),
         };
         let handle = std::thread::Builder::new()
             .name("lwmq-io".into())
@@ -401,6 +408,9 @@ struct Reactor {
     next_token: usize,
     shutting_down: bool,
     buf: Vec<u8>,
+    /// Connections that stopped only because their turn was over (edge-triggered
+    /// readiness will not remind us of them).
+    again: Vec<Token>,
 }
 
 fn proto_config(options: &Options, resource: Option<String>) -> proto::Config {
@@ -443,9 +453,14 @@ impl Reactor {
     fn run(&mut self) {
         let mut events = Events::with_capacity(256);
         loop {
-            let timeout = self
-                .next_deadline()
-                .map(|d| d.saturating_duration_since(Instant::now()) + Duration::from_micros(100));
+            let timeout = if self.again.is_empty() {
+                self.next_deadline().map(|d| {
+                    d.saturating_duration_since(Instant::now()) + Duration::from_micros(100)
+                })
+            } else {
+                // Connections that used up their turn go on right after a look around.
+                Some(Duration::ZERO)
+            };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     tracing::error!("I/O thread poll failed: {e}");
@@ -472,6 +487,9 @@ impl Reactor {
                 if let Some(&t) = self.pipe_to_conn.get(&key) {
                     self.drive(t);
                 }
+            }
+            for t in std::mem::take(&mut self.again) {
+                self.drive(t);
             }
             self.timers();
             let sd = self.shutting_down;
@@ -1137,7 +1155,14 @@ impl Reactor {
             }
         }
         let mut new_pipe = None;
+        let mut turns = 0;
         loop {
+            turns += 1;
+            if turns > MAX_TURNS {
+                // Fairness: let the other connections move too, then come back.
+                self.again.push(t);
+                break;
+            }
             let Some(c) = self.conns.get_mut(&t) else {
                 return;
             };
@@ -1183,8 +1208,14 @@ impl Reactor {
                             let sub_side =
                                 matches!(c.options.socket_type, SocketType::Sub | SocketType::XSub);
                             match (sub_side && msg.len() == 1, parse_control(&msg)) {
-                                (true, Some((true, topic))) => c.proto.send_subscribe(topic),
-                                (true, Some((false, topic))) => c.proto.send_cancel(topic),
+                                (true, Some((true, topic))) => {
+                                    p.subscriptions.insert(topic.clone());
+                                    c.proto.send_subscribe(topic);
+                                }
+                                (true, Some((false, topic))) => {
+                                    p.subscriptions.remove(&topic);
+                                    c.proto.send_cancel(topic);
+                                }
                                 _ => {
                                     if let Err(e) = c.proto.send(msg) {
                                         tracing::debug!("send to {} failed: {e}", c.endpoint);
@@ -1345,7 +1376,12 @@ impl Reactor {
                 k.interval = k.options.reconnect_interval;
             }
         }
-        if c.pipe.is_some() {
+        if let Some(p) = &c.pipe {
+            // A kept pipe on a new connection: the new peer has not heard our
+            // subscriptions yet.
+            for topic in &p.subscriptions {
+                c.proto.send_subscribe(topic.clone());
+            }
             c.socket
                 .monitors
                 .emit(EventKind::HandshakeSucceeded, &c.endpoint, detail);
@@ -1400,6 +1436,7 @@ impl Reactor {
         } else {
             ""
         };
+        let mut events = Vec::new();
         if let Some(e) = &c.error {
             if !c.handshake_done {
                 let kind = match e {
@@ -1408,24 +1445,37 @@ impl Reactor {
                     _ => Some(EventKind::HandshakeFailedProtocol),
                 };
                 if let Some(kind) = kind {
-                    c.socket
-                        .monitors
-                        .emit(kind, &c.endpoint, format!("{detail}{retry_note}"));
+                    events.push((kind, format!("{detail}{retry_note}")));
                 }
             }
         }
         if !c.connecting {
-            c.socket
-                .monitors
-                .emit(EventKind::Disconnected, &c.endpoint, detail.clone());
+            events.push((EventKind::Disconnected, detail.clone()));
         }
         if let Some(p) = &c.pipe {
             self.pipe_to_conn.remove(&p.id);
         }
-        if let Origin::Connecter(id) = c.origin {
+        let origin = c.origin;
+        let kept = match origin {
+            Origin::Connecter(id) => self
+                .connecters
+                .get(&id)
+                .is_some_and(|k| k.keeps_pipe && !permanent),
+            Origin::Listener(_) => false,
+        };
+        let pipe = if kept { c.pipe.take() } else { None };
+        let socket = c.socket.clone();
+        let endpoint = std::mem::take(&mut c.endpoint);
+        // Close the stream (and the I/O half of a pipe not kept) before telling anyone:
+        // a monitor that saw "disconnected" finds the descriptor gone.
+        drop(c);
+        for (kind, detail) in events {
+            socket.monitors.emit(kind, &endpoint, detail);
+        }
+        if let Origin::Connecter(id) = origin {
             if let Some(k) = self.connecters.get_mut(&id) {
-                if k.keeps_pipe {
-                    k.pipe = c.pipe.take();
+                if kept {
+                    k.pipe = pipe;
                 }
                 if permanent {
                     k.state = ConnecterState::Stopped;
@@ -1438,6 +1488,5 @@ impl Reactor {
                 }
             }
         }
-        // Dropping `c` closes the stream and the I/O half of its pipe (if not kept).
     }
 }

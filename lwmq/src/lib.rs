@@ -31,8 +31,8 @@
 //!
 //! A [`Context`] owns one background I/O thread (started on first use of `tcp://` or
 //! `unix://`) and the `inproc://` names. A [`Socket`] is used from one thread at a time;
-//! it can bind and connect any number of endpoints; [`poll`] waits on several sockets
-//! and [`proxy`] forwards between two. Failed sends hand the message back in a
+//! it can bind and connect any number of endpoints; [`poll()`] waits on several sockets
+//! and [`proxy()`] forwards between two. Failed sends hand the message back in a
 //! [`SendError`]; timeouts, high-water marks, linger and the other options follow
 //! libzmq (see the setters on [`Socket`]). [`Socket::monitor`] reports connection
 //! events with libzmq's names.
@@ -51,7 +51,10 @@ mod proxy;
 mod socket;
 mod socket_type;
 
-pub mod transport;
+pub(crate) mod transport;
+
+/// The shared-memory transport behind `ipc://`, usable on its own (see its docs).
+pub use transport::shm;
 
 pub mod endpoint;
 pub mod introspect;

@@ -32,7 +32,8 @@ pub(crate) struct SocketShared {
     /// Rung by every source of work for this socket.
     pub signal: Arc<Signal>,
     /// Pipes delivered by the I/O thread or inproc peers, for the user thread to attach.
-    mailbox: Mutex<Vec<(PipeId, Pipe)>>,
+    /// `None` once the socket is closed: pipes delivered then are dropped (closed) at once.
+    mailbox: Mutex<Option<Vec<(PipeId, Pipe)>>>,
     /// Set after a pipe is put in the mailbox, so the hot path skips its lock.
     has_mail: std::sync::atomic::AtomicBool,
     pub monitors: Monitors,
@@ -41,7 +42,11 @@ pub(crate) struct SocketShared {
 impl SocketShared {
     /// Hands a new pipe to the socket and wakes it.
     pub(crate) fn deliver(&self, id: PipeId, pipe: Pipe) {
-        lock(&self.mailbox).push((id, pipe));
+        match lock(&self.mailbox).as_mut() {
+            Some(m) => m.push((id, pipe)),
+            // Closed: dropping the pipe closes it, and its peer sees that.
+            None => return,
+        }
         self.has_mail
             .store(true, std::sync::atomic::Ordering::Release);
         self.signal.notify();
@@ -102,7 +107,7 @@ impl Socket {
             id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             socket_type,
             signal: Arc::new(Signal::new()),
-            mailbox: Mutex::new(Vec::new()),
+            mailbox: Mutex::new(Some(Vec::new())),
             has_mail: std::sync::atomic::AtomicBool::new(false),
             monitors: Monitors::default(),
         });
@@ -155,7 +160,10 @@ impl Socket {
         {
             return;
         }
-        let new = std::mem::take(&mut *lock(&self.shared.mailbox));
+        let new = lock(&self.shared.mailbox)
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default();
         for (id, pipe) in new {
             core.pattern.attach(id, pipe);
         }
@@ -933,6 +941,10 @@ fn clone_attached(a: &Attached) -> Attached {
 
 impl Drop for Socket {
     fn drop(&mut self) {
+        // From now on pipes delivered to this socket are closed at once; those
+        // waiting in the mailbox are closed here.
+        let waiting = lock(&self.shared.mailbox).take();
+        drop(waiting);
         self.ctx.inproc().remove_socket(self.shared.id);
         let id = self.shared.id;
         self.ctx.forget_routes(|r| r.socket_id == id);

@@ -228,6 +228,37 @@ fn linger_flushes_on_close(t: &Transport) {
     }
 }
 
+/// A sender that closes right after a burst far larger than the receiver's HWM loses
+/// nothing: what is in flight waits for the receiver to make room.
+fn close_after_burst_loses_nothing(t: &Transport) {
+    let _w = common::watchdog(Duration::from_secs(120));
+    let ctx = Context::new();
+    let pull = ctx.socket(SocketType::Pull).unwrap();
+    pull.set_recv_hwm(10);
+    let ep = pull.bind(&(t.bind)("burst")).unwrap();
+    let n = 5000u32;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let push = ctx.socket(SocketType::Push).unwrap();
+            push.set_send_hwm(10);
+            push.set_linger(Some(Duration::from_secs(60)));
+            push.connect(&ep).unwrap();
+            for i in 0..n {
+                push.send(Message::from_frames([
+                    i.to_be_bytes().to_vec(),
+                    vec![5; 100],
+                ]))
+                .unwrap();
+            }
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        for i in 0..n {
+            let m = pull.recv().unwrap();
+            assert_eq!(m.frames()[0], i.to_be_bytes().as_slice());
+        }
+    });
+}
+
 /// Linger zero: a socket that can never deliver does not hold up its context.
 fn linger_zero_discards(t: &Transport) {
     let _w = common::watchdog(Duration::from_secs(60));
@@ -256,7 +287,7 @@ fn reconnect_after_peer_restart(t: &Transport) {
     let req = ctx.socket(SocketType::Req).unwrap();
     req.set_recv_timeout(Some(Duration::from_secs(30)));
     let mon = req.monitor();
-    let mut peer = start_peer(t, &ctx, &ep);
+    let mut peer = start_peer(t, &ctx, &ep, echo_peer);
     req.connect(&ep).unwrap();
     req.send("one").unwrap();
     assert_eq!(req.recv().unwrap(), Message::from("one"));
@@ -265,7 +296,7 @@ fn reconnect_after_peer_restart(t: &Transport) {
         mon.wait_for(EventKind::Disconnected, Duration::from_secs(30))
             .expect("the loss of the peer is noticed");
     }
-    let _peer2 = start_peer(t, &ctx, &ep);
+    let _peer2 = start_peer(t, &ctx, &ep, echo_peer);
     req.send("two").unwrap();
     assert_eq!(req.recv().unwrap(), Message::from("two"));
     if is_stream(&ep) {
@@ -274,20 +305,27 @@ fn reconnect_after_peer_restart(t: &Transport) {
             .expect("a second handshake");
         assert_eq!(e.endpoint, ep);
     }
+    drop(_peer2);
+    remove_stale(&ep);
+}
+
+/// Binds `ep`, retrying while the previous peer's address is not free yet, and says
+/// it is ready.
+fn bind_peer(s: &Socket, ep: &str) {
+    let mut tries = 0;
+    while let Err(e) = s.bind(ep) {
+        tries += 1;
+        assert!(tries < 500, "cannot bind {ep}: {e}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    println!("\nLWMQ-PEER-READY");
 }
 
 /// A REP that echoes until `stop` is set (or forever).
 fn echo_peer(ctx: &Context, ep: &str, stop: Option<&std::sync::atomic::AtomicBool>) {
     let rep = ctx.socket(SocketType::Rep).unwrap();
     rep.set_recv_timeout(Some(Duration::from_millis(20)));
-    // The previous peer's address may take a moment to be free.
-    let mut tries = 0;
-    while let Err(e) = rep.bind(ep) {
-        tries += 1;
-        assert!(tries < 500, "cannot bind {ep}: {e}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    println!("\nLWMQ-PEER-READY");
+    bind_peer(&rep, ep);
     loop {
         if stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
             return;
@@ -325,6 +363,13 @@ impl Peer {
     }
 }
 
+/// Removes the socket file a killed peer process left behind.
+fn remove_stale(ep: &str) {
+    if let Some(path) = ep.strip_prefix("unix://").filter(|p| p.starts_with('/')) {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
 impl Drop for Peer {
     fn drop(&mut self) {
         if let Peer::Thread(..) = self {
@@ -333,14 +378,17 @@ impl Drop for Peer {
     }
 }
 
-fn start_peer(t: &Transport, ctx: &Context, ep: &str) -> Peer {
+/// What a peer does: bind `ep` in `ctx`, print the ready marker, serve until `stop`.
+type PeerRole = fn(&Context, &str, Option<&std::sync::atomic::AtomicBool>);
+
+fn start_peer(t: &Transport, ctx: &Context, ep: &str, role: PeerRole) -> Peer {
     if t.is_inproc() {
         let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (f, c, e) = (flag.clone(), ctx.clone(), ep.to_owned());
         let (tx, rx) = std::sync::mpsc::channel();
         let h = std::thread::spawn(move || {
             let _ = tx.send(());
-            echo_peer(&c, &e, Some(&f));
+            role(&c, &e, Some(&f));
         });
         rx.recv().unwrap();
         // Bound as soon as echo_peer's bind returned; give it that moment.
@@ -366,6 +414,55 @@ fn start_peer(t: &Transport, ctx: &Context, ep: &str) -> Peer {
     }
     std::thread::spawn(move || for _ in lines {});
     Peer::Process(common::KillOnDrop(child))
+}
+
+/// A PUB that publishes a matching and a non-matching message every few ms.
+fn publisher_peer(ctx: &Context, ep: &str, stop: Option<&std::sync::atomic::AtomicBool>) {
+    let publ = ctx.socket(SocketType::Pub).unwrap();
+    bind_peer(&publ, ep);
+    let pid = std::process::id();
+    while !stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
+        publ.send(format!("weather {pid}").into_bytes()).unwrap();
+        publ.send("sports").unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A SUB keeps its subscriptions across a publisher's restart: the new publisher
+/// process is told them again.
+fn subscriptions_survive_peer_restart(t: &Transport) {
+    if let Ok(ep) = std::env::var("LWMQ_CONFORMANCE_PEER") {
+        publisher_peer(&Context::new(), &ep, None);
+        return;
+    }
+    let _w = common::watchdog(Duration::from_secs(120));
+    let ep = (t.fixed)("resubscribe");
+    let ctx = Context::new();
+    let sub = ctx.socket(SocketType::Sub).unwrap();
+    sub.set_recv_timeout(Some(Duration::from_secs(30)));
+    let mon = sub.monitor();
+    sub.subscribe(b"weather").unwrap();
+    let mut peer = start_peer(t, &ctx, &ep, publisher_peer);
+    sub.connect(&ep).unwrap();
+    let first = text(&sub.recv().unwrap());
+    assert!(first.starts_with("weather"), "{first}");
+    peer.stop();
+    if is_stream(&ep) {
+        mon.wait_for(EventKind::Disconnected, Duration::from_secs(30))
+            .expect("the loss of the publisher is noticed");
+    }
+    while sub.try_recv().is_ok() {}
+    let _peer2 = start_peer(t, &ctx, &ep, publisher_peer);
+    let second = text(&sub.recv().unwrap());
+    assert!(second.starts_with("weather"), "{second}");
+    if t.cross_process {
+        assert_ne!(
+            first, second,
+            "the second message comes from the new process"
+        );
+    }
+    drop(_peer2);
+    remove_stale(&ep);
 }
 
 /// SUB receives exactly what matches one of its prefixes.
@@ -519,8 +616,9 @@ fn fair_queueing_from_three(t: &Transport) {
             p.send(vec![k as u8, i]).unwrap();
         }
     }
-    // Let every message reach the PULL's queues before reading.
-    std::thread::sleep(Duration::from_millis(300));
+    // Let every message reach the PULL's queues before reading (a generous pause: a
+    // message still in flight would make the turn order look unfair).
+    std::thread::sleep(Duration::from_secs(1));
     let got: Vec<(u8, u8)> = (0..30)
         .map(|_| {
             let m = pull.recv().unwrap();
@@ -604,8 +702,10 @@ macro_rules! conformance {
                 hwm_blocks_on_push_and_send_timeout,
                 recv_timeouts,
                 linger_flushes_on_close,
+                close_after_burst_loses_nothing,
                 linger_zero_discards,
                 reconnect_after_peer_restart,
+                subscriptions_survive_peer_restart,
                 prefix_subscription_filtering,
                 router_mandatory_error,
                 conflate_keeps_newest,

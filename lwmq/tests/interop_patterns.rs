@@ -393,3 +393,54 @@ matrix! {
     xpub_xsub: XPub XSub Kind::PubSub;
     push_pull: Push Pull Kind::PushPull;
 }
+
+/// REQ_CORRELATE and REQ_RELAXED put a request id frame before the delimiter, as
+/// libzmq does; a libzmq REP echoes it back and the reply is matched.
+#[test]
+fn req_correlate_relaxed_against_libzmq_rep() {
+    let _w = common::watchdog(Duration::from_secs(120));
+    let ctx = Context::new();
+    let req = ctx.socket(SocketType::Req).unwrap();
+    req.set_req_correlate(true);
+    req.set_req_relaxed(true);
+    req.set_recv_timeout(Some(Duration::from_secs(30)));
+    let ep = req.bind("tcp://127.0.0.1:0").unwrap();
+    let py = Py::start(SocketType::Rep, false, &ep, "echo");
+    py.expect_line("ENDPOINT");
+    for i in 0..COUNT {
+        let m = message(i);
+        req.send(m.clone()).unwrap();
+        check(&req.recv().unwrap(), &m, i);
+    }
+    py.finish(false);
+}
+
+/// PLAIN against a libzmq server with a ZAP handler: the right password talks, a
+/// wrong one is reported as `handshake-failed-auth` and not retried.
+#[test]
+fn plain_client_against_libzmq_zap() {
+    let _w = common::watchdog(Duration::from_secs(120));
+    let py = Py::start(SocketType::Rep, true, "tcp://127.0.0.1:*", "echo+plain");
+    let ep = py.expect_line("ENDPOINT ");
+    let ctx = Context::new();
+    let wrong = ctx.socket(SocketType::Req).unwrap();
+    wrong.set_plain_client("admin", "guess").unwrap();
+    let m = wrong.monitor();
+    wrong.connect(&ep).unwrap();
+    let e = m
+        .wait_for(
+            lwmq::EventKind::HandshakeFailedAuth,
+            Duration::from_secs(30),
+        )
+        .expect("handshake-failed-auth");
+    assert!(e.detail.contains("not reconnecting"), "{}", e.detail);
+    let right = ctx.socket(SocketType::Req).unwrap();
+    right.set_plain_client("admin", "secret").unwrap();
+    right.set_recv_timeout(Some(Duration::from_secs(30)));
+    right.connect(&ep).unwrap();
+    for i in 0..COUNT {
+        right.send(message(i)).unwrap();
+        check(&right.recv().unwrap(), &message(i), i);
+    }
+    py.finish(false);
+}

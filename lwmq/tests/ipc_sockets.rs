@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{KillOnDrop, watchdog};
-use lwmq::transport::shm::{self, AllowedPeers, Doorbell, Hello, ShmOptions};
+use lwmq::shm::{self, AllowedPeers, Doorbell, Hello, ShmOptions};
 use lwmq::{Context, Error, EventKind, Message, PollItem, Socket, SocketType, poll};
 
 const ROLE: &str = "LWMQ_IPC_ROLE";

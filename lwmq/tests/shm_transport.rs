@@ -16,9 +16,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{KillOnDrop, watchdog};
-use lwmq::transport::shm::{
-    self, AllowedPeers, Doorbell, Hello, ShmConnection, ShmListener, ShmOptions,
-};
+use lwmq::shm::{self, AllowedPeers, Doorbell, Hello, ShmConnection, ShmListener, ShmOptions};
 use lwmq::{Error, Message, SocketType};
 
 const ROLE: &str = "LWMQ_SHM_ROLE";

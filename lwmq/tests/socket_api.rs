@@ -229,6 +229,7 @@ fn oversized_message_drops_the_connection_and_later_ones_arrive() {
     let m = pull.monitor();
     let ep = pull.bind("tcp://127.0.0.1:0").unwrap();
     let push = ctx.socket(SocketType::Push).unwrap();
+    let pm = push.monitor();
     push.connect(&ep).unwrap();
     push.send(vec![1u8; 10]).unwrap();
     assert_eq!(pull.recv().unwrap(), Message::from(vec![1u8; 10]));
@@ -239,6 +240,10 @@ fn oversized_message_drops_the_connection_and_later_ones_arrive() {
         "{}",
         e.detail
     );
+    // Once the sender has seen the connection go too (a message sent before that may
+    // be lost with the old connection, as with libzmq), it reconnects and delivers.
+    pm.wait_for(EventKind::Disconnected, LONG)
+        .expect("the sender notices");
     push.send(vec![3u8; 10]).unwrap();
     assert_eq!(pull.recv().unwrap(), Message::from(vec![3u8; 10]));
 }
@@ -334,4 +339,99 @@ fn plain_mechanism_between_lwmq_sockets() {
         .wait_for(EventKind::HandshakeFailedProtocol, LONG)
         .expect("mechanism mismatch");
     assert!(e.detail.contains("not reconnecting"), "{}", e.detail);
+}
+
+#[test]
+fn sockets_and_contexts_can_move_between_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<lwmq::Socket>();
+    send_sync::<Context>();
+    send::<lwmq::Monitor>();
+}
+
+#[test]
+fn ipv6_and_host_names() {
+    let _w = common::watchdog(Duration::from_secs(60));
+    let ctx = Context::new();
+    let rep = ctx.socket(SocketType::Rep).unwrap();
+    let req = ctx.socket(SocketType::Req).unwrap();
+    req.set_recv_timeout(Some(LONG));
+    let v4 = rep.bind("tcp://127.0.0.1:0").unwrap();
+    let port = v4.rsplit(':').next().unwrap().to_owned();
+    req.connect(&format!("tcp://localhost:{port}")).unwrap();
+    req.send("by name").unwrap();
+    rep.send(rep.recv().unwrap()).unwrap();
+    assert_eq!(req.recv().unwrap(), Message::from("by name"));
+    // IPv6 where the machine has it.
+    if std::net::TcpListener::bind("[::1]:0").is_ok() {
+        let v6 = rep.bind("tcp://[::1]:0").unwrap();
+        assert!(v6.starts_with("tcp://[::1]:"), "{v6}");
+        let req6 = ctx.socket(SocketType::Req).unwrap();
+        req6.set_recv_timeout(Some(LONG));
+        req6.connect(&v6).unwrap();
+        req6.send("over v6").unwrap();
+        rep.send(rep.recv().unwrap()).unwrap();
+        assert_eq!(req6.recv().unwrap(), Message::from("over v6"));
+    }
+}
+
+#[test]
+fn xsub_xpub_forwarder_carries_subscriptions_and_data() {
+    let _w = common::watchdog(Duration::from_secs(60));
+    let ctx = Context::new();
+    let xsub = ctx.socket(SocketType::XSub).unwrap();
+    let xpub = ctx.socket(SocketType::XPub).unwrap();
+    let publisher = ctx.socket(SocketType::Pub).unwrap();
+    let subscriber = ctx.socket(SocketType::Sub).unwrap();
+    let up = publisher.bind("tcp://127.0.0.1:0").unwrap();
+    xsub.connect(&up).unwrap();
+    let down = xpub.bind("tcp://127.0.0.1:0").unwrap();
+    subscriber.connect(&down).unwrap();
+    subscriber.subscribe(b"news").unwrap();
+    subscriber.set_recv_timeout(Some(Duration::from_millis(20)));
+    let stopper = ctx.clone();
+    std::thread::scope(|s| {
+        let p = s.spawn(|| proxy(&xsub, &xpub, None));
+        // The subscription travels SUB -> XPUB -> proxy -> XSUB -> PUB.
+        loop {
+            publisher.send("sports: skipped").unwrap();
+            publisher.send("news: probe").unwrap();
+            if let Ok(m) = subscriber.recv() {
+                assert!(m.frames()[0].starts_with(b"news"), "{m:?}");
+                break;
+            }
+        }
+        stopper.terminate();
+        assert!(p.join().unwrap().is_err());
+    });
+}
+
+#[test]
+fn immediate_queues_nothing_before_a_connection() {
+    let _w = common::watchdog(Duration::from_secs(60));
+    let ctx = Context::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let ep = format!("tcp://127.0.0.1:{port}");
+    let queued = ctx.socket(SocketType::Push).unwrap();
+    queued.connect(&ep).unwrap();
+    queued.try_send("waits for the peer").unwrap();
+    let strict = ctx.socket(SocketType::Push).unwrap();
+    strict.set_immediate(true);
+    strict.connect(&ep).unwrap();
+    assert!(matches!(
+        strict.try_send("no peer yet").unwrap_err().error,
+        Error::WouldBlock
+    ));
+    // Once a peer is there, both deliver.
+    let pull = ctx.socket(SocketType::Pull).unwrap();
+    pull.bind(&ep).unwrap();
+    assert_eq!(pull.recv().unwrap(), Message::from("waits for the peer"));
+    strict.set_send_timeout(Some(LONG));
+    strict.send("now").unwrap();
+    assert_eq!(pull.recv().unwrap(), Message::from("now"));
 }

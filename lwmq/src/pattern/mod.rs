@@ -155,6 +155,18 @@ impl Pipes {
         self.gone.push((id, pipe.meta));
     }
 
+    /// Removes the pipes whose peer is gone (reported in `gone`).
+    pub(crate) fn prune_closed(&mut self) {
+        let mut i = 0;
+        while i < self.list.len() {
+            if self.list[i].1.writer.is_closed() {
+                self.drop_at(i);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.list.len()
     }

@@ -28,7 +28,7 @@ pub(crate) struct Pair {
 
 impl Pattern for Pair {
     fn attach(&mut self, id: PipeId, mut pipe: Pipe) {
-        self.pipes.read_fair(); // forget a closed pipe before judging
+        self.pipes.prune_closed(); // a peer that went away does not count
         if self.pipes.len() > 0 {
             tracing::debug!("PAIR already has a peer; refusing {}", pipe.meta.endpoint);
             pipe.writer.close();
@@ -411,6 +411,16 @@ mod tests {
         p.send(msg(&[b"x"])).unwrap();
         assert_eq!(a.read().unwrap(), msg(&[b"x"]));
         assert!(b.read().is_none());
+        // A waiting message survives another refused peer; a gone peer makes room.
+        a.write(msg(&[b"kept"]));
+        let (p3, _c) = pipe(0, SocketType::Pair, b"");
+        p.attach(3, p3);
+        assert_eq!(p.recv().unwrap(), msg(&[b"kept"]));
+        drop(a);
+        let (p4, mut d) = pipe(0, SocketType::Pair, b"");
+        p.attach(4, p4);
+        p.send(msg(&[b"to d"])).unwrap();
+        assert_eq!(d.read().unwrap(), msg(&[b"to d"]));
         assert!(matches!(
             p.send(Message::new()).unwrap_err().error,
             Error::InvalidArgument(_)

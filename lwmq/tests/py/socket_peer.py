@@ -11,6 +11,8 @@ TYPE is a ZeroMQ socket type (REQ, REP, ...). ROLE is one of
                 expect the COUNT messages in order
   push          send the COUNT messages
   pull          expect the COUNT messages in order
+A ROLE may end in "+plain": the socket is then a PLAIN server that accepts only the
+user "admin" with password "secret" (through a ZAP handler), e.g. "echo+plain".
 
 Message i is `message(i)` below (the Rust side builds the same): its index, an empty
 frame, a short frame, and every 1000th message a 1 MiB frame. Prints "ENDPOINT <uri>"
@@ -52,7 +54,17 @@ def main():
     stype, mode, endpoint, role, count = sys.argv[1:6]
     count = int(count)
     ctx = zmq.Context()
+    auth = None
+    if role.endswith("+plain"):
+        role = role[: -len("+plain")]
+        from zmq.auth.thread import ThreadAuthenticator
+
+        auth = ThreadAuthenticator(ctx)
+        auth.start()
+        auth.configure_plain(domain="*", passwords={"admin": "secret"})
     s = ctx.socket(getattr(zmq, stype))
+    if auth is not None:
+        s.plain_server = True
     s.sndhwm = 0
     s.rcvhwm = 0
     if mode == "bind":
@@ -110,6 +122,8 @@ def main():
     else:
         fail("unknown role %r" % role)
     s.close(linger=-1)
+    if auth is not None:
+        auth.stop()
     ctx.term()
 
 
