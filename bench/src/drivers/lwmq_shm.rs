@@ -1,4 +1,4 @@
-//! lwmq's shared-memory transport driven directly (`lwmq::transport::shm`), without the
+//! lwmq's shared-memory transport driven directly (`lwmq::shm`), without the
 //! `Socket` layer: transports `ipc-raw-spin` and `ipc-raw-park`, round trip and
 //! throughput only (the transport is point to point; fan-out is the socket's job).
 //!
@@ -16,7 +16,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow, bail};
-use lwmq::transport::shm::{self, Doorbell, Hello, ShmConnection, ShmListener, ShmOptions};
+use lwmq::shm::{self, Doorbell, Hello, ShmConnection, ShmListener, ShmOptions};
 use lwmq::{Bytes, Message, SocketType};
 
 use super::{Kind, Peer, copy_head};
