@@ -1,0 +1,161 @@
+//! lwmq itself, through its public `Socket` API. Transports: `ipc-spin` and `ipc-park`
+//! (shared memory, `ipc://name`, with the receiver spinning or parking on its futex
+//! while it waits), `tcp`, `unix` (ZMTP over a Unix socket in the abstract namespace)
+//! and `inproc`; and, with the `lwmq-shm-raw` feature, `ipc-raw-spin`/`ipc-raw-park`:
+//! the shared-memory transport without the socket layer (`lwmq_shm.rs`).
+//!
+//! One `lwmq::Context` per process. Sends copy the buffer into a new `Message` (one
+//! allocation and one copy, like `zmq_send`); receives take the message the socket
+//! hands out.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use lwmq::{Bytes, Context, SocketType};
+
+use super::{Driver, Kind, Peer, copy_head};
+
+pub struct Lwmq {
+    ctx: Context,
+}
+
+impl Lwmq {
+    pub fn new() -> Result<Lwmq> {
+        Ok(Lwmq {
+            ctx: Context::new(),
+        })
+    }
+
+    fn socket(&self, kind: Kind, transport: &str, max_size: usize) -> Result<lwmq::Socket> {
+        let t = match kind {
+            Kind::Req => SocketType::Req,
+            Kind::Rep => SocketType::Rep,
+            Kind::Push => SocketType::Push,
+            Kind::Pull => SocketType::Pull,
+            Kind::Pub => SocketType::Pub,
+            Kind::Sub => SocketType::Sub,
+        };
+        let s = self
+            .ctx
+            .socket(t)
+            .map_err(|e| anyhow!("lwmq socket {t}: {e}"))?;
+        // On close, give what is queued (a round-trip client's final end marker) a
+        // moment to leave, but never hold up the exit for long.
+        s.set_linger(Some(Duration::from_secs(1)));
+        configure_transport(&s, transport, max_size)?;
+        if kind == Kind::Sub {
+            s.subscribe(b"")
+                .map_err(|e| anyhow!("lwmq subscribe: {e}"))?;
+        }
+        Ok(s)
+    }
+}
+
+/// Why lwmq cannot run `transport` in this build, if it cannot (every variant runs
+/// today; a transport that goes missing is reported here rather than as a failure).
+pub fn unsupported(_transport: &str) -> Option<String> {
+    None
+}
+
+/// How long an `ipc-spin` socket spins: for as long as it waits, in practice.
+const SPIN_FOREVER: Duration = Duration::from_secs(3600);
+
+/// Transport-specific options: the shared-memory wait mode, and a ring large enough
+/// for the run's largest message (a message may take up to about half a ring).
+fn configure_transport(s: &lwmq::Socket, transport: &str, max_size: usize) -> Result<()> {
+    if let Some(why) = unsupported(transport) {
+        bail!("{why}");
+    }
+    let spin = match transport {
+        "ipc-spin" => SPIN_FOREVER,
+        "ipc-park" => Duration::ZERO,
+        _ => return Ok(()),
+    };
+    s.set_ipc_spin(spin);
+    s.set_ipc_ring_size((max_size * 4).max(1 << 20));
+    Ok(())
+}
+
+#[cfg(feature = "lwmq-shm-raw")]
+use super::lwmq_shm::{bind as raw_bind, connect as raw_connect};
+
+#[cfg(not(feature = "lwmq-shm-raw"))]
+fn raw_bind(_: Kind, t: &str, _: &str, _: usize) -> Result<(Box<dyn Peer>, String)> {
+    bail!("{t} needs the lwmq-shm-raw feature of the bench crate")
+}
+
+#[cfg(not(feature = "lwmq-shm-raw"))]
+fn raw_connect(_: Kind, t: &str, _: &str, _: usize) -> Result<Box<dyn Peer>> {
+    bail!("{t} needs the lwmq-shm-raw feature of the bench crate")
+}
+
+pub fn version() -> String {
+    format!("lwmq {} (this repository)", env!("BENCH_LWMQ_VERSION"))
+}
+
+struct LwmqPeer {
+    socket: lwmq::Socket,
+}
+
+impl Peer for LwmqPeer {
+    fn send(&mut self, msg: &[u8]) -> Result<()> {
+        self.socket
+            .send(Bytes::copy_from_slice(msg))
+            .map_err(|e| anyhow!("lwmq send: {e}"))
+    }
+
+    fn recv(&mut self, head: &mut [u8]) -> Result<usize> {
+        let m = self.socket.recv().map_err(|e| anyhow!("lwmq recv: {e}"))?;
+        match m.frames() {
+            [frame] => Ok(copy_head(frame, head)),
+            frames => bail!(
+                "expected a single-frame message, got {} frames",
+                frames.len()
+            ),
+        }
+    }
+}
+
+impl Driver for Lwmq {
+    fn bind(
+        &self,
+        kind: Kind,
+        transport: &str,
+        name: &str,
+        max_size: usize,
+    ) -> Result<(Box<dyn Peer>, String)> {
+        if transport.starts_with("ipc-raw-") {
+            return raw_bind(kind, transport, name, max_size);
+        }
+        let addr = match transport {
+            "tcp" => "tcp://127.0.0.1:0".to_owned(),
+            "unix" => format!("unix://@lwmq-bench/{name}"),
+            "ipc-spin" | "ipc-park" => format!("ipc://lwmq-bench-{name}"),
+            "inproc" => format!("inproc://{name}"),
+            other => bail!("lwmq has no transport {other:?} here"),
+        };
+        let socket = self.socket(kind, transport, max_size)?;
+        let endpoint = socket
+            .bind(&addr)
+            .map_err(|e| anyhow!("lwmq bind {addr}: {e}"))?;
+        Ok((Box::new(LwmqPeer { socket }), endpoint))
+    }
+
+    fn connect(
+        &self,
+        kind: Kind,
+        transport: &str,
+        endpoint: &str,
+        max_size: usize,
+    ) -> Result<Box<dyn Peer>> {
+        if transport.starts_with("ipc-raw-") {
+            return raw_connect(kind, transport, endpoint, max_size);
+        }
+        let socket = self.socket(kind, transport, max_size)?;
+        socket
+            .connect(endpoint)
+            .map_err(|e| anyhow!("lwmq connect {endpoint}: {e}"))
+            .context("lwmq driver")?;
+        Ok(Box::new(LwmqPeer { socket }))
+    }
+}
