@@ -9,17 +9,19 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
-use std::process::{ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{KillOnDrop, watchdog};
+use common::peer::{PeerEnv, PrivateCopy, fd_count, say, shm_map_count};
+use common::watchdog;
 use lwmq::shm::{self, AllowedPeers, Doorbell, Hello, ShmOptions};
 use lwmq::{Context, Error, EventKind, Message, PollItem, Socket, SocketType, poll};
 
 const ROLE: &str = "LWMQ_IPC_ROLE";
+const PEER: PeerEnv = PeerEnv {
+    role: ROLE,
+    domain: "LWMQ_DOMAIN",
+};
 const EP: &str = "ipc://service:7";
 /// Deadlock guard for single waits (not a speed assertion).
 const GUARD: Duration = Duration::from_secs(30);
@@ -59,89 +61,6 @@ fn text(m: &Message, i: usize) -> String {
 
 // ---------------------------------------------------------------------------------------
 // Child processes
-
-struct Peer {
-    child: KillOnDrop,
-    out: BufReader<ChildStdout>,
-}
-
-impl Peer {
-    fn spawn(role: &str, domain: &str, env: &[(&str, &str)]) -> Peer {
-        Self::spawn_cmd(
-            Command::new(std::env::current_exe().expect("test binary")),
-            role,
-            domain,
-            env,
-        )
-    }
-
-    fn spawn_cmd(mut cmd: Command, role: &str, domain: &str, env: &[(&str, &str)]) -> Peer {
-        cmd.args([
-            "--exact",
-            "peer_process_entry",
-            "--nocapture",
-            "--test-threads=1",
-            "-q",
-        ])
-        .env(ROLE, role)
-        .env("LWMQ_DOMAIN", domain)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("spawn the peer process");
-        let out = BufReader::new(child.stdout.take().expect("piped stdout"));
-        Peer {
-            child: KillOnDrop(child),
-            out,
-        }
-    }
-
-    /// The value after `KEY ` on the next line starting with it (other lines skipped).
-    fn expect(&mut self, key: &str) -> String {
-        let mut line = String::new();
-        loop {
-            line.clear();
-            let n = self
-                .out
-                .read_line(&mut line)
-                .expect("read the peer's stdout");
-            assert!(n > 0, "the peer exited before saying {key}");
-            if let Some(rest) = line.trim_end().strip_prefix(key) {
-                return rest.trim().to_owned();
-            }
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.0.id()
-    }
-
-    fn kill9(&mut self) {
-        self.child.0.kill().expect("kill -9 the peer");
-        self.child.0.wait().expect("reap the peer");
-    }
-}
-
-fn say(key: &str, value: impl std::fmt::Display) {
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{key} {value}").expect("write to the parent");
-    out.flush().expect("flush to the parent");
-}
-
-fn fd_count() -> usize {
-    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
-}
-
-fn shm_map_count() -> usize {
-    std::fs::read_to_string("/proc/self/maps")
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains("memfd:lwmq"))
-        .count()
-}
 
 /// Not a test: the entry point of the child processes (does nothing without
 /// `LWMQ_IPC_ROLE`).
@@ -443,7 +362,7 @@ fn exchange(s: &Socket, n: u64) {
 fn server_first_then_client() {
     let _w = watchdog(Duration::from_secs(90));
     let domain = unique_domain("server-first");
-    let mut server = Peer::spawn("echo", &domain, &[("LWMQ_IPC_TYPE", "rep")]);
+    let mut server = PEER.spawn("echo", &domain, &[("LWMQ_IPC_TYPE", "rep")]);
     server.expect("READY");
     {
         let ctx = Context::new();
@@ -475,7 +394,7 @@ fn client_first_then_server() {
             .wait_for(EventKind::ConnectRetried, GUARD)
             .expect("retries while nobody is bound");
         assert!(retried.detail.contains("nobody is bound"), "{retried}");
-        let mut server = Peer::spawn("echo", &domain, &[("LWMQ_IPC_TYPE", "rep")]);
+        let mut server = PEER.spawn("echo", &domain, &[("LWMQ_IPC_TYPE", "rep")]);
         server.expect("READY");
         assert_eq!(num_of(&req.recv().unwrap()), 41);
         exchange(&req, 100);
@@ -505,7 +424,7 @@ fn client_queues_1000_before_the_server_exists() {
             "the 1001st is over the HWM"
         );
         // Nobody touches `push` from here on: the queue goes out by itself.
-        let mut server = Peer::spawn("pull-1000", &domain, &[]);
+        let mut server = PEER.spawn("pull-1000", &domain, &[]);
         server.expect("READY");
         assert_eq!(server.expect("GOT"), "1000 in-order");
         drop(push);
@@ -526,7 +445,7 @@ fn kill9_of_the_binder_is_reported_with_its_pid_and_a_restart_is_reconnected() {
         let pull = socket(&ctx, SocketType::Pull, &domain);
         let mon = pull.monitor();
         pull.connect(EP).unwrap();
-        let mut server = Peer::spawn("streamer", &domain, &[]);
+        let mut server = PEER.spawn("streamer", &domain, &[]);
         server.expect("READY");
         for i in 0..2000u64 {
             assert_eq!(num_of(&pull.recv().unwrap()), i, "in order");
@@ -547,7 +466,7 @@ fn kill9_of_the_binder_is_reported_with_its_pid_and_a_restart_is_reconnected() {
             .expect("reconnect scheduled");
         // A new binder: reconnected automatically; what the old one wrote comes first
         // (drained), then the new stream from 0, in order.
-        let mut server = Peer::spawn("streamer", &domain, &[]);
+        let mut server = PEER.spawn("streamer", &domain, &[]);
         server.expect("READY");
         let ev = mon
             .wait_for(EventKind::HandshakeSucceeded, GUARD)
@@ -577,9 +496,9 @@ fn kill9_of_the_connector_frees_its_memory_and_descriptors() {
     let domain = unique_domain("kill-connector");
     // The binder counts its descriptors and maps in a process of its own (tests in
     // this process open and close descriptors in parallel).
-    let mut binder = Peer::spawn("leak-binder", &domain, &[]);
+    let mut binder = PEER.spawn("leak-binder", &domain, &[]);
     binder.expect("READY");
-    let mut client = Peer::spawn("hello-client", &domain, &[]);
+    let mut client = PEER.spawn("hello-client", &domain, &[]);
     client.expect("CONNECTED");
     let pid = client.pid();
     binder.expect("RECEIVED");
@@ -615,9 +534,9 @@ fn hostile(mode: &str) {
         let pull = socket(&ctx, SocketType::Pull, &domain);
         let mon = pull.monitor();
         pull.bind(EP).unwrap();
-        let mut good = Peer::spawn("good-pusher", &domain, &[]);
+        let mut good = PEER.spawn("good-pusher", &domain, &[]);
         good.expect("CONNECTED");
-        let mut evil = Peer::spawn("hostile", &domain, &[("LWMQ_IPC_MODE", mode)]);
+        let mut evil = PEER.spawn("hostile", &domain, &[("LWMQ_IPC_MODE", mode)]);
         evil.expect("CORRUPTED");
         // Keep receiving: the good peer's messages and the hostile one's "ok" arrive;
         // the corruption is found, reported and costs only that connection.
@@ -659,36 +578,6 @@ fn hostile_peer_garbage() {
 // ---------------------------------------------------------------------------------------
 // Another user
 
-/// The test binary, copied where `nobody` can run it; removed on drop.
-struct PrivateCopy(PathBuf);
-
-impl PrivateCopy {
-    fn new(tag: &str) -> PrivateCopy {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = std::env::temp_dir().join(format!("lwmq-test-{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod dir");
-        let bin = dir.join("peer");
-        std::fs::copy(std::env::current_exe().expect("test binary"), &bin).expect("copy");
-        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod bin");
-        PrivateCopy(dir)
-    }
-
-    fn as_nobody(&self) -> Command {
-        let mut cmd = Command::new("setpriv");
-        cmd.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
-            .arg(self.0.join("peer"))
-            .current_dir(&self.0);
-        cmd
-    }
-}
-
-impl Drop for PrivateCopy {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[test]
 fn another_user_is_refused_by_default_and_accepted_when_allowed() {
     let _w = watchdog(Duration::from_secs(120));
@@ -710,7 +599,7 @@ fn another_user_is_refused_by_default_and_accepted_when_allowed() {
         let pair = socket(&ctx, SocketType::Pair, &domain);
         let mon = pair.monitor();
         pair.bind(EP).unwrap();
-        let mut peer = Peer::spawn_cmd(
+        let mut peer = PEER.spawn_cmd(
             copy.as_nobody(),
             "report",
             &domain,
@@ -737,7 +626,7 @@ fn another_user_is_refused_by_default_and_accepted_when_allowed() {
         pair.set_ipc_allowed_peers(AllowedPeers::Uids(vec![65534]));
         let mon = pair.monitor();
         pair.bind(EP).unwrap();
-        let mut peer = Peer::spawn_cmd(
+        let mut peer = PEER.spawn_cmd(
             copy.as_nobody(),
             "report",
             &domain,
@@ -764,7 +653,7 @@ fn another_user_is_refused_by_default_and_accepted_when_allowed() {
 fn binding_a_bound_name_fails_naming_the_endpoint() {
     let _w = watchdog(Duration::from_secs(60));
     let domain = unique_domain("in-use");
-    let mut holder = Peer::spawn("holder", &domain, &[]);
+    let mut holder = PEER.spawn("holder", &domain, &[]);
     holder.expect("READY");
     {
         let ctx = Context::new();
@@ -811,7 +700,7 @@ fn a_message_larger_than_the_ring_fails_at_send() {
         // At the limit it goes through, to a peer that echoes it.
         let big = Message::from(vec![9u8; limit]);
         s.send(big.clone()).unwrap();
-        let mut server = Peer::spawn("echo", &domain, &[]);
+        let mut server = PEER.spawn("echo", &domain, &[]);
         server.expect("READY");
         assert_eq!(s.recv().unwrap(), big);
         exchange(&s, 10);
@@ -828,7 +717,7 @@ fn a_message_larger_than_the_ring_fails_at_send() {
 fn pair_over_ipc() {
     let _w = watchdog(Duration::from_secs(60));
     let domain = unique_domain("pair");
-    let mut server = Peer::spawn("echo", &domain, &[]);
+    let mut server = PEER.spawn("echo", &domain, &[]);
     server.expect("READY");
     {
         let ctx = Context::new();
@@ -854,7 +743,7 @@ fn pub_sub_subscriptions_travel_over_the_ring_and_survive_a_restart() {
         sub.subscribe(b"a").unwrap();
         sub.connect(EP).unwrap();
         for round in 0..2 {
-            let mut publisher = Peer::spawn("xpub", &domain, &[]);
+            let mut publisher = PEER.spawn("xpub", &domain, &[]);
             publisher.expect("READY");
             // The XPUB saw our subscription (1 = subscribe), sent through the ring.
             assert_eq!(publisher.expect("SUB"), "1 a", "round {round}");
@@ -878,7 +767,7 @@ fn dealer_router_routing_ids_come_from_the_hello() {
         let ctx = Context::new();
         let router = socket(&ctx, SocketType::Router, &domain);
         router.bind(EP).unwrap();
-        let mut dealer = Peer::spawn("dealer", &domain, &[]);
+        let mut dealer = PEER.spawn("dealer", &domain, &[]);
         let m = router.recv().unwrap();
         assert_eq!(m.len(), 2, "{m:?}");
         assert_eq!(text(&m, 0), "dealer-1");
@@ -905,7 +794,7 @@ fn poll_wakes_on_messages_from_shared_memory_peers() {
         a.bind(EP).unwrap();
         let b = socket(&ctx, SocketType::Pull, &domain);
         b.bind("ipc://poll-b").unwrap();
-        let mut pusher = Peer::spawn("good-pusher", &domain, &[]);
+        let mut pusher = PEER.spawn("good-pusher", &domain, &[]);
         pusher.expect("CONNECTED");
         // One socket: poll parks on its own doorbell, which the peer process rings.
         let mut items = [PollItem::readable(&a)];
@@ -941,7 +830,7 @@ fn send_with_and_recv_with_work_in_place_and_check_sizes() {
         s.connect(EP).unwrap();
         // Before the peer exists it falls back to an ordinary queued message.
         s.send_with(5, |b| b.copy_from_slice(b"early")).unwrap();
-        let mut server = Peer::spawn("echo", &domain, &[]);
+        let mut server = PEER.spawn("echo", &domain, &[]);
         server.expect("READY");
         let got = s.recv_with(|f| f.to_message()).unwrap();
         assert_eq!(got, Message::from("early"));
@@ -1023,9 +912,9 @@ fn hostile_peer_bad_head_costs_only_its_connection() {
         let push = socket(&ctx, SocketType::Push, &domain);
         let mon = push.monitor();
         push.bind(EP).unwrap();
-        let mut good = Peer::spawn("good-puller", &domain, &[]);
+        let mut good = PEER.spawn("good-puller", &domain, &[]);
         good.expect("CONNECTED");
-        let mut evil = Peer::spawn("hostile", &domain, &[("LWMQ_IPC_MODE", "head")]);
+        let mut evil = PEER.spawn("hostile", &domain, &[("LWMQ_IPC_MODE", "head")]);
         evil.expect("CORRUPTED");
         for _ in 0..2 {
             mon.wait_for(EventKind::HandshakeSucceeded, GUARD)

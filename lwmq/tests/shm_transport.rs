@@ -9,17 +9,20 @@
 mod common;
 
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
-use std::process::{ChildStdout, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{KillOnDrop, watchdog};
+use common::peer::{Peer, PeerEnv, PrivateCopy, fd_count, say, shm_map_count};
+use common::watchdog;
 use lwmq::shm::{self, AllowedPeers, Doorbell, Hello, ShmConnection, ShmListener, ShmOptions};
 use lwmq::{Error, Message, SocketType};
 
 const ROLE: &str = "LWMQ_SHM_ROLE";
+const PEER: PeerEnv = PeerEnv {
+    role: ROLE,
+    domain: "LWMQ_SHM_DOMAIN",
+};
 
 /// Deadlock guards, not speed assertions: a wait that should take microseconds fails
 /// with a clear error (instead of the watchdog's abort) if it has not ended after this.
@@ -138,77 +141,6 @@ fn wait_hup(c: &ShmConnection) -> Duration {
 // ---------------------------------------------------------------------------------------
 // Child processes
 
-struct Peer {
-    child: KillOnDrop,
-    out: BufReader<ChildStdout>,
-}
-
-impl Peer {
-    fn spawn(role: &str, domain: &str, env: &[(&str, &str)]) -> Peer {
-        Self::spawn_cmd(
-            Command::new(std::env::current_exe().expect("test binary")),
-            role,
-            domain,
-            env,
-        )
-    }
-
-    fn spawn_cmd(mut cmd: Command, role: &str, domain: &str, env: &[(&str, &str)]) -> Peer {
-        cmd.args([
-            "--exact",
-            "peer_process_entry",
-            "--nocapture",
-            "--test-threads=1",
-            "-q",
-        ])
-        .env(ROLE, role)
-        .env("LWMQ_SHM_DOMAIN", domain)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("spawn the peer process");
-        let out = BufReader::new(child.stdout.take().expect("piped stdout"));
-        Peer {
-            child: KillOnDrop(child),
-            out,
-        }
-    }
-
-    /// The value after `KEY ` on the next line starting with it (other lines skipped).
-    fn expect(&mut self, key: &str) -> String {
-        let mut line = String::new();
-        loop {
-            line.clear();
-            let n = self
-                .out
-                .read_line(&mut line)
-                .expect("read the peer's stdout");
-            assert!(n > 0, "the peer exited before saying {key}");
-            if let Some(rest) = line.trim_end().strip_prefix(key) {
-                return rest.trim().to_owned();
-            }
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.0.id()
-    }
-
-    fn kill9(&mut self) {
-        self.child.0.kill().expect("kill -9 the peer");
-        self.child.0.wait().expect("reap the peer");
-    }
-}
-
-fn say(key: &str, value: impl std::fmt::Display) {
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{key} {value}").expect("write to the parent");
-    out.flush().expect("flush to the parent");
-}
-
 fn child_opts() -> ShmOptions {
     let mut o = opts(&std::env::var("LWMQ_SHM_DOMAIN").expect("domain"));
     if let Ok(r) = std::env::var("LWMQ_SHM_RING") {
@@ -218,18 +150,6 @@ fn child_opts() -> ShmOptions {
         o.allow_uids = AllowedPeers::Any;
     }
     o
-}
-
-fn fd_count() -> usize {
-    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
-}
-
-fn shm_map_count() -> usize {
-    std::fs::read_to_string("/proc/self/maps")
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains("memfd:lwmq"))
-        .count()
 }
 
 /// Not a test: the entry point of the child processes (does nothing without
@@ -465,7 +385,7 @@ fn server_first_then_client() {
     let _w = watchdog(Duration::from_secs(60));
     let domain = unique_domain("server-first");
     let o = opts(&domain);
-    let mut server = Peer::spawn("echo-server", &domain, &[]);
+    let mut server = PEER.spawn("echo-server", &domain, &[]);
     server.expect("READY");
     let bell = Doorbell::new().unwrap();
     let mut c = connect_retry("service", &o, SocketType::Pair, &bell, GUARD_SPAN).unwrap();
@@ -494,7 +414,7 @@ fn client_first_then_server() {
             .unwrap()
             .is_none()
     );
-    let mut server = Peer::spawn("echo-server", &domain, &[]);
+    let mut server = PEER.spawn("echo-server", &domain, &[]);
     let mut c = connect_retry("service", &o, SocketType::Pair, &bell, GUARD_SPAN).unwrap();
     assert_eq!(c.peer.pid, server.pid());
     server.expect("ACCEPTED");
@@ -509,7 +429,7 @@ fn client_queues_1000_before_the_server_exists() {
     let _w = watchdog(Duration::from_secs(60));
     let domain = unique_domain("queue-1000");
     let o = opts(&domain);
-    let mut client = Peer::spawn("queue-client", &domain, &[]);
+    let mut client = PEER.spawn("queue-client", &domain, &[]);
     assert_eq!(client.expect("QUEUED"), "1000");
     let bell = Doorbell::new().unwrap();
     let l = ShmListener::bind("service", Some(7), &o, Hello::new(SocketType::Pull), &bell).unwrap();
@@ -532,7 +452,7 @@ fn kill9_of_the_binder_is_seen_and_a_restarted_binder_is_reached() {
     let domain = unique_domain("kill-binder");
     let o = opts(&domain);
     let bell = Doorbell::new().unwrap();
-    let mut server = Peer::spawn("streamer", &domain, &[]);
+    let mut server = PEER.spawn("streamer", &domain, &[]);
     server.expect("READY");
     let mut c = connect_retry("service", &o, SocketType::Pull, &bell, GUARD_SPAN).unwrap();
     for i in 0..10_000 {
@@ -562,7 +482,7 @@ fn kill9_of_the_binder_is_seen_and_a_restarted_binder_is_reached() {
     }
     drop(c);
     // A restarted binder is reached again and traffic resumes.
-    let mut server = Peer::spawn("streamer", &domain, &[]);
+    let mut server = PEER.spawn("streamer", &domain, &[]);
     let mut c = connect_retry("service", &o, SocketType::Pull, &bell, GUARD_SPAN).unwrap();
     assert_eq!(c.peer.pid, server.pid());
     for i in 0..1000 {
@@ -579,9 +499,9 @@ fn kill9_of_the_connector_frees_its_memory_and_descriptors() {
     let domain = unique_domain("kill-connector");
     // The binder runs in a child of its own so that nothing else in its process opens
     // descriptors or maps memory while it counts.
-    let mut binder = Peer::spawn("leak-binder", &domain, &[]);
+    let mut binder = PEER.spawn("leak-binder", &domain, &[]);
     binder.expect("READY");
-    let mut client = Peer::spawn("idle-client", &domain, &[]);
+    let mut client = PEER.spawn("idle-client", &domain, &[]);
     client.expect("CONNECTED");
     assert_eq!(binder.expect("ACCEPTED"), client.pid().to_string());
     client.kill9();
@@ -614,7 +534,7 @@ fn hostile(mode: &str) {
     let o = opts(&domain);
     let bell = Doorbell::new().unwrap();
     let l = ShmListener::bind("service", Some(7), &o, Hello::new(SocketType::Pair), &bell).unwrap();
-    let mut evil = Peer::spawn(
+    let mut evil = PEER.spawn(
         "hostile",
         &domain,
         &[("LWMQ_SHM_MODE", mode), ("LWMQ_SHM_RING", "4096")],
@@ -644,7 +564,7 @@ fn hostile(mode: &str) {
     assert!(c.rx.try_recv().is_err() || mode == "head");
     drop(c);
     // The listener still serves a well-behaved peer.
-    let mut good = Peer::spawn("report-client", &domain, &[]);
+    let mut good = PEER.spawn("report-client", &domain, &[]);
     let mut c = accept_wait(&l, GUARD_SPAN).unwrap();
     let m = c.recv(GUARD).unwrap();
     assert_eq!(m, Message::from("ping"));
@@ -682,36 +602,6 @@ fn hostile_peer_garbage() {
     hostile("garbage");
 }
 
-/// The test binary, copied where `nobody` can run it; removed on drop.
-struct PrivateCopy(PathBuf);
-
-impl PrivateCopy {
-    fn new(tag: &str) -> PrivateCopy {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = std::env::temp_dir().join(format!("lwmq-test-{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod dir");
-        let bin = dir.join("peer");
-        std::fs::copy(std::env::current_exe().expect("test binary"), &bin).expect("copy");
-        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod bin");
-        PrivateCopy(dir)
-    }
-
-    fn as_nobody(&self) -> Command {
-        let mut cmd = Command::new("setpriv");
-        cmd.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
-            .arg(self.0.join("peer"))
-            .current_dir(&self.0);
-        cmd
-    }
-}
-
-impl Drop for PrivateCopy {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[test]
 fn another_user_is_refused_by_default_and_accepted_when_allowed() {
     let _w = watchdog(Duration::from_secs(90));
@@ -732,7 +622,7 @@ fn another_user_is_refused_by_default_and_accepted_when_allowed() {
     // 1. We (root) refuse nobody; nobody allows anyone. Both sides say why.
     let o = opts(&domain);
     let l = ShmListener::bind("service", Some(7), &o, Hello::new(SocketType::Pair), &bell).unwrap();
-    let mut peer = Peer::spawn_cmd(
+    let mut peer = PEER.spawn_cmd(
         copy.as_nobody(),
         "report-client",
         &domain,
@@ -758,7 +648,7 @@ fn another_user_is_refused_by_default_and_accepted_when_allowed() {
     peer.kill9();
 
     // 2. nobody (default options) refuses us, root; we learn why.
-    let mut peer = Peer::spawn_cmd(copy.as_nobody(), "report-client", &domain, &[]);
+    let mut peer = PEER.spawn_cmd(copy.as_nobody(), "report-client", &domain, &[]);
     let err = loop {
         match l.accept() {
             Ok(Some(_)) => panic!("nobody refuses root by default"),
@@ -785,7 +675,7 @@ fn another_user_is_refused_by_default_and_accepted_when_allowed() {
         ..opts(&domain)
     };
     let l = ShmListener::bind("service", Some(7), &o, Hello::new(SocketType::Pair), &bell).unwrap();
-    let mut peer = Peer::spawn_cmd(
+    let mut peer = PEER.spawn_cmd(
         copy.as_nobody(),
         "report-client",
         &domain,
@@ -809,7 +699,7 @@ fn binding_a_bound_name_is_address_in_use() {
     let domain = unique_domain("in-use");
     let o = opts(&domain);
     let bell = Doorbell::new().unwrap();
-    let mut server = Peer::spawn("echo-server", &domain, &[]);
+    let mut server = PEER.spawn("echo-server", &domain, &[]);
     server.expect("READY");
     let err =
         ShmListener::bind("service", Some(7), &o, Hello::new(SocketType::Pair), &bell).unwrap_err();
@@ -844,7 +734,7 @@ fn too_large_messages_are_refused_at_send_time() {
         ring_size: 64 * 1024,
         ..opts(&domain)
     };
-    let mut server = Peer::spawn("echo-server", &domain, &[]);
+    let mut server = PEER.spawn("echo-server", &domain, &[]);
     server.expect("READY");
     let bell = Doorbell::new().unwrap();
     let mut c = connect_retry("service", &o, SocketType::Pair, &bell, GUARD_SPAN).unwrap();
@@ -976,12 +866,7 @@ fn raw_client(abstract_name: &str, mode: &str) -> Peer {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
-    let mut child = cmd.spawn().expect("start python");
-    let out = BufReader::new(child.stdout.take().expect("piped stdout"));
-    Peer {
-        child: KillOnDrop(child),
-        out,
-    }
+    Peer::from_child(cmd.spawn().expect("start python"))
 }
 
 #[test]
@@ -1116,7 +1001,7 @@ fn non_blocking_connect_and_ring_size_limits() {
 fn one_doorbell_serves_many_parked_peers() {
     let _w = watchdog(Duration::from_secs(120));
     let domain = unique_domain("shared-bell");
-    let mut server = Peer::spawn("echo-server", &domain, &[]);
+    let mut server = PEER.spawn("echo-server", &domain, &[]);
     server.expect("READY");
     // Three connections of one "socket" share its doorbell; everyone parks at once
     // (no spinning), so every message needs a futex wake-up that must not be lost.
@@ -1158,7 +1043,7 @@ fn a_split_connection_sends_and_receives_on_two_threads() {
     let _w = watchdog(Duration::from_secs(120));
     let domain = unique_domain("split");
     let o = opts(&domain);
-    let mut server = Peer::spawn("echo-server", &domain, &[]);
+    let mut server = PEER.spawn("echo-server", &domain, &[]);
     server.expect("READY");
     let bell = Doorbell::new().unwrap();
     let c = connect_retry("service", &o, SocketType::Pair, &bell, GUARD_SPAN).unwrap();

@@ -2,6 +2,8 @@
 //! and a watchdog for tests that could deadlock.
 #![allow(dead_code)]
 
+pub mod peer;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
