@@ -718,16 +718,7 @@ impl Reactor {
     fn introspect(&self) -> HashMap<u64, crate::introspect::SocketInfo> {
         use crate::introspect::{ConnectionInfo, Direction, SocketInfo};
         let mut infos: HashMap<u64, SocketInfo> = HashMap::new();
-        fn get<'a>(
-            infos: &'a mut HashMap<u64, SocketInfo>,
-            s: &SocketShared,
-        ) -> &'a mut SocketInfo {
-            infos.entry(s.id).or_insert_with(|| SocketInfo {
-                id: s.id,
-                socket_type: s.socket_type.as_str().to_owned(),
-                ..SocketInfo::default()
-            })
-        }
+        let get = SocketShared::info_entry;
         for r in self.listeners.values().flat_map(|l| &l.routes) {
             get(&mut infos, &r.socket).bound.push(r.endpoint.clone());
         }

@@ -40,6 +40,20 @@ pub(crate) struct SocketShared {
 }
 
 impl SocketShared {
+    /// This socket's entry in an introspection table (for `lwmq ls`), made on first use.
+    pub(crate) fn info_entry<'a>(
+        infos: &'a mut std::collections::HashMap<u64, crate::introspect::SocketInfo>,
+        s: &SocketShared,
+    ) -> &'a mut crate::introspect::SocketInfo {
+        infos
+            .entry(s.id)
+            .or_insert_with(|| crate::introspect::SocketInfo {
+                id: s.id,
+                socket_type: s.socket_type.as_str().to_owned(),
+                ..Default::default()
+            })
+    }
+
     /// Hands a new pipe to the socket and wakes it.
     pub(crate) fn deliver(&self, id: PipeId, pipe: Pipe) {
         match lock(&self.mailbox).as_mut() {

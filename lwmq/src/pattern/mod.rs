@@ -175,6 +175,36 @@ impl Pipes {
         self.list.iter().map(|(id, _)| *id).collect()
     }
 
+    /// Load-balanced send of a whole message (PAIR, PUSH, DEALER): an empty message is
+    /// refused; when no pipe takes it, it is handed back with [`Error::WouldBlock`].
+    pub(crate) fn send_balanced(&mut self, msg: Message) -> Result<(), SendError> {
+        if msg.is_empty() {
+            return Err(SendError {
+                error: Error::InvalidArgument("a message needs at least one frame".into()),
+                message: msg,
+            });
+        }
+        self.write_balanced(msg).map(|_| ()).map_err(would_block)
+    }
+
+    /// Fair-queued receive (PAIR, PULL, DEALER): [`Error::WouldBlock`] when nothing waits.
+    pub(crate) fn recv_fair(&mut self) -> Result<Message> {
+        // A match, not `ok_or`: the error is built (and dropped) only when it is used.
+        match self.read_fair() {
+            Some((_, m)) => Ok(m),
+            None => Err(Error::WouldBlock),
+        }
+    }
+
+    /// As [`Pipes::recv_fair`], passing the message to `f` in place.
+    pub(crate) fn recv_fair_with(&mut self, f: &mut dyn FnMut(&crate::Frames<'_>)) -> Result<()> {
+        if self.read_fair_with(f) {
+            Ok(())
+        } else {
+            Err(Error::WouldBlock)
+        }
+    }
+
     /// Reads the next message, visiting pipes in turn from where the last read stopped.
     pub(crate) fn read_fair(&mut self) -> Option<(PipeId, Message)> {
         let mut tried = 0;

@@ -5,20 +5,9 @@ use std::collections::HashMap;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::{InPlaceSend, Pattern, PatternOptions, PipeId, Pipes, not_supported, would_block};
+use super::{InPlaceSend, Pattern, PatternOptions, PipeId, Pipes, not_supported};
 use crate::transport::{Pipe, WriteError};
 use crate::{Error, Message, Result, SendError};
-
-fn check_not_empty(msg: Message) -> Result<Message, SendError> {
-    if msg.is_empty() {
-        Err(SendError {
-            error: Error::InvalidArgument("a message needs at least one frame".into()),
-            message: msg,
-        })
-    } else {
-        Ok(msg)
-    }
-}
 
 /// PAIR: one peer; a second one is refused (its pipe is closed).
 #[derive(Debug, Default)]
@@ -41,25 +30,13 @@ impl Pattern for Pair {
         self.pipes.remove(id);
     }
     fn send(&mut self, msg: Message) -> Result<(), SendError> {
-        let msg = check_not_empty(msg)?;
-        self.pipes
-            .write_balanced(msg)
-            .map(|_| ())
-            .map_err(would_block)
+        self.pipes.send_balanced(msg)
     }
     fn recv(&mut self) -> Result<Message> {
-        // A match, not `ok_or`: the error is built (and dropped) only when it is used.
-        match self.pipes.read_fair() {
-            Some((_, m)) => Ok(m),
-            None => Err(Error::WouldBlock),
-        }
+        self.pipes.recv_fair()
     }
     fn recv_with(&mut self, f: &mut dyn FnMut(&crate::Frames<'_>)) -> Result<()> {
-        if self.pipes.read_fair_with(f) {
-            Ok(())
-        } else {
-            Err(Error::WouldBlock)
-        }
+        self.pipes.recv_fair_with(f)
     }
     fn send_in_place(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> InPlaceSend {
         self.pipes.write_balanced_with(len, fill)
@@ -83,11 +60,7 @@ impl Pattern for Push {
         self.pipes.remove(id);
     }
     fn send(&mut self, msg: Message) -> Result<(), SendError> {
-        let msg = check_not_empty(msg)?;
-        self.pipes
-            .write_balanced(msg)
-            .map(|_| ())
-            .map_err(would_block)
+        self.pipes.send_balanced(msg)
     }
     fn recv(&mut self) -> Result<Message> {
         Err(not_supported("receiving"))
@@ -120,18 +93,10 @@ impl Pattern for Pull {
         })
     }
     fn recv(&mut self) -> Result<Message> {
-        // A match, not `ok_or`: the error is built (and dropped) only when it is used.
-        match self.pipes.read_fair() {
-            Some((_, m)) => Ok(m),
-            None => Err(Error::WouldBlock),
-        }
+        self.pipes.recv_fair()
     }
     fn recv_with(&mut self, f: &mut dyn FnMut(&crate::Frames<'_>)) -> Result<()> {
-        if self.pipes.read_fair_with(f) {
-            Ok(())
-        } else {
-            Err(Error::WouldBlock)
-        }
+        self.pipes.recv_fair_with(f)
     }
     fn can_send(&mut self) -> bool {
         false
@@ -152,25 +117,13 @@ impl Pattern for Dealer {
         self.pipes.remove(id);
     }
     fn send(&mut self, msg: Message) -> Result<(), SendError> {
-        let msg = check_not_empty(msg)?;
-        self.pipes
-            .write_balanced(msg)
-            .map(|_| ())
-            .map_err(would_block)
+        self.pipes.send_balanced(msg)
     }
     fn recv(&mut self) -> Result<Message> {
-        // A match, not `ok_or`: the error is built (and dropped) only when it is used.
-        match self.pipes.read_fair() {
-            Some((_, m)) => Ok(m),
-            None => Err(Error::WouldBlock),
-        }
+        self.pipes.recv_fair()
     }
     fn recv_with(&mut self, f: &mut dyn FnMut(&crate::Frames<'_>)) -> Result<()> {
-        if self.pipes.read_fair_with(f) {
-            Ok(())
-        } else {
-            Err(Error::WouldBlock)
-        }
+        self.pipes.recv_fair_with(f)
     }
     fn send_in_place(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> InPlaceSend {
         self.pipes.write_balanced_with(len, fill)
