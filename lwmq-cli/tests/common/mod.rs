@@ -5,11 +5,9 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, ChildStdout, Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::sync::mpsc::{self, Receiver};
-use std::time::Duration;
 
 /// The `lwmq` binary under test.
 pub fn lwmq() -> Command {
@@ -37,37 +35,12 @@ pub fn run(args: &[&str], stdin: &[u8]) -> Output {
     out
 }
 
-/// The repository root.
-pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the crate lives in a workspace")
-        .to_path_buf()
-}
-
-/// The python of the pyzmq virtual environment, created on first use by
-/// `scripts/setup-test-env.sh` (which serializes concurrent callers with a lock).
-pub fn python() -> &'static Path {
-    static PY: OnceLock<PathBuf> = OnceLock::new();
-    PY.get_or_init(|| {
-        let out = Command::new(repo_root().join("scripts/setup-test-env.sh"))
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("run scripts/setup-test-env.sh");
-        assert!(
-            out.status.success(),
-            "setting up the pyzmq environment failed"
-        );
-        let stdout = String::from_utf8(out.stdout).expect("utf-8 path");
-        PathBuf::from(
-            stdout
-                .lines()
-                .last()
-                .expect("the script prints the python path")
-                .trim(),
-        )
-    })
-}
+// The pyzmq environment, the repository root and the watchdog are the library tests'
+// own helpers, shared rather than copied.
+#[path = "../../../lwmq/tests/common/mod.rs"]
+mod lib_common;
+#[allow(unused_imports)] // each test binary uses a different part
+pub use lib_common::{python, repo_root, watchdog};
 
 /// A child process with its stdout and stderr read line by line on background
 /// threads; killed and reaped when dropped.
@@ -170,36 +143,6 @@ impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// Aborts the whole test process if the guard is still alive after `limit`: a test
-/// that deadlocks fails loudly instead of hanging CI. Drop the guard to disarm it.
-pub struct Watchdog {
-    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
-}
-
-pub fn watchdog(limit: Duration) -> Watchdog {
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let flag = done.clone();
-    let name = std::thread::current().name().unwrap_or("test").to_owned();
-    std::thread::spawn(move || {
-        let start = std::time::Instant::now();
-        while start.elapsed() < limit {
-            std::thread::sleep(Duration::from_millis(50));
-            if flag.load(std::sync::atomic::Ordering::Relaxed) {
-                return;
-            }
-        }
-        eprintln!("watchdog: {name} still running after {limit:?}; aborting");
-        std::process::abort();
-    });
-    Watchdog { done }
-}
-
-impl Drop for Watchdog {
-    fn drop(&mut self) {
-        self.done.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
