@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::{Pipe, PipeMeta, QueueConfig, queue_pair};
+use super::{Notify, Pipe, PipeMeta, QueueConfig, queue_pair};
 use crate::options::Options;
 use crate::pattern::PipeId;
 use crate::socket::SocketShared;
@@ -36,6 +36,30 @@ struct Pending {
     /// The half for the binder.
     pipe: Pipe,
     pipe_id: PipeId,
+    /// What the pipe rings for the binder's side: pointed at the binder's signal when
+    /// it binds.
+    binder: Arc<LateNotify>,
+}
+
+/// A notifier whose target is set later: the signal of a socket not bound yet. Rings
+/// before that go nowhere (nobody can be waiting on a pipe it does not have).
+#[derive(Default)]
+struct LateNotify(std::sync::OnceLock<Arc<dyn Notify>>);
+
+impl std::fmt::Debug for LateNotify {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("LateNotify")
+            .field(&self.0.get().is_some())
+            .finish()
+    }
+}
+
+impl Notify for LateNotify {
+    fn notify(&self) {
+        if let Some(n) = self.0.get() {
+            n.notify();
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -58,8 +82,19 @@ fn sum_hwm(a: usize, b: usize) -> usize {
     if a == 0 || b == 0 { 0 } else { a + b }
 }
 
-/// Builds the two halves between `a` (connecting) and `b` (bound).
+/// Builds the two halves between `a` (connecting) and `b` (bound), each side rung
+/// through its socket's signal.
 fn make_pipe(endpoint: &str, a: &Side, b: &Side) -> (Pipe, Pipe) {
+    make_pipe_notifying(endpoint, a, b, b.socket.signal.clone())
+}
+
+/// As [`make_pipe`], with `b_notify` rung for `b`'s side.
+fn make_pipe_notifying(
+    endpoint: &str,
+    a: &Side,
+    b: &Side,
+    b_notify: Arc<dyn Notify>,
+) -> (Pipe, Pipe) {
     let a_to_b = QueueConfig {
         hwm: sum_hwm(a.options.send_hwm, b.options.recv_hwm),
         conflate: a.options.conflate || b.options.conflate,
@@ -68,14 +103,8 @@ fn make_pipe(endpoint: &str, a: &Side, b: &Side) -> (Pipe, Pipe) {
         hwm: sum_hwm(b.options.send_hwm, a.options.recv_hwm),
         conflate: a.options.conflate || b.options.conflate,
     };
-    let (aw, ar, bw, br) = queue_pair(
-        a_to_b,
-        b_to_a,
-        a.socket.signal.clone(),
-        b.socket.signal.clone(),
-    );
+    let (aw, ar, bw, br) = queue_pair(a_to_b, b_to_a, a.socket.signal.clone(), b_notify);
     let meta = |peer: &Side| PipeMeta {
-        peer_type: peer.socket.socket_type,
         routing_id: peer.options.routing_id.clone(),
         endpoint: endpoint.to_owned(),
     };
@@ -143,6 +172,7 @@ impl Registry {
                 .socket_type
                 .is_compatible_with(p.connecter.socket.socket_type)
             {
+                let _ = p.binder.0.set(side.socket.signal.clone());
                 attach.push((p.pipe_id, p.pipe));
             } else {
                 // Dropping the half closes the pipe; the connecter sees it closed.
@@ -192,9 +222,8 @@ impl Registry {
                     socket: side.socket.clone(),
                     options: Options::new(side.socket.socket_type),
                 };
-                let (mine, mut theirs) = make_pipe(uri, &side, &placeholder);
-                theirs.meta.routing_id = side.options.routing_id.clone();
-                theirs.meta.peer_type = side.socket.socket_type;
+                let binder = Arc::new(LateNotify::default());
+                let (mine, theirs) = make_pipe_notifying(uri, &side, &placeholder, binder.clone());
                 self.pending
                     .entry(name.to_owned())
                     .or_default()
@@ -202,6 +231,7 @@ impl Registry {
                         connecter: side.clone(),
                         pipe: theirs,
                         pipe_id: their_id,
+                        binder,
                     });
                 self.remember(name, uri, side, my_id);
                 Ok((my_id, mine))
