@@ -211,7 +211,6 @@ fn stream_pipe_with(
     };
     let (sw, sr, iw, ir) = queue_pair(out, inbound, socket.signal.clone(), wake);
     let meta = PipeMeta {
-        peer_type: peer.map_or(options.socket_type, |p| p.socket_type),
         routing_id: peer.map(|p| p.identity.clone()).unwrap_or_default(),
         endpoint: endpoint.to_owned(),
     };

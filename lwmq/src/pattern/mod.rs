@@ -413,8 +413,8 @@ pub(crate) mod testutil {
         }
     }
 
-    /// A pipe with the given HWM (socket to peer) and a peer of type `peer_type`.
-    pub(crate) fn pipe(hwm: usize, peer_type: SocketType, routing_id: &[u8]) -> (Pipe, Peer) {
+    /// A pipe with the given HWM (socket to peer) and peer routing id.
+    pub(crate) fn pipe(hwm: usize, routing_id: &[u8]) -> (Pipe, Peer) {
         let n = Arc::new(Counter::default());
         let cfg = QueueConfig {
             hwm,
@@ -426,7 +426,6 @@ pub(crate) mod testutil {
                 writer: Box::new(aw),
                 reader: Box::new(ar),
                 meta: PipeMeta {
-                    peer_type,
                     routing_id: Bytes::copy_from_slice(routing_id),
                     endpoint: "test://".into(),
                 },
@@ -456,9 +455,9 @@ mod tests {
     #[test]
     fn load_balancer_skips_full_and_closed_pipes() {
         let mut pipes = Pipes::default();
-        let (p1, mut peer1) = pipe(1, SocketType::Pull, b"");
-        let (p2, peer2) = pipe(1, SocketType::Pull, b"");
-        let (p3, mut peer3) = pipe(1, SocketType::Pull, b"");
+        let (p1, mut peer1) = pipe(1, b"");
+        let (p2, peer2) = pipe(1, b"");
+        let (p3, mut peer3) = pipe(1, b"");
         pipes.add(1, p1);
         pipes.add(2, p2);
         pipes.add(3, p3);
@@ -478,7 +477,7 @@ mod tests {
         let mut pipes = Pipes::default();
         let mut ids = Vec::new();
         for id in 0..5u64 {
-            let (p, mut peer) = pipe(0, SocketType::Push, b"");
+            let (p, mut peer) = pipe(0, b"");
             peer.write(vec![id as u8]);
             pipes.add(id, p);
             // The newest pipe is read first; the peer then goes away.
@@ -495,11 +494,11 @@ mod tests {
         );
         assert_eq!(pipes.gone.len(), 4, "the swept pipes are reported");
         // A closed pipe that still holds a message is not finished: it stays.
-        let (p, mut peer) = pipe(0, SocketType::Push, b"");
+        let (p, mut peer) = pipe(0, b"");
         peer.write("last words");
         drop(peer);
         pipes.add(10, p);
-        let (p, _peer) = pipe(0, SocketType::Push, b"");
+        let (p, _peer) = pipe(0, b"");
         pipes.add(11, p);
         assert_eq!(pipes.ids(), vec![10, 11]);
         assert_eq!(pipes.read_fair(), Some((10, msg(&[b"last words"]))));
@@ -510,7 +509,7 @@ mod tests {
         let mut pipes = Pipes::default();
         let mut peers = Vec::new();
         for id in 0..3 {
-            let (p, mut peer) = pipe(0, SocketType::Push, b"");
+            let (p, mut peer) = pipe(0, b"");
             for i in 0..3u8 {
                 peer.write(vec![id as u8, i]);
             }

@@ -118,13 +118,8 @@ impl Pattern for Pub {
         self.subs.insert(id, Trie::default());
     }
     fn detach(&mut self, id: PipeId) {
-        if self.pipes.remove(id).is_some() {
-            let meta = crate::transport::PipeMeta {
-                peer_type: crate::SocketType::Sub,
-                routing_id: Bytes::new(),
-                endpoint: String::new(),
-            };
-            self.pipes.gone.push((id, meta));
+        if let Some(pipe) = self.pipes.remove(id) {
+            self.pipes.gone.push((id, pipe.meta));
             self.forget_gone();
         }
     }
@@ -233,13 +228,12 @@ impl Pattern for Sub {
 mod tests {
     use super::super::testutil::*;
     use super::*;
-    use crate::SocketType;
 
     #[test]
     fn pub_filters_by_prefix_per_subscriber_and_drops_when_full() {
         let mut p = Pub::new(false);
-        let (p1, mut a) = pipe(2, SocketType::Sub, b"");
-        let (p2, mut b) = pipe(2, SocketType::Sub, b"");
+        let (p1, mut a) = pipe(2, b"");
+        let (p2, mut b) = pipe(2, b"");
         p.attach(1, p1);
         p.attach(2, p2);
         a.write(control(true, b"wea"));
@@ -263,8 +257,8 @@ mod tests {
     #[test]
     fn xpub_reports_first_subscribe_and_last_cancel() {
         let mut p = Pub::new(true);
-        let (p1, mut a) = pipe(0, SocketType::Sub, b"");
-        let (p2, mut b) = pipe(0, SocketType::Sub, b"");
+        let (p1, mut a) = pipe(0, b"");
+        let (p2, mut b) = pipe(0, b"");
         p.attach(1, p1);
         p.attach(2, p2);
         a.write(control(true, b"t"));
@@ -286,7 +280,7 @@ mod tests {
         let mut s = Sub::new(false);
         s.subscribe(b"a", true).unwrap();
         s.subscribe(b"a", true).unwrap();
-        let (p1, mut up) = pipe(0, SocketType::Pub, b"");
+        let (p1, mut up) = pipe(0, b"");
         s.attach(1, p1);
         assert_eq!(up.read().unwrap(), control(true, b"a"));
         assert_eq!(up.read(), None, "a topic is sent once to a new pipe");
@@ -304,7 +298,7 @@ mod tests {
     #[test]
     fn xsub_forwards_subscriptions_and_data() {
         let mut s = Sub::new(true);
-        let (p1, mut up) = pipe(0, SocketType::XPub, b"");
+        let (p1, mut up) = pipe(0, b"");
         s.attach(1, p1);
         s.send(control(true, b"k")).unwrap();
         s.send(msg(&[b"\x02data"])).unwrap();

@@ -193,12 +193,11 @@ impl Pattern for Rep {
 mod tests {
     use super::super::testutil::*;
     use super::*;
-    use crate::SocketType;
 
     #[test]
     fn req_envelope_state_and_correlation() {
         let mut r = Req::default();
-        let (p, mut rep) = pipe(0, SocketType::Rep, b"");
+        let (p, mut rep) = pipe(0, b"");
         r.attach(1, p);
         assert!(matches!(r.recv(), Err(Error::State(_))));
         r.send(msg(&[b"q"])).unwrap();
@@ -244,7 +243,7 @@ mod tests {
         assert!(matches!(e.error, Error::WouldBlock));
         assert_eq!(e.message, msg(&[b"q", b"r"]));
         r.send(msg(&[b"q"])).unwrap_err();
-        let (p, _rep) = pipe(0, SocketType::Rep, b"");
+        let (p, _rep) = pipe(0, b"");
         r.attach(1, p);
         r.send(msg(&[b"q"])).unwrap();
     }
@@ -252,8 +251,8 @@ mod tests {
     #[test]
     fn rep_keeps_the_envelope_and_answers_the_right_pipe() {
         let mut r = Rep::default();
-        let (p1, mut a) = pipe(0, SocketType::Router, b"");
-        let (p2, mut b) = pipe(0, SocketType::Req, b"");
+        let (p1, mut a) = pipe(0, b"");
+        let (p2, mut b) = pipe(0, b"");
         r.attach(1, p1);
         r.attach(2, p2);
         assert!(matches!(

@@ -286,13 +286,12 @@ impl Pattern for Router {
 mod tests {
     use super::super::testutil::*;
     use super::*;
-    use crate::SocketType;
 
     #[test]
     fn router_routes_by_announced_or_generated_id() {
         let mut r = Router::default();
-        let (p1, mut a) = pipe(0, SocketType::Dealer, b"alice");
-        let (p2, mut b) = pipe(0, SocketType::Dealer, b"");
+        let (p1, mut a) = pipe(0, b"alice");
+        let (p2, mut b) = pipe(0, b"");
         r.attach(1, p1);
         r.attach(2, p2);
         a.write(msg(&[b"hi"]));
@@ -322,7 +321,7 @@ mod tests {
             "the message comes back whole"
         );
         // A duplicate announced id gets a generated one.
-        let (p3, _c) = pipe(0, SocketType::Dealer, b"alice");
+        let (p3, _c) = pipe(0, b"alice");
         r.attach(3, p3);
         r.send(msg(&[b"alice", b"still a"])).unwrap();
         assert_eq!(a.read().unwrap(), msg(&[b"still a"]));
@@ -337,7 +336,7 @@ mod tests {
     #[test]
     fn router_mandatory_full_pipe_would_block_otherwise_drops() {
         let mut r = Router::default();
-        let (p, mut peer) = pipe(1, SocketType::Dealer, b"p");
+        let (p, mut peer) = pipe(1, b"p");
         r.attach(1, p);
         r.send(msg(&[b"p", b"1"])).unwrap();
         r.send(msg(&[b"p", b"2"])).unwrap(); // dropped
@@ -357,8 +356,8 @@ mod tests {
     #[test]
     fn pair_refuses_second_peer_and_push_pull_directions() {
         let mut p = Pair::default();
-        let (p1, mut a) = pipe(0, SocketType::Pair, b"");
-        let (p2, mut b) = pipe(0, SocketType::Pair, b"");
+        let (p1, mut a) = pipe(0, b"");
+        let (p2, mut b) = pipe(0, b"");
         p.attach(1, p1);
         p.attach(2, p2);
         p.send(msg(&[b"x"])).unwrap();
@@ -366,11 +365,11 @@ mod tests {
         assert!(b.read().is_none());
         // A waiting message survives another refused peer; a gone peer makes room.
         a.write(msg(&[b"kept"]));
-        let (p3, _c) = pipe(0, SocketType::Pair, b"");
+        let (p3, _c) = pipe(0, b"");
         p.attach(3, p3);
         assert_eq!(p.recv().unwrap(), msg(&[b"kept"]));
         drop(a);
-        let (p4, mut d) = pipe(0, SocketType::Pair, b"");
+        let (p4, mut d) = pipe(0, b"");
         p.attach(4, p4);
         p.send(msg(&[b"to d"])).unwrap();
         assert_eq!(d.read().unwrap(), msg(&[b"to d"]));

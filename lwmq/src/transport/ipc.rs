@@ -687,7 +687,6 @@ pub(crate) fn connect(
             pipe_over(
                 s,
                 PipeMeta {
-                    peer_type: options.socket_type,
                     routing_id: bytes::Bytes::new(),
                     endpoint: uri.to_owned(),
                 },
@@ -1301,7 +1300,6 @@ impl Reactor {
                     );
                     let slot = Slot::new(hwm, false);
                     let meta = PipeMeta {
-                        peer_type: conn.peer.socket_type,
                         routing_id: conn.peer.identity.clone(),
                         endpoint: endpoint.clone(),
                     };
@@ -1563,7 +1561,6 @@ impl Reactor {
                     None => {
                         let s = Slot::new(c.options.send_hwm, false);
                         let meta = PipeMeta {
-                            peer_type: conn.peer.socket_type,
                             routing_id: conn.peer.identity.clone(),
                             endpoint: uri.clone(),
                         };

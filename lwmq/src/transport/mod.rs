@@ -59,7 +59,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::{Message, SocketType};
+use crate::Message;
 
 /// A process-wide unique pipe id (also the I/O thread's key for the pipe).
 pub(crate) fn next_pipe_id() -> u64 {
@@ -279,8 +279,6 @@ pub trait PipeReader: Send + fmt::Debug {
 /// What a socket knows about the peer at the other end of a pipe.
 #[derive(Debug, Clone)]
 pub struct PipeMeta {
-    /// The peer's socket type.
-    pub peer_type: SocketType,
     /// The routing id the peer announced (empty if none).
     pub routing_id: Bytes,
     /// The endpoint the pipe belongs to (for disconnect/unbind and logs).
