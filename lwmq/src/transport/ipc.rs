@@ -409,7 +409,6 @@ impl PipeWriter for IpcWriter {
                 // Only the ipc thread flushes `pending` while a writer holds the
                 // ring; hand the ring back so it can (keeping order).
                 if let Some((tx, conn)) = self.tx.take() {
-                    lock(&self.slot.inner).tx = None;
                     if let Some(io) = conn.io.upgrade() {
                         lock(&io.reflush).push((Arc::downgrade(&self.slot), tx, conn));
                         io.wake();
