@@ -73,8 +73,12 @@ impl<'a> Frames<'a> {
         self.iter().map(<[u8]>::len).sum()
     }
 
-    /// A copy as an ordinary message.
+    /// An ordinary message: the ring's bytes copied out, or (not read in place) the
+    /// message itself, shared without copying.
     pub fn to_message(&self) -> Message {
-        Message::from_frames(self.iter().map(bytes::Bytes::copy_from_slice))
+        match self.inner {
+            Inner::Ring(g) => g.to_message(),
+            Inner::Message(m) => m.clone(),
+        }
     }
 }

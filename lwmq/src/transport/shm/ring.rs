@@ -351,19 +351,21 @@ impl RingWriter {
             return Err(ShmSendError::Empty);
         }
         let n = self.mem.size as u64;
-        let too_large = ShmSendError::TooLarge {
+        // Built only when needed: the happy path makes no extra pass over the frames.
+        let limit = self.max_message_size();
+        let too_large = || ShmSendError::TooLarge {
             size: msg.size(),
-            limit: self.max_message_size(),
+            limit,
         };
         let mut total = self.tail - self.published;
         let mut largest = 0u64;
         for f in frames {
-            let rec = record_len(f.len()).ok_or_else(|| too_large.clone())?;
+            let rec = record_len(f.len()).ok_or_else(too_large)?;
             total = total.saturating_add(rec);
             largest = largest.max(rec);
         }
         if total.saturating_add(largest) > n {
-            return Err(too_large);
+            return Err(too_large());
         }
         // Plan the positions, check the room, then write.
         let mut end = self.tail;
