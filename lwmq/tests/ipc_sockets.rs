@@ -478,6 +478,7 @@ fn kill9_of_the_binder_is_reported_with_its_pid_and_a_restart_is_reconnected() {
             if n == 0 {
                 break;
             }
+            assert_eq!(n, 2000 + old, "the dead binder's stream drains in order");
             old += 1;
         }
         eprintln!("{old} messages of the dead binder drained after its death");
@@ -1025,6 +1026,9 @@ fn linger_delivers_what_was_queued_before_the_peer_existed() {
             }
             // Closed with ten messages queued and nobody bound.
         }
+        // Bind only after the default linger would have given up: the 30 s set above
+        // is what keeps the messages.
+        std::thread::sleep(lwmq::DEFAULT_LINGER + Duration::from_secs(1));
         let pull = socket(&ctx, SocketType::Pull, &domain);
         pull.bind(EP).unwrap();
         for i in 0..10u64 {

@@ -153,6 +153,8 @@ struct Wire {
     withheld: Option<(usize, Vec<u8>)>,
     /// When set: bytes still fed to the connection; the rest of the input is dropped.
     deaf_after: Option<usize>,
+    /// PING commands written (a command's name travels as length 4 + "PING").
+    pings: usize,
 }
 
 impl Wire {
@@ -169,6 +171,7 @@ impl Wire {
             buf: vec![0; 256 * 1024],
             withheld: None,
             deaf_after: None,
+            pings: 0,
         }
     }
 
@@ -197,6 +200,7 @@ impl Wire {
     }
 
     fn write(&mut self, b: &[u8]) {
+        self.pings += b.windows(5).filter(|w| *w == b"\x04PING").count();
         if self.stream.write_all(b).is_err() {
             // The peer is gone; what it did shows in its events and our EOF.
             self.eof = true;
@@ -532,23 +536,24 @@ fn heartbeating_libzmq_peer_stays_connected() {
     // (we connect, we heartbeat too)
     for (we_connect, ours_too) in [(true, false), (false, true)] {
         let mut cfg = Config::new(SocketType::Pair);
-        if ours_too {
-            // libzmq must answer our PINGs, or we time out.
+        let peer_args: &[&str] = if ours_too {
+            // We PING and libzmq (no heartbeats of its own) sends nothing else: it must
+            // answer our PINGs, or we time out.
             cfg.heartbeat_interval = Some(Duration::from_millis(200));
             cfg.heartbeat_timeout = Some(Duration::from_millis(800));
             cfg.heartbeat_ttl = Some(Duration::from_millis(1500));
-        }
-        // libzmq PINGs every 200 ms with a TTL of 1 s, and drops us if nothing comes back
-        // within 600 ms of a PING. Without heartbeats of our own, our PONGs are the only
-        // thing it receives from us.
-        let (mut w, mut peer) = connect(
-            cfg,
-            SocketType::Pair,
-            we_connect,
-            &["--hb", "200,1000,600", "--monitor"],
-        );
+            &["--monitor"]
+        } else {
+            // libzmq PINGs every 200 ms with a TTL of 1 s, and drops us if nothing comes
+            // back within 600 ms of a PING: our PONGs are all it receives from us.
+            &["--hb", "200,1000,600", "--monitor"]
+        };
+        let (mut w, mut peer) = connect(cfg, SocketType::Pair, we_connect, peer_args);
         w.handshake();
         w.keep_alive_for(Duration::from_secs(5));
+        if ours_too {
+            assert!(w.pings >= 10, "only {} PINGs sent in 5 s", w.pings);
+        }
         w.send(Message::from("still here"));
         assert_eq!(peer.recv(), Message::from("still here"));
         peer.send(&Message::from("me too"));

@@ -91,6 +91,12 @@ fn resources_share_one_port() {
             .expect("the handshake fails");
         assert!(e.detail.contains("resource-unknown"), "{}", e.detail);
         assert!(e.detail.contains("not reconnecting"), "{}", e.detail);
+        // Several reconnect intervals (100 ms) pass without an attempt.
+        assert!(
+            m.wait_for(EventKind::ConnectRetried, Duration::from_millis(500))
+                .is_none(),
+            "the client retried an endpoint that refused it"
+        );
         let e = alpha_mon
             .wait_for(EventKind::ResourceUnknown, LONG)
             .expect("the server reports it");
