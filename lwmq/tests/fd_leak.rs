@@ -9,17 +9,7 @@ use std::time::{Duration, Instant};
 
 use lwmq::{Context, Message, SocketType};
 
-fn fds() -> usize {
-    std::fs::read_dir("/proc/self/fd")
-        .expect("/proc/self/fd")
-        .count()
-}
-
-fn threads() -> usize {
-    std::fs::read_dir("/proc/self/task")
-        .expect("/proc/self/task")
-        .count()
-}
+use common::peer::{fd_count as fds, thread_count as threads};
 
 /// Waits for the counts to come back to the baseline (connections are closed by the
 /// peer's I/O thread after it sees the end of the stream), then compares them.

@@ -10,25 +10,7 @@ use std::time::{Duration, Instant};
 
 use lwmq::{Context, EventKind, Message, SocketType};
 
-fn fds() -> usize {
-    std::fs::read_dir("/proc/self/fd")
-        .expect("/proc/self/fd")
-        .count()
-}
-
-fn threads() -> usize {
-    std::fs::read_dir("/proc/self/task")
-        .expect("/proc/self/task")
-        .count()
-}
-
-fn maps() -> usize {
-    std::fs::read_to_string("/proc/self/maps")
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains("memfd:lwmq"))
-        .count()
-}
+use common::peer::{fd_count as fds, shm_map_count as maps, thread_count as threads};
 
 fn counts() -> (usize, usize, usize) {
     (fds(), maps(), threads())
@@ -102,11 +84,5 @@ fn thousand_ipc_cycles_leave_nothing_behind() {
     cycles(&domain, false);
     cycles(&domain, true);
     settle(base, "after both servers closed");
-    let unix = std::fs::read_to_string("/proc/net/unix").expect("/proc/net/unix");
-    assert!(
-        !unix
-            .lines()
-            .any(|l| l.contains(&format!("@lwmq/{domain}/"))),
-        "an abstract name of {domain} is still bound"
-    );
+    common::peer::assert_clean(&domain);
 }

@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use common::peer::{Peer, PeerEnv, PrivateCopy, fd_count, say, shm_map_count};
+use common::peer::{Peer, PeerEnv, PrivateCopy, assert_clean, fd_count, say, shm_map_count};
 use common::watchdog;
 use lwmq::shm::{self, AllowedPeers, Doorbell, Hello, ShmConnection, ShmListener, ShmOptions};
 use lwmq::{Error, Message, SocketType};
@@ -347,28 +347,6 @@ fn peer_process_entry() {
 // Leftovers
 
 /// Nothing of ours in /dev/shm or /tmp, and no abstract socket of `domain` left.
-fn assert_clean(domain: &str) {
-    for dir in ["/dev/shm", "/tmp"] {
-        if let Ok(entries) = std::fs::read_dir(dir) {
-            for e in entries.flatten() {
-                let n = e.file_name().to_string_lossy().into_owned();
-                assert!(
-                    !(n.contains(domain)
-                        || n.starts_with("lwmq-segment")
-                        || n.starts_with("lwmq-doorbell")),
-                    "left behind: {dir}/{n}"
-                );
-            }
-        }
-    }
-    let unix = std::fs::read_to_string("/proc/net/unix").expect("/proc/net/unix");
-    let ours = format!("@lwmq/{domain}/");
-    assert!(
-        !unix.lines().any(|l| l.contains(&ours)),
-        "abstract socket of {domain} still bound"
-    );
-}
-
 fn exchange(c: &mut ShmConnection, n: u64) {
     for i in 0..n {
         c.send(&num(i), GUARD).expect("send");

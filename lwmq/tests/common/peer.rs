@@ -109,6 +109,11 @@ pub fn fd_count() -> usize {
     std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
 }
 
+/// Threads of this process.
+pub fn thread_count() -> usize {
+    std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count())
+}
+
 /// lwmq shared-memory mappings of this process.
 pub fn shm_map_count() -> usize {
     std::fs::read_to_string("/proc/self/maps")
@@ -116,6 +121,31 @@ pub fn shm_map_count() -> usize {
         .lines()
         .filter(|l| l.contains("memfd:lwmq"))
         .count()
+}
+
+/// Nothing of the shm domain `domain` is left: no segment or doorbell file in /dev/shm
+/// or /tmp (they are memfds and must never appear there), nothing named after the
+/// domain, and no abstract rendezvous name in /proc/net/unix.
+pub fn assert_clean(domain: &str) {
+    for dir in ["/dev/shm", "/tmp"] {
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                assert!(
+                    !(n.contains(domain)
+                        || n.starts_with("lwmq-segment")
+                        || n.starts_with("lwmq-doorbell")),
+                    "left behind: {dir}/{n}"
+                );
+            }
+        }
+    }
+    let unix = std::fs::read_to_string("/proc/net/unix").expect("/proc/net/unix");
+    let ours = format!("@lwmq/{domain}/");
+    assert!(
+        !unix.lines().any(|l| l.contains(&ours)),
+        "abstract socket of {domain} still bound"
+    );
 }
 
 /// The test binary, copied where `nobody` can run it; removed on drop.
