@@ -1,7 +1,7 @@
 //! [`proxy`]: forward messages between two sockets, like `zmq_proxy`.
 
 use crate::poll::{PollItem, poll};
-use crate::{Result, Socket};
+use crate::{Error, Result, Socket};
 
 /// Forwards every message from `frontend` to `backend` and back, copying each one to
 /// `capture` if given (a capture that cannot take a message now drops that copy).
@@ -24,11 +24,23 @@ pub fn proxy(frontend: &Socket, backend: &Socket, capture: Option<&Socket>) -> R
     }
 }
 
+/// How many messages one side forwards before the proxy polls again (so a busy side
+/// does not starve the other, and a poll is not paid per message).
+const BATCH: usize = 256;
+
+/// Forwards what `from` has ready now, up to [`BATCH`] messages (at least one: the
+/// poll said it is readable).
 fn forward(from: &Socket, to: &Socket, capture: Option<&Socket>) -> Result<()> {
-    let msg = from.recv()?;
-    if let Some(c) = capture {
-        let _ = c.try_send(msg.clone());
+    for _ in 0..BATCH {
+        let msg = match from.try_recv() {
+            Ok(m) => m,
+            Err(Error::WouldBlock) => break,
+            Err(e) => return Err(e),
+        };
+        if let Some(c) = capture {
+            let _ = c.try_send(msg.clone());
+        }
+        to.send(msg)?;
     }
-    to.send(msg)?;
     Ok(())
 }
