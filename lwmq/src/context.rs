@@ -89,10 +89,7 @@ impl ContextBuilder {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // The guarded data is valid after every statement; poison carries no meaning here.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+use crate::transport::lock;
 
 impl Context {
     /// A new context. No I/O thread is started until a socket uses a stream

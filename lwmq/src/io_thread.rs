@@ -33,7 +33,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -60,10 +60,7 @@ const READ_BUF: usize = 64 * 1024;
 const MAX_TURNS: usize = 64;
 const WAKER: Token = Token(0);
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // The queues behind these locks are consistent after every statement.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+use crate::transport::lock;
 
 /// What the application threads send the I/O thread.
 pub(crate) enum Command {

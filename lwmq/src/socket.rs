@@ -67,11 +67,7 @@ impl SocketShared {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Our critical sections leave the data consistent at every step; a panic in user
-    // code elsewhere does not make it unusable.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+use crate::transport::lock;
 
 #[derive(Debug)]
 enum Attached {

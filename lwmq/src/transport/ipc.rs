@@ -72,7 +72,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -98,10 +98,7 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(10);
 /// How often the thread retries flushing queued messages into a full ring.
 const FLUSH_RETRY: Duration = Duration::from_millis(1);
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every critical section here leaves the data consistent after each statement.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+use crate::transport::lock;
 
 // ---------------------------------------------------------------------------------
 // The socket side.

@@ -109,9 +109,10 @@ impl Default for Signal {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding one of our locks leaves plain data behind (counters and
-    // queues that are valid after every statement), so a poisoned lock is still usable.
+/// Locks `m`, ignoring poison. Every lock in the crate guards data that is consistent
+/// after each statement of its critical sections (counters, queues, tables), so a panic
+/// elsewhere while one was held leaves nothing half-done: a poisoned lock is still usable.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
