@@ -171,6 +171,7 @@ impl Pipes {
         self.list.len()
     }
 
+    #[cfg(test)]
     pub(crate) fn ids(&self) -> Vec<PipeId> {
         self.list.iter().map(|(id, _)| *id).collect()
     }
@@ -289,14 +290,15 @@ impl Pipes {
         }
     }
 
-    /// Reads from one pipe.
-    pub(crate) fn read_from(&mut self, id: PipeId) -> Option<Message> {
-        let i = self.list.iter().position(|(p, _)| *p == id)?;
-        match self.list[i].1.reader.try_read() {
-            Ok(m) => m,
-            Err(PipeClosed) => {
-                self.drop_at(i);
-                None
+    /// Reads every message every pipe has ready now and hands each to `f` with its
+    /// pipe; pipes found closed are dropped (reported in `gone`). One pass, in place.
+    pub(crate) fn drain(&mut self, mut f: impl FnMut(PipeId, Message)) {
+        let mut i = 0;
+        while i < self.list.len() {
+            match self.list[i].1.reader.try_read() {
+                Ok(Some(m)) => f(self.list[i].0, m),
+                Ok(None) => i += 1,
+                Err(PipeClosed) => self.drop_at(i),
             }
         }
     }

@@ -81,33 +81,33 @@ impl Pub {
 
     /// Reads every subscription the subscribers sent since last time.
     fn process_inbound(&mut self) {
-        for id in self.pipes.ids() {
-            while let Some(msg) = self.pipes.read_from(id) {
-                let Some(trie) = self.subs.get_mut(&id) else {
-                    break;
-                };
-                match parse_control(&msg) {
-                    Some((true, topic)) => {
-                        if !trie.contains(&topic) {
-                            trie.add(&topic);
-                            if self.all.add(&topic) && self.xpub {
-                                self.pending.push_back(msg);
-                            }
-                        }
-                    }
-                    Some((false, topic)) => {
-                        if trie.remove_all(&topic) && self.all.remove(&topic) && self.xpub {
-                            self.pending.push_back(msg);
-                        }
-                    }
-                    None => {
-                        if self.xpub {
-                            self.pending.push_back(msg);
+        let (subs, all, pending, xpub) =
+            (&mut self.subs, &mut self.all, &mut self.pending, self.xpub);
+        self.pipes.drain(|id, msg| {
+            let Some(trie) = subs.get_mut(&id) else {
+                return;
+            };
+            match parse_control(&msg) {
+                Some((true, topic)) => {
+                    if !trie.contains(&topic) {
+                        trie.add(&topic);
+                        if all.add(&topic) && xpub {
+                            pending.push_back(msg);
                         }
                     }
                 }
+                Some((false, topic)) => {
+                    if trie.remove_all(&topic) && all.remove(&topic) && xpub {
+                        pending.push_back(msg);
+                    }
+                }
+                None => {
+                    if xpub {
+                        pending.push_back(msg);
+                    }
+                }
             }
-        }
+        });
         self.forget_gone();
     }
 }

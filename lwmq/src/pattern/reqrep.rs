@@ -106,9 +106,10 @@ impl Pattern for Req {
                 tracing::trace!("REQ drops a message from a pipe it did not ask");
                 continue;
             }
-            let mut frames = msg.into_frames().into_iter();
+            // The envelope comes off in place; the body frames are not copied.
+            let mut msg = msg;
             if self.correlate {
-                match frames.next() {
+                match msg.pop_front() {
                     Some(f) if f.as_ref() == id.to_ne_bytes() => {}
                     _ => {
                         tracing::trace!("REQ drops a reply with a wrong request id");
@@ -116,7 +117,7 @@ impl Pattern for Req {
                     }
                 }
             }
-            match frames.next() {
+            match msg.pop_front() {
                 Some(f) if f.is_empty() => {}
                 _ => {
                     tracing::trace!("REQ drops a reply without an empty delimiter");
@@ -124,7 +125,7 @@ impl Pattern for Req {
                 }
             }
             self.state = ReqState::Ready;
-            return Ok(Message::from(frames.collect::<Vec<_>>()));
+            return Ok(msg);
         }
     }
     fn can_send(&mut self) -> bool {
