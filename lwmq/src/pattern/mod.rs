@@ -102,6 +102,17 @@ pub(crate) fn new(t: SocketType, opts: &PatternOptions) -> Box<dyn Pattern> {
     p
 }
 
+/// Refuses a message without frames (every socket type needs at least one).
+pub(crate) fn check_not_empty(msg: Message) -> Result<Message, SendError> {
+    if msg.is_empty() {
+        return Err(SendError {
+            error: Error::InvalidArgument("a message needs at least one frame".into()),
+            message: msg,
+        });
+    }
+    Ok(msg)
+}
+
 pub(crate) fn would_block(message: Message) -> SendError {
     SendError {
         error: Error::WouldBlock,
@@ -179,12 +190,7 @@ impl Pipes {
     /// Load-balanced send of a whole message (PAIR, PUSH, DEALER): an empty message is
     /// refused; when no pipe takes it, it is handed back with [`Error::WouldBlock`].
     pub(crate) fn send_balanced(&mut self, msg: Message) -> Result<(), SendError> {
-        if msg.is_empty() {
-            return Err(SendError {
-                error: Error::InvalidArgument("a message needs at least one frame".into()),
-                message: msg,
-            });
-        }
+        let msg = check_not_empty(msg)?;
         self.write_balanced(msg).map(|_| ()).map_err(would_block)
     }
 

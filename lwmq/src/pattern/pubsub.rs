@@ -22,7 +22,7 @@ use std::collections::{HashMap, VecDeque};
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::trie::Trie;
-use super::{Pattern, PipeId, Pipes, not_supported};
+use super::{Pattern, PipeId, Pipes, check_not_empty, not_supported};
 use crate::transport::Pipe;
 use crate::{Error, Message, Result, SendError};
 
@@ -124,12 +124,7 @@ impl Pattern for Pub {
         }
     }
     fn send(&mut self, msg: Message) -> Result<(), SendError> {
-        if msg.is_empty() {
-            return Err(SendError {
-                error: Error::InvalidArgument("a message needs at least one frame".into()),
-                message: msg,
-            });
-        }
+        let msg = check_not_empty(msg)?;
         self.process_inbound();
         let first = msg.frames()[0].clone();
         let subs = &self.subs;
@@ -198,12 +193,7 @@ impl Pattern for Sub {
                 message: msg,
             });
         }
-        if msg.is_empty() {
-            return Err(SendError {
-                error: Error::InvalidArgument("a message needs at least one frame".into()),
-                message: msg,
-            });
-        }
+        let msg = check_not_empty(msg)?;
         match parse_control(&msg) {
             Some((on, topic)) => self.update(on, &topic),
             None => self.pipes.distribute(&msg, |_| true),

@@ -10,7 +10,7 @@
 
 use bytes::Bytes;
 
-use super::{Pattern, PatternOptions, PipeId, Pipes, split_envelope, would_block};
+use super::{Pattern, PatternOptions, PipeId, Pipes, check_not_empty, split_envelope, would_block};
 use crate::transport::{Pipe, WriteError};
 use crate::{Error, Message, Result, SendError};
 
@@ -65,12 +65,7 @@ impl Pattern for Req {
                 message: msg,
             });
         }
-        if msg.is_empty() {
-            return Err(SendError {
-                error: Error::InvalidArgument("a message needs at least one frame".into()),
-                message: msg,
-            });
-        }
+        let msg = check_not_empty(msg)?;
         let id = self.next_id.wrapping_add(1);
         let mut wire = msg;
         wire.push_front(Bytes::new());
