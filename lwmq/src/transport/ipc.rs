@@ -123,15 +123,18 @@ impl Default for SocketIpc {
     }
 }
 
-/// Bytes a message takes in a ring, as an upper bound of the ring's own accounting
-/// (each frame: an 8-byte header, rounded up to 8 bytes).
-fn ring_bytes(msg: &Message) -> (usize, usize) {
-    let rec = |len: usize| len.saturating_add(15) & !7;
-    let total = msg
-        .frames()
-        .iter()
-        .fold(0usize, |a, f| a.saturating_add(rec(f.len())));
-    let largest = msg.frames().iter().map(|f| rec(f.len())).max().unwrap_or(0);
+/// Bytes a message takes in a ring, by the ring's own accounting
+/// ([`shm::ring::record_len`] per frame): the total and the largest record.
+fn ring_bytes(frames: impl Iterator<Item = usize> + Clone) -> (usize, usize) {
+    let rec = |len: usize| {
+        shm::ring::record_len(len)
+            .and_then(|r| usize::try_from(r).ok())
+            .unwrap_or(usize::MAX)
+    };
+    let total = frames
+        .clone()
+        .fold(0usize, |a, len| a.saturating_add(rec(len)));
+    let largest = frames.map(rec).max().unwrap_or(0);
     (total, largest)
 }
 
@@ -140,27 +143,25 @@ impl SocketIpc {
     /// this socket's ipc connections (a ring holds a message of at most about half
     /// its size).
     pub(crate) fn check_size(&self, msg: &Message) -> Result<()> {
-        let ring = self.ring_limit.load(Ordering::Relaxed);
-        if ring == usize::MAX {
-            return Ok(());
-        }
-        let (total, largest) = ring_bytes(msg);
-        if total.saturating_add(largest) > ring {
-            return Err(Error::MessageTooLarge {
-                size: msg.size() as u64,
-                limit: (ring / 2).saturating_sub(8) as u64,
-            });
-        }
-        Ok(())
+        self.check_frames(msg.frames().iter().map(|f| f.len()))
     }
 
     /// As [`SocketIpc::check_size`] for a one-frame message of `len` bytes.
     pub(crate) fn check_len(&self, len: usize) -> Result<()> {
+        self.check_frames(std::iter::once(len))
+    }
+
+    /// The ring's rule: a message fits when its records plus its largest record (room
+    /// for a wrap) fit the ring.
+    fn check_frames(&self, lens: impl Iterator<Item = usize> + Clone) -> Result<()> {
         let ring = self.ring_limit.load(Ordering::Relaxed);
-        let rec = len.saturating_add(15) & !7;
-        if ring != usize::MAX && rec.saturating_mul(2) > ring {
+        if ring == usize::MAX {
+            return Ok(());
+        }
+        let (total, largest) = ring_bytes(lens.clone());
+        if total.saturating_add(largest) > ring {
             return Err(Error::MessageTooLarge {
-                size: len as u64,
+                size: lens.fold(0u64, |a, l| a.saturating_add(l as u64)),
                 limit: (ring / 2).saturating_sub(8) as u64,
             });
         }
@@ -1739,6 +1740,18 @@ mod tests {
         assert!(s.check_size(&big).is_ok(), "no ipc ring: no limit");
         s.ring_limit.store(4096, Ordering::Relaxed);
         assert!(s.check_size(&Message::from(vec![0u8; 2000])).is_ok());
+        // The exact boundary, as the ring itself draws it.
+        let (mut ring, _) = shm::ring::heap_ring(4096);
+        for (len, fits) in [(2040, true), (2041, false)] {
+            let m = Message::from(vec![0u8; len]);
+            assert_eq!(s.check_size(&m).is_ok(), fits, "{len}");
+            assert_eq!(s.check_len(len).is_ok(), fits, "{len}");
+            assert_eq!(
+                !matches!(ring.try_send(&m), Err(shm::ShmSendError::TooLarge { .. })),
+                fits,
+                "the ring agrees at {len}"
+            );
+        }
         match s.check_size(&Message::from(vec![0u8; 4096])) {
             Err(Error::MessageTooLarge { size, limit }) => {
                 assert_eq!((size, limit), (4096, 2040));

@@ -95,7 +95,7 @@ fn header_word(len: usize, flags: u64) -> u64 {
 }
 
 /// Bytes a frame of `len` bytes takes in the ring (`None` if absurdly large).
-fn record_len(len: usize) -> Option<u64> {
+pub(crate) fn record_len(len: usize) -> Option<u64> {
     let padded = u64::try_from(len).ok()?.checked_add(7)? & !7;
     padded.checked_add(RECORD_HEADER as u64)
 }
