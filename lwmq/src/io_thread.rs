@@ -34,7 +34,6 @@ use std::fmt;
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -230,11 +229,7 @@ fn stream_pipe_with(
 }
 
 /// The thread and its shared part.
-#[derive(Debug)]
-pub(crate) struct IoThread {
-    shared: Arc<IoShared>,
-    handle: Option<JoinHandle<()>>,
-}
+pub(crate) type IoThread = crate::worker::Worker<IoShared>;
 
 impl IoThread {
     pub(crate) fn start() -> Result<IoThread> {
@@ -257,35 +252,14 @@ impl IoThread {
             buf: vec![0; READ_BUF],
             again: Vec::new(),
         };
-        let handle = std::thread::Builder::new()
-            .name("lwmq-io".into())
-            .spawn(move || reactor.run())?;
-        Ok(IoThread {
+        // Shutdown: flush and exit.
+        let worker = crate::worker::Worker::spawn(
+            "lwmq-io",
             shared,
-            handle: Some(handle),
-        })
-    }
-
-    pub(crate) fn shared(&self) -> &Arc<IoShared> {
-        &self.shared
-    }
-
-    /// Asks the thread to flush and exit, and joins it.
-    pub(crate) fn shutdown(&mut self) {
-        self.shared.command(Command::Shutdown);
-        if let Some(h) = self.handle.take() {
-            if h.join().is_err() {
-                tracing::error!("the lwmq I/O thread panicked");
-            }
-        }
-    }
-}
-
-impl Drop for IoThread {
-    fn drop(&mut self) {
-        if self.handle.is_some() {
-            self.shutdown();
-        }
+            |s| s.command(Command::Shutdown),
+            move || reactor.run(),
+        )?;
+        Ok(worker)
     }
 }
 

@@ -73,7 +73,6 @@ use std::fmt;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
@@ -799,11 +798,7 @@ impl IpcShared {
 }
 
 /// The ipc thread of a context.
-#[derive(Debug)]
-pub(crate) struct IpcThread {
-    shared: Arc<IpcShared>,
-    handle: Option<JoinHandle<()>>,
-}
+pub(crate) type IpcThread = crate::worker::Worker<IpcShared>;
 
 impl IpcThread {
     pub(crate) fn start() -> Result<IpcThread> {
@@ -826,35 +821,14 @@ impl IpcThread {
             accept_later: Vec::new(),
             shutting_down: false,
         };
-        let handle = std::thread::Builder::new()
-            .name("lwmq-ipc".into())
-            .spawn(move || reactor.run())?;
-        Ok(IpcThread {
+        // Shutdown: drop every listener and connection, and exit once nothing lingers.
+        let worker = crate::worker::Worker::spawn(
+            "lwmq-ipc",
             shared,
-            handle: Some(handle),
-        })
-    }
-
-    pub(crate) fn shared(&self) -> &Arc<IpcShared> {
-        &self.shared
-    }
-
-    /// Stops the thread (dropping every listener and connection) and joins it.
-    pub(crate) fn shutdown(&mut self) {
-        self.shared.command(Command::Shutdown);
-        if let Some(h) = self.handle.take() {
-            if h.join().is_err() {
-                tracing::error!("the lwmq ipc thread panicked");
-            }
-        }
-    }
-}
-
-impl Drop for IpcThread {
-    fn drop(&mut self) {
-        if self.handle.is_some() {
-            self.shutdown();
-        }
+            |s| s.command(Command::Shutdown),
+            move || reactor.run(),
+        )?;
+        Ok(worker)
     }
 }
 
