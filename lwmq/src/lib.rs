@@ -41,7 +41,6 @@
 mod context;
 mod error;
 mod frames;
-mod io_thread;
 mod message;
 mod monitor;
 mod options;

@@ -10,7 +10,6 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::SocketType;
-use crate::pattern::PatternOptions;
 
 /// Default high-water mark, in messages, per pipe and direction.
 pub const DEFAULT_HWM: usize = 1000;
@@ -20,6 +19,17 @@ pub const DEFAULT_RECONNECT_INTERVAL: Duration = Duration::from_millis(100);
 /// messages to go out. libzmq's default is infinite; ours is bounded so that a peer
 /// that never comes cannot hang a process at exit.
 pub const DEFAULT_LINGER: Duration = Duration::from_secs(2);
+
+/// Options the patterns look at.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PatternOptions {
+    /// ROUTER: an unroutable message is an error instead of being dropped.
+    pub router_mandatory: bool,
+    /// REQ: add a request id frame and check it on replies.
+    pub req_correlate: bool,
+    /// REQ: allow a new request before the reply to the previous one.
+    pub req_relaxed: bool,
+}
 
 /// Security mechanism settings.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -3,81 +3,36 @@
 //! Threads: a socket is used by one thread at a time (it is `Send`; its methods take
 //! `&self` and serialize on an internal mutex, so a second thread calling it waits).
 //! That thread owns the pattern and the socket's halves of its pipes. Other threads
-//! reach the socket only through [`SocketShared`]: the I/O thread and inproc peers push
-//! new pipes into its mailbox and ring its [`Signal`]; monitors get events from both.
+//! reach the socket only through its [`SocketHandle`]: the background thread and
+//! inproc peers push new pipes into its mailbox and ring its signal; monitors get
+//! events from both.
+//!
+//! The socket names no transport: bind and connect look the endpoint's scheme up in
+//! the transport table ([`crate::transport::TABLE`]) and keep the handle they get back
+//! for unbind and disconnect; closing is one call on the context's [`Hub`].
 //!
 //! Every blocking call follows the pipe contract's wait (see [`crate::transport`]):
-//! read the signal's epoch, try, and sleep only if nothing rang since.
+//! try, spin trying, announce, try once more, park.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::context::{Context, Port, PortRoute};
-use crate::io_thread::Command;
-use crate::monitor::{EventKind, Monitor, Monitors};
+use crate::monitor::Monitor;
 use crate::options::{Mechanism, Options};
-use crate::pattern::{self, Pattern, PipeId};
-use crate::transport::inproc::Side;
-use crate::transport::{Notify, Pipe, Signal, stream};
+use crate::pattern::{self, Pattern};
+use crate::transport::{self, Attached, Hub, Request, SocketHandle, lock};
 use crate::{Endpoint, Error, Message, Result, SendError, SocketType};
 
-/// What other threads may touch of a socket.
+/// One bind or connect of a socket.
 #[derive(Debug)]
-pub(crate) struct SocketShared {
-    /// Unique within the process.
-    pub id: u64,
-    pub socket_type: SocketType,
-    /// Rung by every source of work for this socket.
-    pub signal: Arc<Signal>,
-    /// Pipes delivered by the I/O thread or inproc peers, for the user thread to attach.
-    /// `None` once the socket is closed: pipes delivered then are dropped (closed) at once.
-    mailbox: Mutex<Option<Vec<(PipeId, Pipe)>>>,
-    /// Set after a pipe is put in the mailbox, so the hot path skips its lock.
-    has_mail: std::sync::atomic::AtomicBool,
-    pub monitors: Monitors,
-}
-
-impl SocketShared {
-    /// This socket's entry in an introspection table (for `lwmq ls`), made on first use.
-    pub(crate) fn info_entry<'a>(
-        infos: &'a mut std::collections::HashMap<u64, crate::introspect::SocketInfo>,
-        s: &SocketShared,
-    ) -> &'a mut crate::introspect::SocketInfo {
-        infos
-            .entry(s.id)
-            .or_insert_with(|| crate::introspect::SocketInfo {
-                id: s.id,
-                socket_type: s.socket_type.as_str().to_owned(),
-                ..Default::default()
-            })
-    }
-
-    /// Hands a new pipe to the socket and wakes it.
-    pub(crate) fn deliver(&self, id: PipeId, pipe: Pipe) {
-        match lock(&self.mailbox).as_mut() {
-            Some(m) => m.push((id, pipe)),
-            // Closed: dropping the pipe closes it, and its peer sees that.
-            None => return,
-        }
-        self.has_mail
-            .store(true, std::sync::atomic::Ordering::Release);
-        self.signal.notify();
-    }
-}
-
-use crate::transport::lock;
-
-#[derive(Debug)]
-enum Attached {
-    InprocBind(String),
-    InprocConnect(String),
-    StreamBind(u64),
-    StreamConnect(u64),
-    IpcBind(u64),
-    /// The connect's id and the pipe made at connect time, if any.
-    IpcConnect(u64, Option<PipeId>),
+struct EndpointEntry {
+    /// The names it answers to in unbind/disconnect: the URI given and, for a bind,
+    /// the endpoint actually bound (`tcp://*:0` -> the port picked).
+    names: Vec<String>,
+    bind: bool,
+    handle: Box<dyn Attached>,
 }
 
 #[derive(Debug)]
@@ -86,9 +41,8 @@ struct Core {
     options: Options,
     /// A message read by poll to learn that the socket is readable.
     prefetched: Option<Message>,
-    endpoints: Vec<(String, Attached)>,
+    endpoints: Vec<EndpointEntry>,
     last_endpoint: Option<String>,
-    ipc: crate::transport::ipc::SocketIpc,
 }
 
 /// A socket of one of ZeroMQ's types, with any number of endpoints.
@@ -97,8 +51,8 @@ struct Core {
 /// linger time ([`Socket::set_linger`]), in the background.
 #[derive(Debug)]
 pub struct Socket {
-    ctx: Context,
-    shared: Arc<SocketShared>,
+    hub: Arc<Hub>,
+    shared: Arc<SocketHandle>,
     core: Mutex<Core>,
 }
 
@@ -110,27 +64,18 @@ fn deadline(timeout: Option<Duration>) -> Option<Instant> {
 }
 
 impl Socket {
-    pub(crate) fn new(ctx: Context, socket_type: SocketType) -> Socket {
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    pub(crate) fn new(hub: Arc<Hub>, socket_type: SocketType) -> Socket {
         let options = Options::new(socket_type);
-        let shared = Arc::new(SocketShared {
-            id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-            socket_type,
-            signal: Arc::new(Signal::new()),
-            mailbox: Mutex::new(Some(Vec::new())),
-            has_mail: std::sync::atomic::AtomicBool::new(false),
-            monitors: Monitors::default(),
-        });
-        ctx.register(&shared);
+        let shared = Arc::new(SocketHandle::new(socket_type));
+        hub.register(&shared);
         Socket {
-            ctx,
+            hub,
             core: Mutex::new(Core {
                 pattern: pattern::new(socket_type, &options.pattern),
                 options,
                 prefetched: None,
                 endpoints: Vec::new(),
                 last_endpoint: None,
-                ipc: Default::default(),
             }),
             shared,
         }
@@ -145,7 +90,7 @@ impl Socket {
         self.shared.socket_type
     }
 
-    pub(crate) fn shared(&self) -> &Arc<SocketShared> {
+    pub(crate) fn shared(&self) -> &Arc<SocketHandle> {
         &self.shared
     }
 
@@ -155,7 +100,7 @@ impl Socket {
     }
 
     fn check_open(&self) -> Result<()> {
-        if self.ctx.is_terminated() {
+        if self.hub.is_terminated() {
             Err(Error::Closed)
         } else {
             Ok(())
@@ -163,18 +108,7 @@ impl Socket {
     }
 
     fn absorb_mailbox(&self, core: &mut Core) {
-        // A plain load first: the hot path does no read-modify-write.
-        let mail = &self.shared.has_mail;
-        if !mail.load(std::sync::atomic::Ordering::Relaxed)
-            || !mail.swap(false, std::sync::atomic::Ordering::Acquire)
-        {
-            return;
-        }
-        let new = lock(&self.shared.mailbox)
-            .as_mut()
-            .map(std::mem::take)
-            .unwrap_or_default();
-        for (id, pipe) in new {
+        for (id, pipe) in self.shared.take_mail() {
             core.pattern.attach(id, pipe);
         }
     }
@@ -182,256 +116,45 @@ impl Socket {
     /// Binds to an endpoint and returns the endpoint actually bound (for
     /// `tcp://*:0`, the port the system picked). A socket may bind many endpoints.
     pub fn bind(&self, uri: &str) -> Result<String> {
-        self.check_open()?;
-        let ep = Endpoint::parse(uri)?;
-        let mut core = self.core();
-        let (actual, attached) = match &ep {
-            Endpoint::Inproc(name) => {
-                let side = Side {
-                    socket: self.shared.clone(),
-                    options: core.options.clone(),
-                };
-                let waiting = self.ctx.inproc().bind(uri, name, side)?;
-                for (id, pipe) in waiting {
-                    core.pattern.attach(id, pipe);
-                }
-                (uri.to_owned(), Attached::InprocBind(name.clone()))
-            }
-            Endpoint::Tcp { .. } | Endpoint::Unix(_) => {
-                let null = core.options.mechanism == Mechanism::Null;
-                let shared = self
-                    .bind_shared_port(uri, &ep, null, &core.options)
-                    .inspect_err(|e| {
-                        self.shared
-                            .monitors
-                            .emit(EventKind::BindFailed, uri, e.to_string())
-                    })?;
-                if let Some(shared) = shared {
-                    shared
-                } else {
-                    let bound = match stream::bind(uri, &ep) {
-                        Ok(b) => b,
-                        Err(e) => {
-                            self.shared
-                                .monitors
-                                .emit(EventKind::BindFailed, uri, e.to_string());
-                            return Err(e);
-                        }
-                    };
-                    let io = self.ctx.io()?;
-                    let id = crate::transport::next_pipe_id();
-                    let actual = bound.endpoint.clone();
-                    if let (Some(addr), Endpoint::Tcp { resource, .. }) = (bound.local, &ep) {
-                        self.ctx.ports().insert(
-                            addr,
-                            Port {
-                                listener: id,
-                                routes: vec![PortRoute {
-                                    id,
-                                    resource: resource.clone(),
-                                    socket_id: self.shared.id,
-                                    null,
-                                }],
-                            },
-                        );
-                    }
-                    self.shared.monitors.emit(EventKind::Listening, &actual, "");
-                    io.command(Command::Listen {
-                        id,
-                        socket: self.shared.clone(),
-                        bound,
-                        options: core.options.clone(),
-                    });
-                    (actual, Attached::StreamBind(id))
-                }
-            }
-            Endpoint::Ipc { name, port } => {
-                let ipc = self.ctx.ipc()?;
-                let core = &mut *core;
-                let r = crate::transport::ipc::bind(
-                    &ipc,
-                    &self.shared,
-                    &core.options,
-                    &core.ipc.ring_limit,
-                    name,
-                    *port,
-                );
-                let (id, actual) = match r {
-                    Ok(x) => x,
-                    Err(e) => {
-                        self.shared
-                            .monitors
-                            .emit(EventKind::BindFailed, uri, e.to_string());
-                        return Err(e);
-                    }
-                };
-                core.ipc.used = true;
-                self.shared.monitors.emit(EventKind::Listening, &actual, "");
-                (actual, Attached::IpcBind(id))
-            }
-            other => {
-                return Err(Error::endpoint(
-                    uri,
-                    format!("the {} transport is not available here", other.scheme()),
-                ));
-            }
-        };
-        core.endpoints.push((actual.clone(), attached));
-        if actual != uri {
-            // Let unbind() find it by the name the user gave too.
-            if let Some((_, a)) = core.endpoints.pop() {
-                core.endpoints.push((uri.to_owned(), clone_attached(&a)));
-                core.endpoints.push((actual.clone(), a));
-            }
-        }
-        core.last_endpoint = Some(actual.clone());
-        Ok(actual)
-    }
-
-    /// `tcp://host:port[/resource]` on a port this context already listens on: one
-    /// more route on that listener, chosen by the peer's Resource.
-    fn bind_shared_port(
-        &self,
-        uri: &str,
-        ep: &Endpoint,
-        null: bool,
-        options: &Options,
-    ) -> Result<Option<(String, Attached)>> {
-        let Endpoint::Tcp {
-            host,
-            port,
-            resource,
-        } = ep
-        else {
-            return Ok(None);
-        };
-        if *port == 0 {
-            return Ok(None);
-        }
-        let Some(addr) = stream::resolve(uri, host, *port, true)?.first().copied() else {
-            return Ok(None);
-        };
-        let mut ports = self.ctx.ports();
-        let Some(p) = ports.get_mut(&addr) else {
-            return Ok(None);
-        };
-        if p.routes.iter().any(|r| r.resource == *resource) {
-            return Err(Error::AddressInUse {
-                endpoint: uri.to_owned(),
-            });
-        }
-        if !null || p.routes.iter().any(|r| !r.null) {
-            return Err(Error::InvalidArgument(format!(
-                "{uri}: sharing a TCP port among resources needs the NULL mechanism on every socket"
-            )));
-        }
-        let id = crate::transport::next_pipe_id();
-        let mut endpoint = format!("tcp://{addr}");
-        if let Some(r) = resource {
-            endpoint.push('/');
-            endpoint.push_str(r);
-        }
-        p.routes.push(PortRoute {
-            id,
-            resource: resource.clone(),
-            socket_id: self.shared.id,
-            null,
-        });
-        let listener = p.listener;
-        drop(ports);
-        self.shared
-            .monitors
-            .emit(EventKind::Listening, &endpoint, "");
-        self.ctx.io()?.command(Command::AddRoute {
-            listener,
-            id,
-            resource: resource.clone(),
-            socket: self.shared.clone(),
-            options: options.clone(),
-            endpoint: endpoint.clone(),
-        });
-        Ok(Some((endpoint, Attached::StreamBind(id))))
+        self.attach_endpoint(uri, true)
     }
 
     /// Connects to an endpoint. Returns at once; the connection is made (and remade
     /// after failures, every reconnect interval) in the background, and messages queue
     /// up to the high-water mark meanwhile (unless [`Socket::set_immediate`]).
     pub fn connect(&self, uri: &str) -> Result<()> {
+        self.attach_endpoint(uri, false).map(drop)
+    }
+
+    /// Binds or connects through the transport the URI's scheme names; returns the
+    /// endpoint actually used.
+    fn attach_endpoint(&self, uri: &str, bind: bool) -> Result<String> {
         self.check_open()?;
         let ep = Endpoint::parse(uri)?;
         let mut core = self.core();
-        let attached = match &ep {
-            Endpoint::Inproc(name) => {
-                let side = Side {
-                    socket: self.shared.clone(),
-                    options: core.options.clone(),
-                };
-                let (id, pipe) = self.ctx.inproc().connect(uri, name, side)?;
-                core.pattern.attach(id, pipe);
-                Attached::InprocConnect(name.clone())
-            }
-            Endpoint::Tcp {
-                host: crate::endpoint::Host::Any,
-                ..
-            } => {
-                return Err(Error::endpoint(uri, "cannot connect to '*': name a host"));
-            }
-            Endpoint::Tcp { port: 0, .. } => {
-                return Err(Error::endpoint(uri, "cannot connect to port 0"));
-            }
-            Endpoint::Tcp { .. } | Endpoint::Unix(_) => {
-                let io = self.ctx.io()?;
-                let id = crate::transport::next_pipe_id();
-                // A connect pipe that exists before the connection lets messages queue
-                // while the peer is away. ROUTER learns its peer's routing id in the
-                // handshake, so its pipes are made then.
-                let pipe = if !core.options.immediate && self.socket_type() != SocketType::Router {
-                    let (mine, theirs) =
-                        crate::io_thread::stream_pipe(&io, &self.shared, &core.options, uri);
-                    core.pattern.attach(mine.0, mine.1);
-                    Some(theirs)
-                } else {
-                    None
-                };
-                io.command(Command::Connect {
-                    id,
-                    socket: self.shared.clone(),
-                    uri: uri.to_owned(),
-                    endpoint: ep.clone(),
-                    options: core.options.clone(),
-                    pipe,
-                });
-                Attached::StreamConnect(id)
-            }
-            Endpoint::Ipc { name, port } => {
-                let ipc = self.ctx.ipc()?;
-                let core = &mut *core;
-                let (id, pipe) = crate::transport::ipc::connect(
-                    &ipc,
-                    &self.shared,
-                    &core.options,
-                    &core.ipc.ring_limit,
-                    uri,
-                    name,
-                    *port,
-                )?;
-                core.ipc.used = true;
-                let pipe_id = pipe.as_ref().map(|(id, _)| *id);
-                if let Some((pid, p)) = pipe {
-                    core.pattern.attach(pid, p);
-                }
-                Attached::IpcConnect(id, pipe_id)
-            }
-            other => {
-                return Err(Error::endpoint(
-                    uri,
-                    format!("the {} transport is not available here", other.scheme()),
-                ));
-            }
+        let t = transport::transport_for(uri, &ep)?;
+        let req = Request {
+            uri,
+            endpoint: &ep,
+            socket: &self.shared,
+            options: &core.options,
+            hub: &self.hub,
         };
-        core.endpoints.push((uri.to_owned(), attached));
-        core.last_endpoint = Some(uri.to_owned());
-        Ok(())
+        let a = if bind { t.bind(&req) } else { t.connect(&req) }?;
+        for (id, pipe) in a.pipes {
+            core.pattern.attach(id, pipe);
+        }
+        let mut names = vec![uri.to_owned()];
+        if a.endpoint != uri {
+            names.push(a.endpoint.clone());
+        }
+        core.endpoints.push(EndpointEntry {
+            names,
+            bind,
+            handle: a.handle,
+        });
+        core.last_endpoint = Some(a.endpoint.clone());
+        Ok(a.endpoint)
     }
 
     /// Stops listening on an endpoint given to (or returned by) [`Socket::bind`].
@@ -448,24 +171,10 @@ impl Socket {
 
     fn detach_endpoint(&self, uri: &str, bind: bool) -> Result<()> {
         let mut core = self.core();
-        let matches = |a: &Attached| {
-            matches!(
-                (a, bind),
-                (
-                    Attached::InprocBind(_) | Attached::StreamBind(_) | Attached::IpcBind(_),
-                    true
-                ) | (
-                    Attached::InprocConnect(_)
-                        | Attached::StreamConnect(_)
-                        | Attached::IpcConnect(..),
-                    false
-                )
-            )
-        };
         let Some(pos) = core
             .endpoints
             .iter()
-            .position(|(u, a)| u == uri && matches(a))
+            .position(|e| e.bind == bind && e.names.iter().any(|n| n == uri))
         else {
             return Err(Error::endpoint(
                 uri,
@@ -476,43 +185,12 @@ impl Socket {
                 },
             ));
         };
-        let (_, attached) = core.endpoints.remove(pos);
-        // A bind is recorded under the given and the actual name: drop both.
-        let same = |a: &Attached| match (a, &attached) {
-            (Attached::StreamBind(x), Attached::StreamBind(y)) => x == y,
-            (Attached::InprocBind(x), Attached::InprocBind(y)) => x == y,
-            (Attached::IpcBind(x), Attached::IpcBind(y)) => x == y,
-            _ => false,
-        };
-        core.endpoints.retain(|(_, a)| !same(a));
-        match attached {
-            Attached::InprocBind(name) => {
-                self.ctx.inproc().unbind(&name, self.shared.id);
-            }
-            Attached::InprocConnect(name) => {
-                let pipe = self.ctx.inproc().disconnect(&name, self.shared.id);
-                self.absorb_mailbox(&mut core);
-                if let Some(pipe) = pipe {
-                    core.pattern.detach(pipe);
-                }
-            }
-            Attached::StreamBind(id) => {
-                self.ctx.forget_routes(|r| r.id == id);
-                self.ctx.io()?.command(Command::Unbind { id });
-            }
-            Attached::StreamConnect(id) => self.ctx.io()?.command(Command::Disconnect { id }),
-            Attached::IpcBind(id) => self
-                .ctx
-                .ipc()?
-                .command_and_wait(|ack| crate::transport::ipc::Command::Unbind { id, ack }),
-            Attached::IpcConnect(id, pipe) => {
-                if let Some(p) = pipe {
-                    core.pattern.detach(p);
-                }
-                self.ctx
-                    .ipc()?
-                    .command(crate::transport::ipc::Command::Disconnect { id });
-            }
+        let entry = core.endpoints.remove(pos);
+        let pipes = entry.handle.detach(&self.hub, &self.shared);
+        // A pipe may still wait in the mailbox.
+        self.absorb_mailbox(&mut core);
+        for p in pipes {
+            core.pattern.detach(p);
         }
         Ok(())
     }
@@ -533,18 +211,18 @@ impl Socket {
     fn send_until(&self, msg: Message, timeout: Option<Option<Duration>>) -> Result<(), SendError> {
         let mut core = self.core();
         let timeout = timeout.unwrap_or(core.options.send_timeout);
-        if let Err(error) = core.ipc.check_size(&msg) {
+        if let Err(error) = self.shared.check_size(msg.frames().iter().map(|f| f.len())) {
             return Err(SendError {
                 error,
                 message: msg,
             });
         }
-        let spin = core.ipc.spin(&core.options);
+        let spin = self.shared.spin(&core.options);
         let core = &mut *core;
         let mut held = Some(msg);
         let mut attempt = || -> Option<Result<(), SendError>> {
             let msg = held.take()?;
-            if self.ctx.is_terminated() {
+            if self.hub.is_terminated() {
                 return Some(Err(SendError {
                     error: Error::Closed,
                     message: msg,
@@ -605,7 +283,7 @@ impl Socket {
         if let Some(m) = core.prefetched.take() {
             return Ok(m);
         }
-        let spin = core.ipc.spin(&core.options);
+        let spin = self.shared.spin(&core.options);
         let core = &mut *core;
         let mut attempt = || -> Option<Result<Message>> {
             if let Err(e) = self.check_open() {
@@ -650,7 +328,7 @@ impl Socket {
         if let Some(m) = core.prefetched.take() {
             return Ok(f(&crate::Frames::message(&m)));
         }
-        let spin = core.ipc.spin(&core.options);
+        let spin = self.shared.spin(&core.options);
         let core = &mut *core;
         let mut f = Some(f);
         let mut out = None;
@@ -706,9 +384,9 @@ impl Socket {
         let mut fill = Some(fill);
         {
             let mut core = self.core();
-            core.ipc.check_len(len)?;
+            self.shared.check_size(std::iter::once(len))?;
             let timeout = core.options.send_timeout;
-            let spin = core.ipc.spin(&core.options);
+            let spin = self.shared.spin(&core.options);
             let core = &mut *core;
             let mut cb = |buf: &mut [u8]| {
                 if let Some(f) = fill.take() {
@@ -716,7 +394,7 @@ impl Socket {
                 }
             };
             let mut attempt = || -> Option<Result<bool>> {
-                if self.ctx.is_terminated() {
+                if self.hub.is_terminated() {
                     return Some(Err(Error::Closed));
                 }
                 self.absorb_mailbox(core);
@@ -938,28 +616,13 @@ impl Socket {
     }
 }
 
-fn clone_attached(a: &Attached) -> Attached {
-    match a {
-        Attached::InprocBind(n) => Attached::InprocBind(n.clone()),
-        Attached::InprocConnect(n) => Attached::InprocConnect(n.clone()),
-        Attached::StreamBind(i) => Attached::StreamBind(*i),
-        Attached::StreamConnect(i) => Attached::StreamConnect(*i),
-        Attached::IpcBind(i) => Attached::IpcBind(*i),
-        Attached::IpcConnect(i, p) => Attached::IpcConnect(*i, *p),
-    }
-}
-
 impl Drop for Socket {
     fn drop(&mut self) {
         // From now on pipes delivered to this socket are closed at once; those
         // waiting in the mailbox are closed here.
-        let waiting = lock(&self.shared.mailbox).take();
-        drop(waiting);
-        self.ctx.inproc().remove_socket(self.shared.id);
-        let id = self.shared.id;
-        self.ctx.forget_routes(|r| r.socket_id == id);
+        drop(self.shared.close_mailbox());
         let linger = self.core().options.linger;
-        self.ctx.close_socket(&self.shared, linger);
+        self.hub.close_socket(&self.shared, linger);
         // The pattern's pipes close as they drop with `core`.
     }
 }

@@ -20,19 +20,8 @@ use bytes::Bytes;
 use crate::transport::{Pipe, PipeClosed, PipeMeta, WriteError};
 use crate::{Error, Message, Result, SendError, SocketType};
 
-/// Identifies a pipe within one socket.
-pub(crate) type PipeId = u64;
-
-/// Options the patterns look at.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct PatternOptions {
-    /// ROUTER: an unroutable message is an error instead of being dropped.
-    pub router_mandatory: bool,
-    /// REQ: add a request id frame and check it on replies.
-    pub req_correlate: bool,
-    /// REQ: allow a new request before the reply to the previous one.
-    pub req_relaxed: bool,
-}
+pub(crate) use crate::options::PatternOptions;
+pub(crate) use crate::transport::PipeId;
 
 /// A socket type's routing.
 pub(crate) trait Pattern: Send + std::fmt::Debug {

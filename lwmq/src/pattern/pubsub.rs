@@ -19,30 +19,12 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use bytes::{BufMut, Bytes, BytesMut};
-
 use super::trie::Trie;
 use super::{Pattern, PipeId, Pipes, check_not_empty, not_supported};
 use crate::transport::Pipe;
 use crate::{Error, Message, Result, SendError};
 
-/// A subscription control message: `0x01 topic` or `0x00 topic`.
-pub(crate) fn control(subscribe: bool, topic: &[u8]) -> Message {
-    let mut b = BytesMut::with_capacity(topic.len() + 1);
-    b.put_u8(u8::from(subscribe));
-    b.put_slice(topic);
-    Message::from(b.freeze())
-}
-
-/// Parses a subscription control message.
-pub(crate) fn parse_control(msg: &Message) -> Option<(bool, Bytes)> {
-    let first = msg.frames().first()?;
-    match first.first() {
-        Some(1) => Some((true, first.slice(1..))),
-        Some(0) => Some((false, first.slice(1..))),
-        _ => None,
-    }
-}
+pub(crate) use crate::transport::{control, parse_control};
 
 /// PUB, or XPUB when `xpub`.
 #[derive(Debug)]

@@ -1,5 +1,5 @@
 //! `inproc://`: sockets of one context connected by in-memory queues, with no
-//! serialization and no I/O thread.
+//! serialization and no background thread.
 //!
 //! The registry lives in the context, behind a mutex. Either side may come first: a
 //! connect to a name nobody bound yet creates the pipe at once (so the connecting
@@ -15,18 +15,85 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
-use super::{Notify, Pipe, PipeMeta, QueueConfig, queue_pair};
+use super::{
+    Attached, Attachment, Hub, Notify, Pipe, PipeId, PipeMeta, QueueConfig, Request, SocketHandle,
+    Transport, queue_pair,
+};
 use crate::options::Options;
-use crate::pattern::PipeId;
-use crate::socket::SocketShared;
-use crate::{Error, Result};
+use crate::{Endpoint, Error, Result};
+
+/// The `inproc://` transport. Both sides spin before they park (the peer is a thread
+/// of this process that may answer in well under a microsecond).
+#[derive(Debug)]
+pub(crate) struct Inproc;
+
+fn name<'a>(req: &'a Request<'_>) -> Result<&'a str> {
+    match req.endpoint {
+        Endpoint::Inproc(name) => Ok(name),
+        _ => Err(Error::endpoint(req.uri, "not an inproc:// endpoint")),
+    }
+}
+
+fn side(req: &Request<'_>) -> Side {
+    req.socket.limits.spin.store(true, Ordering::Relaxed);
+    Side {
+        socket: req.socket.clone(),
+        options: req.options.clone(),
+    }
+}
+
+impl Transport for Inproc {
+    fn bind(&self, req: &Request<'_>) -> Result<Attachment> {
+        let name = name(req)?;
+        let pipes = req.hub.inproc().bind(req.uri, name, side(req))?;
+        Ok(Attachment {
+            endpoint: req.uri.to_owned(),
+            pipes,
+            handle: Box::new(InprocBind(name.to_owned())),
+        })
+    }
+
+    fn connect(&self, req: &Request<'_>) -> Result<Attachment> {
+        let name = name(req)?;
+        let pipe = req.hub.inproc().connect(req.uri, name, side(req))?;
+        Ok(Attachment {
+            endpoint: req.uri.to_owned(),
+            pipes: vec![pipe],
+            handle: Box::new(InprocConnect(name.to_owned())),
+        })
+    }
+}
+
+#[derive(Debug)]
+struct InprocBind(String);
+
+impl Attached for InprocBind {
+    fn detach(self: Box<Self>, hub: &Hub, socket: &Arc<SocketHandle>) -> Vec<PipeId> {
+        hub.inproc().unbind(&self.0, socket.id);
+        Vec::new()
+    }
+}
+
+#[derive(Debug)]
+struct InprocConnect(String);
+
+impl Attached for InprocConnect {
+    /// The connecter's current pipe to the name is detached.
+    fn detach(self: Box<Self>, hub: &Hub, socket: &Arc<SocketHandle>) -> Vec<PipeId> {
+        hub.inproc()
+            .disconnect(&self.0, socket.id)
+            .into_iter()
+            .collect()
+    }
+}
 
 /// What the registry remembers of a socket: who it is and the options that shape its
 /// queues.
 #[derive(Debug, Clone)]
 pub(crate) struct Side {
-    pub socket: Arc<SocketShared>,
+    pub socket: Arc<SocketHandle>,
     pub options: Options,
 }
 

@@ -42,29 +42,230 @@
 //! ([`shm::Doorbell`]), so shared-memory peers in other processes ring the very same
 //! signal: `recv` waits on all of a socket's peers, whatever their transport, at once.
 
-//! Threads: a pipe half is owned by one thread at a time (the socket's user or the I/O
-//! thread). The queue between the halves is protected by a mutex; the signals are
-//! `Sync`.
+//! Threads: a pipe half is owned by one thread at a time (the socket's user or the
+//! background thread). The queue between the halves is protected by a mutex; the
+//! signals are `Sync`.
+//!
+//! # The control contract
+//!
+//! A transport is one module reached through [`TABLE`], keyed by the endpoint's URI
+//! scheme. The socket never matches on the scheme: it looks its endpoint up in the
+//! table and calls [`Transport::bind`] or [`Transport::connect`] with a [`Request`],
+//! which carries everything a transport may know of the socket: its [`SocketHandle`]
+//! (id, type, signal, mailbox, monitors, limits), a copy of its options, and the
+//! context's [`Hub`] (the one background thread, the inproc names, the shared TCP
+//! ports). The answer is an [`Attachment`]: the endpoint actually used, the pipes to
+//! attach now, and an [`Attached`] handle that undoes it ([`Attached::detach`]: unbind
+//! or disconnect). Closing a socket, with its linger, is one call on the hub
+//! ([`Hub::close_socket`]), which every transport's state hears.
+//!
+//! Adding a transport is one module that implements [`Transport`], one line in
+//! [`TABLE`], and its URI in `crate::endpoint`. No transport names `crate::socket` or
+//! `crate::context`; those two are above this layer.
 
+pub(crate) mod hub;
 pub(crate) mod inproc;
 pub(crate) mod ipc;
+pub(crate) mod ipc_engine;
+pub(crate) mod reactor;
+pub(crate) mod reconnect;
 pub mod shm;
 pub(crate) mod stream;
+pub(crate) mod stream_engine;
+pub(crate) mod tcp;
+
+pub(crate) use hub::Hub;
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::Message;
+use crate::monitor::Monitors;
+use crate::options::Options;
+use crate::{Endpoint, Error, Message, Result, SocketType};
 
-/// A process-wide unique pipe id (also the I/O thread's key for the pipe).
-pub(crate) fn next_pipe_id() -> u64 {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+/// Identifies a pipe; unique within the process (also the background thread's key).
+pub(crate) type PipeId = u64;
+
+/// A process-wide unique id (pipes, binds, connects).
+pub(crate) fn next_pipe_id() -> PipeId {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+// ---------------------------------------------------------------------------------
+// The control contract.
+
+/// One transport's control path (see the module docs).
+pub(crate) trait Transport: Sync {
+    /// Binds `req.endpoint`. Errors name the URI.
+    fn bind(&self, req: &Request<'_>) -> Result<Attachment>;
+    /// Connects to `req.endpoint`; returns at once, the connection is made (and
+    /// remade) in the background.
+    fn connect(&self, req: &Request<'_>) -> Result<Attachment>;
+}
+
+/// The transports, by URI scheme. `fd://` and `systemd://` parse but have no entry yet.
+pub(crate) static TABLE: &[(&str, &dyn Transport)] = &[
+    ("inproc", &inproc::Inproc),
+    ("tcp", &tcp::StreamTransport),
+    ("unix", &tcp::StreamTransport),
+    ("ipc", &ipc::Ipc),
+];
+
+/// The transport serving `ep`, or an error naming the URI.
+pub(crate) fn transport_for(uri: &str, ep: &Endpoint) -> Result<&'static dyn Transport> {
+    let scheme = ep.scheme();
+    TABLE
+        .iter()
+        .find(|(s, _)| *s == scheme)
+        .map(|(_, t)| *t)
+        .ok_or_else(|| {
+            Error::endpoint(uri, format!("the {scheme} transport is not available here"))
+        })
+}
+
+/// What a bind or connect is asked with.
+#[derive(Debug)]
+pub(crate) struct Request<'a> {
+    /// The URI as the user wrote it.
+    pub uri: &'a str,
+    pub endpoint: &'a Endpoint,
+    pub socket: &'a Arc<SocketHandle>,
+    /// The socket's options now (a copy is kept by whatever needs them later).
+    pub options: &'a Options,
+    pub hub: &'a Hub,
+}
+
+/// The result of a bind or connect.
+#[derive(Debug)]
+pub(crate) struct Attachment {
+    /// The endpoint actually bound (`tcp://*:0` -> the port picked) or connected.
+    pub endpoint: String,
+    /// Pipes for the socket to attach now.
+    pub pipes: Vec<(PipeId, Pipe)>,
+    /// Undoes the bind or connect.
+    pub handle: Box<dyn Attached>,
+}
+
+/// A live bind or connect, held by the socket.
+pub(crate) trait Attached: Send + fmt::Debug {
+    /// Unbinds or disconnects. Returns the pipes the socket must detach (a connect's
+    /// own pipe); pipes of the background thread close by themselves.
+    fn detach(self: Box<Self>, hub: &Hub, socket: &Arc<SocketHandle>) -> Vec<PipeId>;
+}
+
+/// What a transport may touch of a socket: shared by the socket's user thread, the
+/// background thread and inproc peers.
+#[derive(Debug)]
+pub(crate) struct SocketHandle {
+    /// Unique within the process.
+    pub id: u64,
+    pub socket_type: SocketType,
+    /// Rung by every source of work for this socket.
+    pub signal: Arc<Signal>,
+    /// Pipes delivered by the background thread or inproc peers, for the user thread to
+    /// attach. `None` once the socket is closed: pipes delivered then are dropped
+    /// (closed) at once.
+    mailbox: Mutex<Option<Vec<(PipeId, Pipe)>>>,
+    /// Set after a pipe is put in the mailbox, so the hot path skips its lock.
+    has_mail: AtomicBool,
+    pub monitors: Monitors,
+    /// Limits that transports put on what the socket sends.
+    pub limits: Limits,
+}
+
+/// What transports tell the socket about sending and waiting, without the socket
+/// knowing which transport said it.
+#[derive(Debug)]
+pub(crate) struct Limits {
+    /// The smallest shared-memory ring (bytes) of any connection or connect of the
+    /// socket: a message that cannot fit it fails at send (`usize::MAX`: none).
+    pub ring: Arc<AtomicUsize>,
+    /// Whether a waiting call should spin before it parks (a shared-memory or inproc
+    /// peer may answer in well under a microsecond).
+    pub spin: AtomicBool,
+}
+
+impl SocketHandle {
+    /// A new handle for a socket of `socket_type`.
+    pub(crate) fn new(socket_type: SocketType) -> SocketHandle {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        SocketHandle {
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
+            socket_type,
+            signal: Arc::new(Signal::new()),
+            mailbox: Mutex::new(Some(Vec::new())),
+            has_mail: AtomicBool::new(false),
+            monitors: Monitors::default(),
+            limits: Limits {
+                ring: Arc::new(AtomicUsize::new(usize::MAX)),
+                spin: AtomicBool::new(false),
+            },
+        }
+    }
+
+    /// This socket's entry in an introspection table (for `lwmq ls`), made on first use.
+    pub(crate) fn info_entry<'a>(
+        infos: &'a mut std::collections::HashMap<u64, crate::introspect::SocketInfo>,
+        s: &SocketHandle,
+    ) -> &'a mut crate::introspect::SocketInfo {
+        infos
+            .entry(s.id)
+            .or_insert_with(|| crate::introspect::SocketInfo {
+                id: s.id,
+                socket_type: s.socket_type.as_str().to_owned(),
+                ..Default::default()
+            })
+    }
+
+    /// Hands a new pipe to the socket and wakes it.
+    pub(crate) fn deliver(&self, id: PipeId, pipe: Pipe) {
+        match lock(&self.mailbox).as_mut() {
+            Some(m) => m.push((id, pipe)),
+            // Closed: dropping the pipe closes it, and its peer sees that.
+            None => return,
+        }
+        self.has_mail.store(true, Ordering::Release);
+        self.signal.notify();
+    }
+
+    /// The pipes delivered since the last call (the socket's user thread only). A
+    /// plain load first: the hot path does no read-modify-write.
+    pub(crate) fn take_mail(&self) -> Vec<(PipeId, Pipe)> {
+        if !self.has_mail.load(Ordering::Relaxed) || !self.has_mail.swap(false, Ordering::Acquire) {
+            return Vec::new();
+        }
+        lock(&self.mailbox)
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// Closes the mailbox: pipes delivered from now on are closed at once. Returns
+    /// those waiting in it (the caller drops them, which closes them).
+    pub(crate) fn close_mailbox(&self) -> Option<Vec<(PipeId, Pipe)>> {
+        lock(&self.mailbox).take()
+    }
+
+    /// How long a waiting call of this socket spins before it parks.
+    pub(crate) fn spin(&self, options: &Options) -> Duration {
+        if self.limits.spin.load(Ordering::Relaxed) {
+            options.ipc.spin
+        } else {
+            Duration::ZERO
+        }
+    }
+
+    /// Fails with [`Error::MessageTooLarge`] if a message of frames of these lengths
+    /// can never go through every transport of this socket.
+    pub(crate) fn check_size(&self, lens: impl Iterator<Item = usize> + Clone) -> Result<()> {
+        ipc::check_frames(self.limits.ring.load(Ordering::Relaxed), lens)
+    }
 }
 
 /// Something that can be told "look at your pipes again". Implemented by [`Signal`]
@@ -198,6 +399,28 @@ impl Notify for Signal {
         for o in observers {
             o.notify();
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Subscriptions inside the process.
+
+/// A subscription control message: `0x01 topic` or `0x00 topic`.
+pub(crate) fn control(subscribe: bool, topic: &[u8]) -> Message {
+    use bytes::BufMut as _;
+    let mut b = bytes::BytesMut::with_capacity(topic.len() + 1);
+    b.put_u8(u8::from(subscribe));
+    b.put_slice(topic);
+    Message::from(b.freeze())
+}
+
+/// Parses a subscription control message.
+pub(crate) fn parse_control(msg: &Message) -> Option<(bool, Bytes)> {
+    let first = msg.frames().first()?;
+    match first.first() {
+        Some(1) => Some((true, first.slice(1..))),
+        Some(0) => Some((false, first.slice(1..))),
+        _ => None,
     }
 }
 

@@ -1,10 +1,7 @@
-//! Stream transports, `tcp://` and `unix://`: binding listeners, starting non-blocking
-//! connects, and one type over both kinds of stream so the I/O thread drives them the
-//! same way.
-//!
-//! Binding happens on the caller's thread (so that errors such as an address in use
-//! are returned by `bind`); the listener is then handed to the I/O thread, which owns
-//! every listener and stream from then on.
+//! Streams, `tcp://` and `unix://`, at the level of the operating system: binding
+//! listeners, starting non-blocking connects, resolving addresses, and one type over
+//! both kinds of stream so the background thread drives them the same way. The
+//! transport entry is [`super::tcp`].
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};

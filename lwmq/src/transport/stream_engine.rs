@@ -1,13 +1,15 @@
-//! The background I/O thread of a context: it drives every stream connection (`tcp://`,
-//! `unix://`) with `mio`, speaking ZMTP through one [`proto::Connection`] per stream,
-//! and moves messages between the connections and the sockets' pipes.
+//! The stream engine: the part of the context's one background thread
+//! ([`super::reactor`]) that drives every stream connection (`tcp://`, `unix://`),
+//! speaking ZMTP through one [`proto::Connection`] per stream, and moves messages
+//! between the connections and the sockets' pipes.
 //!
 //! # Ownership
 //!
 //! The thread owns every listener, stream, `proto::Connection`, connecter (the state of
-//! a `connect()`: connecting, connected, or waiting to retry) and the I/O halves of
-//! the pipes. Other threads talk to it only through [`IoShared`]: a command queue and a
-//! list of pipes that need attention, each followed by a ring of the `mio::Waker`.
+//! a `connect()`: connecting, connected, or waiting to retry) and the thread's halves
+//! of the pipes. Other threads reach it only through the reactor's commands and
+//! [`Shared`], the list of pipes that need attention, each followed by a ring of the
+//! reactor's waker.
 //!
 //! # A connection's life
 //!
@@ -37,113 +39,47 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Interest, Registry, Token};
 
+use super::reconnect::Backoff;
+use super::stream::{self, Bound, Listener, Stream};
+use super::{PipeId, SocketHandle, control, parse_control};
 use crate::monitor::EventKind;
 use crate::options::{Mechanism, Options};
-use crate::pattern::PipeId;
-use crate::pattern::pubsub::{control, parse_control};
 use crate::proto::{self, Connection, Event, MechanismConfig, ProtoError};
-use crate::socket::SocketShared;
-use crate::transport::stream::{self, Bound, Listener, Stream};
 use crate::transport::{
     Notify, Pipe, PipeClosed, PipeMeta, PipeReader, PipeWriter, QueueConfig, QueueReader,
     QueueWriter, WriteError, queue_pair,
 };
-use crate::{Endpoint, Message, Result, SocketType};
+use crate::{Endpoint, Message, SocketType};
 
 /// Stop taking messages from a socket while this many bytes wait to be written.
 pub(crate) const MAX_PENDING_TRANSMIT: usize = 256 * 1024;
 const READ_BUF: usize = 64 * 1024;
 /// Rounds of read/deliver/write one connection gets before the others have a turn.
 const MAX_TURNS: usize = 64;
-const WAKER: Token = Token(0);
 
 use crate::transport::lock;
 
-/// What the application threads send the I/O thread.
-pub(crate) enum Command {
-    /// Own and serve a bound listener.
-    Listen {
-        id: u64,
-        socket: Arc<SocketShared>,
-        bound: Bound,
-        options: Options,
-    },
-    /// Serve one more resource on a listener this context already has
-    /// (`tcp://host:port/resource`).
-    AddRoute {
-        listener: u64,
-        id: u64,
-        resource: Option<String>,
-        socket: Arc<SocketShared>,
-        options: Options,
-        endpoint: String,
-    },
-    /// Connect (and keep reconnecting) to an endpoint.
-    Connect {
-        id: u64,
-        socket: Arc<SocketShared>,
-        uri: String,
-        endpoint: Endpoint,
-        options: Options,
-        /// The I/O half of a pipe made at connect time, if any.
-        pipe: Option<IoHalf>,
-    },
-    /// Stop serving a bind (a route; the listener closes with its last route).
-    Unbind { id: u64 },
-    /// Stop connecting and close the connection.
-    Disconnect { id: u64 },
-    /// A socket was closed: close its listeners, stop its connecters, let its
-    /// connections flush for up to `linger`.
-    CloseSocket {
-        socket_id: u64,
-        linger: Option<Duration>,
-    },
-    /// Flush (within linger) and exit.
-    Shutdown,
-    /// Describe every listener, connecter and live connection, by socket id, for
-    /// `lwmq ls` (see `crate::introspect`).
-    Introspect {
-        reply: std::sync::mpsc::Sender<HashMap<u64, crate::introspect::SocketInfo>>,
-    },
-}
-
-impl fmt::Debug for Command {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Command::Listen { id, bound, .. } => write!(f, "Listen({id}, {})", bound.endpoint),
-            Command::AddRoute { id, endpoint, .. } => write!(f, "AddRoute({id}, {endpoint})"),
-            Command::Connect { id, uri, .. } => write!(f, "Connect({id}, {uri})"),
-            Command::Unbind { id } => write!(f, "Unbind({id})"),
-            Command::Disconnect { id } => write!(f, "Disconnect({id})"),
-            Command::CloseSocket { socket_id, .. } => write!(f, "CloseSocket({socket_id})"),
-            Command::Shutdown => f.write_str("Shutdown"),
-            Command::Introspect { .. } => f.write_str("Introspect"),
-        }
-    }
-}
-
-/// The part of the I/O thread other threads may touch.
-pub(crate) struct IoShared {
-    commands: Mutex<Vec<Command>>,
-    /// Pipes (by id) that have data or room since the thread last looked.
+/// What other threads leave for the stream engine: pipes (by id) that have data or
+/// room since the thread last looked, each followed by a ring of the thread's waker.
+pub(crate) struct Shared {
     dirty: Mutex<Vec<PipeId>>,
-    waker: Waker,
+    waker: Arc<mio::Waker>,
 }
 
-impl fmt::Debug for IoShared {
+impl fmt::Debug for Shared {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("IoShared").finish_non_exhaustive()
+        f.debug_struct("stream_engine::Shared")
+            .finish_non_exhaustive()
     }
 }
 
-impl IoShared {
-    /// Queues a command and wakes the thread.
-    pub(crate) fn command(&self, c: Command) {
-        lock(&self.commands).push(c);
-        if let Err(e) = self.waker.wake() {
-            tracing::error!("cannot wake the I/O thread: {e}");
+impl Shared {
+    pub(crate) fn new(waker: Arc<mio::Waker>) -> Shared {
+        Shared {
+            dirty: Mutex::new(Vec::new()),
+            waker,
         }
     }
 }
@@ -151,7 +87,7 @@ impl IoShared {
 /// Rings the I/O thread for one pipe.
 struct IoWake {
     key: PipeId,
-    shared: Weak<IoShared>,
+    shared: Weak<Shared>,
 }
 
 impl Notify for IoWake {
@@ -177,8 +113,8 @@ pub(crate) struct IoHalf {
 /// Makes a pipe between a socket and the I/O thread: the socket's half (to attach) and
 /// the I/O thread's half.
 pub(crate) fn stream_pipe(
-    io: &Arc<IoShared>,
-    socket: &Arc<SocketShared>,
+    io: &Arc<Shared>,
+    socket: &Arc<SocketHandle>,
     options: &Options,
     endpoint: &str,
 ) -> ((PipeId, Pipe), IoHalf) {
@@ -186,8 +122,8 @@ pub(crate) fn stream_pipe(
 }
 
 fn stream_pipe_with(
-    io: &Arc<IoShared>,
-    socket: &Arc<SocketShared>,
+    io: &Arc<Shared>,
+    socket: &Arc<SocketHandle>,
     options: &Options,
     endpoint: &str,
     peer: Option<&proto::PeerInfo>,
@@ -228,47 +164,12 @@ fn stream_pipe_with(
     )
 }
 
-/// The thread and its shared part.
-pub(crate) type IoThread = crate::worker::Worker<IoShared>;
-
-impl IoThread {
-    pub(crate) fn start() -> Result<IoThread> {
-        let poll = Poll::new()?;
-        let waker = Waker::new(poll.registry(), WAKER)?;
-        let shared = Arc::new(IoShared {
-            commands: Mutex::new(Vec::new()),
-            dirty: Mutex::new(Vec::new()),
-            waker,
-        });
-        let mut reactor = Reactor {
-            poll,
-            shared: shared.clone(),
-            listeners: HashMap::new(),
-            conns: HashMap::new(),
-            connecters: HashMap::new(),
-            pipe_to_conn: HashMap::new(),
-            next_token: 1,
-            shutting_down: false,
-            buf: vec![0; READ_BUF],
-            again: Vec::new(),
-        };
-        // Shutdown: flush and exit.
-        let worker = crate::worker::Worker::spawn(
-            "lwmq-io",
-            shared,
-            |s| s.command(Command::Shutdown),
-            move || reactor.run(),
-        )?;
-        Ok(worker)
-    }
-}
-
 /// One bind served by a listener. A listener has one route, or (a TCP port shared by
 /// `tcp://host:port/resource` binds) one per resource.
 struct Route {
     id: u64,
     resource: Option<String>,
-    socket: Arc<SocketShared>,
+    socket: Arc<SocketHandle>,
     options: Options,
     endpoint: String,
 }
@@ -309,7 +210,7 @@ enum ConnecterState {
 }
 
 struct Connecter {
-    socket: Arc<SocketShared>,
+    socket: Arc<SocketHandle>,
     uri: String,
     endpoint: Endpoint,
     options: Options,
@@ -318,7 +219,7 @@ struct Connecter {
     /// Whether the pipe is made at connect time (kept across reconnects).
     keeps_pipe: bool,
     state: ConnecterState,
-    interval: Duration,
+    backoff: Backoff,
     /// The socket closed: keep trying only to deliver what is queued, until then.
     closing: Option<Option<Instant>>,
 }
@@ -342,7 +243,7 @@ enum Origin {
 struct Conn {
     stream: Stream,
     proto: Connection,
-    socket: Arc<SocketShared>,
+    socket: Arc<SocketHandle>,
     options: Options,
     endpoint: String,
     origin: Origin,
@@ -368,9 +269,10 @@ struct Conn {
     rejected: bool,
 }
 
-struct Reactor {
-    poll: Poll,
-    shared: Arc<IoShared>,
+/// The stream half of the background thread (see the module docs).
+pub(crate) struct Engine {
+    registry: Registry,
+    shared: Arc<Shared>,
     listeners: HashMap<Token, ListenerEntry>,
     conns: HashMap<Token, Conn>,
     connecters: HashMap<u64, Connecter>,
@@ -414,70 +316,74 @@ fn is_permanent(e: &ProtoError, handshake_done: bool) -> bool {
     }
 }
 
-impl Reactor {
-    fn token(&mut self) -> Token {
-        self.next_token += 1;
-        Token(self.next_token)
-    }
-
-    fn run(&mut self) {
-        let mut events = Events::with_capacity(256);
-        loop {
-            let timeout = if self.again.is_empty() {
-                self.next_deadline().map(|d| {
-                    d.saturating_duration_since(Instant::now()) + Duration::from_micros(100)
-                })
-            } else {
-                // Connections that used up their turn go on right after a look around.
-                Some(Duration::ZERO)
-            };
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
-                if e.kind() != io::ErrorKind::Interrupted {
-                    tracing::error!("I/O thread poll failed: {e}");
-                    return;
-                }
-            }
-            for ev in events.iter() {
-                let t = ev.token();
-                if t == WAKER {
-                    continue;
-                }
-                if self.listeners.contains_key(&t) {
-                    self.accept(t);
-                } else if self.conns.contains_key(&t) {
-                    self.drive(t);
-                }
-            }
-            let commands = std::mem::take(&mut *lock(&self.shared.commands));
-            for c in commands {
-                self.handle_command(c);
-            }
-            let dirty = std::mem::take(&mut *lock(&self.shared.dirty));
-            for key in dirty {
-                if let Some(&t) = self.pipe_to_conn.get(&key) {
-                    self.drive(t);
-                }
-            }
-            for t in std::mem::take(&mut self.again) {
-                self.drive(t);
-            }
-            self.timers();
-            let sd = self.shutting_down;
-            if sd
-                && self.conns.is_empty()
-                && self
-                    .connecters
-                    .values()
-                    .all(|c| c.closing.is_none() || c.drained(sd))
-            {
-                // Closing what is left drops the I/O halves of the pipes.
-                self.connecters.clear();
-                return;
-            }
+impl Engine {
+    /// A new engine registering its sources with `registry`.
+    pub(crate) fn new(registry: Registry, shared: Arc<Shared>) -> Engine {
+        Engine {
+            registry,
+            shared,
+            listeners: HashMap::new(),
+            conns: HashMap::new(),
+            connecters: HashMap::new(),
+            pipe_to_conn: HashMap::new(),
+            next_token: 0,
+            shutting_down: false,
+            buf: vec![0; READ_BUF],
+            again: Vec::new(),
         }
     }
 
-    fn next_deadline(&self) -> Option<Instant> {
+    /// The stream engine's tokens are even (see `reactor`).
+    fn token(&mut self) -> Token {
+        self.next_token += 2;
+        Token(self.next_token)
+    }
+
+    /// A readiness event for one of our tokens.
+    pub(crate) fn ready(&mut self, t: Token) {
+        if self.listeners.contains_key(&t) {
+            self.accept(t);
+        } else if self.conns.contains_key(&t) {
+            self.drive(t);
+        }
+    }
+
+    /// What pipes asked for since the last turn, and connections whose turn was over.
+    pub(crate) fn work(&mut self) {
+        let dirty = std::mem::take(&mut *lock(&self.shared.dirty));
+        for key in dirty {
+            if let Some(&t) = self.pipe_to_conn.get(&key) {
+                self.drive(t);
+            }
+        }
+        for t in std::mem::take(&mut self.again) {
+            self.drive(t);
+        }
+    }
+
+    /// Whether connections stopped only because their turn was over (edge-triggered
+    /// readiness will not remind us of them: the thread must come back at once).
+    pub(crate) fn has_more_turns(&self) -> bool {
+        !self.again.is_empty()
+    }
+
+    /// After shutdown: whether nothing is left to deliver. Then the connecters are
+    /// dropped, which closes the engine's halves of their pipes.
+    pub(crate) fn finished(&mut self) -> bool {
+        let sd = self.shutting_down;
+        let done = sd
+            && self.conns.is_empty()
+            && self
+                .connecters
+                .values()
+                .all(|c| c.closing.is_none() || c.drained(sd));
+        if done {
+            self.connecters.clear();
+        }
+        done
+    }
+
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
         let mut d: Option<Instant> = None;
         let mut consider = |t: Instant| d = Some(d.map_or(t, |d| d.min(t)));
         for c in self.connecters.values() {
@@ -499,7 +405,7 @@ impl Reactor {
         d
     }
 
-    fn timers(&mut self) {
+    pub(crate) fn timers(&mut self) {
         let now = Instant::now();
         let due: Vec<u64> = self
             .connecters
@@ -545,162 +451,169 @@ impl Reactor {
         }
     }
 
-    fn handle_command(&mut self, c: Command) {
-        match c {
-            Command::Listen {
+    /// Owns and serves a bound listener.
+    pub(crate) fn listen(
+        &mut self,
+        id: u64,
+        socket: Arc<SocketHandle>,
+        mut bound: Bound,
+        options: Options,
+    ) {
+        let t = self.token();
+        if let Err(e) = self
+            .registry
+            .register(bound.listener.source(), t, Interest::READABLE)
+        {
+            socket
+                .monitors
+                .emit(EventKind::BindFailed, &bound.endpoint, e.to_string());
+            return;
+        }
+        let resource = match Endpoint::parse(&bound.endpoint) {
+            Ok(Endpoint::Tcp { resource, .. }) => resource,
+            _ => None,
+        };
+        self.listeners.insert(
+            t,
+            ListenerEntry {
                 id,
-                socket,
-                mut bound,
-                options,
-            } => {
-                let t = self.token();
-                if let Err(e) =
-                    self.poll
-                        .registry()
-                        .register(bound.listener.source(), t, Interest::READABLE)
-                {
-                    socket
-                        .monitors
-                        .emit(EventKind::BindFailed, &bound.endpoint, e.to_string());
-                    return;
-                }
-                let resource = match Endpoint::parse(&bound.endpoint) {
-                    Ok(Endpoint::Tcp { resource, .. }) => resource,
-                    _ => None,
-                };
-                self.listeners.insert(
-                    t,
-                    ListenerEntry {
-                        id,
-                        listener: bound.listener,
-                        routes: vec![Route {
-                            id,
-                            resource,
-                            socket,
-                            options,
-                            endpoint: bound.endpoint.clone(),
-                        }],
-                        endpoint: bound.endpoint,
-                        unlink: bound.unlink,
-                    },
-                );
-                // Connections may have queued before registration (edge-triggered).
-                self.accept(t);
-            }
-            Command::Connect {
-                id,
+                listener: bound.listener,
+                routes: vec![Route {
+                    id,
+                    resource,
+                    socket,
+                    options,
+                    endpoint: bound.endpoint.clone(),
+                }],
+                endpoint: bound.endpoint,
+                unlink: bound.unlink,
+            },
+        );
+        // Connections may have queued before registration (edge-triggered).
+        self.accept(t);
+    }
+
+    /// Connects (and keeps reconnecting) to an endpoint.
+    pub(crate) fn connect(
+        &mut self,
+        id: u64,
+        socket: Arc<SocketHandle>,
+        uri: String,
+        endpoint: Endpoint,
+        options: Options,
+        pipe: Option<IoHalf>,
+    ) {
+        let keeps_pipe = pipe.is_some();
+        if let Some(p) = &pipe {
+            // Dirty notifications for it are ignored until a connection has it.
+            self.pipe_to_conn.remove(&p.id);
+        }
+        self.connecters.insert(
+            id,
+            Connecter {
                 socket,
                 uri,
                 endpoint,
+                backoff: Backoff::new(&options),
                 options,
                 pipe,
-            } => {
-                let keeps_pipe = pipe.is_some();
-                if let Some(p) = &pipe {
-                    // Dirty notifications for it are ignored until a connection has it.
-                    self.pipe_to_conn.remove(&p.id);
-                }
-                self.connecters.insert(
-                    id,
-                    Connecter {
-                        socket,
-                        uri,
-                        endpoint,
-                        interval: options.reconnect_interval,
-                        options,
-                        pipe,
-                        keeps_pipe,
-                        state: ConnecterState::Waiting(Instant::now()),
-                        closing: None,
-                    },
-                );
-                self.start_connect(id);
-            }
-            Command::AddRoute {
-                listener,
+                keeps_pipe,
+                state: ConnecterState::Waiting(Instant::now()),
+                closing: None,
+            },
+        );
+        self.start_connect(id);
+    }
+
+    /// Serves one more resource on a listener this context already has.
+    pub(crate) fn add_route(
+        &mut self,
+        listener: u64,
+        id: u64,
+        resource: Option<String>,
+        socket: Arc<SocketHandle>,
+        options: Options,
+        endpoint: String,
+    ) {
+        match self.listeners.values_mut().find(|l| l.id == listener) {
+            Some(l) => l.routes.push(Route {
                 id,
                 resource,
                 socket,
                 options,
                 endpoint,
-            } => match self.listeners.values_mut().find(|l| l.id == listener) {
-                Some(l) => l.routes.push(Route {
-                    id,
-                    resource,
-                    socket,
-                    options,
-                    endpoint,
-                }),
-                None => socket.monitors.emit(
-                    EventKind::BindFailed,
-                    &endpoint,
-                    "the shared listener is gone",
-                ),
-            },
-            Command::Unbind { id } => self.remove_routes(|r| r.id == id),
-            Command::Disconnect { id } => {
-                if let Some(c) = self.connecters.remove(&id) {
-                    if let ConnecterState::Active(t) = c.state {
-                        self.close_conn(t);
-                    }
-                }
+            }),
+            None => socket.monitors.emit(
+                EventKind::BindFailed,
+                &endpoint,
+                "the shared listener is gone",
+            ),
+        }
+    }
+
+    /// Stops serving a bind (a route; the listener closes with its last route).
+    pub(crate) fn unbind(&mut self, id: u64) {
+        self.remove_routes(|r| r.id == id);
+    }
+
+    /// Stops connecting and closes the connection.
+    pub(crate) fn disconnect(&mut self, id: u64) {
+        if let Some(c) = self.connecters.remove(&id) {
+            if let ConnecterState::Active(t) = c.state {
+                self.close_conn(t);
             }
-            Command::CloseSocket { socket_id, linger } => self.close_socket(socket_id, linger),
-            Command::Introspect { reply } => {
-                // The asker may have given up waiting: nothing to do then.
-                let _ = reply.send(self.introspect());
-            }
-            Command::Shutdown => {
-                self.shutting_down = true;
-                let sockets: Vec<u64> = self
-                    .conns
+        }
+    }
+
+    /// The context shuts down: every socket closes with its linger.
+    pub(crate) fn shutdown(&mut self) {
+        self.shutting_down = true;
+        let sockets: Vec<u64> = self
+            .conns
+            .values()
+            .map(|c| c.socket.id)
+            .chain(
+                self.listeners
                     .values()
-                    .map(|c| c.socket.id)
-                    .chain(
-                        self.listeners
-                            .values()
-                            .flat_map(|l| l.routes.iter().map(|r| r.socket.id)),
-                    )
-                    .chain(self.connecters.values().map(|c| c.socket.id))
-                    .collect();
-                for s in sockets {
-                    let linger = self
-                        .conns
+                    .flat_map(|l| l.routes.iter().map(|r| r.socket.id)),
+            )
+            .chain(self.connecters.values().map(|c| c.socket.id))
+            .collect();
+        for s in sockets {
+            let linger = self
+                .conns
+                .values()
+                .filter(|c| c.socket.id == s)
+                .map(|c| c.options.linger)
+                .chain(
+                    self.connecters
                         .values()
                         .filter(|c| c.socket.id == s)
-                        .map(|c| c.options.linger)
-                        .chain(
-                            self.connecters
-                                .values()
-                                .filter(|c| c.socket.id == s)
-                                .map(|c| c.options.linger),
-                        )
-                        .next()
-                        .flatten();
-                    self.close_socket(s, linger);
-                }
-            }
+                        .map(|c| c.options.linger),
+                )
+                .next()
+                .flatten();
+            self.close_socket(s, linger);
         }
     }
 
     /// What `lwmq ls` shows of this thread's part of each socket: bound and connected
     /// endpoints, and connections whose handshake is done.
-    fn introspect(&self) -> HashMap<u64, crate::introspect::SocketInfo> {
-        use crate::introspect::{ConnectionInfo, Direction, SocketInfo};
-        let mut infos: HashMap<u64, SocketInfo> = HashMap::new();
-        let get = SocketShared::info_entry;
+    pub(crate) fn introspect(&self, infos: &mut HashMap<u64, crate::introspect::SocketInfo>) {
+        use crate::introspect::{ConnectionInfo, Direction};
+        let get = SocketHandle::info_entry;
         for r in self.listeners.values().flat_map(|l| &l.routes) {
-            get(&mut infos, &r.socket).bound.push(r.endpoint.clone());
+            get(infos, &r.socket).bound.push(r.endpoint.clone());
         }
         for c in self.connecters.values() {
-            get(&mut infos, &c.socket).connected.push(c.uri.clone());
+            get(infos, &c.socket).connected.push(c.uri.clone());
         }
         for c in self.conns.values() {
             if !c.handshake_done || c.closing.is_some() {
                 continue;
             }
             let (local_address, peer_address) = c.stream.addresses();
-            get(&mut infos, &c.socket).connections.push(ConnectionInfo {
+            get(infos, &c.socket).connections.push(ConnectionInfo {
                 endpoint: c.endpoint.clone(),
                 direction: match c.origin {
                     Origin::Listener(_) => Direction::Accepted,
@@ -712,12 +625,11 @@ impl Reactor {
                 peer_socket_type: c.proto.peer().map(|p| p.socket_type.as_str().to_owned()),
             });
         }
-        infos
     }
 
     fn close_listener(&mut self, t: Token) {
         if let Some(mut l) = self.listeners.remove(&t) {
-            let _ = self.poll.registry().deregister(l.listener.source());
+            let _ = self.registry.deregister(l.listener.source());
             if let Some(p) = &l.unlink {
                 let _ = std::fs::remove_file(p);
             }
@@ -750,7 +662,9 @@ impl Reactor {
         }
     }
 
-    fn close_socket(&mut self, socket_id: u64, linger: Option<Duration>) {
+    /// A socket closed: close its listeners, stop its connecters, let its connections
+    /// flush for up to `linger`.
+    pub(crate) fn close_socket(&mut self, socket_id: u64, linger: Option<Duration>) {
         self.remove_routes(|r| r.socket.id == socket_id);
         let cs: Vec<u64> = self
             .connecters
@@ -826,7 +740,7 @@ impl Reactor {
     fn add_conn(
         &mut self,
         mut stream: Stream,
-        socket: Arc<SocketShared>,
+        socket: Arc<SocketHandle>,
         options: Options,
         endpoint: String,
         origin: Origin,
@@ -835,11 +749,10 @@ impl Reactor {
         resource: Option<String>,
     ) -> Option<Token> {
         let t = self.token();
-        if let Err(e) = self.poll.registry().register(
-            stream.source(),
-            t,
-            Interest::READABLE | Interest::WRITABLE,
-        ) {
+        if let Err(e) =
+            self.registry
+                .register(stream.source(), t, Interest::READABLE | Interest::WRITABLE)
+        {
             tracing::warn!("cannot register a connection to {endpoint}: {e}");
             return None;
         }
@@ -878,18 +791,17 @@ impl Reactor {
     fn add_sniffing_conn(
         &mut self,
         mut stream: Stream,
-        socket: Arc<SocketShared>,
+        socket: Arc<SocketHandle>,
         options: Options,
         endpoint: String,
         origin: Origin,
         listener: Token,
     ) {
         let t = self.token();
-        if let Err(e) = self.poll.registry().register(
-            stream.source(),
-            t,
-            Interest::READABLE | Interest::WRITABLE,
-        ) {
+        if let Err(e) =
+            self.registry
+                .register(stream.source(), t, Interest::READABLE | Interest::WRITABLE)
+        {
             tracing::warn!("cannot register a connection to {endpoint}: {e}");
             return;
         }
@@ -1079,14 +991,8 @@ impl Reactor {
             c.state = ConnecterState::Stopped;
             return;
         }
-        let ivl = c.interval;
-        c.interval = c.options.next_reconnect_interval(ivl);
-        c.state = ConnecterState::Waiting(Instant::now() + ivl);
-        c.socket.monitors.emit(
-            EventKind::ConnectRetried,
-            &c.uri,
-            format!("retry in {} ms ({why})", ivl.as_millis()),
-        );
+        let at = c.backoff.retry(&c.options, &c.socket, &c.uri, why);
+        c.state = ConnecterState::Waiting(at);
     }
 
     /// Moves everything that can move on one connection: connect completion, input,
@@ -1334,7 +1240,7 @@ impl Reactor {
         let detail = format!("peer {}", peer.socket_type);
         if let Origin::Connecter(id) = c.origin {
             if let Some(k) = self.connecters.get_mut(&id) {
-                k.interval = k.options.reconnect_interval;
+                k.backoff.reset(&k.options);
             }
         }
         if let Some(p) = &c.pipe {
@@ -1375,7 +1281,7 @@ impl Reactor {
         let Some(mut c) = self.conns.remove(&t) else {
             return;
         };
-        let _ = self.poll.registry().deregister(c.stream.source());
+        let _ = self.registry.deregister(c.stream.source());
         // Drain the last events (a Closed with the reason).
         while let Some(ev) = c.proto.poll_event() {
             if let Event::Closed(e) = ev {

@@ -1,0 +1,159 @@
+//! The [`Hub`]: what the transports of one context share. It is the transport-side
+//! half of a [`crate::Context`] (which is a handle to it): the one background thread
+//! (started on first use), the inproc names, the TCP ports this context listens on,
+//! the sockets made from it (for `lwmq ls` and `terminate`), and the introspection
+//! server.
+//!
+//! Threads: shared by every socket of the context (an `Arc`). The background thread
+//! holds no reference to the hub, only to the sockets' handles, so the last handle to
+//! drop (a `Context` or a `Socket`) shuts it down and joins it, after it flushed what
+//! sockets left behind within their linger time.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use super::inproc::Registry;
+use super::reactor::{self, Command, Reactor, ReactorShared};
+use super::tcp::Ports;
+use super::{Notify, SocketHandle, lock};
+use crate::{Error, Result};
+
+/// What the transports of one context share (see the module docs).
+#[derive(Debug, Default)]
+pub(crate) struct Hub {
+    reactor: Mutex<Option<Reactor>>,
+    inproc: Mutex<Registry>,
+    ports: Mutex<Ports>,
+    terminated: AtomicBool,
+    sockets: Mutex<Vec<Weak<SocketHandle>>>,
+    /// Answers `lwmq ls` (see [`crate::introspect`]); its thread holds a `Weak` to us.
+    introspect: Mutex<Option<crate::introspect::IntrospectServer>>,
+}
+
+impl Hub {
+    /// Starts answering `lwmq ls` for this hub.
+    pub(crate) fn start_introspection(self: &Arc<Hub>) {
+        let weak = Arc::downgrade(self);
+        // The hub is held only while its parts are copied: the slow part (asking the
+        // background thread) runs without it, so the hub is never dropped on this
+        // thread because the last socket went away during a query.
+        let server = crate::introspect::IntrospectServer::start(move || {
+            let parts = weak.upgrade().map(|hub| hub.snapshot_parts());
+            match parts {
+                Some((sockets, reactor)) => Hub::snapshot(sockets, reactor),
+                None => crate::introspect::Snapshot::default(),
+            }
+        });
+        match server {
+            Ok(server) => *lock(&self.introspect) = Some(server),
+            Err(e) => tracing::warn!("lwmq ls will not see this context: {e}"),
+        }
+    }
+
+    /// What a snapshot needs, copied out.
+    fn snapshot_parts(&self) -> (Vec<Weak<SocketHandle>>, Option<Arc<ReactorShared>>) {
+        let sockets = lock(&self.sockets).clone();
+        let reactor = lock(&self.reactor).as_ref().map(|t| t.shared().clone());
+        (sockets, reactor)
+    }
+
+    /// The sockets and their endpoints and connections, for `lwmq ls`. Runs on the
+    /// introspection thread; asks the background thread and waits for it briefly.
+    fn snapshot(
+        sockets: Vec<Weak<SocketHandle>>,
+        reactor: Option<Arc<ReactorShared>>,
+    ) -> crate::introspect::Snapshot {
+        let mut infos = HashMap::new();
+        if let Some(r) = reactor {
+            let (tx, rx) = std::sync::mpsc::channel();
+            r.command(Command::Introspect { reply: tx });
+            infos = rx
+                .recv_timeout(Duration::from_millis(500))
+                .unwrap_or_default();
+        }
+        let mut out = crate::introspect::Snapshot::default();
+        for s in sockets.iter().filter_map(Weak::upgrade) {
+            out.sockets.push(infos.remove(&s.id).unwrap_or_else(|| {
+                crate::introspect::SocketInfo {
+                    id: s.id,
+                    socket_type: s.socket_type.as_str().to_owned(),
+                    ..Default::default()
+                }
+            }));
+        }
+        // Closed sockets whose connections still linger.
+        out.sockets.extend(infos.into_values());
+        out.sockets.sort_by_key(|s| s.id);
+        out
+    }
+
+    /// Whether [`Hub::terminate`] ran.
+    pub(crate) fn is_terminated(&self) -> bool {
+        self.terminated.load(Ordering::SeqCst)
+    }
+
+    /// Every blocking call of the context's sockets returns `Closed` from now on; the
+    /// background thread flushes (within each socket's linger) and is joined.
+    pub(crate) fn terminate(&self) {
+        self.terminated.store(true, Ordering::SeqCst);
+        let sockets: Vec<_> = lock(&self.sockets)
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        for s in sockets {
+            s.signal.notify();
+        }
+        let r = lock(&self.reactor).take();
+        if let Some(mut r) = r {
+            r.shutdown();
+        }
+    }
+
+    /// Remembers a new socket of this context.
+    pub(crate) fn register(&self, s: &Arc<SocketHandle>) {
+        let mut v = lock(&self.sockets);
+        v.retain(|w| w.strong_count() > 0);
+        v.push(Arc::downgrade(s));
+    }
+
+    pub(crate) fn inproc(&self) -> MutexGuard<'_, Registry> {
+        lock(&self.inproc)
+    }
+
+    pub(crate) fn ports(&self) -> MutexGuard<'_, Ports> {
+        lock(&self.ports)
+    }
+
+    /// The background thread, started on first use.
+    pub(crate) fn reactor(&self) -> Result<Arc<ReactorShared>> {
+        if self.is_terminated() {
+            return Err(Error::Closed);
+        }
+        let mut r = lock(&self.reactor);
+        if r.is_none() {
+            *r = Some(reactor::start()?);
+        }
+        match r.as_ref() {
+            Some(t) => Ok(t.shared().clone()),
+            None => Err(Error::Closed),
+        }
+    }
+
+    /// A socket closed: every transport forgets it, and its connections linger for up
+    /// to `linger` in the background. Returns once its names are free (an `ipc://`
+    /// name can be bound again at once).
+    pub(crate) fn close_socket(&self, s: &Arc<SocketHandle>, linger: Option<Duration>) {
+        self.inproc().remove_socket(s.id);
+        self.ports().forget(|r| r.socket_id == s.id);
+        let shared = lock(&self.reactor).as_ref().map(|t| t.shared().clone());
+        if let Some(r) = shared {
+            r.command_and_wait(|ack| Command::CloseSocket {
+                socket_id: s.id,
+                linger,
+                ack,
+            });
+        }
+    }
+}
