@@ -47,6 +47,7 @@
 //! and run wherever the socket layer does its I/O; [`connect`] is the blocking
 //! convenience (at most [`ShmOptions::handshake_timeout`]).
 
+mod region;
 pub mod ring;
 pub mod segment;
 mod sys;

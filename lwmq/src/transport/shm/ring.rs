@@ -64,7 +64,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 
 use bytes::{Bytes, BytesMut};
 
-use super::segment::Region;
+use super::region::Region;
 use super::wait::Doorbell;
 use crate::{Error, Message};
 
