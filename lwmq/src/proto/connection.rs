@@ -129,11 +129,12 @@ impl Connection {
     pub fn new(config: Config, now: Instant) -> Connection {
         let heartbeat = Heartbeat::new(config.heartbeat_interval, config.heartbeat_timeout, now);
         let invalid = config.validate().err();
+        let greeting_sent = config.greeting_sent;
         let mut c = Connection {
             config,
             state: State::Greeting,
             input: BytesMut::new(),
-            sent_greeting_rest: false,
+            sent_greeting_rest: greeting_sent,
             minor: greeting::MINOR,
             out: Transmit::default(),
             events: VecDeque::new(),
@@ -148,6 +149,7 @@ impl Connection {
         };
         match invalid {
             Some(e) => c.fail(e),
+            None if greeting_sent => {}
             None => c.out.raw(&greeting::encode_first()),
         }
         c

@@ -92,6 +92,7 @@ mod mechanism;
 
 mod connection;
 mod heartbeat;
+pub mod resource;
 
 #[cfg(test)]
 mod tests;
@@ -129,6 +130,10 @@ pub struct Config {
     /// After a PING of ours, how long to wait for any traffic before giving up on the
     /// peer. Defaults to the interval.
     pub heartbeat_timeout: Option<Duration>,
+    /// Our greeting was already written by someone else (a
+    /// [`resource::ResourcePeek`] on a shared port): the connection starts by reading
+    /// the peer's and sends none of its own.
+    pub greeting_sent: bool,
 }
 
 impl Config {
@@ -145,6 +150,7 @@ impl Config {
             heartbeat_interval: None,
             heartbeat_ttl: None,
             heartbeat_timeout: None,
+            greeting_sent: false,
         }
     }
 

@@ -191,14 +191,11 @@ impl ListenerEntry {
 }
 
 /// An accepted connection on a shared port, before we know which socket it is for:
-/// our greeting is sent, the peer's greeting and first command are being collected.
+/// our greeting is sent, `proto` collects the peer's greeting and first command.
 struct Sniff {
-    buf: bytes::BytesMut,
+    peek: proto::resource::ResourcePeek,
     listener: Token,
 }
-
-/// Largest greeting + READY we collect to find a Resource.
-const MAX_SNIFF: usize = 64 * 1024;
 
 enum ConnecterState {
     /// A connection (connecting or connected) exists.
@@ -263,8 +260,6 @@ struct Conn {
     eof: bool,
     /// Shared port: still finding out which socket this connection is for.
     sniff: Option<Sniff>,
-    /// Bytes of proto's output already sent by us (the greeting, while sniffing).
-    skip: usize,
     /// Refused (unknown resource): no pipe, close after the ERROR.
     rejected: bool,
 }
@@ -778,7 +773,6 @@ impl Engine {
                 handshake_done: false,
                 eof: false,
                 sniff: None,
-                skip: 0,
                 rejected: false,
             },
         );
@@ -805,9 +799,6 @@ impl Engine {
             tracing::warn!("cannot register a connection to {endpoint}: {e}");
             return;
         }
-        let mut greeting = Vec::with_capacity(proto::greeting::GREETING_LEN);
-        greeting.extend_from_slice(&proto::greeting::encode_first());
-        greeting.extend_from_slice(&proto::greeting::encode_rest("NULL", false));
         let proto = Connection::new(proto_config(&options, None), Instant::now());
         self.conns.insert(
             t,
@@ -820,17 +811,16 @@ impl Engine {
                 origin,
                 connecting: false,
                 pipe: None,
-                out_buf: Some(Bytes::from(greeting)),
+                out_buf: Some(proto::resource::ResourcePeek::greeting()),
                 stalled: None,
                 closing: None,
                 error: None,
                 handshake_done: false,
                 eof: false,
                 sniff: Some(Sniff {
-                    buf: bytes::BytesMut::new(),
+                    peek: proto::resource::ResourcePeek::new(),
                     listener,
                 }),
-                skip: 0,
                 rejected: false,
             },
         );
@@ -853,10 +843,17 @@ impl Engine {
         let Some(sn) = c.sniff.as_mut() else {
             return true;
         };
-        while !c.eof {
+        let mut routed = None;
+        while !c.eof && routed.is_none() {
             match c.stream.read(&mut self.buf) {
                 Ok(0) => c.eof = true,
-                Ok(n) => sn.buf.extend_from_slice(&self.buf[..n]),
+                Ok(n) => {
+                    if let proto::resource::Peek::Routed { resource, input } =
+                        sn.peek.handle_input(&self.buf[..n])
+                    {
+                        routed = Some((resource, input));
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => c.eof = true,
@@ -866,22 +863,9 @@ impl Engine {
             self.close_conn(t);
             return false;
         }
-        let glen = proto::greeting::GREETING_LEN;
-        if sn.buf.len() < glen {
+        let Some((resource, input)) = routed else {
             return false;
-        }
-        let mut rest = bytes::BytesMut::from(&sn.buf[glen..]);
-        let resource = match proto::frame::decode(&mut rest, None) {
-            Ok(None) if sn.buf.len() < MAX_SNIFF => return false,
-            Ok(Some(f)) if f.command => match proto::command::Command::parse(f.body) {
-                Ok(proto::command::Command::Ready(meta)) => meta
-                    .get("Resource")
-                    .map(|r| String::from_utf8_lossy(r).into_owned()),
-                _ => None,
-            },
-            _ => None,
         };
-        let input = sn.buf.split().freeze();
         let listener = sn.listener;
         let Some(l) = self.listeners.get(&listener) else {
             self.close_conn(t);
@@ -908,10 +892,11 @@ impl Engine {
         c.socket = socket;
         c.options = options;
         c.endpoint = endpoint;
-        c.proto = Connection::new(proto_config(&c.options, None), Instant::now());
-        c.skip = glen;
-        c.proto.handle_input(&input, Instant::now());
+        let mut config = proto_config(&c.options, None);
+        config.greeting_sent = true;
+        c.proto = Connection::new(config, Instant::now());
         if known {
+            c.proto.handle_input(&input, Instant::now());
             c.socket
                 .monitors
                 .emit(EventKind::Accepted, &c.endpoint, peer);
@@ -926,10 +911,16 @@ impl Engine {
                 format!("{what} ({peer})"),
             );
             c.rejected = true;
-            // Send only the ERROR (after the greeting already sent): the peer's
-            // handshake fails, so it knows not to retry.
-            c.skip = c.proto.pending_transmit_bytes();
-            c.proto.close(&format!("resource-unknown: {what}"));
+            // Only an ERROR after our greeting: the peer's handshake fails, so it knows
+            // not to retry. The connection is over once that is written.
+            let refusal =
+                proto::resource::ResourcePeek::refusal(&format!("resource-unknown: {what}"));
+            // After whatever part of the greeting is not written yet.
+            c.out_buf = Some(match c.out_buf.take() {
+                Some(rest) => Bytes::from([&rest[..], &refusal[..]].concat()),
+                None => refusal,
+            });
+            c.proto.close("resource unknown");
         }
         true
     }
@@ -1198,15 +1189,7 @@ impl Engine {
                 Some(b) => b,
                 None if c.sniff.is_some() => return Ok(wrote),
                 None => match c.proto.poll_transmit() {
-                    Some(b) if c.skip >= b.len() => {
-                        c.skip -= b.len();
-                        continue;
-                    }
-                    Some(b) => {
-                        let b = b.slice(c.skip..);
-                        c.skip = 0;
-                        b
-                    }
+                    Some(b) => b,
                     None => return Ok(wrote),
                 },
             };
