@@ -565,6 +565,9 @@ impl Connection {
 
     /// Queues a command after the handshake: as it is, or encrypted (CURVE).
     fn emit_command(&mut self, cmd: &Command) {
+        if self.error.is_some() {
+            return;
+        }
         match self.cipher.as_mut() {
             None => self.out.command(cmd),
             Some(c) => match c.seal(false, true, &cmd.encode()) {

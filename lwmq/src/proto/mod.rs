@@ -37,16 +37,18 @@
 //!        ┌──────────┐  peer's byte 10 (major) seen: queue the rest of our greeting
 //!        │ Greeting │  peer's 64 bytes seen: versions + mechanism checked
 //!        └────┬─────┘
-//!             │ mechanism::start()  (NULL: send READY; PLAIN client: send HELLO)
+//!             │ mechanism::start()  (NULL: send READY; PLAIN or CURVE client: send HELLO)
 //!             ▼
 //!        ┌───────────┐  one state object per step, consumed by each command:
 //!        │ Handshake │   NULL:         ExpectReady
 //!        └────┬──────┘   PLAIN client: ExpectWelcome → ExpectReady
 //!             │          PLAIN server: ExpectHello → (AuthRequest) AwaitAuth → ExpectInitiate
+//!             │          CURVE client: ExpectWelcome → ExpectReady
+//!             │          CURVE server: ExpectHello → ExpectInitiate → (AuthRequest) AwaitAuth
 //!             │ peer metadata checked (socket types) → HandshakeSucceeded
 //!             ▼
 //!        ┌─────────┐  messages, SUBSCRIBE/CANCEL, PING/PONG, heartbeat timers
-//!        │  Ready  │
+//!        │  Ready  │  (CURVE: every frame in and out goes through the cipher)
 //!        └────┬────┘
 //!             ▼   any fatal error, from any state (sticks; Closed(error) is the last event)
 //!        ┌─────────┐
