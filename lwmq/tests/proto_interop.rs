@@ -490,9 +490,9 @@ fn plain_we_are_server_of_a_libzmq_client() {
                 &["--plain-client", &creds, "--monitor"],
             );
             let (user, got_pw) = w.until("an auth request", |e| match e {
-                Event::AuthRequest { username, password } => {
-                    Some((username.clone(), password.clone()))
-                }
+                Event::AuthRequest {
+                    username, password, ..
+                } => Some((username.clone(), password.clone())),
                 _ => None,
             });
             assert_eq!(user, "admin");

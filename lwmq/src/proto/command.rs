@@ -40,7 +40,8 @@ impl Metadata {
         self.0.push((name.into(), value.into()));
     }
 
-    fn encode(&self, out: &mut BytesMut) {
+    /// Appends the properties, encoded, to `out`.
+    pub(crate) fn encode_into(&self, out: &mut BytesMut) {
         for (name, value) in &self.0 {
             // Names were validated (Config::validate) to be 1..=255 bytes; values to fit u32.
             out.put_u8(name.len() as u8);
@@ -182,7 +183,7 @@ impl Command {
         out.put_u8(name.len() as u8);
         out.extend_from_slice(name);
         match self {
-            Command::Ready(m) | Command::Initiate(m) => m.encode(&mut out),
+            Command::Ready(m) | Command::Initiate(m) => m.encode_into(&mut out),
             Command::Error(reason) => {
                 let r = truncate_utf8(reason, 255);
                 out.put_u8(r.len() as u8);

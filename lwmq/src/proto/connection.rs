@@ -11,6 +11,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use super::command::Command;
 use super::greeting::{self, GREETING_LEN, Greeting, MAJOR_POS};
 use super::heartbeat::{self, Action, Heartbeat};
+use super::mechanism::curve::{Cipher, MESSAGE_OVERHEAD};
 use super::mechanism::{self, Handshake, HandshakeCx, Step};
 use super::{Config, Event, PeerInfo, ProtoError, frame};
 use crate::{Message, SocketType};
@@ -18,6 +19,10 @@ use crate::{Message, SocketType};
 /// Data frames at least this long are handed to the owner as their own `Bytes`, not
 /// copied into the coalescing buffer.
 const ZERO_COPY_THRESHOLD: usize = 8 * 1024;
+
+/// Handshake command frames are accepted up to this size even when the maximum message
+/// size is smaller.
+const HANDSHAKE_FRAME_LIMIT: u64 = 64 * 1024;
 
 /// The queue of bytes to write, in order. Small writes are coalesced into `tail`; large
 /// frame bodies are queued as they are.
@@ -36,10 +41,14 @@ impl Transmit {
     }
 
     pub(crate) fn command(&mut self, cmd: &Command) {
-        let body = cmd.encode();
+        self.command_body(&cmd.encode());
+    }
+
+    /// A command frame with this body (name included).
+    pub(crate) fn command_body(&mut self, body: &[u8]) {
         let before = self.tail.len();
         frame::encode_header(&mut self.tail, false, true, body.len());
-        self.tail.extend_from_slice(&body);
+        self.tail.extend_from_slice(body);
         self.len += self.tail.len() - before;
     }
 
@@ -114,6 +123,8 @@ pub struct Connection {
     /// Frames of an incoming multipart message so far.
     partial: Vec<Bytes>,
     heartbeat: Heartbeat,
+    /// CURVE: encrypts and decrypts every frame once the handshake is done.
+    cipher: Option<Box<Cipher>>,
     peer: Option<PeerInfo>,
     /// The fatal error, once there is one (it sticks).
     error: Option<ProtoError>,
@@ -142,6 +153,7 @@ impl Connection {
             held_bytes: 0,
             partial: Vec::new(),
             heartbeat,
+            cipher: None,
             peer: None,
             error: None,
             closed_event: None,
@@ -218,14 +230,27 @@ impl Connection {
         self.subscription(Held::Cancel(topic));
     }
 
-    /// Answers an [`Event::AuthRequest`] (PLAIN server). Accepting sends WELCOME;
-    /// rejecting sends ERROR and closes. Ignored when no request is pending.
+    /// Answers an [`Event::AuthRequest`] (PLAIN or CURVE server). Accepting goes on with
+    /// the handshake (PLAIN: WELCOME; CURVE: READY), the peer's user id being the PLAIN
+    /// user name or the CURVE key in Z85; rejecting sends ERROR `"400"` and closes.
+    /// Ignored when no request is pending.
     pub fn authenticate(&mut self, accept: bool) {
+        self.answer_auth(accept, None);
+    }
+
+    /// Accepts the pending [`Event::AuthRequest`], recording `user_id` as the peer's
+    /// [`PeerInfo::user_id`] (what a ZAP handler returns). Ignored when no request is
+    /// pending.
+    pub fn accept_as(&mut self, user_id: impl Into<String>) {
+        self.answer_auth(true, Some(user_id.into()));
+    }
+
+    fn answer_auth(&mut self, accept: bool, user_id: Option<String>) {
         if !matches!(&self.state, State::Handshake(hs) if hs.awaits_auth()) {
             tracing::warn!("authenticate() called with no authentication request pending; ignored");
             return;
         }
-        let r = self.step(|hs, cx| hs.authenticate(accept, cx));
+        let r = self.step(|hs, cx| hs.authenticate(accept, user_id, cx));
         match r {
             Ok(()) => self.process(),
             Err(e) => self.fail(e),
@@ -249,7 +274,7 @@ impl Connection {
         loop {
             match self.heartbeat.poll(now) {
                 Action::None => return,
-                Action::Ping => self.out.command(&Command::Ping {
+                Action::Ping => self.emit_command(&Command::Ping {
                     ttl: heartbeat::ttl_deciseconds(self.config.heartbeat_ttl),
                     context: Bytes::new(),
                 }),
@@ -268,7 +293,8 @@ impl Connection {
             return;
         }
         if matches!(self.state, State::Handshake(_) | State::Ready) {
-            self.out.command(&Command::Error(reason.to_owned()));
+            // After a CURVE handshake the ERROR is encrypted like every other command.
+            self.emit_command(&Command::Error(reason.to_owned()));
         }
         self.fail(ProtoError::Closed(reason.to_owned()));
     }
@@ -316,7 +342,13 @@ impl Connection {
                     }
                 }
                 State::Handshake(_) => {
-                    let Some(f) = frame::decode(&mut self.input, self.config.max_msg_size)? else {
+                    // Handshake commands are the mechanism's, not messages: a small
+                    // message limit must not refuse CURVE's 200-byte HELLO.
+                    let max = self
+                        .config
+                        .max_msg_size
+                        .map(|m| m.max(HANDSHAKE_FRAME_LIMIT));
+                    let Some(f) = frame::decode(&mut self.input, max)? else {
                         return Ok(());
                     };
                     if !f.command {
@@ -324,9 +356,27 @@ impl Connection {
                             "message frame received before the handshake finished".into(),
                         ));
                     }
-                    let cmd = Command::parse(f.body)?;
-                    tracing::trace!(?cmd, "handshake command");
-                    self.step(|hs, cx| hs.handle_command(cmd, cx))?;
+                    self.step(|hs, cx| hs.handle_body(f.body, cx))?;
+                }
+                State::Ready if self.cipher.is_some() => {
+                    let max = self
+                        .config
+                        .max_msg_size
+                        .map(|m| m.saturating_add(MESSAGE_OVERHEAD as u64));
+                    let Some((h, body)) = frame::decode_mut(&mut self.input, max)? else {
+                        return Ok(());
+                    };
+                    if h.more {
+                        return Err(ProtoError::Malformed(
+                            "a CURVE MESSAGE frame with the MORE flag (MORE travels inside the box)"
+                                .into(),
+                        ));
+                    }
+                    let Some(cipher) = self.cipher.as_mut() else {
+                        return Ok(());
+                    };
+                    let f = cipher.open(body)?;
+                    self.handle_frame(f)?;
                 }
                 State::Ready => {
                     let Some(f) = frame::decode(&mut self.input, self.config.max_msg_size)? else {
@@ -361,6 +411,7 @@ impl Connection {
         let mut cx = HandshakeCx {
             config: &self.config,
             minor: self.minor,
+            now: self.now,
             out: &mut self.out,
             events: &mut self.events,
         };
@@ -383,6 +434,7 @@ impl Connection {
         let mut cx = HandshakeCx {
             config: &self.config,
             minor: self.minor,
+            now: self.now,
             out: &mut self.out,
             events: &mut self.events,
         };
@@ -392,25 +444,31 @@ impl Connection {
     }
 
     fn apply(&mut self, step: Step) {
-        match step {
-            Step::Continue(hs) => self.state = State::Handshake(hs),
-            Step::Done(peer) => {
-                tracing::debug!(peer = ?peer.socket_type, minor = peer.minor_version, "handshake succeeded");
-                self.state = State::Ready;
-                self.events
-                    .push_back(Event::HandshakeSucceeded(peer.clone()));
-                self.peer = Some(peer);
-                self.heartbeat.start(self.now);
-                for h in std::mem::take(&mut self.held) {
-                    match h {
-                        Held::Message(m) => self.write_message(m),
-                        Held::Subscribe(t) => self.write_subscription(true, t),
-                        Held::Cancel(t) => self.write_subscription(false, t),
-                    }
-                }
-                self.held_bytes = 0;
+        let peer = match step {
+            Step::Continue(hs) => {
+                self.state = State::Handshake(hs);
+                return;
+            }
+            Step::Done(peer) => peer,
+            Step::Secure(peer, cipher) => {
+                self.cipher = Some(cipher);
+                peer
+            }
+        };
+        tracing::debug!(peer = ?peer.socket_type, minor = peer.minor_version, "handshake succeeded");
+        self.state = State::Ready;
+        self.events
+            .push_back(Event::HandshakeSucceeded(peer.clone()));
+        self.peer = Some(peer);
+        self.heartbeat.start(self.now);
+        for h in std::mem::take(&mut self.held) {
+            match h {
+                Held::Message(m) => self.write_message(m),
+                Held::Subscribe(t) => self.write_subscription(true, t),
+                Held::Cancel(t) => self.write_subscription(false, t),
             }
         }
+        self.held_bytes = 0;
     }
 
     fn handle_frame(&mut self, f: frame::Frame) -> Result<(), ProtoError> {
@@ -419,7 +477,7 @@ impl Connection {
             return match Command::parse(f.body)? {
                 Command::Ping { ttl, context } => {
                     self.heartbeat.peer_ttl(ttl);
-                    self.out.command(&Command::Pong(context));
+                    self.emit_command(&Command::Pong(context));
                     Ok(())
                 }
                 Command::Pong(_) => Ok(()),
@@ -487,7 +545,7 @@ impl Connection {
 
     fn write_subscription(&mut self, subscribe: bool, topic: Bytes) {
         if self.minor >= 1 {
-            self.out.command(&if subscribe {
+            self.emit_command(&if subscribe {
                 Command::Subscribe(topic)
             } else {
                 Command::Cancel(topic)
@@ -496,14 +554,43 @@ impl Connection {
             let mut body = BytesMut::with_capacity(topic.len() + 1);
             body.extend_from_slice(&[u8::from(subscribe)]);
             body.extend_from_slice(&topic);
-            self.out.data_frame(false, body.freeze());
+            self.emit_data(false, body.freeze());
         }
     }
 
     fn write_message(&mut self, msg: Message) {
         let last = msg.len().saturating_sub(1);
         for (i, f) in msg.into_frames().into_iter().enumerate() {
-            self.out.data_frame(i < last, f);
+            self.emit_data(i < last, f);
+        }
+    }
+
+    /// Queues a command after the handshake: as it is, or encrypted (CURVE).
+    fn emit_command(&mut self, cmd: &Command) {
+        if self.error.is_some() {
+            return;
+        }
+        match self.cipher.as_mut() {
+            None => self.out.command(cmd),
+            Some(c) => match c.seal(false, true, &cmd.encode()) {
+                Ok(m) => self.out.data_frame(false, m),
+                Err(e) => self.fail(e),
+            },
+        }
+    }
+
+    /// Queues a data frame: as it is, or encrypted into a MESSAGE (CURVE). libzmq sends
+    /// MESSAGE as a data frame without flags; MORE travels inside the box.
+    fn emit_data(&mut self, more: bool, body: Bytes) {
+        if self.error.is_some() {
+            return;
+        }
+        match self.cipher.as_mut() {
+            None => self.out.data_frame(more, body),
+            Some(c) => match c.seal(more, false, &body) {
+                Ok(m) => self.out.data_frame(false, m),
+                Err(e) => self.fail(e),
+            },
         }
     }
 

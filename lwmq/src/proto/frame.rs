@@ -101,6 +101,19 @@ pub fn decode_header(buf: &[u8], max_size: Option<u64>) -> Result<Option<Header>
 /// Takes one complete frame off the front of `buf`. `Ok(None)` means more bytes are
 /// needed (and `buf` is untouched); `Err` means the stream is broken for good.
 pub fn decode(buf: &mut BytesMut, max_size: Option<u64>) -> Result<Option<Frame>, ProtoError> {
+    Ok(decode_mut(buf, max_size)?.map(|(h, body)| Frame {
+        more: h.more,
+        command: h.command,
+        body: body.freeze(),
+    }))
+}
+
+/// [`decode`], with the body still mutable (CURVE decrypts it in place). The body is
+/// split off `buf` without copying.
+pub fn decode_mut(
+    buf: &mut BytesMut,
+    max_size: Option<u64>,
+) -> Result<Option<(Header, BytesMut)>, ProtoError> {
     let Some(h) = decode_header(buf, max_size)? else {
         return Ok(None);
     };
@@ -110,12 +123,7 @@ pub fn decode(buf: &mut BytesMut, max_size: Option<u64>) -> Result<Option<Frame>
         return Ok(None);
     }
     buf.advance(h.len);
-    let body = buf.split_to(size).freeze();
-    Ok(Some(Frame {
-        more: h.more,
-        command: h.command,
-        body,
-    }))
+    Ok(Some((h, buf.split_to(size))))
 }
 
 /// Appends a frame header for a body of `size` bytes (short form when it fits, as libzmq).

@@ -37,16 +37,18 @@
 //!        ┌──────────┐  peer's byte 10 (major) seen: queue the rest of our greeting
 //!        │ Greeting │  peer's 64 bytes seen: versions + mechanism checked
 //!        └────┬─────┘
-//!             │ mechanism::start()  (NULL: send READY; PLAIN client: send HELLO)
+//!             │ mechanism::start()  (NULL: send READY; PLAIN or CURVE client: send HELLO)
 //!             ▼
 //!        ┌───────────┐  one state object per step, consumed by each command:
 //!        │ Handshake │   NULL:         ExpectReady
 //!        └────┬──────┘   PLAIN client: ExpectWelcome → ExpectReady
 //!             │          PLAIN server: ExpectHello → (AuthRequest) AwaitAuth → ExpectInitiate
+//!             │          CURVE client: ExpectWelcome → ExpectReady
+//!             │          CURVE server: ExpectHello → ExpectInitiate → (AuthRequest) AwaitAuth
 //!             │ peer metadata checked (socket types) → HandshakeSucceeded
 //!             ▼
 //!        ┌─────────┐  messages, SUBSCRIBE/CANCEL, PING/PONG, heartbeat timers
-//!        │  Ready  │
+//!        │  Ready  │  (CURVE: every frame in and out goes through the cipher)
 //!        └────┬────┘
 //!             ▼   any fatal error, from any state (sticks; Closed(error) is the last event)
 //!        ┌─────────┐
@@ -65,7 +67,10 @@
 //! - With a ZMTP 3.0 peer, subscriptions travel as data frames prefixed 0x01 (subscribe)
 //!   or 0x00 (cancel); with 3.1 as SUBSCRIBE/CANCEL commands. Both forms are accepted.
 //! - The maximum message size applies per frame, as libzmq's `ZMQ_MAXMSGSIZE` does, and
-//!   is checked from the frame header, before any byte of the body is buffered.
+//!   is checked from the frame header, before any byte of the body is buffered. It counts
+//!   the payload of a CURVE MESSAGE, not the box around it; handshake commands may be up
+//!   to 64 KiB whatever the limit (libzmq applies its limit to them too, so a libzmq CURVE
+//!   socket with a limit under 257 bytes cannot finish a handshake).
 //! - PLAIN rejection sends ERROR with reason `"400"` (libzmq's ZAP status code). libzmq
 //!   spells the name of its PLAIN ERROR `^RROR` (0x5E "RROR", a C escape slip in its
 //!   source); we accept that spelling but send the RFC's, so a libzmq 4.3 client reports
@@ -81,14 +86,21 @@
 //! # CURVE
 //!
 //! Mechanisms are `Handshake` state objects (private module `mechanism`) that the
-//! connection drives with commands; CURVE fits as a third set of states. What CURVE adds beyond that (frames are
-//! encrypted into MESSAGE commands after the handshake) belongs in a per-connection frame
-//! transform returned by the final handshake step; it is not written yet.
+//! connection drives with commands; CURVE (RFC 26) is a third set of states, configured
+//! with [`MechanismConfig::CurveClient`] or [`MechanismConfig::CurveServer`] and keys
+//! made with [`CurveKeyPair`] (written in [`z85`]). Its last handshake step hands the
+//! connection a frame cipher: from then on every frame, data or command (PING, PONG,
+//! SUBSCRIBE...), travels encrypted in a MESSAGE command, with short nonces that only
+//! ever go up. The server asks its owner about the client's long-term key with the same
+//! [`Event::AuthRequest`] as PLAIN (its `curve_public_key` set), answered with
+//! [`Connection::authenticate`] or [`Connection::accept_as`]. A box that does not open, a
+//! replayed nonce or a command out of order is a fatal [`ProtoError`].
 
 pub mod command;
 pub mod frame;
 pub mod greeting;
 mod mechanism;
+pub mod z85;
 
 mod connection;
 mod heartbeat;
@@ -105,6 +117,7 @@ use bytes::Bytes;
 use crate::{Message, SocketType};
 
 pub use connection::Connection;
+pub use mechanism::curve::{COOKIE_LIFETIME, CurveKeyPair, CurvePublicKey, CurveSecretKey};
 
 /// How a [`Connection`] presents itself and what it accepts.
 #[derive(Clone)]
@@ -155,7 +168,8 @@ impl Config {
     }
 
     /// Checks what we would send: property names (1..=255 bytes of `A-Za-z0-9-_.+`),
-    /// identity (at most 255 bytes), resource, PLAIN credentials (at most 255 bytes each).
+    /// identity (at most 255 bytes), resource, PLAIN credentials (at most 255 bytes each),
+    /// CURVE keys (the public key must be the secret key's).
     pub fn validate(&self) -> Result<(), ProtoError> {
         let bad = |what: String| Err(ProtoError::InvalidArgument(what));
         if self.identity.len() > 255 {
@@ -190,6 +204,16 @@ impl Config {
         if let MechanismConfig::PlainClient { username, password } = &self.mechanism {
             if username.len() > 255 || password.len() > 255 {
                 return bad("PLAIN username and password are limited to 255 bytes each".into());
+            }
+        }
+        if let MechanismConfig::CurveClient { public, secret, .. }
+        | MechanismConfig::CurveServer { public, secret } = &self.mechanism
+        {
+            if secret.public_key() != *public {
+                return bad(format!(
+                    "the CURVE public key {public} is not the public key of the secret key given (that is {})",
+                    secret.public_key()
+                ));
             }
         }
         Ok(())
@@ -227,6 +251,25 @@ pub enum MechanismConfig {
     /// PLAIN, server side: every HELLO becomes an [`Event::AuthRequest`] that the owner
     /// answers with [`Connection::authenticate`].
     PlainServer,
+    /// CURVE (RFC 26), client side: our long-term key pair, and the server's public key,
+    /// which must be known in advance.
+    CurveClient {
+        /// Our long-term public key (must be `secret`'s).
+        public: CurvePublicKey,
+        /// Our long-term secret key.
+        secret: CurveSecretKey,
+        /// The server's long-term public key.
+        server_public: CurvePublicKey,
+    },
+    /// CURVE, server side: our long-term key pair. Every client that proves it holds a
+    /// key pair becomes an [`Event::AuthRequest`] with that public key, answered with
+    /// [`Connection::authenticate`] or [`Connection::accept_as`].
+    CurveServer {
+        /// Our long-term public key (must be `secret`'s).
+        public: CurvePublicKey,
+        /// Our long-term secret key.
+        secret: CurveSecretKey,
+    },
 }
 
 impl MechanismConfig {
@@ -235,12 +278,16 @@ impl MechanismConfig {
         match self {
             MechanismConfig::Null => "NULL",
             MechanismConfig::PlainClient { .. } | MechanismConfig::PlainServer => "PLAIN",
+            MechanismConfig::CurveClient { .. } | MechanismConfig::CurveServer { .. } => "CURVE",
         }
     }
 
     /// Whether we are the server of the mechanism (the greeting's `as-server` bit).
     pub fn as_server(&self) -> bool {
-        matches!(self, MechanismConfig::PlainServer)
+        matches!(
+            self,
+            MechanismConfig::PlainServer | MechanismConfig::CurveServer { .. }
+        )
     }
 }
 
@@ -254,6 +301,21 @@ impl fmt::Debug for MechanismConfig {
                 .field("password", &"<redacted>")
                 .finish(),
             MechanismConfig::PlainServer => f.write_str("PlainServer"),
+            MechanismConfig::CurveClient {
+                public,
+                server_public,
+                ..
+            } => f
+                .debug_struct("CurveClient")
+                .field("public", public)
+                .field("secret", &"<redacted>")
+                .field("server_public", server_public)
+                .finish(),
+            MechanismConfig::CurveServer { public, .. } => f
+                .debug_struct("CurveServer")
+                .field("public", public)
+                .field("secret", &"<redacted>")
+                .finish(),
         }
     }
 }
@@ -271,8 +333,12 @@ pub struct PeerInfo {
     pub properties: Vec<(String, Bytes)>,
     /// The ZMTP minor version spoken on this connection: 0 (3.0) or 1 (3.1).
     pub minor_version: u8,
-    /// The PLAIN user name the peer authenticated with (server side only).
+    /// Server side: the user id the owner gave ([`Connection::accept_as`]), or else the
+    /// PLAIN user name, or the Z85 text of the CURVE client key (pyzmq's default).
     pub user_id: Option<String>,
+    /// CURVE: the peer's long-term public key (server side: the key the client proved it
+    /// holds; client side: the server key we were given, which the server proved).
+    pub curve_public_key: Option<CurvePublicKey>,
 }
 
 impl PeerInfo {
@@ -297,13 +363,16 @@ pub enum Event {
     Subscribe(Bytes),
     /// The peer cancelled a subscription (a CANCEL command, or a 0x00 data frame).
     Cancel(Bytes),
-    /// PLAIN server: a client presented these credentials; answer with
-    /// [`Connection::authenticate`].
+    /// PLAIN or CURVE server: a client presented these credentials; answer with
+    /// [`Connection::authenticate`] (or [`Connection::accept_as`] to record a user id).
     AuthRequest {
-        /// The user name.
+        /// PLAIN: the user name. CURVE: the client's public key in Z85 (40 characters).
         username: String,
-        /// The password.
+        /// PLAIN: the password. CURVE: empty.
         password: String,
+        /// CURVE: the client's long-term public key, which it has proved it holds (the
+        /// credential a ZAP handler checks). `None` for PLAIN.
+        curve_public_key: Option<CurvePublicKey>,
     },
     /// The connection is over, for this reason. It is the last event.
     Closed(ProtoError),
@@ -316,10 +385,15 @@ impl fmt::Debug for Event {
             Event::Message(m) => f.debug_tuple("Message").field(m).finish(),
             Event::Subscribe(t) => f.debug_tuple("Subscribe").field(t).finish(),
             Event::Cancel(t) => f.debug_tuple("Cancel").field(t).finish(),
-            Event::AuthRequest { username, .. } => f
+            Event::AuthRequest {
+                username,
+                curve_public_key,
+                ..
+            } => f
                 .debug_struct("AuthRequest")
                 .field("username", username)
                 .field("password", &"<redacted>")
+                .field("curve_public_key", curve_public_key)
                 .finish(),
             Event::Closed(e) => f.debug_tuple("Closed").field(e).finish(),
         }
@@ -346,9 +420,12 @@ pub enum ProtoError {
     },
     /// The security mechanisms do not match (names, or roles).
     Mechanism(String),
-    /// PLAIN authentication failed: we rejected the peer, or it rejected us (its reason
-    /// is included).
+    /// PLAIN or CURVE authentication failed: we rejected the peer, or it rejected us
+    /// (its reason is included).
     AuthFailed(String),
+    /// CURVE: a box did not open (tampering, forgery, or a wrong key), a nonce was
+    /// replayed or out of order, or a cookie expired.
+    Crypto(String),
     /// The peer sent an ERROR command; its reason.
     PeerError(String),
     /// The peer announced a frame larger than our maximum message size.
@@ -380,6 +457,7 @@ impl fmt::Display for ProtoError {
             ),
             ProtoError::Mechanism(what) => write!(f, "security mechanism mismatch: {what}"),
             ProtoError::AuthFailed(what) => write!(f, "authentication failed: {what}"),
+            ProtoError::Crypto(what) => write!(f, "CURVE security failure: {what}"),
             ProtoError::PeerError(reason) => write!(f, "peer closed the connection: {reason}"),
             ProtoError::MessageTooLarge { size, limit } => write!(
                 f,
@@ -406,6 +484,7 @@ impl From<ProtoError> for crate::Error {
             | ProtoError::PeerError(_) => crate::Error::PeerRejected(e.to_string()),
             ProtoError::UnsupportedVersion { .. }
             | ProtoError::Malformed(_)
+            | ProtoError::Crypto(_)
             | ProtoError::HeartbeatTimeout => crate::Error::Protocol(e.to_string()),
             ProtoError::MessageTooLarge { size, limit } => {
                 crate::Error::MessageTooLarge { size, limit }

@@ -11,6 +11,8 @@ use super::greeting;
 use super::*;
 use crate::SocketType::{self, *};
 
+mod curve;
+
 /// Two connections and a clock; `drive` moves bytes both ways until nothing moves.
 struct Pair {
     a: Connection,
@@ -394,7 +396,14 @@ fn plain_pair_accepts_the_right_password() {
     p.a.send(Message::from("early")).unwrap();
     p.drive();
     assert!(!p.a.is_ready() && !p.b.is_ready());
-    let [Event::AuthRequest { username, password }] = &p.b_events[..] else {
+    let [
+        Event::AuthRequest {
+            username,
+            password,
+            curve_public_key: None,
+        },
+    ] = &p.b_events[..]
+    else {
         panic!("{:?}", p.b_events)
     };
     assert_eq!((username.as_str(), password.as_str()), ("admin", "secret"));
@@ -867,6 +876,7 @@ fn events_debug_redacts_passwords() {
     let e = Event::AuthRequest {
         username: "u".into(),
         password: "hunter2".into(),
+        curve_public_key: None,
     };
     assert!(!format!("{e:?}").contains("hunter2"));
     let c = plain_client(Pair, "u", "hunter2");
@@ -912,7 +922,8 @@ fn plain_byte_vectors_server_side() {
         events(&mut c),
         vec![Event::AuthRequest {
             username: "admin".into(),
-            password: "x".into()
+            password: "x".into(),
+            curve_public_key: None,
         }]
     );
     c.authenticate(true);

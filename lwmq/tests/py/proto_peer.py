@@ -2,6 +2,11 @@
 
 Usage: proto_peer.py TYPE (bind | connect PORT) [--hb IVL,TTL,TIMEOUT] [--monitor]
                      [--plain-server USER:PW] [--plain-client USER:PW] [--identity ID]
+                     [--curve-server SECRET [--curve-allow PUBLIC]]
+                     [--curve-client SERVER_PUBLIC --curve-secret SECRET]
+
+CURVE keys are Z85 text. --curve-allow starts a ZAP authenticator that admits only that
+client key (without it libzmq admits any client, as it does without a ZAP handler).
 
 On start it prints "port N" (bind, on 127.0.0.1, an ephemeral port) or "ready" (connect).
 Then it answers one line per command line:
@@ -89,6 +94,26 @@ def main():
         user, pw = opts["--plain-client"].split(":", 1)
         sock.plain_username = user.encode()
         sock.plain_password = pw.encode()
+    if "--curve-server" in opts:
+        secret = opts["--curve-server"].encode()
+        sock.curve_secretkey = secret
+        sock.curve_publickey = zmq.curve_public(secret)
+        sock.curve_server = True
+        if "--curve-allow" in opts:
+            allowed = opts["--curve-allow"].encode()
+
+            class OneKey:
+                def callback(self, domain, key):
+                    return key == allowed  # pyzmq passes the key in Z85
+
+            auth = zmq.auth.thread.ThreadAuthenticator(ctx)
+            auth.start()
+            auth.configure_curve_callback(domain="*", credentials_provider=OneKey())
+    if "--curve-client" in opts:
+        secret = opts["--curve-secret"].encode()
+        sock.curve_serverkey = opts["--curve-client"].encode()
+        sock.curve_secretkey = secret
+        sock.curve_publickey = zmq.curve_public(secret)
     if "--identity" in opts:
         sock.setsockopt(zmq.ROUTING_ID, opts["--identity"].encode())
     mon = sock.get_monitor_socket() if opts.get("monitor") else None

@@ -97,6 +97,7 @@ impl Handshake for ExpectHello {
                 cx.events.push_back(Event::AuthRequest {
                     username: username.clone(),
                     password,
+                    curve_public_key: None,
                 });
                 Ok(Step::Continue(Box::new(AwaitAuth { username })))
             }
@@ -134,12 +135,13 @@ impl Handshake for AwaitAuth {
     fn authenticate(
         self: Box<Self>,
         accept: bool,
+        user_id: Option<String>,
         cx: &mut HandshakeCx<'_>,
     ) -> Result<Step, ProtoError> {
         if accept {
             cx.send(&Command::Welcome);
             Ok(Step::Continue(Box::new(ExpectInitiate {
-                username: self.username,
+                user_id: user_id.unwrap_or(self.username),
             })))
         } else {
             cx.send(&Command::Error(REJECTED.into()));
@@ -154,7 +156,8 @@ impl Handshake for AwaitAuth {
 /// Server: WELCOME sent, the client's metadata is due.
 #[derive(Debug)]
 struct ExpectInitiate {
-    username: String,
+    /// The user id to record: the owner's, or else the PLAIN user name.
+    user_id: String,
 }
 
 impl Handshake for ExpectInitiate {
@@ -165,7 +168,7 @@ impl Handshake for ExpectInitiate {
     ) -> Result<Step, ProtoError> {
         match cmd {
             Command::Initiate(md) => {
-                let peer = cx.check_peer(md, Some(self.username))?;
+                let peer = cx.check_peer(md, Some(self.user_id))?;
                 let ours = cx.our_metadata();
                 cx.send(&Command::Ready(ours));
                 Ok(Step::Done(peer))
