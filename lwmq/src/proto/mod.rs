@@ -105,6 +105,7 @@ pub mod z85;
 mod connection;
 mod heartbeat;
 pub mod resource;
+mod transmit;
 
 #[cfg(test)]
 mod tests;

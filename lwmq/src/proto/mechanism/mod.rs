@@ -21,7 +21,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::command::{Command, Metadata};
-use super::connection::Transmit;
+use super::transmit::Transmit;
 use super::{Config, Event, MechanismConfig, PeerInfo, ProtoError};
 use crate::SocketType;
 

@@ -1,0 +1,73 @@
+//! [`Transmit`]: the bytes a connection has to write, in order, shared by the
+//! connection and the mechanisms (which queue their handshake commands into it).
+
+use std::collections::VecDeque;
+
+use bytes::{Bytes, BytesMut};
+
+use super::command::Command;
+use super::frame;
+
+/// Data frames at least this long are handed to the owner as their own `Bytes`, not
+/// copied into the coalescing buffer.
+const ZERO_COPY_THRESHOLD: usize = 8 * 1024;
+
+/// The queue of bytes to write, in order. Small writes are coalesced into `tail`; large
+/// frame bodies are queued as they are.
+#[derive(Debug, Default)]
+pub(crate) struct Transmit {
+    chunks: VecDeque<Bytes>,
+    tail: BytesMut,
+    /// Bytes in `chunks` and `tail` together.
+    pub(crate) len: usize,
+}
+
+impl Transmit {
+    pub(crate) fn raw(&mut self, bytes: &[u8]) {
+        self.tail.extend_from_slice(bytes);
+        self.len += bytes.len();
+    }
+
+    pub(crate) fn command(&mut self, cmd: &Command) {
+        self.command_body(&cmd.encode());
+    }
+
+    /// A command frame with this body (name included).
+    pub(crate) fn command_body(&mut self, body: &[u8]) {
+        let before = self.tail.len();
+        frame::encode_header(&mut self.tail, false, true, body.len());
+        self.tail.extend_from_slice(body);
+        self.len += self.tail.len() - before;
+    }
+
+    pub(crate) fn data_frame(&mut self, more: bool, body: Bytes) {
+        let before = self.tail.len();
+        frame::encode_header(&mut self.tail, more, false, body.len());
+        self.len += self.tail.len() - before + body.len();
+        if body.len() >= ZERO_COPY_THRESHOLD {
+            if !self.tail.is_empty() {
+                self.chunks.push_back(self.tail.split().freeze());
+            }
+            self.chunks.push_back(body);
+        } else {
+            self.tail.extend_from_slice(&body);
+        }
+    }
+
+    /// Drops everything queued.
+    pub(crate) fn clear(&mut self) {
+        self.chunks.clear();
+        self.tail.clear();
+        self.len = 0;
+    }
+
+    pub(crate) fn pop(&mut self) -> Option<Bytes> {
+        let b = match self.chunks.pop_front() {
+            Some(b) => b,
+            None if !self.tail.is_empty() => self.tail.split().freeze(),
+            None => return None,
+        };
+        self.len -= b.len();
+        Some(b)
+    }
+}
