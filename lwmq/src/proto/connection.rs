@@ -17,6 +17,10 @@ use super::transmit::Transmit;
 use super::{Config, Event, PeerInfo, ProtoError, frame};
 use crate::{Message, SocketType};
 
+/// The receive buffer is allocated in chunks of this many bytes (see
+/// [`Connection::handle_input`]).
+const INPUT_CHUNK: usize = 64 * 1024;
+
 /// Handshake command frames are accepted up to this size even when the maximum message
 /// size is smaller.
 const HANDSHAKE_FRAME_LIMIT: u64 = 64 * 1024;
@@ -58,7 +62,7 @@ pub struct Connection {
     held: VecDeque<Held>,
     held_bytes: usize,
     /// Frames of an incoming multipart message so far.
-    partial: Vec<Bytes>,
+    partial: crate::message::FrameVec,
     heartbeat: Heartbeat,
     /// CURVE: encrypts and decrypts every frame once the handshake is done.
     cipher: Option<Box<Cipher>>,
@@ -88,7 +92,7 @@ impl Connection {
             events: VecDeque::new(),
             held: VecDeque::new(),
             held_bytes: 0,
-            partial: Vec::new(),
+            partial: crate::message::FrameVec::new(),
             heartbeat,
             cipher: None,
             peer: None,
@@ -114,6 +118,13 @@ impl Connection {
             return;
         }
         self.heartbeat.received(now);
+        if self.input.capacity() == 0 {
+            // Frames are split off this buffer without copying and live on in the
+            // messages; once its room is used up the next buffer has this size again
+            // (`BytesMut` remembers it), so receiving allocates once per this many
+            // bytes, not once per read.
+            self.input = BytesMut::with_capacity(INPUT_CHUNK.max(data.len()));
+        }
         self.input.extend_from_slice(data);
         self.process();
     }
@@ -497,7 +508,7 @@ impl Connection {
 
     fn write_message(&mut self, msg: Message) {
         let last = msg.len().saturating_sub(1);
-        for (i, f) in msg.into_frames().into_iter().enumerate() {
+        for (i, f) in msg.into_iter().enumerate() {
             self.emit_data(i < last, f);
         }
     }

@@ -278,6 +278,10 @@ pub(crate) struct Engine {
     /// Connections that stopped only because their turn was over (edge-triggered
     /// readiness will not remind us of them).
     again: Vec<Token>,
+    /// Spare lists swapped with `again` and the shared dirty list each turn, so that
+    /// taking them allocates nothing.
+    spare_tokens: Vec<Token>,
+    spare_pipes: Vec<PipeId>,
 }
 
 fn proto_config(options: &Options, resource: Option<String>) -> proto::Config {
@@ -325,6 +329,8 @@ impl Engine {
             shutting_down: false,
             buf: vec![0; READ_BUF],
             again: Vec::new(),
+            spare_tokens: Vec::new(),
+            spare_pipes: Vec::new(),
         }
     }
 
@@ -345,15 +351,20 @@ impl Engine {
 
     /// What pipes asked for since the last turn, and connections whose turn was over.
     pub(crate) fn work(&mut self) {
-        let dirty = std::mem::take(&mut *lock(&self.shared.dirty));
-        for key in dirty {
+        let mut dirty = std::mem::take(&mut self.spare_pipes);
+        std::mem::swap(&mut dirty, &mut *lock(&self.shared.dirty));
+        for key in dirty.drain(..) {
             if let Some(&t) = self.pipe_to_conn.get(&key) {
                 self.drive(t);
             }
         }
-        for t in std::mem::take(&mut self.again) {
+        self.spare_pipes = dirty;
+        let mut again = std::mem::take(&mut self.spare_tokens);
+        std::mem::swap(&mut again, &mut self.again);
+        for t in again.drain(..) {
             self.drive(t);
         }
+        self.spare_tokens = again;
     }
 
     /// Whether connections stopped only because their turn was over (edge-triggered
