@@ -241,7 +241,10 @@ impl Run {
             for ev in events.iter() {
                 match ev.token() {
                     WAKER => {}
-                    t if t.0 % 2 == 0 => self.stream.ready(t),
+                    // Hang-ups and errors count as readable: the read finds them.
+                    t if t.0 % 2 == 0 => self
+                        .stream
+                        .ready(t, ev.is_readable() || ev.is_read_closed() || ev.is_error()),
                     t => self.ipc.ready(t),
                 }
             }

@@ -31,7 +31,7 @@
 //! 5. When its socket closes, a connection lingers until its queued messages are
 //!    written or the linger time passes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
@@ -56,6 +56,8 @@ use crate::{Endpoint, Message, SocketType};
 /// Stop taking messages from a socket while this many bytes wait to be written.
 pub(crate) const MAX_PENDING_TRANSMIT: usize = 256 * 1024;
 const READ_BUF: usize = 64 * 1024;
+/// Most chunks gathered into one `writev`.
+const MAX_IOV: usize = 64;
 /// Rounds of read/deliver/write one connection gets before the others have a turn.
 const MAX_TURNS: usize = 64;
 
@@ -248,7 +250,9 @@ struct Conn {
     connecting: bool,
     pipe: Option<IoHalf>,
     /// Bytes of the current chunk not written yet.
-    out_buf: Option<Bytes>,
+    /// Chunks to write, in order (proto's output, or the greeting and a refusal of a
+    /// shared port), written with one `writev` each turn.
+    out: VecDeque<Bytes>,
     /// A message the socket's full inbound pipe did not take yet.
     stalled: Option<Message>,
     /// The socket closed: close once everything is written, or at the deadline.
@@ -258,6 +262,9 @@ struct Conn {
     handshake_done: bool,
     /// The stream reached end of file or failed.
     eof: bool,
+    /// The stream may have bytes to read: set by a readable event, cleared by a read
+    /// that found it drained (so a turn started by the socket makes no empty read).
+    readable: bool,
     /// Shared port: still finding out which socket this connection is for.
     sniff: Option<Sniff>,
     /// Refused (unknown resource): no pipe, close after the ERROR.
@@ -341,10 +348,11 @@ impl Engine {
     }
 
     /// A readiness event for one of our tokens.
-    pub(crate) fn ready(&mut self, t: Token) {
+    pub(crate) fn ready(&mut self, t: Token, readable: bool) {
         if self.listeners.contains_key(&t) {
             self.accept(t);
-        } else if self.conns.contains_key(&t) {
+        } else if let Some(c) = self.conns.get_mut(&t) {
+            c.readable |= readable;
             self.drive(t);
         }
     }
@@ -777,12 +785,13 @@ impl Engine {
                 origin,
                 connecting,
                 pipe,
-                out_buf: None,
+                out: VecDeque::new(),
                 stalled: None,
                 closing: None,
                 error: None,
                 handshake_done: false,
                 eof: false,
+                readable: true,
                 sniff: None,
                 rejected: false,
             },
@@ -822,12 +831,13 @@ impl Engine {
                 origin,
                 connecting: false,
                 pipe: None,
-                out_buf: Some(proto::resource::ResourcePeek::greeting()),
+                out: VecDeque::from([proto::resource::ResourcePeek::greeting()]),
                 stalled: None,
                 closing: None,
                 error: None,
                 handshake_done: false,
                 eof: false,
+                readable: true,
                 sniff: Some(Sniff {
                     peek: proto::resource::ResourcePeek::new(),
                     listener,
@@ -927,10 +937,7 @@ impl Engine {
             let refusal =
                 proto::resource::ResourcePeek::refusal(&format!("resource-unknown: {what}"));
             // After whatever part of the greeting is not written yet.
-            c.out_buf = Some(match c.out_buf.take() {
-                Some(rest) => Bytes::from([&rest[..], &refusal[..]].concat()),
-                None => refusal,
-            });
+            c.out.push_back(refusal);
             c.proto.close("resource unknown");
         }
         true
@@ -1046,18 +1053,20 @@ impl Engine {
             let Some(c) = self.conns.get_mut(&t) else {
                 return;
             };
-            // 2. Read the stream, unless the socket is not keeping up.
-            if c.stalled.is_none() && !c.eof && !c.proto.is_closed() {
+            // 2. Read the stream, unless the socket is not keeping up or the stream
+            // has nothing (a short read drained it; the next arrival is a new edge).
+            if c.readable && c.stalled.is_none() && !c.eof && !c.proto.is_closed() {
                 match c.stream.read(&mut self.buf) {
                     Ok(0) => {
                         c.eof = true;
                         progress = true;
                     }
                     Ok(n) => {
+                        c.readable = n == self.buf.len();
                         c.proto.handle_input(&self.buf[..n], Instant::now());
                         progress = true;
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.readable = false,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
                     Err(e) => {
                         tracing::debug!("read from {} failed: {e}", c.endpoint);
@@ -1123,7 +1132,7 @@ impl Engine {
         let Some(c) = self.conns.get_mut(&t) else {
             return;
         };
-        let flushed = c.out_buf.is_none() && c.proto.pending_transmit_bytes() == 0;
+        let flushed = c.out.is_empty() && c.proto.pending_transmit_bytes() == 0;
         let shutting_down = self.shutting_down;
         let over = c.eof
             || (c.proto.is_closed() && flushed && c.error.is_some())
@@ -1193,33 +1202,46 @@ impl Engine {
         true
     }
 
+    /// Writes what is queued: everything proto has (up to [`MAX_IOV`] chunks, and
+    /// never more than [`MAX_PENDING_TRANSMIT`] bytes gathered) in one `writev`, again
+    /// until the stream would block or nothing is left. Returns whether it wrote.
     fn flush(c: &mut Conn) -> io::Result<bool> {
         let mut wrote = false;
         loop {
-            let chunk = match c.out_buf.take() {
-                Some(b) => b,
-                None if c.sniff.is_some() => return Ok(wrote),
-                None => match c.proto.poll_transmit() {
-                    Some(b) => b,
-                    None => return Ok(wrote),
-                },
-            };
-            if c.connecting {
-                c.out_buf = Some(chunk);
-                return Ok(wrote);
-            }
-            match c.stream.write(&chunk) {
-                Ok(n) => {
-                    wrote = true;
-                    if n < chunk.len() {
-                        c.out_buf = Some(chunk.slice(n..));
+            if c.sniff.is_none() {
+                while c.out.len() < MAX_IOV {
+                    match c.proto.poll_transmit() {
+                        Some(b) => c.out.push_back(b),
+                        None => break,
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    c.out_buf = Some(chunk);
-                    return Ok(wrote);
+            }
+            if c.out.is_empty() || c.connecting {
+                return Ok(wrote);
+            }
+            let mut iov = [io::IoSlice::new(&[]); MAX_IOV];
+            let n = c.out.len().min(MAX_IOV);
+            for (slot, chunk) in iov.iter_mut().zip(c.out.iter()) {
+                *slot = io::IoSlice::new(chunk);
+            }
+            match c.stream.write_vectored(&iov[..n]) {
+                Ok(mut written) => {
+                    wrote = true;
+                    while written > 0 {
+                        let Some(front) = c.out.front_mut() else {
+                            break;
+                        };
+                        if written >= front.len() {
+                            written -= front.len();
+                            c.out.pop_front();
+                        } else {
+                            bytes::Buf::advance(front, written);
+                            written = 0;
+                        }
+                    }
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => c.out_buf = Some(chunk),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(wrote),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
