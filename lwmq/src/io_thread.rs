@@ -26,6 +26,17 @@
 //!    mismatch, authentication refused, or the peer's ERROR during the handshake) the
 //!    connecter **stops reconnecting** to that endpoint: the monitor event's detail says
 //!    so. This is what prevents a reconnect storm against an incompatible peer.
+//!    A libzmq peer that finds our socket type incompatible says nothing: it closes the
+//!    connection during the handshake, usually before its READY is out. So after a peer
+//!    **hung up during the handshake** without a reason, the next attempt sends our
+//!    READY only once the peer's has arrived and was judged compatible
+//!    ([`proto::Config::await_peer_ready`]): an incompatible libzmq peer then fails the
+//!    handshake once, with both types named, and is not retried. Where that cannot help
+//!    (PLAIN, where the client's metadata goes first, or a peer that hangs up for other
+//!    reasons), the retry interval doubles after each such hang-up, up to
+//!    `reconnect_interval_max`, or [`HANDSHAKE_HANGUP_BACKOFF_MAX`] when none is set
+//!    (libzmq keeps a fixed interval then; a peer that takes the connection and drops it
+//!    is not one that is restarting, and 10 Hz retries would be a storm).
 //! 5. When its socket closes, a connection lingers until its queued messages are
 //!    written or the linger time passes.
 
@@ -51,6 +62,10 @@ use crate::transport::{
     QueueWriter, WriteError, queue_pair,
 };
 use crate::{Endpoint, Message, Result, SocketType};
+
+/// How far the retry interval grows after repeated hang-ups during the handshake when
+/// `reconnect_interval_max` is not set (see the module docs).
+pub(crate) const HANDSHAKE_HANGUP_BACKOFF_MAX: Duration = Duration::from_secs(10);
 
 /// Stop taking messages from a socket while this many bytes wait to be written.
 pub(crate) const MAX_PENDING_TRANSMIT: usize = 256 * 1024;
@@ -321,6 +336,9 @@ struct Connecter {
     interval: Duration,
     /// The socket closed: keep trying only to deliver what is queued, until then.
     closing: Option<Option<Instant>>,
+    /// The last connection's peer hung up during the handshake without a reason: the
+    /// next one awaits the peer's READY before sending ours (see the module docs).
+    hung_up_in_handshake: bool,
 }
 
 impl Connecter {
@@ -612,6 +630,7 @@ impl Reactor {
                         keeps_pipe,
                         state: ConnecterState::Waiting(Instant::now()),
                         closing: None,
+                        hung_up_in_handshake: false,
                     },
                 );
                 self.start_connect(id);
@@ -846,7 +865,14 @@ impl Reactor {
         if let Some(p) = &pipe {
             self.pipe_to_conn.insert(p.id, t);
         }
-        let proto = Connection::new(proto_config(&options, resource), Instant::now());
+        let mut config = proto_config(&options, resource);
+        if let Origin::Connecter(id) = origin {
+            config.await_peer_ready = self
+                .connecters
+                .get(&id)
+                .is_some_and(|k| k.hung_up_in_handshake);
+        }
+        let proto = Connection::new(config, Instant::now());
         self.conns.insert(
             t,
             Conn {
@@ -1335,6 +1361,7 @@ impl Reactor {
         if let Origin::Connecter(id) = c.origin {
             if let Some(k) = self.connecters.get_mut(&id) {
                 k.interval = k.options.reconnect_interval;
+                k.hung_up_in_handshake = false;
             }
         }
         if let Some(p) = &c.pipe {
@@ -1386,10 +1413,22 @@ impl Reactor {
             .error
             .as_ref()
             .is_some_and(|e| is_permanent(e, c.handshake_done));
+        // The peer took the connection and dropped it during the handshake, without
+        // a reason (what libzmq does to a socket type it cannot talk to).
+        let hung_up_in_handshake = !c.connecting
+            && !c.handshake_done
+            && c.error.is_none()
+            && c.closing.is_none()
+            && c.sniff.is_none();
         let detail = match (&c.error, &io_error) {
             (Some(e), _) => e.to_string(),
             (None, Some(e)) => e.clone(),
             (None, None) if c.closing.is_some() => "socket closed".to_owned(),
+            (None, None) if hung_up_in_handshake => format!(
+                "the peer closed the connection during the handshake without a reason \
+                 (a libzmq peer does this to a socket type it cannot talk to; we are {})",
+                c.options.socket_type
+            ),
             (None, None) => "connection closed by peer".to_owned(),
         };
         let retry_note = if permanent && matches!(c.origin, Origin::Connecter(_)) {
@@ -1445,7 +1484,23 @@ impl Reactor {
                     self.connecters.remove(&id);
                 } else {
                     k.state = ConnecterState::Waiting(Instant::now());
-                    self.schedule_retry(id, &detail);
+                    let ivl = k.interval;
+                    if hung_up_in_handshake {
+                        // Back off even without a maximum set (see the module docs).
+                        k.hung_up_in_handshake = true;
+                        let base = k.options.reconnect_interval;
+                        let max = k
+                            .options
+                            .reconnect_interval_max
+                            .unwrap_or(HANDSHAKE_HANGUP_BACKOFF_MAX)
+                            .max(base);
+                        self.schedule_retry(id, &detail);
+                        if let Some(k) = self.connecters.get_mut(&id) {
+                            k.interval = (ivl * 2).clamp(base, max);
+                        }
+                    } else {
+                        self.schedule_retry(id, &detail);
+                    }
                 }
             }
         }
