@@ -246,6 +246,24 @@ fn peer_process_entry() {
             say("READY", std::process::id());
             std::thread::sleep(forever);
         }
+        "hello-pusher" => {
+            let s = mk(SocketType::Push);
+            s.connect(EP).expect("connect");
+            s.send("hello").expect("send");
+            say("CONNECTED", std::process::id());
+            std::thread::sleep(forever);
+        }
+        "clean-exit" => {
+            // Connects, says hello, closes its socket and context on purpose (the
+            // linger delivers the hello) and exits 0 at once.
+            let s = mk(SocketType::Push);
+            s.connect(EP).expect("connect");
+            s.send("hello").expect("send");
+            drop(s);
+            drop(ctx);
+            say("CLOSED", std::process::id());
+            std::process::exit(0);
+        }
         other => panic!("unknown role {other}"),
     }
     std::process::exit(0);
@@ -499,6 +517,86 @@ fn kill9_of_the_connector_frees_its_memory_and_descriptors() {
     assert_eq!(fds2, fds0, "descriptors freed");
     assert_eq!(maps2, maps0, "shared memory unmapped");
     binder.kill9();
+    assert_clean(&domain);
+}
+
+/// The events up to this peer's `disconnected`: whether `peer-crashed` with its pid
+/// came before it.
+fn crashed_before_disconnect(mon: &lwmq::Monitor, pid: u32) -> bool {
+    let detail = format!("pid {pid}");
+    let mut crashed = false;
+    loop {
+        let ev = mon.recv(Some(GUARD)).expect("disconnected comes");
+        match ev.kind {
+            EventKind::PeerCrashed if ev.detail == detail => crashed = true,
+            EventKind::PeerCrashed => panic!("peer-crashed with the wrong pid: {ev}"),
+            EventKind::Disconnected if ev.detail == detail => return crashed,
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn every_one_of_50_kill9s_is_reported_as_peer_crashed_with_its_pid() {
+    let _w = watchdog(Duration::from_secs(600));
+    let domain = unique_domain("kill-50");
+    {
+        let ctx = Context::new();
+        let pull = socket(&ctx, SocketType::Pull, &domain);
+        let mon = pull.monitor();
+        pull.bind(EP).unwrap();
+        let mut only_disconnected = Vec::new();
+        for i in 0..50 {
+            let mut peer = PEER.spawn("hello-pusher", &domain, &[]);
+            peer.expect("CONNECTED");
+            let pid = peer.pid();
+            assert_eq!(pull.recv().unwrap(), Message::from("hello"));
+            peer.kill9();
+            if !crashed_before_disconnect(&mon, pid) {
+                only_disconnected.push(i);
+            }
+        }
+        eprintln!(
+            "50 kill -9s: {} reported as peer-crashed with the right pid",
+            50 - only_disconnected.len()
+        );
+        assert!(
+            only_disconnected.is_empty(),
+            "{} of 50 kill -9s were reported only as disconnected (kills {only_disconnected:?})",
+            only_disconnected.len()
+        );
+    }
+    assert_clean(&domain);
+}
+
+#[test]
+fn a_peer_that_closes_on_purpose_and_exits_0_is_not_reported_as_crashed() {
+    let _w = watchdog(Duration::from_secs(300));
+    let domain = unique_domain("clean-exit");
+    {
+        let ctx = Context::new();
+        let pull = socket(&ctx, SocketType::Pull, &domain);
+        let mon = pull.monitor();
+        pull.bind(EP).unwrap();
+        let mut crashed = Vec::new();
+        for i in 0..20 {
+            let mut peer = PEER.spawn("clean-exit", &domain, &[]);
+            let pid = peer.pid();
+            assert_eq!(pull.recv().unwrap(), Message::from("hello"));
+            peer.expect("CLOSED");
+            // (Child::wait would close the peer's stdin first: that makes it exit 3.)
+            let _stdin = peer.child.0.stdin.take();
+            let status = peer.child.0.wait().expect("the peer exits");
+            assert_eq!(status.code(), Some(0), "the peer exited cleanly");
+            if crashed_before_disconnect(&mon, pid) {
+                crashed.push(i);
+            }
+        }
+        assert!(
+            crashed.is_empty(),
+            "clean exits reported as peer-crashed: {crashed:?}"
+        );
+    }
     assert_clean(&domain);
 }
 

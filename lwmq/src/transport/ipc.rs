@@ -24,9 +24,11 @@
 //!   (`connect-retried`); a refusal (another user, an incompatible socket type) stops the
 //!   retries (`handshake-failed-auth`/`-protocol`, detail says so);
 //! - a control socket's hang-up: the peer is gone. The connection is marked dead, the
-//!   socket is woken, the monitor says `peer-crashed` (only if the peer's process no
-//!   longer runs or is a zombie: it died, was killed or exited without closing) and
-//!   then `disconnected` (always), both with the peer's pid as detail (`pid 1234`).
+//!   socket is woken, the monitor says `peer-crashed` (only if the peer hung up without
+//!   the goodbye a side sends when it ends a connection on purpose (see
+//!   `shm/rendezvous.rs`): its process died, was killed or
+//!   exited without closing) and then `disconnected` (always), both with the peer's pid
+//!   (SO_PEERCRED at connect time) as detail (`pid 1234`).
 //!   A connecting socket reconnects after the reconnect interval (`connect-retried`).
 //!
 //! # Who owns what (threads)
@@ -908,18 +910,6 @@ struct Reactor {
     shutting_down: bool,
 }
 
-/// Whether the process `pid` is gone (or a zombie): then the peer crashed or exited
-/// without closing; otherwise it closed the connection.
-fn process_gone(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(s) => s
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state == "Z" || state == "X"),
-    }
-}
-
 fn refusal_kind(e: &Error) -> EventKind {
     match e {
         Error::PeerRejected(why) if why.contains("uid") || why.contains("user") => {
@@ -1617,6 +1607,8 @@ impl Reactor {
         c.state.alive.store(false, Ordering::Release);
         let failure = lock(&c.state.failure).take();
         let pid = c.peer.pid;
+        // Read before our own goodbye and close (dropping the link below).
+        let crashed = peer_gone.is_some() && !c.link.peer_said_goodbye();
         let (event, reconnect) = match (failure, peer_gone) {
             (Some(Failure::Protocol(why)), _) => (
                 Some((
@@ -1645,7 +1637,7 @@ impl Reactor {
         drop(c.held_tx);
         // Reported after the descriptors are closed (what a watcher counts is final).
         if let Some((kind, detail)) = event {
-            if kind == EventKind::Disconnected && process_gone(pid) {
+            if kind == EventKind::Disconnected && crashed {
                 c.socket
                     .monitors
                     .emit(EventKind::PeerCrashed, &c.endpoint, format!("pid {pid}"));
@@ -1732,11 +1724,5 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-    }
-
-    #[test]
-    fn process_gone_sees_live_and_missing_processes() {
-        assert!(!process_gone(std::process::id()));
-        assert!(process_gone(u32::MAX - 1));
     }
 }
