@@ -1282,7 +1282,7 @@ impl Reactor {
                             c.stalled = Some(m);
                             return false;
                         }
-                        Err(WriteError::Closed(_)) => {}
+                        Err(WriteError::Closed(_) | WriteError::Unsendable(..)) => {}
                     },
                     None => tracing::debug!("message before a pipe exists; dropped"),
                 },

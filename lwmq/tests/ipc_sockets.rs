@@ -264,6 +264,30 @@ fn peer_process_entry() {
             say("CLOSED", std::process::id());
             std::process::exit(0);
         }
+        "small-ring-puller" => {
+            // Connects with a 4 KiB ring (the connecting side's size is the
+            // connection's) and reports what it receives.
+            let s = mk(SocketType::Pull);
+            s.set_ipc_ring_size(4096);
+            s.set_recv_timeout(None);
+            s.connect(EP).expect("connect");
+            say("CONNECTED", std::process::id());
+            loop {
+                let m = s.recv().expect("recv");
+                say("GOT", format!("{} bytes", m.frames()[0].len()));
+            }
+        }
+        "small-ring-pub" => {
+            // Connects with a 4 KiB ring and publishes "ok" until killed.
+            let s = mk(SocketType::Pub);
+            s.set_ipc_ring_size(4096);
+            s.connect(EP).expect("connect");
+            say("CONNECTED", std::process::id());
+            loop {
+                let _ = s.send("ok");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
         other => panic!("unknown role {other}"),
     }
     std::process::exit(0);
@@ -596,6 +620,84 @@ fn a_peer_that_closes_on_purpose_and_exits_0_is_not_reported_as_crashed() {
             crashed.is_empty(),
             "clean exits reported as peer-crashed: {crashed:?}"
         );
+    }
+    assert_clean(&domain);
+}
+
+// ---------------------------------------------------------------------------------------
+// Messages that can never fit the peer's ring
+
+#[test]
+fn a_message_larger_than_the_peers_ring_fails_its_send_and_comes_back() {
+    let _w = watchdog(Duration::from_secs(120));
+    let domain = unique_domain("too-large");
+    {
+        let ctx = Context::new();
+        let push = socket(&ctx, SocketType::Push, &domain);
+        let mon = push.monitor();
+        push.bind(EP).unwrap();
+        let mut peer = PEER.spawn("small-ring-puller", &domain, &[]);
+        peer.expect("CONNECTED");
+        mon.wait_for(EventKind::HandshakeSucceeded, GUARD)
+            .expect("the peer connects");
+        let big = Message::from(vec![1u8; 3000]);
+        let err = push
+            .send(big.clone())
+            .expect_err("3000 bytes never fit 4 KiB");
+        assert!(
+            matches!(
+                err.error,
+                Error::MessageTooLarge {
+                    size: 3000,
+                    limit: 2040
+                }
+            ),
+            "{}",
+            err.error
+        );
+        assert_eq!(err.message, big, "the message is handed back");
+        push.send(vec![2u8; 2000]).unwrap();
+        assert_eq!(
+            peer.expect("GOT"),
+            "2000 bytes",
+            "the next one that fits goes"
+        );
+        peer.kill9();
+    }
+    assert_clean(&domain);
+}
+
+#[test]
+fn a_queued_subscription_larger_than_the_peers_ring_is_reported_as_dropped() {
+    // A bound SUB subscribes before any peer exists; the PUB that connects chose a
+    // 4 KiB ring. The big subscription can never go: no call can fail any more, so the
+    // monitor says what was dropped; the small one works. (2,100 bytes: a topic much
+    // longer overflows the test thread's stack when the subscription trie is dropped,
+    // a separate problem of pattern/trie.rs.)
+    let _w = watchdog(Duration::from_secs(120));
+    let domain = unique_domain("sub-too-large");
+    {
+        let ctx = Context::new();
+        let sub = socket(&ctx, SocketType::Sub, &domain);
+        let mon = sub.monitor();
+        sub.bind(EP).unwrap();
+        sub.subscribe(&[b'x'; 2100]).unwrap();
+        sub.subscribe(b"ok").unwrap();
+        let mut peer = PEER.spawn("small-ring-pub", &domain, &[]);
+        peer.expect("CONNECTED");
+        // (The socket takes in the new connection, and sends it the subscriptions,
+        // when it is next used.)
+        assert_eq!(sub.recv().unwrap(), Message::from("ok"));
+        let ev = mon
+            .wait_for(EventKind::MessageDropped, GUARD)
+            .expect("message-dropped");
+        assert_eq!(ev.endpoint, EP);
+        assert!(
+            ev.detail.contains("2101 bytes") && ev.detail.contains("ring of 4096 bytes"),
+            "{ev}"
+        );
+        eprintln!("{ev}");
+        peer.kill9();
     }
     assert_clean(&domain);
 }

@@ -67,8 +67,18 @@
 //! Anything wrong in what a peer wrote into shared memory (the rings validate every
 //! index and length) costs only that connection: the reader reports it, the ipc thread
 //! emits `protocol-error` with the reason and closes the control socket (the peer sees
-//! HUP), and a connecting socket reconnects after the interval. A message larger than
-//! what a ring can hold fails at `send` with [`Error::MessageTooLarge`].
+//! HUP), and a connecting socket reconnects after the interval.
+//!
+//! Nothing is lost silently. A message larger than what a ring can hold fails at `send`
+//! with [`Error::MessageTooLarge`], the message handed back: checked against the
+//! smallest ring of the socket's connections and connects (a connect's ring size is its
+//! own option, so it is known before any connection exists), and again by the ring
+//! itself when it is written (a connection with a smaller ring may have arrived since the
+//! check). A message queued before its connection existed that cannot fit the ring the
+//! connection got (a subscription, which no call can fail later, written to a new
+//! connection of a bound socket whose peer chose a small ring) is dropped when the ipc
+//! thread flushes the queue, and the monitor says `message-dropped` with what was
+//! dropped and why ("N bytes: larger than the peer's ring of M bytes ...").
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -337,10 +347,11 @@ impl IpcWriter {
                 Ok(()) => return Ok(()),
                 Err(ShmSendError::Full) => return Err(WriteError::Full(msg)),
                 Err(e @ (ShmSendError::TooLarge { .. } | ShmSendError::Empty)) => {
-                    // Socket::send checks sizes first; this is a multi-frame message
-                    // just over the limit, or an empty one. It cannot ever go.
-                    tracing::warn!("ipc: dropping a message: {e}");
-                    return Ok(());
+                    // Socket::send checks sizes first, against the rings it knew of;
+                    // this ring came since, or the message is empty. It can never go:
+                    // the send fails (a subscription is reported by the ipc thread, see
+                    // `write_control`).
+                    return Err(WriteError::Unsendable(msg, Error::from(e)));
                 }
                 Err(e @ (ShmSendError::Protocol(_) | ShmSendError::Closed)) => {
                     conn.end(Failure::Protocol(e.to_string()));
@@ -396,9 +407,11 @@ impl PipeWriter for IpcWriter {
             }
         }
         // A subscription travels as an ordinary message (ZMTP 3.0 style: first byte
-        // 1 = subscribe, 0 = cancel); a full ring queues it instead of dropping it.
+        // 1 = subscribe, 0 = cancel); a full ring queues it instead of dropping it, and
+        // one that can never fit goes to the ipc thread too, which reports it when it
+        // drops it (`flush`): nobody calls to hear an error.
         match self.write(msg, true) {
-            Err(WriteError::Full(m)) => {
+            Err(WriteError::Full(m) | WriteError::Unsendable(m, _)) => {
                 let mut inner = lock(&self.slot.inner);
                 if inner.closed {
                     return Err(WriteError::Closed(m));
@@ -1336,7 +1349,7 @@ impl Reactor {
                 }
             }
             inner.connected_before = true;
-            let flushed = flush(&mut tx, &mut inner.pending);
+            let flushed = flush(&mut tx, &mut inner.pending, socket, endpoint);
             let held = if flushed {
                 inner.tx = Some((tx, state.clone()));
                 None
@@ -1413,7 +1426,7 @@ impl Reactor {
             if let Some(c) = self.conns.get_mut(&t) {
                 if let Some(mut tx) = c.held_tx.take() {
                     let mut inner = lock(&c.slot.inner);
-                    if flush(&mut tx, &mut inner.pending) {
+                    if flush(&mut tx, &mut inner.pending, &c.socket, &c.endpoint) {
                         inner.tx = Some((tx, c.state.clone()));
                         drop(inner);
                         c.slot.changed();
@@ -1673,8 +1686,15 @@ impl Reactor {
     }
 }
 
-/// Writes queued messages into a ring, oldest first; true once none is left.
-fn flush(tx: &mut RingWriter, pending: &mut VecDeque<Message>) -> bool {
+/// Writes queued messages into a ring, oldest first; true once none is left. A message
+/// that can never fit the ring is dropped and reported on `socket`'s monitors
+/// (`message-dropped`, see the module docs).
+fn flush(
+    tx: &mut RingWriter,
+    pending: &mut VecDeque<Message>,
+    socket: &SocketShared,
+    endpoint: &str,
+) -> bool {
     while let Some(m) = pending.front() {
         match tx.try_send(m) {
             Ok(()) => {}
@@ -1683,7 +1703,24 @@ fn flush(tx: &mut RingWriter, pending: &mut VecDeque<Message>) -> bool {
                 return false;
             }
             Err(e @ (ShmSendError::TooLarge { .. } | ShmSendError::Empty)) => {
-                tracing::warn!("ipc: dropping a queued message: {e}");
+                let size: usize = m.frames().iter().map(|f| f.len()).sum();
+                let what = if matches!(e, ShmSendError::Empty) {
+                    "an empty message: a message needs at least one frame".to_owned()
+                } else {
+                    format!(
+                        "{size} bytes in {} frame(s): larger than the peer's ring of {} bytes \
+                         (at most {} bytes per message)",
+                        m.frames().len(),
+                        tx.capacity(),
+                        tx.max_message_size()
+                    )
+                };
+                tracing::warn!("ipc: dropping a queued message for {endpoint}: {what}");
+                socket.monitors.emit(
+                    EventKind::MessageDropped,
+                    endpoint,
+                    format!("queued message dropped, {what}"),
+                );
             }
             Err(e) => {
                 tracing::warn!("ipc: the ring failed while flushing: {e}");
@@ -1698,6 +1735,43 @@ fn flush(tx: &mut RingWriter, pending: &mut VecDeque<Message>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_message_the_ring_can_never_take_fails_its_write_and_comes_back() {
+        // A writer whose connection's ring (4 KiB) is smaller than what the socket's
+        // size check knew of when the message was sent.
+        let slot = Slot::new(10, true);
+        let (tx, mut rx) = shm::ring::heap_ring(4096);
+        let state = Arc::new(ConnState {
+            alive: AtomicBool::new(true),
+            key: Token(1),
+            failure: Mutex::new(None),
+            io: Weak::new(),
+        });
+        lock(&slot.inner).tx = Some((tx, state));
+        slot.changed();
+        let mut w = IpcWriter {
+            slot: slot.clone(),
+            version: 0,
+            tx: None,
+        };
+        let big = Message::from(vec![7u8; 3000]);
+        match w.try_write(big.clone()) {
+            Err(WriteError::Unsendable(m, Error::MessageTooLarge { size, limit })) => {
+                assert_eq!(m, big, "the message comes back");
+                assert_eq!((size, limit), (3000, 2040));
+            }
+            other => panic!("{other:?}"),
+        }
+        match w.try_write(Message::new()) {
+            Err(WriteError::Unsendable(m, Error::InvalidArgument(_))) => assert!(m.is_empty()),
+            other => panic!("{other:?}"),
+        }
+        // The writer still works, and nothing was written for the refused ones.
+        w.try_write(Message::from("small")).unwrap();
+        assert_eq!(rx.try_recv().unwrap(), Some(Message::from("small")));
+        assert_eq!(rx.try_recv().unwrap(), None);
+    }
 
     #[test]
     fn size_check_follows_the_ring_accounting() {

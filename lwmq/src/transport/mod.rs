@@ -208,6 +208,9 @@ pub enum WriteError {
     Full(Message),
     /// The peer is gone; the pipe will never take a message again.
     Closed(Message),
+    /// This pipe can never take this message (larger than its shared-memory ring, or
+    /// empty); the error says why. The caller fails the send with it.
+    Unsendable(Message, crate::Error),
 }
 
 /// The pipe is closed and empty.
