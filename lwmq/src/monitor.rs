@@ -44,6 +44,11 @@ pub enum EventKind {
     /// A peer broke the protocol after the handshake (e.g. wrote garbage into a
     /// shared-memory ring); its connection was dropped.
     ProtocolError,
+    /// A message queued before its connection existed could never go through it (e.g.
+    /// larger than the shared-memory ring the connection got) and was dropped; the
+    /// detail says what and why. (A message whose size is known to be too large when it
+    /// is sent fails its send instead.)
+    MessageDropped,
 }
 
 impl EventKind {
@@ -64,6 +69,7 @@ impl EventKind {
             EventKind::ResourceUnknown => "resource-unknown",
             EventKind::PeerCrashed => "peer-crashed",
             EventKind::ProtocolError => "protocol-error",
+            EventKind::MessageDropped => "message-dropped",
         }
     }
 }

@@ -246,6 +246,48 @@ fn peer_process_entry() {
             say("READY", std::process::id());
             std::thread::sleep(forever);
         }
+        "hello-pusher" => {
+            let s = mk(SocketType::Push);
+            s.connect(EP).expect("connect");
+            s.send("hello").expect("send");
+            say("CONNECTED", std::process::id());
+            std::thread::sleep(forever);
+        }
+        "clean-exit" => {
+            // Connects, says hello, closes its socket and context on purpose (the
+            // linger delivers the hello) and exits 0 at once.
+            let s = mk(SocketType::Push);
+            s.connect(EP).expect("connect");
+            s.send("hello").expect("send");
+            drop(s);
+            drop(ctx);
+            say("CLOSED", std::process::id());
+            std::process::exit(0);
+        }
+        "small-ring-puller" => {
+            // Connects with a 4 KiB ring (the connecting side's size is the
+            // connection's) and reports what it receives.
+            let s = mk(SocketType::Pull);
+            s.set_ipc_ring_size(4096);
+            s.set_recv_timeout(None);
+            s.connect(EP).expect("connect");
+            say("CONNECTED", std::process::id());
+            loop {
+                let m = s.recv().expect("recv");
+                say("GOT", format!("{} bytes", m.frames()[0].len()));
+            }
+        }
+        "small-ring-pub" => {
+            // Connects with a 4 KiB ring and publishes "ok" until killed.
+            let s = mk(SocketType::Pub);
+            s.set_ipc_ring_size(4096);
+            s.connect(EP).expect("connect");
+            say("CONNECTED", std::process::id());
+            loop {
+                let _ = s.send("ok");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
         other => panic!("unknown role {other}"),
     }
     std::process::exit(0);
@@ -499,6 +541,164 @@ fn kill9_of_the_connector_frees_its_memory_and_descriptors() {
     assert_eq!(fds2, fds0, "descriptors freed");
     assert_eq!(maps2, maps0, "shared memory unmapped");
     binder.kill9();
+    assert_clean(&domain);
+}
+
+/// The events up to this peer's `disconnected`: whether `peer-crashed` with its pid
+/// came before it.
+fn crashed_before_disconnect(mon: &lwmq::Monitor, pid: u32) -> bool {
+    let detail = format!("pid {pid}");
+    let mut crashed = false;
+    loop {
+        let ev = mon.recv(Some(GUARD)).expect("disconnected comes");
+        match ev.kind {
+            EventKind::PeerCrashed if ev.detail == detail => crashed = true,
+            EventKind::PeerCrashed => panic!("peer-crashed with the wrong pid: {ev}"),
+            EventKind::Disconnected if ev.detail == detail => return crashed,
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn every_one_of_50_kill9s_is_reported_as_peer_crashed_with_its_pid() {
+    let _w = watchdog(Duration::from_secs(600));
+    let domain = unique_domain("kill-50");
+    {
+        let ctx = Context::new();
+        let pull = socket(&ctx, SocketType::Pull, &domain);
+        let mon = pull.monitor();
+        pull.bind(EP).unwrap();
+        let mut only_disconnected = Vec::new();
+        for i in 0..50 {
+            let mut peer = PEER.spawn("hello-pusher", &domain, &[]);
+            peer.expect("CONNECTED");
+            let pid = peer.pid();
+            assert_eq!(pull.recv().unwrap(), Message::from("hello"));
+            peer.kill9();
+            if !crashed_before_disconnect(&mon, pid) {
+                only_disconnected.push(i);
+            }
+        }
+        eprintln!(
+            "50 kill -9s: {} reported as peer-crashed with the right pid",
+            50 - only_disconnected.len()
+        );
+        assert!(
+            only_disconnected.is_empty(),
+            "{} of 50 kill -9s were reported only as disconnected (kills {only_disconnected:?})",
+            only_disconnected.len()
+        );
+    }
+    assert_clean(&domain);
+}
+
+#[test]
+fn a_peer_that_closes_on_purpose_and_exits_0_is_not_reported_as_crashed() {
+    let _w = watchdog(Duration::from_secs(300));
+    let domain = unique_domain("clean-exit");
+    {
+        let ctx = Context::new();
+        let pull = socket(&ctx, SocketType::Pull, &domain);
+        let mon = pull.monitor();
+        pull.bind(EP).unwrap();
+        let mut crashed = Vec::new();
+        for i in 0..20 {
+            let mut peer = PEER.spawn("clean-exit", &domain, &[]);
+            let pid = peer.pid();
+            assert_eq!(pull.recv().unwrap(), Message::from("hello"));
+            peer.expect("CLOSED");
+            // (Child::wait would close the peer's stdin first: that makes it exit 3.)
+            let _stdin = peer.child.0.stdin.take();
+            let status = peer.child.0.wait().expect("the peer exits");
+            assert_eq!(status.code(), Some(0), "the peer exited cleanly");
+            if crashed_before_disconnect(&mon, pid) {
+                crashed.push(i);
+            }
+        }
+        assert!(
+            crashed.is_empty(),
+            "clean exits reported as peer-crashed: {crashed:?}"
+        );
+    }
+    assert_clean(&domain);
+}
+
+// ---------------------------------------------------------------------------------------
+// Messages that can never fit the peer's ring
+
+#[test]
+fn a_message_larger_than_the_peers_ring_fails_its_send_and_comes_back() {
+    let _w = watchdog(Duration::from_secs(120));
+    let domain = unique_domain("too-large");
+    {
+        let ctx = Context::new();
+        let push = socket(&ctx, SocketType::Push, &domain);
+        let mon = push.monitor();
+        push.bind(EP).unwrap();
+        let mut peer = PEER.spawn("small-ring-puller", &domain, &[]);
+        peer.expect("CONNECTED");
+        mon.wait_for(EventKind::HandshakeSucceeded, GUARD)
+            .expect("the peer connects");
+        let big = Message::from(vec![1u8; 3000]);
+        let err = push
+            .send(big.clone())
+            .expect_err("3000 bytes never fit 4 KiB");
+        assert!(
+            matches!(
+                err.error,
+                Error::MessageTooLarge {
+                    size: 3000,
+                    limit: 2040
+                }
+            ),
+            "{}",
+            err.error
+        );
+        assert_eq!(err.message, big, "the message is handed back");
+        push.send(vec![2u8; 2000]).unwrap();
+        assert_eq!(
+            peer.expect("GOT"),
+            "2000 bytes",
+            "the next one that fits goes"
+        );
+        peer.kill9();
+    }
+    assert_clean(&domain);
+}
+
+#[test]
+fn a_queued_subscription_larger_than_the_peers_ring_is_reported_as_dropped() {
+    // A bound SUB subscribes before any peer exists; the PUB that connects chose a
+    // 4 KiB ring. The big subscription can never go: no call can fail any more, so the
+    // monitor says what was dropped; the small one works. (2,100 bytes: a topic much
+    // longer overflows the test thread's stack when the subscription trie is dropped,
+    // a separate problem of pattern/trie.rs.)
+    let _w = watchdog(Duration::from_secs(120));
+    let domain = unique_domain("sub-too-large");
+    {
+        let ctx = Context::new();
+        let sub = socket(&ctx, SocketType::Sub, &domain);
+        let mon = sub.monitor();
+        sub.bind(EP).unwrap();
+        sub.subscribe(&[b'x'; 2100]).unwrap();
+        sub.subscribe(b"ok").unwrap();
+        let mut peer = PEER.spawn("small-ring-pub", &domain, &[]);
+        peer.expect("CONNECTED");
+        // (The socket takes in the new connection, and sends it the subscriptions,
+        // when it is next used.)
+        assert_eq!(sub.recv().unwrap(), Message::from("ok"));
+        let ev = mon
+            .wait_for(EventKind::MessageDropped, GUARD)
+            .expect("message-dropped");
+        assert_eq!(ev.endpoint, EP);
+        assert!(
+            ev.detail.contains("2101 bytes") && ev.detail.contains("ring of 4096 bytes"),
+            "{ev}"
+        );
+        eprintln!("{ev}");
+        peer.kill9();
+    }
     assert_clean(&domain);
 }
 

@@ -437,32 +437,39 @@ fn immediate_queues_nothing_before_a_connection() {
 }
 
 /// inproc, connect before bind: messages sent after the bind wake the bound socket at
-/// once (its signal is rung), not only when its park times out.
+/// once (its signal is rung), not only when its park times out. Runs in a process of
+/// its own whose parks never time out: a binder that is never rung never wakes, and the
+/// watchdog fails the test.
 #[test]
 fn inproc_connect_before_bind_wakes_the_binder() {
-    let _w = common::watchdog(Duration::from_secs(60));
-    let ctx = Context::new();
-    let push = ctx.socket(SocketType::Push).unwrap();
-    push.connect("inproc://late-binder").unwrap();
-    let pull = ctx.socket(SocketType::Pull).unwrap();
-    pull.bind("inproc://late-binder").unwrap();
-    let before = lwmq::shm::wait::park_timeouts();
-    std::thread::scope(|s| {
-        let receiver = s.spawn(|| {
-            for i in 0..20u8 {
-                assert_eq!(pull.recv().unwrap(), Message::from(vec![i]));
-            }
-        });
-        for i in 0..20u8 {
-            // Let the receiver park before each message.
-            std::thread::sleep(Duration::from_millis(5));
-            push.send(vec![i]).unwrap();
-        }
-        receiver.join().unwrap();
-    });
-    assert_eq!(
-        lwmq::shm::wait::park_timeouts(),
-        before,
-        "the bound socket was never rung: it only woke when its park timed out"
+    common::in_own_process(
+        "inproc_connect_before_bind_wakes_the_binder",
+        &[common::PARK_FOREVER],
+        || {
+            assert_eq!(
+                lwmq::shm::wait::max_park(),
+                Duration::from_secs(86_400),
+                "parks never time out in this process"
+            );
+            let _w = common::watchdog(Duration::from_secs(120));
+            let ctx = Context::new();
+            let push = ctx.socket(SocketType::Push).unwrap();
+            push.connect("inproc://late-binder").unwrap();
+            let pull = ctx.socket(SocketType::Pull).unwrap();
+            pull.bind("inproc://late-binder").unwrap();
+            std::thread::scope(|s| {
+                let receiver = s.spawn(|| {
+                    for i in 0..20u8 {
+                        assert_eq!(pull.recv().unwrap(), Message::from(vec![i]));
+                    }
+                });
+                for i in 0..20u8 {
+                    // Let the receiver park before each message.
+                    std::thread::sleep(Duration::from_millis(5));
+                    push.send(vec![i]).unwrap();
+                }
+                receiver.join().unwrap();
+            });
+        },
     );
 }

@@ -180,7 +180,7 @@ impl Pipes {
     /// refused; when no pipe takes it, it is handed back with [`Error::WouldBlock`].
     pub(crate) fn send_balanced(&mut self, msg: Message) -> Result<(), SendError> {
         let msg = check_not_empty(msg)?;
-        self.write_balanced(msg).map(|_| ()).map_err(would_block)
+        self.write_balanced(msg).map(|_| ())
     }
 
     /// Fair-queued receive (PAIR, PULL, DEALER): [`Error::WouldBlock`] when nothing waits.
@@ -298,8 +298,10 @@ impl Pipes {
         }
     }
 
-    /// Writes to the next pipe that takes the message; hands it back if none does.
-    pub(crate) fn write_balanced(&mut self, mut msg: Message) -> Result<PipeId, Message> {
+    /// Writes to the next pipe that takes the message; hands it back with
+    /// [`Error::WouldBlock`] if none does now, or with the error of a pipe that can
+    /// never take it (too large for its ring).
+    pub(crate) fn write_balanced(&mut self, mut msg: Message) -> Result<PipeId, SendError> {
         let mut tried = 0;
         while tried < self.list.len() {
             if self.next_out >= self.list.len() {
@@ -320,9 +322,13 @@ impl Pipes {
                     msg = m;
                     self.drop_at(i);
                 }
+                Err(WriteError::Unsendable(message, error)) => {
+                    self.next_out = i + 1;
+                    return Err(SendError { error, message });
+                }
             }
         }
-        Err(msg)
+        Err(would_block(msg))
     }
 
     /// Writes to one pipe. A closed pipe is removed and reported as closed.
@@ -463,7 +469,12 @@ mod tests {
         assert_eq!(pipes.write_balanced(msg(&[b"b"])).unwrap(), 3);
         assert_eq!(pipes.gone.len(), 1, "the closed pipe is reported");
         let back = pipes.write_balanced(msg(&[b"c"])).unwrap_err();
-        assert_eq!(back, msg(&[b"c"]), "all full: the message comes back");
+        assert_eq!(
+            back.message,
+            msg(&[b"c"]),
+            "all full: the message comes back"
+        );
+        assert!(matches!(back.error, Error::WouldBlock));
         assert_eq!(peer1.read().unwrap(), msg(&[b"a"]));
         assert_eq!(pipes.write_balanced(msg(&[b"c"])).unwrap(), 1);
         assert_eq!(peer3.read().unwrap(), msg(&[b"b"]));

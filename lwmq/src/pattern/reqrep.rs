@@ -10,7 +10,7 @@
 
 use bytes::Bytes;
 
-use super::{Pattern, PatternOptions, PipeId, Pipes, check_not_empty, split_envelope, would_block};
+use super::{Pattern, PatternOptions, PipeId, Pipes, check_not_empty, split_envelope};
 use crate::transport::{Pipe, WriteError};
 use crate::{Error, Message, Result, SendError};
 
@@ -79,11 +79,11 @@ impl Pattern for Req {
                 Ok(())
             }
             Err(mut back) => {
-                back.pop_front();
+                back.message.pop_front();
                 if self.correlate {
-                    back.pop_front();
+                    back.message.pop_front();
                 }
-                Err(would_block(back))
+                Err(back)
             }
         }
     }
@@ -150,6 +150,7 @@ impl Pattern for Rep {
                 message: msg,
             });
         };
+        let envelope_len = envelope.len();
         let mut frames = envelope;
         frames.extend(msg);
         match self.pipes.write_to(pipe, Message::from(frames)) {
@@ -157,6 +158,16 @@ impl Pattern for Rep {
             // As libzmq: a reply to a peer that is gone or not reading is dropped.
             Err(WriteError::Full(_)) | Err(WriteError::Closed(_)) => {
                 tracing::debug!("REP drops a reply: the requester is gone or full");
+            }
+            // A reply that can never go: the send fails, and the reply may be sent
+            // again (smaller).
+            Err(WriteError::Unsendable(mut m, error)) => {
+                let mut envelope = Vec::with_capacity(envelope_len);
+                for _ in 0..envelope_len {
+                    envelope.extend(m.pop_front());
+                }
+                self.replying = Some((pipe, envelope));
+                return Err(SendError { error, message: m });
             }
         }
         Ok(())

@@ -260,6 +260,8 @@ impl Pattern for Router {
                     Ok(())
                 }
             }
+            // Can never go (too large for the peer's ring): fail, mandatory or not.
+            Err(WriteError::Unsendable(m, error)) => Err(restore(m, rid, error)),
         }
     }
     fn recv(&mut self) -> Result<Message> {

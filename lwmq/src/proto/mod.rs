@@ -148,6 +148,14 @@ pub struct Config {
     /// [`resource::ResourcePeek`] on a shared port): the connection starts by reading
     /// the peer's and sends none of its own.
     pub greeting_sent: bool,
+    /// NULL mechanism: send our READY only once the peer's READY has arrived and its
+    /// Socket-Type was found compatible (default: send it at once, as libzmq does).
+    ///
+    /// A libzmq peer that finds our type incompatible closes the connection without an
+    /// ERROR, usually before its own READY is out, so we never learn its type. Waiting
+    /// for its READY first lets us judge it and name both types. Set it on one side of a
+    /// connection only (the connecting one): if both sides wait, neither ever sends.
+    pub await_peer_ready: bool,
 }
 
 impl Config {
@@ -165,6 +173,7 @@ impl Config {
             heartbeat_ttl: None,
             heartbeat_timeout: None,
             greeting_sent: false,
+            await_peer_ready: false,
         }
     }
 
@@ -233,6 +242,7 @@ impl fmt::Debug for Config {
             .field("heartbeat_interval", &self.heartbeat_interval)
             .field("heartbeat_ttl", &self.heartbeat_ttl)
             .field("heartbeat_timeout", &self.heartbeat_timeout)
+            .field("await_peer_ready", &self.await_peer_ready)
             .finish()
     }
 }

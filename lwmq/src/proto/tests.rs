@@ -970,3 +970,66 @@ fn plain_credentials_over_255_bytes_are_refused_up_front() {
     cfg.resource = Some("r".repeat(256));
     assert!(cfg.validate().is_err());
 }
+
+#[test]
+fn awaiting_the_peers_ready_sends_ours_only_after_judging_it() {
+    let now = Instant::now();
+    let mut cfg = Config::new(Push);
+    cfg.await_peer_ready = true;
+    // Compatible: nothing after the greeting until the peer's READY, then our READY.
+    let mut c = Connection::new(cfg.clone(), now);
+    c.handle_input(&peer_greeting(3, 1, "NULL", false), now);
+    assert_eq!(
+        drain(&mut c).len(),
+        greeting::GREETING_LEN,
+        "only our greeting"
+    );
+    c.handle_input(&command_frame(&ready_of(Pull)), now);
+    assert!(c.is_ready());
+    let mut ours = Metadata::default();
+    ours.push("Socket-Type", "PUSH");
+    assert_eq!(drain(&mut c), command_frame(&Command::Ready(ours)));
+    // Incompatible (what a libzmq PUB says before it would hang up on our READY): the
+    // peer hears only our ERROR, and we know both types.
+    let mut c = Connection::new(cfg, now);
+    c.handle_input(&peer_greeting(3, 1, "NULL", false), now);
+    drain(&mut c);
+    c.handle_input(&command_frame(&ready_of(Pub)), now);
+    assert_eq!(
+        drain(&mut c),
+        command_frame(&Command::Error(
+            "socket type PUSH cannot talk to PUB".into()
+        ))
+    );
+    assert_eq!(
+        c.error(),
+        Some(&ProtoError::IncompatibleSocketType {
+            ours: Push,
+            theirs: Pub
+        })
+    );
+}
+
+#[test]
+fn one_side_awaiting_the_peers_ready_still_handshakes_every_valid_pair() {
+    for ta in SocketType::ALL {
+        for tb in SocketType::ALL {
+            let mut a = Config::new(ta);
+            a.await_peer_ready = true;
+            let mut p = Pair::new(a, Config::new(tb));
+            p.drive();
+            if ta.is_compatible_with(tb) {
+                assert!(p.a.is_ready() && p.b.is_ready(), "{ta}-{tb}");
+            } else {
+                assert_eq!(
+                    closed_with(&p.a_events),
+                    Some(&ProtoError::IncompatibleSocketType {
+                        ours: ta,
+                        theirs: tb
+                    }),
+                    "{ta}-{tb}"
+                );
+            }
+        }
+    }
+}

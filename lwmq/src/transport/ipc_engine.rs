@@ -24,9 +24,11 @@
 //!   (`connect-retried`); a refusal (another user, an incompatible socket type) stops the
 //!   retries (`handshake-failed-auth`/`-protocol`, detail says so);
 //! - a control socket's hang-up: the peer is gone. The connection is marked dead, the
-//!   socket is woken, the monitor says `peer-crashed` (only if the peer's process no
-//!   longer runs or is a zombie: it died, was killed or exited without closing) and
-//!   then `disconnected` (always), both with the peer's pid as detail (`pid 1234`).
+//!   socket is woken, the monitor says `peer-crashed` (only if the peer hung up without
+//!   the goodbye a side sends when it ends a connection on purpose (see
+//!   `shm/rendezvous.rs`): its process died, was killed or
+//!   exited without closing) and then `disconnected` (always), both with the peer's pid
+//!   (SO_PEERCRED at connect time) as detail (`pid 1234`).
 //!   A connecting socket reconnects after the reconnect interval (`connect-retried`).
 //!
 //! # Who owns what (threads)
@@ -65,8 +67,18 @@
 //! Anything wrong in what a peer wrote into shared memory (the rings validate every
 //! index and length) costs only that connection: the reader reports it, the background thread
 //! emits `protocol-error` with the reason and closes the control socket (the peer sees
-//! HUP), and a connecting socket reconnects after the interval. A message larger than
-//! what a ring can hold fails at `send` with [`Error::MessageTooLarge`].
+//! HUP), and a connecting socket reconnects after the interval.
+//!
+//! Nothing is lost silently. A message larger than what a ring can hold fails at `send`
+//! with [`Error::MessageTooLarge`], the message handed back: checked against the
+//! smallest ring of the socket's connections and connects (a connect's ring size is its
+//! own option, so it is known before any connection exists), and again by the ring
+//! itself when it is written (a connection with a smaller ring may have arrived since the
+//! check). A message queued before its connection existed that cannot fit the ring the
+//! connection got (a subscription, which no call can fail later, written to a new
+//! connection of a bound socket whose peer chose a small ring) is dropped when the ipc
+//! thread flushes the queue, and the monitor says `message-dropped` with what was
+//! dropped and why ("N bytes: larger than the peer's ring of M bytes ...").
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -256,10 +268,11 @@ impl IpcWriter {
                 Ok(()) => return Ok(()),
                 Err(ShmSendError::Full) => return Err(WriteError::Full(msg)),
                 Err(e @ (ShmSendError::TooLarge { .. } | ShmSendError::Empty)) => {
-                    // Socket::send checks sizes first; this is a multi-frame message
-                    // just over the limit, or an empty one. It cannot ever go.
-                    tracing::warn!("ipc: dropping a message: {e}");
-                    return Ok(());
+                    // Socket::send checks sizes first, against the rings it knew of;
+                    // this ring came since, or the message is empty. It can never go:
+                    // the send fails (a subscription is reported by the ipc thread, see
+                    // `write_control`).
+                    return Err(WriteError::Unsendable(msg, Error::from(e)));
                 }
                 Err(e @ (ShmSendError::Protocol(_) | ShmSendError::Closed)) => {
                     conn.end(Failure::Protocol(e.to_string()));
@@ -315,9 +328,11 @@ impl PipeWriter for IpcWriter {
             }
         }
         // A subscription travels as an ordinary message (ZMTP 3.0 style: first byte
-        // 1 = subscribe, 0 = cancel); a full ring queues it instead of dropping it.
+        // 1 = subscribe, 0 = cancel); a full ring queues it instead of dropping it, and
+        // one that can never fit goes to the ipc thread too, which reports it when it
+        // drops it (`flush`): nobody calls to hear an error.
         match self.write(msg, true) {
-            Err(WriteError::Full(m)) => {
+            Err(WriteError::Full(m) | WriteError::Unsendable(m, _)) => {
                 let mut inner = lock(&self.slot.inner);
                 if inner.closed {
                     return Err(WriteError::Closed(m));
@@ -659,18 +674,6 @@ pub(crate) struct Engine {
     accept_later: Vec<u64>,
     /// Shutdown asked: exit once no connect lingers.
     shutting_down: bool,
-}
-
-/// Whether the process `pid` is gone (or a zombie): then the peer crashed or exited
-/// without closing; otherwise it closed the connection.
-fn process_gone(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(s) => s
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state == "Z" || state == "X"),
-    }
 }
 
 fn refusal_kind(e: &Error) -> EventKind {
@@ -1105,7 +1108,7 @@ impl Engine {
                 }
             }
             inner.connected_before = true;
-            let flushed = flush(&mut tx, &mut inner.pending);
+            let flushed = flush(&mut tx, &mut inner.pending, socket, endpoint);
             let held = if flushed {
                 inner.tx = Some((tx, state.clone()));
                 None
@@ -1182,7 +1185,7 @@ impl Engine {
             if let Some(c) = self.conns.get_mut(&t) {
                 if let Some(mut tx) = c.held_tx.take() {
                     let mut inner = lock(&c.slot.inner);
-                    if flush(&mut tx, &mut inner.pending) {
+                    if flush(&mut tx, &mut inner.pending, &c.socket, &c.endpoint) {
                         inner.tx = Some((tx, c.state.clone()));
                         drop(inner);
                         c.slot.changed();
@@ -1369,6 +1372,8 @@ impl Engine {
         c.state.alive.store(false, Ordering::Release);
         let failure = lock(&c.state.failure).take();
         let pid = c.peer.pid;
+        // Read before our own goodbye and close (dropping the link below).
+        let crashed = peer_gone.is_some() && !c.link.peer_said_goodbye();
         let (event, reconnect) = match (failure, peer_gone) {
             (Some(Failure::Protocol(why)), _) => (
                 Some((
@@ -1397,7 +1402,7 @@ impl Engine {
         drop(c.held_tx);
         // Reported after the descriptors are closed (what a watcher counts is final).
         if let Some((kind, detail)) = event {
-            if kind == EventKind::Disconnected && process_gone(pid) {
+            if kind == EventKind::Disconnected && crashed {
                 c.socket
                     .monitors
                     .emit(EventKind::PeerCrashed, &c.endpoint, format!("pid {pid}"));
@@ -1430,8 +1435,15 @@ impl Engine {
     }
 }
 
-/// Writes queued messages into a ring, oldest first; true once none is left.
-fn flush(tx: &mut RingWriter, pending: &mut VecDeque<Message>) -> bool {
+/// Writes queued messages into a ring, oldest first; true once none is left. A message
+/// that can never fit the ring is dropped and reported on `socket`'s monitors
+/// (`message-dropped`, see the module docs).
+fn flush(
+    tx: &mut RingWriter,
+    pending: &mut VecDeque<Message>,
+    socket: &SocketHandle,
+    endpoint: &str,
+) -> bool {
     while let Some(m) = pending.front() {
         match tx.try_send(m) {
             Ok(()) => {}
@@ -1440,7 +1452,24 @@ fn flush(tx: &mut RingWriter, pending: &mut VecDeque<Message>) -> bool {
                 return false;
             }
             Err(e @ (ShmSendError::TooLarge { .. } | ShmSendError::Empty)) => {
-                tracing::warn!("ipc: dropping a queued message: {e}");
+                let size: usize = m.frames().iter().map(|f| f.len()).sum();
+                let what = if matches!(e, ShmSendError::Empty) {
+                    "an empty message: a message needs at least one frame".to_owned()
+                } else {
+                    format!(
+                        "{size} bytes in {} frame(s): larger than the peer's ring of {} bytes \
+                         (at most {} bytes per message)",
+                        m.frames().len(),
+                        tx.capacity(),
+                        tx.max_message_size()
+                    )
+                };
+                tracing::warn!("ipc: dropping a queued message for {endpoint}: {what}");
+                socket.monitors.emit(
+                    EventKind::MessageDropped,
+                    endpoint,
+                    format!("queued message dropped, {what}"),
+                );
             }
             Err(e) => {
                 tracing::warn!("ipc: the ring failed while flushing: {e}");
@@ -1457,8 +1486,39 @@ mod tests {
     use super::*;
 
     #[test]
-    fn process_gone_sees_live_and_missing_processes() {
-        assert!(!process_gone(std::process::id()));
-        assert!(process_gone(u32::MAX - 1));
+    fn a_message_the_ring_can_never_take_fails_its_write_and_comes_back() {
+        // A writer whose connection's ring (4 KiB) is smaller than what the socket's
+        // size check knew of when the message was sent.
+        let slot = Slot::new(10, true);
+        let (tx, mut rx) = shm::ring::heap_ring(4096);
+        let state = Arc::new(ConnState {
+            alive: AtomicBool::new(true),
+            key: Token(1),
+            failure: Mutex::new(None),
+            io: Weak::new(),
+        });
+        lock(&slot.inner).tx = Some((tx, state));
+        slot.changed();
+        let mut w = IpcWriter {
+            slot: slot.clone(),
+            version: 0,
+            tx: None,
+        };
+        let big = Message::from(vec![7u8; 3000]);
+        match w.try_write(big.clone()) {
+            Err(WriteError::Unsendable(m, Error::MessageTooLarge { size, limit })) => {
+                assert_eq!(m, big, "the message comes back");
+                assert_eq!((size, limit), (3000, 2040));
+            }
+            other => panic!("{other:?}"),
+        }
+        match w.try_write(Message::new()) {
+            Err(WriteError::Unsendable(m, Error::InvalidArgument(_))) => assert!(m.is_empty()),
+            other => panic!("{other:?}"),
+        }
+        // The writer still works, and nothing was written for the refused ones.
+        w.try_write(Message::from("small")).unwrap();
+        assert_eq!(rx.try_recv().unwrap(), Some(Message::from("small")));
+        assert_eq!(rx.try_recv().unwrap(), None);
     }
 }

@@ -36,8 +36,29 @@ impl Backoff {
         uri: &str,
         why: &str,
     ) -> Instant {
-        let ivl = self.next;
-        self.next = options.next_reconnect_interval(ivl);
+        let next = options.next_reconnect_interval(self.next);
+        self.schedule(next, socket, uri, why)
+    }
+
+    /// As [`Backoff::retry`], but the interval doubles even when no maximum is set, up
+    /// to `cap` then (after a peer hung up during the handshake: a peer that takes the
+    /// connection and drops it is not one that is restarting).
+    pub(crate) fn retry_growing(
+        &mut self,
+        options: &Options,
+        socket: &SocketHandle,
+        uri: &str,
+        why: &str,
+        cap: Duration,
+    ) -> Instant {
+        let base = options.reconnect_interval;
+        let max = options.reconnect_interval_max.unwrap_or(cap).max(base);
+        let next = (self.next * 2).clamp(base, max);
+        self.schedule(next, socket, uri, why)
+    }
+
+    fn schedule(&mut self, next: Duration, socket: &SocketHandle, uri: &str, why: &str) -> Instant {
+        let ivl = std::mem::replace(&mut self.next, next);
         socket.monitors.emit(
             EventKind::ConnectRetried,
             uri,

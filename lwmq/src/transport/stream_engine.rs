@@ -28,6 +28,17 @@
 //!    mismatch, authentication refused, or the peer's ERROR during the handshake) the
 //!    connecter **stops reconnecting** to that endpoint: the monitor event's detail says
 //!    so. This is what prevents a reconnect storm against an incompatible peer.
+//!    A libzmq peer that finds our socket type incompatible says nothing: it closes the
+//!    connection during the handshake, usually before its READY is out. So after a peer
+//!    **hung up during the handshake** without a reason, the next attempt sends our
+//!    READY only once the peer's has arrived and was judged compatible
+//!    ([`proto::Config::await_peer_ready`]): an incompatible libzmq peer then fails the
+//!    handshake once, with both types named, and is not retried. Where that cannot help
+//!    (PLAIN, where the client's metadata goes first, or a peer that hangs up for other
+//!    reasons), the retry interval doubles after each such hang-up, up to
+//!    `reconnect_interval_max`, or [`HANDSHAKE_HANGUP_BACKOFF_MAX`] when none is set
+//!    (libzmq keeps a fixed interval then; a peer that takes the connection and drops it
+//!    is not one that is restarting, and 10 Hz retries would be a storm).
 //! 5. When its socket closes, a connection lingers until its queued messages are
 //!    written or the linger time passes.
 
@@ -52,6 +63,10 @@ use crate::transport::{
     QueueWriter, WriteError, queue_pair,
 };
 use crate::{Endpoint, Message, SocketType};
+
+/// How far the retry interval grows after repeated hang-ups during the handshake when
+/// `reconnect_interval_max` is not set (see the module docs).
+pub(crate) const HANDSHAKE_HANGUP_BACKOFF_MAX: Duration = Duration::from_secs(10);
 
 /// Stop taking messages from a socket while this many bytes wait to be written.
 pub(crate) const MAX_PENDING_TRANSMIT: usize = 256 * 1024;
@@ -221,6 +236,9 @@ struct Connecter {
     backoff: Backoff,
     /// The socket closed: keep trying only to deliver what is queued, until then.
     closing: Option<Option<Instant>>,
+    /// The last connection's peer hung up during the handshake without a reason: the
+    /// next one awaits the peer's READY before sending ours (see the module docs).
+    hung_up_in_handshake: bool,
 }
 
 impl Connecter {
@@ -534,6 +552,7 @@ impl Engine {
                 keeps_pipe,
                 state: ConnecterState::Waiting(Instant::now()),
                 closing: None,
+                hung_up_in_handshake: false,
             },
         );
         self.start_connect(id);
@@ -773,7 +792,14 @@ impl Engine {
         if let Some(p) = &pipe {
             self.pipe_to_conn.insert(p.id, t);
         }
-        let proto = Connection::new(proto_config(&options, resource), Instant::now());
+        let mut config = proto_config(&options, resource);
+        if let Origin::Connecter(id) = origin {
+            config.await_peer_ready = self
+                .connecters
+                .get(&id)
+                .is_some_and(|k| k.hung_up_in_handshake);
+        }
+        let proto = Connection::new(config, Instant::now());
         self.conns.insert(
             t,
             Conn {
@@ -993,6 +1019,11 @@ impl Engine {
     }
 
     fn schedule_retry(&mut self, id: u64, why: &str) {
+        self.schedule_retry_capped(id, why, None);
+    }
+
+    /// `cap`: the interval grows up to it even without a maximum set.
+    fn schedule_retry_capped(&mut self, id: u64, why: &str, cap: Option<Duration>) {
         let Some(c) = self.connecters.get_mut(&id) else {
             return;
         };
@@ -1000,7 +1031,12 @@ impl Engine {
             c.state = ConnecterState::Stopped;
             return;
         }
-        let at = c.backoff.retry(&c.options, &c.socket, &c.uri, why);
+        let at = match cap {
+            Some(cap) => c
+                .backoff
+                .retry_growing(&c.options, &c.socket, &c.uri, why, cap),
+            None => c.backoff.retry(&c.options, &c.socket, &c.uri, why),
+        };
         c.state = ConnecterState::Waiting(at);
     }
 
@@ -1173,7 +1209,7 @@ impl Engine {
                             c.stalled = Some(m);
                             return false;
                         }
-                        Err(WriteError::Closed(_)) => {}
+                        Err(WriteError::Closed(_) | WriteError::Unsendable(..)) => {}
                     },
                     None => tracing::debug!("message before a pipe exists; dropped"),
                 },
@@ -1257,6 +1293,7 @@ impl Engine {
         if let Origin::Connecter(id) = c.origin {
             if let Some(k) = self.connecters.get_mut(&id) {
                 k.backoff.reset(&k.options);
+                k.hung_up_in_handshake = false;
             }
         }
         if let Some(p) = &c.pipe {
@@ -1308,10 +1345,22 @@ impl Engine {
             .error
             .as_ref()
             .is_some_and(|e| is_permanent(e, c.handshake_done));
+        // The peer took the connection and dropped it during the handshake, without
+        // a reason (what libzmq does to a socket type it cannot talk to).
+        let hung_up_in_handshake = !c.connecting
+            && !c.handshake_done
+            && c.error.is_none()
+            && c.closing.is_none()
+            && c.sniff.is_none();
         let detail = match (&c.error, &io_error) {
             (Some(e), _) => e.to_string(),
             (None, Some(e)) => e.clone(),
             (None, None) if c.closing.is_some() => "socket closed".to_owned(),
+            (None, None) if hung_up_in_handshake => format!(
+                "the peer closed the connection during the handshake without a reason \
+                 (a libzmq peer does this to a socket type it cannot talk to; we are {})",
+                c.options.socket_type
+            ),
             (None, None) => "connection closed by peer".to_owned(),
         };
         let retry_note = if permanent && matches!(c.origin, Origin::Connecter(_)) {
@@ -1367,7 +1416,11 @@ impl Engine {
                     self.connecters.remove(&id);
                 } else {
                     k.state = ConnecterState::Waiting(Instant::now());
-                    self.schedule_retry(id, &detail);
+                    // After a hang-up in the handshake, back off even without a
+                    // maximum set (see the module docs).
+                    k.hung_up_in_handshake |= hung_up_in_handshake;
+                    let cap = hung_up_in_handshake.then_some(HANDSHAKE_HANGUP_BACKOFF_MAX);
+                    self.schedule_retry_capped(id, &detail, cap);
                 }
             }
         }

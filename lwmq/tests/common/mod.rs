@@ -94,3 +94,36 @@ impl Drop for Watchdog {
         self.done.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
+
+/// Set in a test's own process (see [`in_own_process`]).
+const OWN_PROCESS: &str = "LWMQ_TEST_OWN_PROCESS";
+
+/// Runs `body` in a process of its own: this test binary re-run for the test `test`
+/// only (its name as libtest prints it), with `env` set. Use it when the test measures
+/// something of the whole process, or changes a process-wide setting. Fails if that
+/// process fails or did not run exactly that one test.
+pub fn in_own_process(test: &str, env: &[(&str, &str)], body: impl FnOnce()) {
+    if std::env::var_os(OWN_PROCESS).is_some() {
+        body();
+        return;
+    }
+    let mut cmd = Command::new(std::env::current_exe().expect("test binary"));
+    cmd.args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(OWN_PROCESS, "1");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run the test in its own process");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "{test} in its own process: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The environment for [`in_own_process`] in which a parked waiter never wakes up by
+/// itself (a park lasts a day): a lost wake-up is then a hang (give the test a
+/// [`watchdog`]), not a 100 ms delay.
+pub const PARK_FOREVER: (&str, &str) = (lwmq::shm::wait::MAX_PARK_ENV, "86400000");

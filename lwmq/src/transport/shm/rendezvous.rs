@@ -18,11 +18,21 @@
 //!                  connector's packet carries 2 descriptors: segment, doorbell
 //!                  binder's packet carries 1 descriptor: doorbell
 //!  kind 2, reject: reason_len:u16le reason (UTF-8), no descriptor
+//!  kind 3, goodbye: nothing more, no descriptor
 //! ```
 //!
 //! The connector sends first (right after `connect`, so the packet is usually waiting
 //! when the binder accepts); the binder answers with a hello or a reject. Both sides
 //! check the peer's uid (SO_PEERCRED) and refuse with a reject that the other reports.
+//!
+//! After the handshake the socket stays open as the connection's control socket, and
+//! carries at most one more packet: a side that ends the connection on purpose (drops
+//! its [`ShmLink`]) sends a goodbye right before closing. So a hang-up after a goodbye
+//! is a deliberate close, and a hang-up without one means the peer's process died (was
+//! killed, crashed, or exited without closing): the kernel closed the socket for it.
+//! This is decided by what the peer did, not by when we look at its process (which may
+//! still be running while the kernel closes its descriptors, or already be a zombie
+//! after a clean close).
 
 use std::fmt;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
@@ -43,6 +53,9 @@ const MAGIC: &[u8; 4] = b"LWMQ";
 const VERSION: u8 = 1;
 const KIND_HELLO: u8 = 1;
 const KIND_REJECT: u8 = 2;
+const KIND_GOODBYE: u8 = 3;
+/// The goodbye packet (see the module docs).
+const GOODBYE: [u8; 6] = [b'L', b'W', b'M', b'Q', VERSION, KIND_GOODBYE];
 const MAX_PACKET: usize = 2048;
 
 /// The abstract socket name (without the leading NUL) for `name[:port]` in `domain`.
@@ -732,7 +745,8 @@ impl ShmLink {
     }
 
     /// Whether the peer is still there (one non-blocking poll of the control socket;
-    /// nothing is ever sent on it after the handshake, so readable means gone).
+    /// nothing but a goodbye is ever sent on it after the handshake, so readable means
+    /// gone).
     pub fn peer_alive(&self) -> bool {
         match sys::poll_one(self.control.as_raw_fd(), libc::POLLIN | libc::POLLRDHUP, 0) {
             Ok(rev) => rev & (libc::POLLHUP | libc::POLLRDHUP | libc::POLLERR | libc::POLLIN) == 0,
@@ -740,9 +754,42 @@ impl ShmLink {
         }
     }
 
+    /// Once the peer is gone ([`ShmLink::peer_alive`] is false): whether it said
+    /// goodbye, i.e. closed the connection on purpose. `false` means its process died
+    /// (killed, crashed, or exited without closing) and the kernel closed the socket.
+    /// Reads what the peer left on the control socket; call it once.
+    pub fn peer_said_goodbye(&self) -> bool {
+        let mut buf = [0u8; 16];
+        // A reset (we had unread packets when the peer closed) is reported before the
+        // packets queued for us: look again after one.
+        for _ in 0..4 {
+            match sys::recv_with_fds(&self.control, &mut buf) {
+                Ok(p) if p.len == 0 => return false,
+                Ok(p) => {
+                    if !p.truncated && buf[..p.len] == GOODBYE {
+                        return true;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+
     /// The endpoint, `ipc://name[:port]`.
     pub fn endpoint(&self) -> &str {
         &self.endpoint
+    }
+}
+
+impl Drop for ShmLink {
+    /// Ends the connection on purpose: a goodbye, then the close (the peer sees HUP).
+    fn drop(&mut self) {
+        // Never blocks (a non-blocking socket with nothing else queued); if the peer is
+        // already gone there is nobody to tell.
+        let _ = sys::send_with_fds(&self.control, &GOODBYE, &[]);
     }
 }
 

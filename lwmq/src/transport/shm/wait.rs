@@ -35,8 +35,18 @@
 //!
 //! Every peer can write the page. A hostile one can cause spurious wake-ups (harmless:
 //! waiters re-check), or zero `waiters` so that other peers skip their wake-ups; to bound
-//! that damage a parked waiter never sleeps longer than [`MAX_PARK`] before re-checking.
+//! that damage a parked waiter never sleeps longer than [`max_park`] (by default
+//! [`MAX_PARK`]) before re-checking.
 //! Nothing read from the page is used as an index or a length.
+//!
+//! # Testing the protocol
+//!
+//! That bound also hides a lost wake-up: the waiter just wakes 100 ms late. A test that
+//! wants to see one runs in a process of its own with the environment variable
+//! [`MAX_PARK_ENV`] set to a park much longer than the test ([`max_park`]), and waits
+//! with a deadline: a lost ring then shows as a wait that ends at its deadline instead
+//! of a short delay. (The process-wide [`park_timeouts`] counter is a diagnostic, not a
+//! test oracle: every thread of the process adds to it.)
 
 use std::fmt;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -59,11 +69,28 @@ const WAITERS_OFFSET: usize = 68;
 /// hostile peer that clears `waiters` can cost the other peers).
 pub const MAX_PARK: Duration = Duration::from_millis(100);
 
-/// How many parks ran a full [`MAX_PARK`] without a wake-up, process-wide (a
+/// The environment variable that overrides [`MAX_PARK`] for the whole process, in
+/// milliseconds (read once; for tests, see the module docs).
+pub const MAX_PARK_ENV: &str = "LWMQ_MAX_PARK_MS";
+
+/// The longest a parked waiter sleeps before re-checking on its own: [`MAX_PARK`], or
+/// what [`MAX_PARK_ENV`] says (at least 1 ms).
+pub fn max_park() -> Duration {
+    static PARK: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *PARK.get_or_init(|| {
+        std::env::var(MAX_PARK_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map_or(MAX_PARK, |ms| Duration::from_millis(ms.max(1)))
+    })
+}
+
+/// How many parks ran a full [`max_park`] without a wake-up, process-wide (a
 /// diagnostic: with well-behaved peers that keep sending, it stays 0).
 static PARK_TIMEOUTS: AtomicU64 = AtomicU64::new(0);
 
-/// The number of parks that ran a full [`MAX_PARK`] without being woken.
+/// The number of parks that ran a full [`max_park`] without being woken, by any thread
+/// of the process (a diagnostic; see the module docs for how tests see a lost wake-up).
 pub fn park_timeouts() -> u64 {
     PARK_TIMEOUTS.load(Ordering::Relaxed)
 }
@@ -181,7 +208,7 @@ impl Doorbell {
     }
 
     /// Polls `ready` until it returns `Some`: first spinning for `spin`, then parking on
-    /// the futex (re-checking at least every [`MAX_PARK`]). Returns `None` once
+    /// the futex (re-checking at least every [`max_park`]). Returns `None` once
     /// `deadline` passes. `ready` must be cheap and must not block.
     pub fn wait_until<T>(
         &self,
@@ -214,13 +241,14 @@ impl Doorbell {
                 return Some(v);
             }
             let now = Instant::now();
+            let max = max_park();
             let slice = match deadline {
                 Some(d) if d <= now => return None,
-                Some(d) => (d - now).min(MAX_PARK),
-                None => MAX_PARK,
+                Some(d) => (d - now).min(max),
+                None => max,
             };
-            if !ticket.park(slice) && slice == MAX_PARK {
-                // Nobody woke us for a whole MAX_PARK: either nothing happened, or a
+            if !ticket.park(slice) && slice == max {
+                // Nobody woke us for a whole max_park: either nothing happened, or a
                 // peer did not ring (a hostile peer, or a bug). Counted for tests.
                 PARK_TIMEOUTS.fetch_add(1, Ordering::Relaxed);
             }
@@ -260,7 +288,7 @@ pub(crate) fn wait_any<T>(
         }
         let now = Instant::now();
         let cap = if waitv {
-            MAX_PARK
+            max_park()
         } else {
             Duration::from_millis(1)
         };
@@ -318,9 +346,62 @@ impl Drop for WaitTicket<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::sync::atomic::AtomicBool;
+
+    /// Set in a test's own process (see [`in_own_process`]).
+    const OWN_PROCESS: &str = "LWMQ_TEST_OWN_PROCESS";
+
+    /// How long a test in its own process may run before its watchdog aborts it: far
+    /// longer than any wake-up takes, far shorter than the park.
+    const WAKE_WATCHDOG: Duration = Duration::from_secs(120);
+
+    /// Runs `body` in a process of its own (this test binary re-run for `test` only)
+    /// in which a park never times out by itself ([`MAX_PARK_ENV`] = one day): a waiter
+    /// without a deadline then returns only when rung, so a lost wake-up is a hang,
+    /// which a watchdog turns into an abort of that process (and a failure here).
+    /// `test` is the test's path as libtest names it (`module_path!()` minus the crate).
+    pub(crate) fn in_own_process(test: &str, body: impl FnOnce()) {
+        if std::env::var_os(OWN_PROCESS).is_some() {
+            assert_eq!(max_park(), Duration::from_secs(86_400));
+            let done = Arc::new(AtomicBool::new(false));
+            let flag = done.clone();
+            let name = test.to_owned();
+            std::thread::spawn(move || {
+                let start = Instant::now();
+                while !flag.load(Ordering::Acquire) {
+                    if start.elapsed() > WAKE_WATCHDOG {
+                        eprintln!("watchdog: {name} waited {WAKE_WATCHDOG:?}: a wake-up was lost");
+                        std::process::abort();
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            });
+            body();
+            done.store(true, Ordering::Release);
+            return;
+        }
+        let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
+            .args(["--exact", test, "--nocapture", "--test-threads=1"])
+            .env(OWN_PROCESS, "1")
+            .env(MAX_PARK_ENV, "86400000")
+            .output()
+            .expect("run the test in its own process");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "{test} in its own process: {}\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `module::path::name` as libtest names a test of this crate.
+    pub(crate) fn test_name(module: &str, name: &str) -> String {
+        let module = module.split_once("::").map_or("", |(_, rest)| rest);
+        format!("{module}::{name}")
+    }
 
     #[test]
     fn notify_without_waiters_does_not_bump_epoch() {
@@ -354,37 +435,35 @@ mod tests {
     #[test]
     fn parked_consumer_never_misses_a_wake_up() {
         // The consumer parks at once whenever the ring is empty; the producer only
-        // rings the doorbell when the consumer announced it parks. A lost wake-up
-        // would leave the consumer asleep for a whole MAX_PARK while messages wait.
-        let seg = super::super::segment::Segment::on_heap(4096);
-        let bell = Doorbell::new().unwrap();
-        let mut w = super::super::ring::RingWriter::new(seg.ring(0), Some(bell.clone()));
-        let mut r = super::super::ring::RingReader::new(seg.ring(0), None);
-        const N: u64 = 20_000;
-        let before = park_timeouts();
-        let producer = std::thread::spawn(move || {
+        // rings the doorbell when the consumer announced it parks. In a process whose
+        // parks never time out, a lost wake-up leaves the consumer asleep for good while
+        // messages wait (and the watchdog fails the test).
+        let name = test_name(module_path!(), "parked_consumer_never_misses_a_wake_up");
+        in_own_process(&name, || {
+            let seg = super::super::segment::Segment::on_heap(4096);
+            let bell = Doorbell::new().unwrap();
+            let mut w = super::super::ring::RingWriter::new(seg.ring(0), Some(bell.clone()));
+            let mut r = super::super::ring::RingReader::new(seg.ring(0), None);
+            const N: u64 = 20_000;
+            let producer = std::thread::spawn(move || {
+                for i in 0..N {
+                    let m = crate::Message::from(i.to_le_bytes().to_vec());
+                    while w.try_send(&m).is_err() {
+                        std::thread::yield_now();
+                    }
+                    if i % 64 == 0 {
+                        std::thread::yield_now();
+                    }
+                }
+            });
             for i in 0..N {
-                let m = crate::Message::from(i.to_le_bytes().to_vec());
-                while w.try_send(&m).is_err() {
-                    std::thread::yield_now();
-                }
-                if i % 64 == 0 {
-                    std::thread::yield_now();
-                }
+                let m = bell
+                    .wait_until(Duration::ZERO, None, || r.try_recv().unwrap())
+                    .expect("no deadline");
+                assert_eq!(m.frames()[0][..], i.to_le_bytes());
             }
+            producer.join().unwrap();
         });
-        for i in 0..N {
-            let m = bell
-                .wait_until(Duration::ZERO, None, || r.try_recv().unwrap())
-                .expect("no deadline");
-            assert_eq!(m.frames()[0][..], i.to_le_bytes());
-        }
-        producer.join().unwrap();
-        assert_eq!(
-            park_timeouts(),
-            before,
-            "a parked consumer slept through a message"
-        );
     }
 
     #[test]
@@ -402,36 +481,35 @@ mod tests {
 
     #[test]
     fn wait_any_is_woken_by_any_bell() {
-        let bells: Vec<Doorbell> = (0..3).map(|_| Doorbell::new().unwrap()).collect();
-        let flag = Arc::new(AtomicBool::new(false));
-        let (ringer, f2) = (bells[2].clone(), flag.clone());
-        let before = park_timeouts();
-        let t = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(30));
-            f2.store(true, Ordering::Release);
-            ringer.notify();
+        // In a process whose parks never time out: returning at all means the ring of
+        // the third bell woke the waiter.
+        let name = test_name(module_path!(), "wait_any_is_woken_by_any_bell");
+        in_own_process(&name, || {
+            let bells: Vec<Doorbell> = (0..3).map(|_| Doorbell::new().unwrap()).collect();
+            let flag = Arc::new(AtomicBool::new(false));
+            let (ringer, f2) = (bells[2].clone(), flag.clone());
+            let t = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(30));
+                f2.store(true, Ordering::Release);
+                ringer.notify();
+            });
+            let refs: Vec<&Doorbell> = bells.iter().collect();
+            let got = wait_any(&refs, Duration::ZERO, None, || {
+                flag.load(Ordering::Acquire).then_some(3)
+            });
+            t.join().unwrap();
+            assert_eq!(got, Some(3), "woken by the ring");
+            for b in &bells {
+                assert_eq!(b.waiters().load(Ordering::Relaxed), 0, "tickets withdrawn");
+            }
+            let none: Option<()> = wait_any(
+                &refs,
+                Duration::ZERO,
+                Some(Instant::now() + Duration::from_millis(10)),
+                || None,
+            );
+            assert!(none.is_none());
         });
-        let refs: Vec<&Doorbell> = bells.iter().collect();
-        let got = wait_any(&refs, Duration::ZERO, None, || {
-            flag.load(Ordering::Acquire).then_some(3)
-        });
-        t.join().unwrap();
-        assert_eq!(got, Some(3));
-        assert_eq!(
-            park_timeouts(),
-            before,
-            "woken by the ring, not by a timeout"
-        );
-        for b in &bells {
-            assert_eq!(b.waiters().load(Ordering::Relaxed), 0, "tickets withdrawn");
-        }
-        let none: Option<()> = wait_any(
-            &refs,
-            Duration::ZERO,
-            Some(Instant::now() + Duration::from_millis(10)),
-            || None,
-        );
-        assert!(none.is_none());
     }
 
     #[test]
