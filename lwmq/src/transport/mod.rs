@@ -70,6 +70,7 @@ pub(crate) mod ipc_engine;
 pub(crate) mod reactor;
 pub(crate) mod reconnect;
 pub mod shm;
+pub(crate) mod spsc;
 pub(crate) mod stream;
 pub(crate) mod stream_engine;
 pub(crate) mod tcp;
