@@ -485,6 +485,12 @@ impl PipeReader for IpcReader {
             return Ok(None);
         }
     }
+    fn is_empty(&mut self) -> bool {
+        match &mut self.rx {
+            Some((rx, _)) => matches!(rx.has_data(), Ok(false)),
+            None => true,
+        }
+    }
     fn is_finished(&mut self) -> bool {
         if self.closed {
             return true;

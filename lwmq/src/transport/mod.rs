@@ -71,6 +71,7 @@ pub(crate) mod reactor;
 pub(crate) mod reconnect;
 pub mod shm;
 pub(crate) mod spsc;
+pub(crate) mod spsc_pipe;
 pub(crate) mod stream;
 pub(crate) mod stream_engine;
 pub(crate) mod tcp;
@@ -488,6 +489,8 @@ pub trait PipeReader: Send + fmt::Debug {
     fn is_finished(&mut self) -> bool {
         false
     }
+    /// Whether no message is waiting now (the writer may still write more).
+    fn is_empty(&mut self) -> bool;
     /// Passes the next message to `f` if there is one (`Ok(true)`), in place where
     /// the transport can (shared-memory rings); the default borrows [`try_read`]'s
     /// message.
@@ -651,6 +654,9 @@ impl PipeReader for QueueReader {
     fn is_finished(&mut self) -> bool {
         self.finished()
     }
+    fn is_empty(&mut self) -> bool {
+        self.len() == 0
+    }
     fn close(&mut self) {
         {
             let mut st = lock(&self.0.state);
@@ -678,11 +684,6 @@ impl Drop for QueueReader {
 }
 
 impl QueueReader {
-    /// Whether the writer closed (messages may still be queued).
-    pub(crate) fn writer_closed(&self) -> bool {
-        lock(&self.0.state).writer_closed
-    }
-
     /// Number of queued messages.
     pub(crate) fn len(&self) -> usize {
         lock(&self.0.state).buf.len()

@@ -496,6 +496,15 @@ impl<T> Consumer<T> {
             && self.read == self.shared.tail.load(Ordering::Acquire)
     }
 
+    /// Whether nothing published is waiting (the producer may still push more).
+    pub(crate) fn is_empty(&mut self) -> bool {
+        if self.read != self.tail_cache {
+            return false;
+        }
+        self.tail_cache = self.shared.tail.load(Ordering::Acquire);
+        self.read == self.tail_cache
+    }
+
     /// Stops consuming: the producer sees [`Producer::is_closed`]; items not popped are
     /// dropped with the queue. Returns `true` if the producer sleeps waiting for room
     /// (or is owed a wake-up not yet taken): the caller must wake it. Idempotent.

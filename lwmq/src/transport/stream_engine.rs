@@ -53,14 +53,14 @@ use bytes::Bytes;
 use mio::{Interest, Registry, Token};
 
 use super::reconnect::Backoff;
+use super::spsc_pipe::spsc_pipe;
 use super::stream::{self, Bound, Listener, Stream};
 use super::{PipeId, SocketHandle, control, parse_control};
 use crate::monitor::EventKind;
 use crate::options::{Mechanism, Options};
 use crate::proto::{self, Connection, Event, MechanismConfig, ProtoError};
 use crate::transport::{
-    Notify, Pipe, PipeClosed, PipeMeta, PipeReader, PipeWriter, QueueConfig, QueueReader,
-    QueueWriter, WriteError, queue_pair,
+    Notify, Pipe, PipeClosed, PipeMeta, PipeReader, PipeWriter, QueueConfig, WriteError, queue,
 };
 use crate::{Endpoint, Message, SocketType};
 
@@ -120,8 +120,8 @@ impl Notify for IoWake {
 #[derive(Debug)]
 pub(crate) struct IoHalf {
     id: PipeId,
-    to_socket: QueueWriter,
-    from_socket: QueueReader,
+    to_socket: Box<dyn PipeWriter>,
+    from_socket: Box<dyn PipeReader>,
     /// SUB/XSUB: the topics subscribed through this pipe, replayed to the new peer
     /// when a kept pipe gets a new connection (the socket sent them only once).
     subscriptions: std::collections::BTreeSet<Bytes>,
@@ -150,15 +150,28 @@ fn stream_pipe_with(
         key: id,
         shared: Arc::downgrade(io),
     });
-    let out = QueueConfig {
-        hwm: options.send_hwm,
-        conflate: options.conflate,
-    };
-    let inbound = QueueConfig {
-        hwm: options.recv_hwm,
-        conflate: options.conflate,
-    };
-    let (sw, sr, iw, ir) = queue_pair(out, inbound, socket.signal.clone(), wake);
+    let signal: Arc<dyn Notify> = socket.signal.clone();
+    // The lock-free queue where it gives all the direction needs (a bound, no
+    // CONFLATE, no subscriptions written into it); the locked queue otherwise.
+    let sends_subscriptions = matches!(options.socket_type, SocketType::Sub | SocketType::XSub);
+    let (sw, ir) = pipe_halves(
+        QueueConfig {
+            hwm: options.send_hwm,
+            conflate: options.conflate,
+        },
+        !sends_subscriptions,
+        wake.clone(),
+        signal.clone(),
+    );
+    let (iw, sr) = pipe_halves(
+        QueueConfig {
+            hwm: options.recv_hwm,
+            conflate: options.conflate,
+        },
+        true,
+        signal,
+        wake,
+    );
     let meta = PipeMeta {
         routing_id: peer.map(|p| p.identity.clone()).unwrap_or_default(),
         endpoint: endpoint.to_owned(),
@@ -167,8 +180,8 @@ fn stream_pipe_with(
         (
             id,
             Pipe {
-                writer: Box::new(sw),
-                reader: Box::new(sr),
+                writer: sw,
+                reader: sr,
                 meta,
             },
         ),
@@ -179,6 +192,23 @@ fn stream_pipe_with(
             subscriptions: Default::default(),
         },
     )
+}
+
+/// One direction of a stream pipe: over [`spsc_pipe`] when `lock_free` is allowed and
+/// the config has a bound and no CONFLATE, else over the locked queue.
+fn pipe_halves(
+    config: QueueConfig,
+    lock_free: bool,
+    reader_notify: Arc<dyn Notify>,
+    writer_notify: Arc<dyn Notify>,
+) -> (Box<dyn PipeWriter>, Box<dyn PipeReader>) {
+    if lock_free && config.hwm > 0 && !config.conflate {
+        let (w, r) = spsc_pipe(config.hwm, reader_notify, writer_notify);
+        (Box::new(w), Box::new(r))
+    } else {
+        let (w, r) = queue(config, reader_notify, writer_notify);
+        (Box::new(w), Box::new(r))
+    }
 }
 
 /// One bind served by a listener. A listener has one route, or (a TCP port shared by
@@ -244,9 +274,9 @@ struct Connecter {
 impl Connecter {
     /// Whether a closing connecter has nothing left to deliver.
     /// While the context shuts down, a live socket's empty pipe counts as drained.
-    fn drained(&self, shutting_down: bool) -> bool {
-        self.pipe.as_ref().is_none_or(|p| {
-            (p.from_socket.writer_closed() || shutting_down) && p.from_socket.len() == 0
+    fn drained(&mut self, shutting_down: bool) -> bool {
+        self.pipe.as_mut().is_none_or(|p| {
+            p.from_socket.is_finished() || (shutting_down && p.from_socket.is_empty())
         })
     }
 }
@@ -407,7 +437,7 @@ impl Engine {
             && self.conns.is_empty()
             && self
                 .connecters
-                .values()
+                .values_mut()
                 .all(|c| c.closing.is_none() || c.drained(sd));
         if done {
             self.connecters.clear();
@@ -451,14 +481,14 @@ impl Engine {
         let sd = self.shutting_down;
         let expired: Vec<u64> = self
             .connecters
-            .iter()
-            .filter(|(_, c)| {
-                c.closing.is_some_and(|d| d.is_some_and(|d| d <= now))
+            .iter_mut()
+            .filter_map(|(id, c)| {
+                let over = c.closing.is_some_and(|d| d.is_some_and(|d| d <= now))
                     || (c.closing.is_some()
                         && !matches!(c.state, ConnecterState::Active(_))
-                        && c.drained(sd))
+                        && c.drained(sd));
+                over.then_some(*id)
             })
-            .map(|(id, _)| *id)
             .collect();
         for id in expired {
             if let Some(c) = self.connecters.remove(&id) {
@@ -1174,8 +1204,8 @@ impl Engine {
             || (c.proto.is_closed() && flushed && c.error.is_some())
             || (c.closing.is_some()
                 && flushed
-                && c.pipe.as_ref().is_none_or(|p| {
-                    (p.from_socket.writer_closed() || shutting_down) && p.from_socket.len() == 0
+                && c.pipe.as_mut().is_none_or(|p| {
+                    p.from_socket.is_finished() || (shutting_down && p.from_socket.is_empty())
                 }));
         if over {
             self.close_conn(t);
@@ -1196,6 +1226,7 @@ impl Engine {
             let Some(ev) = c.proto.poll_event() else {
                 return true;
             };
+            let subscribe = matches!(ev, Event::Subscribe(_));
             match ev {
                 Event::HandshakeSucceeded(_) if c.rejected => {}
                 Event::HandshakeSucceeded(peer) => {
@@ -1216,14 +1247,16 @@ impl Engine {
                 Event::Subscribe(topic) | Event::Cancel(topic) if c.pipe.is_none() => {
                     tracing::debug!("subscription {topic:?} before a pipe exists; dropped");
                 }
-                Event::Subscribe(topic) => {
+                Event::Subscribe(topic) | Event::Cancel(topic) => {
                     if let Some(p) = c.pipe.as_mut() {
-                        let _ = p.to_socket.write_control(control(true, &topic));
-                    }
-                }
-                Event::Cancel(topic) => {
-                    if let Some(p) = c.pipe.as_mut() {
-                        let _ = p.to_socket.write_control(control(false, &topic));
+                        // Never dropped: a full lock-free queue holds it back like a
+                        // message, and reading waits.
+                        if let Err(WriteError::Full(m)) =
+                            p.to_socket.write_control(control(subscribe, &topic))
+                        {
+                            c.stalled = Some(m);
+                            return false;
+                        }
                     }
                 }
                 Event::AuthRequest { username, .. } => {
