@@ -50,6 +50,7 @@ mod poll;
 mod proxy;
 mod socket;
 mod socket_type;
+mod sync;
 mod worker;
 
 pub(crate) mod transport;
