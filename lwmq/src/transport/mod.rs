@@ -49,6 +49,7 @@
 pub(crate) mod inproc;
 pub(crate) mod ipc;
 pub mod shm;
+pub(crate) mod spsc;
 pub(crate) mod stream;
 
 use std::collections::VecDeque;
