@@ -31,8 +31,8 @@
 //! re-check, which sees the data) or after (then the futex value differs, or the sleeper
 //! is woken).
 //!
-//! The protocol's atomic steps are [`protocol`]'s functions, generic over the word type
-//! ([`BellWord`]): the doorbell runs them on std atomics over its page, and a loom model
+//! The protocol's atomic steps are `protocol`'s functions, generic over the word type
+//! (`BellWord`): the doorbell runs them on std atomics over its page, and a loom model
 //! (`loom_tests`, run by `scripts/concurrency`) runs the same functions on loom atomics,
 //! with FUTEX_WAIT/FUTEX_WAKE emulated by a compare-and-sleep under a loom mutex, and
 //! checks that no interleaving leaves a waiter asleep while its condition holds.
