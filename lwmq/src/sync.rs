@@ -100,3 +100,14 @@ mod imp {
 }
 
 pub(crate) use imp::*;
+
+/// Runs a loom model with a preemption bound of 3 (the number of times a thread may be
+/// switched out while it could have gone on), unless `LOOM_MAX_PREEMPTIONS` says
+/// otherwise: bugs need few preemptions, and the unbounded state space of the queue's
+/// models takes hours.
+#[cfg(all(test, loom))]
+pub(crate) fn model(f: impl Fn() + Sync + Send + 'static) {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound.get_or_insert(3);
+    builder.check(f);
+}

@@ -1,5 +1,6 @@
 //! A bounded lock-free single-producer single-consumer queue with batched publication:
-//! the stream pipe between a socket's application thread and the I/O thread.
+//! the stream pipe between a socket's application thread and the background thread
+//! (through [`super::spsc_pipe`]).
 //!
 //! # The algorithm
 //!
@@ -30,10 +31,17 @@
 //! comes first in their total order, and the load after the later fence sees the store
 //! before the earlier one. So either the side going to sleep sees the other's progress
 //! and does not sleep (`announce_*` returns `false`), or the other side sees the flag
-//! and wakes it. The flag is cleared by whoever acts on it (`swap`), so one announcement
-//! gives at most one wake-up. A stale flag (set by an announcement whose sleep ended for
+//! and wakes it. The flag is cleared by whoever acts on it (a compare-exchange), so one
+//! announcement gives at most one wake-up. A stale flag (set by an announcement whose sleep ended for
 //! another reason) costs one spurious wake-up at most; the side that set it clears it
 //! when it next makes progress.
+//!
+//! Every write to a flag is a read-modify-write (`swap`, `compare_exchange`), never a
+//! plain store. The handshakes need no more than a store, and on x86 a SeqCst store is an
+//! `xchg` anyway; but with only read-modify-writes each flag's modification order is one
+//! chain that every write reads the end of, which is what loom needs to check the
+//! fences exactly (loom keeps modification order as a partial order; with a plain store
+//! racing the other side's clear it reports a lost wake-up that the C11 model forbids).
 //!
 //! # How far the producer's view lags
 //!
@@ -53,8 +61,8 @@
 //! |---|---|---|---|
 //! | `tail` — end of the published items | producer (`flush`, `close`) | consumer, when its copy says empty | store Release / load Acquire: the slots before it are written |
 //! | `head` — end of the consumed items, as last published | consumer (per batch, on empty, idle, close) | producer, when its copy says full | store Release / load Acquire: the slots before it are read |
-//! | `consumer_idle` | consumer sets (SeqCst + fence) and clears; producer clears (`swap`) | producer after each flush, after a SeqCst fence | SeqCst |
-//! | `producer_blocked` | producer sets (SeqCst + fence) and clears; consumer clears (`swap`) | consumer after each `head` store, after a SeqCst fence | SeqCst |
+//! | `consumer_idle` | consumer sets (`swap`, SeqCst, then a fence) and clears; producer clears (`compare_exchange`) | producer after each flush, after a SeqCst fence | SeqCst |
+//! | `producer_blocked` | producer sets (`swap`, SeqCst, then a fence) and clears; consumer clears (`compare_exchange`) | consumer after each `head` store, after a SeqCst fence | SeqCst |
 //! | `producer_closed` | producer, once, after its last `tail` store | consumer (`announce_idle`, `is_closed`) | Release / Acquire: `tail` is final once it is seen |
 //! | `consumer_closed` | consumer, once, after its last `head` store | producer (`announce_blocked`, `is_closed`) | Release / Acquire |
 //! | `slots[pos % capacity]` | producer, for `head <= pos < head + capacity` not yet published | consumer, for `head <= pos < tail` | ordered by `tail` and `head` as above |
@@ -82,11 +90,6 @@
 //! it sees the close); `Drop` cannot wake anyone, so a side whose peer may sleep calls
 //! `close` first. When both halves are gone, the items in `head..tail` (those never
 //! popped) are dropped, each exactly once. Only `channel` allocates: one slot array.
-
-#![allow(
-    dead_code,
-    reason = "the stream pipe adopts it (socket rewrite); until then only its tests use it"
-)]
 
 use std::fmt;
 use std::mem::MaybeUninit;
@@ -249,7 +252,7 @@ impl<T> Producer<T> {
             self.shared
                 .flags
                 .producer_blocked
-                .store(false, Ordering::Relaxed);
+                .swap(false, Ordering::Relaxed);
         }
         self.shared.slots[self.write & self.shared.mask].with_mut(|p| {
             // SAFETY: `write - head_cache < capacity`, and `head_cache` was published by
@@ -282,18 +285,23 @@ impl<T> Producer<T> {
         // module docs); the consumer has the matching fence in `announce_idle`.
         fence(Ordering::SeqCst);
         let idle = &self.shared.flags.consumer_idle;
-        idle.load(Ordering::Relaxed) && idle.swap(false, Ordering::SeqCst)
+        idle.load(Ordering::Relaxed)
+            && idle
+                .compare_exchange(true, false, Ordering::SeqCst, Ordering::Relaxed)
+                .is_ok()
     }
 
     /// Items pushed and not yet known to be popped (pushed but unflushed ones count;
     /// popped ones the consumer has not published yet do too). A hint: the consumer
     /// moves on meanwhile.
+    #[cfg(any(test, loom))]
     pub(crate) fn len_hint(&self) -> usize {
         self.write
             .wrapping_sub(self.shared.head.load(Ordering::Relaxed))
     }
 
     /// Whether [`push`](Self::push) would hand its item back now.
+    #[cfg(any(test, loom))]
     pub(crate) fn is_full(&mut self) -> bool {
         if self.closed {
             return true;
@@ -317,13 +325,13 @@ impl<T> Producer<T> {
             return false;
         }
         let flags = &self.shared.flags;
-        flags.producer_blocked.store(true, Ordering::SeqCst);
+        flags.producer_blocked.swap(true, Ordering::SeqCst);
         // SeqCst fence: orders the flag store before the look at `head` (the consumer
         // has the matching fence after each `head` store).
         fence(Ordering::SeqCst);
         self.head_cache = self.shared.head.load(Ordering::Acquire);
         if self.has_room() || flags.consumer_closed.load(Ordering::Acquire) {
-            flags.producer_blocked.store(false, Ordering::Relaxed);
+            flags.producer_blocked.swap(false, Ordering::Relaxed);
             self.blocked = false;
             return false;
         }
@@ -409,7 +417,7 @@ impl<T> Consumer<T> {
                 self.shared
                     .flags
                     .consumer_idle
-                    .store(false, Ordering::Relaxed);
+                    .swap(false, Ordering::Relaxed);
             }
         }
         let v = self.shared.slots[self.read & self.shared.mask].with(|p| {
@@ -447,7 +455,10 @@ impl<T> Consumer<T> {
         // producer has the matching fence in `announce_blocked`.
         fence(Ordering::SeqCst);
         let blocked = &self.shared.flags.producer_blocked;
-        blocked.load(Ordering::Relaxed) && blocked.swap(false, Ordering::SeqCst)
+        blocked.load(Ordering::Relaxed)
+            && blocked
+                .compare_exchange(true, false, Ordering::SeqCst, Ordering::Relaxed)
+                .is_ok()
     }
 
     /// Whether the producer announced it sleeps on a full queue and we have since freed
@@ -471,13 +482,13 @@ impl<T> Consumer<T> {
             return false;
         }
         let flags = &self.shared.flags;
-        flags.consumer_idle.store(true, Ordering::SeqCst);
+        flags.consumer_idle.swap(true, Ordering::SeqCst);
         // SeqCst fence: orders the flag store before the look at `tail` (the producer
         // has the matching fence after each `tail` store).
         fence(Ordering::SeqCst);
         self.tail_cache = self.shared.tail.load(Ordering::Acquire);
         if self.read != self.tail_cache || flags.producer_closed.load(Ordering::Acquire) {
-            flags.consumer_idle.store(false, Ordering::Relaxed);
+            flags.consumer_idle.swap(false, Ordering::Relaxed);
             self.idle = false;
             return false;
         }
@@ -917,5 +928,133 @@ mod tests {
         producer.join().unwrap();
         assert_eq!(next, n);
         assert_eq!(sum, n * (n - 1) / 2);
+    }
+}
+
+/// Loom models (`scripts/concurrency`): every interleaving of a few pushes and pops,
+/// with the threads really sleeping on [`Event`]s, so a lost wake-up is a deadlock that
+/// loom reports.
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use crate::sync::atomic::AtomicUsize;
+    use crate::sync::thread;
+
+    /// An item that counts its drops.
+    struct Counted(Arc<AtomicUsize>);
+
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn events() -> (Arc<Event>, Arc<Event>) {
+        (Arc::new(Event::default()), Arc::new(Event::default()))
+    }
+
+    /// `n` items through a queue of `capacity`, both sides sleeping whenever they must.
+    fn stream(capacity: usize, n: usize) {
+        crate::sync::model(move || {
+            let (mut p, mut c) = channel::<usize>(capacity);
+            let (cev, pev) = events();
+            let (cev2, pev2) = (cev.clone(), pev.clone());
+            let producer = thread::spawn(move || {
+                for i in 0..n {
+                    send_blocking(&mut p, i, &cev2, &pev2);
+                }
+            });
+            for i in 0..n {
+                assert_eq!(recv_blocking(&mut c, &cev, &pev), Some(i));
+            }
+            producer.join().unwrap();
+        });
+    }
+
+    #[test]
+    fn loom_idle_consumer_is_always_woken() {
+        // Never full: only the consumer-idle handshake is at work.
+        stream(4, 2);
+    }
+
+    #[test]
+    fn loom_blocked_producer_is_always_woken() {
+        // Capacity 2 (batch 1) and three items: the producer fills the queue and
+        // sleeps, the consumer sleeps when it runs dry.
+        stream(2, 3);
+    }
+
+    #[test]
+    fn loom_blocked_producer_is_woken_after_a_batch() {
+        // Capacity 4 (batch 2), five items: `head` is published every second pop.
+        stream(4, 5);
+    }
+
+    #[test]
+    fn loom_producer_close_reaches_a_sleeping_consumer() {
+        crate::sync::model(|| {
+            let (mut p, mut c) = channel::<usize>(2);
+            let (cev, pev) = events();
+            let (cev2, pev2) = (cev.clone(), pev.clone());
+            let producer = thread::spawn(move || {
+                send_blocking(&mut p, 7, &cev2, &pev2);
+                if p.close() {
+                    cev2.wake();
+                }
+            });
+            assert_eq!(recv_blocking(&mut c, &cev, &pev), Some(7));
+            assert_eq!(recv_blocking(&mut c, &cev, &pev), None);
+            assert!(c.is_closed());
+            producer.join().unwrap();
+        });
+    }
+
+    #[test]
+    fn loom_consumer_close_reaches_a_blocked_producer_and_drops_once() {
+        crate::sync::model(|| {
+            let drops = Arc::new(AtomicUsize::new(0));
+            let (mut p, mut c) = channel::<Counted>(2);
+            let (cev, pev) = events();
+            let (cev2, pev2, d2) = (cev.clone(), pev.clone(), drops.clone());
+            let producer = thread::spawn(move || {
+                // At most three fit (two slots, one popped): the fourth send finds
+                // the queue full and returns (dropping the item) once the consumer
+                // has closed.
+                for _ in 0..4 {
+                    send_blocking(&mut p, Counted(d2.clone()), &cev2, &pev2);
+                }
+                assert!(p.is_closed());
+            });
+            let first = recv_blocking(&mut c, &cev, &pev);
+            assert!(first.is_some());
+            if c.close() {
+                pev.wake();
+            }
+            drop(first);
+            producer.join().unwrap();
+            drop(c);
+            assert_eq!(drops.load(Ordering::Relaxed), 4);
+        });
+    }
+
+    #[test]
+    fn loom_both_halves_dropped_concurrently_drop_each_item_once() {
+        crate::sync::model(|| {
+            let drops = Arc::new(AtomicUsize::new(0));
+            let (mut p, mut c) = channel::<Counted>(2);
+            let d2 = drops.clone();
+            let producer = thread::spawn(move || {
+                p.push(Counted(d2.clone()))
+                    .unwrap_or_else(|_| unreachable!());
+                p.flush();
+                p.push(Counted(d2)).unwrap_or_else(|_| unreachable!());
+                // Dropped with one item unflushed: Drop publishes it.
+            });
+            let popped = c.pop();
+            drop(c);
+            drop(popped);
+            producer.join().unwrap();
+            assert_eq!(drops.load(Ordering::Relaxed), 2);
+        });
     }
 }

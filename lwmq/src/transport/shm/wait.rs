@@ -31,6 +31,12 @@
 //! re-check, which sees the data) or after (then the futex value differs, or the sleeper
 //! is woken).
 //!
+//! The protocol's atomic steps are `protocol`'s functions, generic over the word type
+//! (`BellWord`): the doorbell runs them on std atomics over its page, and a loom model
+//! (`loom_tests`, run by `scripts/concurrency`) runs the same functions on loom atomics,
+//! with FUTEX_WAIT/FUTEX_WAKE emulated by a compare-and-sleep under a loom mutex, and
+//! checks that no interleaving leaves a waiter asleep while its condition holds.
+//!
 //! # Trust
 //!
 //! Every peer can write the page. A hostile one can cause spurious wake-ups (harmless:
@@ -51,12 +57,95 @@
 use std::fmt;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
+
+use crate::sync::shared::{AtomicU32, AtomicU64, Ordering, fence};
 use std::time::{Duration, Instant};
 
 use super::region::Region;
 use super::sys;
 use crate::Result;
+
+/// The atomic operations the doorbell protocol does on its two words, so that its steps
+/// ([`protocol`]) are written once: for the real page, whose words are std atomics over
+/// the mapping, and for the loom model, whose words are loom's (see `crate::sync`).
+pub(crate) trait BellWord {
+    fn load(&self, order: Ordering) -> u32;
+    fn fetch_add(&self, v: u32, order: Ordering) -> u32;
+    fn fetch_sub(&self, v: u32, order: Ordering) -> u32;
+    /// A fence of the memory model these words live in.
+    fn fence(order: Ordering);
+}
+
+impl BellWord for AtomicU32 {
+    #[inline(always)]
+    fn load(&self, order: Ordering) -> u32 {
+        AtomicU32::load(self, order)
+    }
+    #[inline(always)]
+    fn fetch_add(&self, v: u32, order: Ordering) -> u32 {
+        AtomicU32::fetch_add(self, v, order)
+    }
+    #[inline(always)]
+    fn fetch_sub(&self, v: u32, order: Ordering) -> u32 {
+        AtomicU32::fetch_sub(self, v, order)
+    }
+    #[inline(always)]
+    fn fence(order: Ordering) {
+        fence(order);
+    }
+}
+
+#[cfg(loom)]
+impl BellWord for crate::sync::atomic::AtomicU32 {
+    fn load(&self, order: Ordering) -> u32 {
+        crate::sync::atomic::AtomicU32::load(self, order)
+    }
+    fn fetch_add(&self, v: u32, order: Ordering) -> u32 {
+        crate::sync::atomic::AtomicU32::fetch_add(self, v, order)
+    }
+    fn fetch_sub(&self, v: u32, order: Ordering) -> u32 {
+        crate::sync::atomic::AtomicU32::fetch_sub(self, v, order)
+    }
+    fn fence(order: Ordering) {
+        crate::sync::atomic::fence(order);
+    }
+}
+
+/// The protocol's atomic steps (see the module docs); the futex calls around them are
+/// the caller's.
+pub(crate) mod protocol {
+    use super::{BellWord, Ordering};
+
+    /// The notifier's step, after it published (Release) what the owner waits for:
+    /// SeqCst fence, read `waiters`, and bump `epoch` if non-zero. Returns whether it
+    /// bumped, that is whether the caller must FUTEX_WAKE `epoch`.
+    #[inline(always)]
+    pub(crate) fn ring<W: BellWord>(epoch: &W, waiters: &W) -> bool {
+        W::fence(Ordering::SeqCst);
+        if waiters.load(Ordering::Relaxed) != 0 {
+            epoch.fetch_add(1, Ordering::SeqCst);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The waiter's announcement: `waiters += 1`, SeqCst fence, read `epoch`. The
+    /// caller re-checks its condition next and, if still false, parks with
+    /// FUTEX_WAIT(`epoch`, the value returned).
+    #[inline(always)]
+    pub(crate) fn announce<W: BellWord>(epoch: &W, waiters: &W) -> u32 {
+        waiters.fetch_add(1, Ordering::SeqCst);
+        W::fence(Ordering::SeqCst);
+        epoch.load(Ordering::SeqCst)
+    }
+
+    /// Withdraws an announcement (after the park, or instead of it).
+    #[inline(always)]
+    pub(crate) fn withdraw<W: BellWord>(waiters: &W) {
+        waiters.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 /// Size of a doorbell's memory file.
 pub const BELL_SIZE: usize = 4096;
@@ -185,9 +274,7 @@ impl Doorbell {
     /// Call after publishing (Release) whatever the owner waits for. No syscall when
     /// nobody is parked.
     pub fn notify(&self) {
-        fence(Ordering::SeqCst);
-        if self.waiters().load(Ordering::Relaxed) != 0 {
-            self.epoch_word().fetch_add(1, Ordering::SeqCst);
+        if protocol::ring(self.epoch_word(), self.waiters()) {
             sys::futex_wake_all(self.epoch_word());
         }
     }
@@ -201,9 +288,7 @@ impl Doorbell {
     /// call and before [`WaitTicket::park`]; dropping the ticket withdraws the
     /// announcement.
     pub fn prepare_wait(&self) -> WaitTicket<'_> {
-        self.waiters().fetch_add(1, Ordering::SeqCst);
-        fence(Ordering::SeqCst);
-        let epoch = self.epoch();
+        let epoch = protocol::announce(self.epoch_word(), self.waiters());
         WaitTicket { bell: self, epoch }
     }
 
@@ -341,7 +426,7 @@ impl WaitTicket<'_> {
 
 impl Drop for WaitTicket<'_> {
     fn drop(&mut self) {
-        self.bell.waiters().fetch_sub(1, Ordering::SeqCst);
+        protocol::withdraw(self.bell.waiters());
     }
 }
 
@@ -522,5 +607,144 @@ pub(crate) mod tests {
         );
         assert!(r.is_none());
         assert_eq!(bell.waiters().load(Ordering::Relaxed), 0);
+    }
+}
+
+/// Loom models of the wake-up protocol (`scripts/concurrency`). The futex is emulated
+/// the way the kernel implements it: FUTEX_WAIT compares the word and goes to sleep
+/// under one lock, FUTEX_WAKE takes that lock to wake the sleepers; there is no timeout,
+/// so a lost wake-up is a deadlock, which loom reports.
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::{BellWord, protocol};
+    use crate::sync::atomic::{AtomicU32, Ordering};
+    use crate::sync::{Arc, Condvar, Mutex, thread};
+
+    /// A futex word's kernel side: compare-and-sleep, wake all.
+    #[derive(Default)]
+    struct Futex {
+        bucket: Mutex<()>,
+        sleepers: Condvar,
+    }
+
+    impl Futex {
+        /// FUTEX_WAIT: sleeps unless `word` is no longer `expected` (may return early;
+        /// callers re-check, as with the real one).
+        fn wait<W: BellWord>(&self, word: &W, expected: u32) {
+            let bucket = self.bucket.lock().unwrap();
+            if word.load(Ordering::SeqCst) == expected {
+                drop(self.sleepers.wait(bucket).unwrap());
+            }
+        }
+
+        /// FUTEX_WAKE of every sleeper.
+        fn wake_all(&self) {
+            let _bucket = self.bucket.lock().unwrap();
+            self.sleepers.notify_all();
+        }
+    }
+
+    /// The doorbell's two words and its futex, over words of type `W`.
+    #[derive(Default)]
+    struct Bell<W> {
+        epoch: W,
+        waiters: W,
+        futex: Futex,
+    }
+
+    impl<W: BellWord> Bell<W> {
+        /// As `Doorbell::notify`.
+        fn notify(&self) {
+            if protocol::ring(&self.epoch, &self.waiters) {
+                self.futex.wake_all();
+            }
+        }
+
+        /// As `Doorbell::wait_until` with no spin and no deadline: announce, re-check,
+        /// park, withdraw, until `ready` (the `MAX_PARK` bound is left out on purpose:
+        /// it would hide a lost wake-up).
+        fn wait_until(&self, ready: impl Fn() -> bool) {
+            loop {
+                if ready() {
+                    return;
+                }
+                let epoch = protocol::announce(&self.epoch, &self.waiters);
+                if ready() {
+                    protocol::withdraw(&self.waiters);
+                    return;
+                }
+                self.futex.wait(&self.epoch, epoch);
+                protocol::withdraw(&self.waiters);
+            }
+        }
+    }
+
+    /// `notifiers` threads each publish one message (a counter, Release) and ring;
+    /// `waiters` threads each wait until they saw all of them.
+    fn model<W: BellWord + Default + Send + Sync + 'static>(notifiers: u32, waiters: u32) {
+        crate::sync::model(move || {
+            let bell = Arc::new(Bell::<W>::default());
+            let sent = Arc::new(AtomicU32::new(0));
+            let mut threads = Vec::new();
+            for _ in 0..notifiers {
+                let (bell, sent) = (bell.clone(), sent.clone());
+                threads.push(thread::spawn(move || {
+                    sent.fetch_add(1, Ordering::Release);
+                    bell.notify();
+                }));
+            }
+            for _ in 1..waiters {
+                let (bell, sent) = (bell.clone(), sent.clone());
+                threads.push(thread::spawn(move || {
+                    bell.wait_until(|| sent.load(Ordering::Acquire) == notifiers);
+                }));
+            }
+            bell.wait_until(|| sent.load(Ordering::Acquire) == notifiers);
+            for t in threads {
+                t.join().unwrap();
+            }
+            assert_eq!(bell.waiters.load(Ordering::Relaxed), 0, "tickets withdrawn");
+        });
+    }
+
+    #[test]
+    fn loom_doorbell_one_notifier_one_waiter() {
+        model::<AtomicU32>(1, 1);
+    }
+
+    #[test]
+    fn loom_doorbell_two_notifiers_one_waiter() {
+        // The waiter may park twice; the epoch must be re-armed between the two.
+        model::<AtomicU32>(2, 1);
+    }
+
+    #[test]
+    fn loom_doorbell_one_notifier_two_waiters() {
+        // Two of the owner's threads parked at once (`waiters` = 2).
+        model::<AtomicU32>(1, 2);
+    }
+
+    /// The protocol with its two fences left out: loom must find the lost wake-up (this
+    /// shows the model checks the fences, rather than passing whatever they are).
+    #[derive(Default)]
+    struct Unfenced(AtomicU32);
+
+    impl BellWord for Unfenced {
+        fn load(&self, order: Ordering) -> u32 {
+            self.0.load(order)
+        }
+        fn fetch_add(&self, v: u32, order: Ordering) -> u32 {
+            self.0.fetch_add(v, order)
+        }
+        fn fetch_sub(&self, v: u32, order: Ordering) -> u32 {
+            self.0.fetch_sub(v, order)
+        }
+        fn fence(_: Ordering) {}
+    }
+
+    #[test]
+    #[should_panic(expected = "deadlock")]
+    fn loom_doorbell_without_fences_loses_a_wake_up() {
+        model::<Unfenced>(1, 1);
     }
 }
