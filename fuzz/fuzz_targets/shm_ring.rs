@@ -7,5 +7,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = lwmq::shm::ring::fuzz_reader(data);
+    let _ = lwmq::shm::segment::fuzz_reader(data);
 });

@@ -202,7 +202,7 @@ mod tests {
         );
         assert!(check_frames(4096, lens(&Message::from(vec![0u8; 2000]))).is_ok());
         // The exact boundary, as the ring itself draws it.
-        let (mut ring, _) = shm::ring::heap_ring(4096);
+        let (mut ring, _) = shm::segment::heap_ring(4096);
         for (len, fits) in [(2040, true), (2041, false)] {
             let m = Message::from(vec![0u8; len]);
             assert_eq!(check_frames(4096, lens(&m)).is_ok(), fits, "{len}");

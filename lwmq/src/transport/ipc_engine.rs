@@ -1496,7 +1496,7 @@ mod tests {
         // A writer whose connection's ring (4 KiB) is smaller than what the socket's
         // size check knew of when the message was sent.
         let slot = Slot::new(10, true);
-        let (tx, mut rx) = shm::ring::heap_ring(4096);
+        let (tx, mut rx) = shm::segment::heap_ring(4096);
         let state = Arc::new(ConnState {
             alive: AtomicBool::new(true),
             key: Token(1),

@@ -148,7 +148,7 @@ impl RingMem {
         }
     }
 
-    fn tail(&self) -> &AtomicU64 {
+    pub(crate) fn tail(&self) -> &AtomicU64 {
         // SAFETY: inside the control block, 8-aligned (128-aligned block), alive while
         // `self` is; every access to it is atomic.
         unsafe { AtomicU64::from_ptr(self.ctrl.add(TAIL_OFFSET).cast()) }
@@ -171,7 +171,7 @@ impl RingMem {
     /// The 8-byte word at data offset `off`. Callers pass validated, aligned offsets
     /// inside the data area; the offset is masked anyway, so that no caller bug can
     /// make this touch memory outside the ring.
-    fn word(&self, off: usize) -> &AtomicU64 {
+    pub(crate) fn word(&self, off: usize) -> &AtomicU64 {
         debug_assert!(off % 8 == 0 && off + 8 <= self.size);
         let off = off & (self.size - 1) & !7;
         // SAFETY: after masking, `off` is 8-aligned and `off + 8 <= size` (size is a
@@ -725,61 +725,9 @@ impl Drop for ReadGuard<'_> {
     }
 }
 
-/// A writer and a reader over one ring of `ring_size` bytes in private heap memory, for
-/// tests of the ring logic.
-#[cfg(test)]
-pub(crate) fn heap_ring(ring_size: usize) -> (RingWriter, RingReader) {
-    let seg = super::segment::Segment::on_heap(ring_size);
-    (
-        RingWriter::new(seg.ring(0), None),
-        RingReader::new(seg.ring(0), None),
-    )
-}
-
-/// Runs a ring reader over arbitrary memory: `input` is `head (u64) ++ tail (u64) ++
-/// data`. Used by the fuzz target; must never panic, hang or read out of bounds.
-#[doc(hidden)]
-pub fn fuzz_reader(input: &[u8]) -> usize {
-    const SIZE: usize = 4096;
-    let seg = super::segment::Segment::on_heap(SIZE);
-    let word = |i: usize| {
-        input
-            .get(i * 8..i * 8 + 8)
-            .map_or(0, |b| u64::from_ne_bytes(b.try_into().unwrap_or([0; 8])))
-    };
-    let (head, tail) = (word(0), word(1));
-    // Written as the ring itself accesses its memory, in aligned atomic words (Miri,
-    // which runs this through the tests, does not support mixed-size atomics).
-    let mem = seg.ring(0);
-    mem.tail().store(tail, Ordering::Relaxed);
-    let data = input.get(16..).unwrap_or(&[]);
-    for (i, chunk) in data[..data.len().min(SIZE)].chunks(8).enumerate() {
-        let mut w = [0u8; 8];
-        w[..chunk.len()].copy_from_slice(chunk);
-        mem.word(i * 8)
-            .store(u64::from_ne_bytes(w), Ordering::Relaxed);
-    }
-    let mut reader = RingReader::new(seg.ring(0), None);
-    reader.set_position_for_fuzzing(head);
-    let mut got = 0;
-    for i in 0..SIZE {
-        let r = if i % 2 == 0 {
-            reader.try_recv().map(|m| m.map(|m| m.size()))
-        } else {
-            reader
-                .recv_in_place()
-                .map(|g| g.map(|g| g.frames().map(<[u8]>::len).sum()))
-        };
-        match r {
-            Ok(Some(n)) => got += n,
-            Ok(None) | Err(_) => break,
-        }
-    }
-    got
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::segment::{fuzz_reader, heap_ring};
     use super::*;
 
     /// `n`, or `small` under Miri (which runs these tests some thousand times slower;

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use super::region::Region;
-use super::ring::{CONTROL_SIZE, RingMem};
+use super::ring::{CONTROL_SIZE, RingMem, RingReader};
 use super::sys;
 
 /// Size of the header page.
@@ -219,4 +219,57 @@ impl Segment {
         }
         true
     }
+}
+
+/// A writer and a reader over one ring of `ring_size` bytes in private heap memory, for
+/// tests of the ring logic.
+#[cfg(test)]
+pub(crate) fn heap_ring(ring_size: usize) -> (super::ring::RingWriter, RingReader) {
+    let seg = Segment::on_heap(ring_size);
+    (
+        super::ring::RingWriter::new(seg.ring(0), None),
+        RingReader::new(seg.ring(0), None),
+    )
+}
+
+/// Runs a ring reader over arbitrary memory: `input` is `head (u64) ++ tail (u64) ++
+/// data`. Used by the fuzz target; must never panic, hang or read out of bounds.
+#[doc(hidden)]
+pub fn fuzz_reader(input: &[u8]) -> usize {
+    const SIZE: usize = 4096;
+    let seg = Segment::on_heap(SIZE);
+    let word = |i: usize| {
+        input
+            .get(i * 8..i * 8 + 8)
+            .map_or(0, |b| u64::from_ne_bytes(b.try_into().unwrap_or([0; 8])))
+    };
+    let (head, tail) = (word(0), word(1));
+    // Written as the ring itself accesses its memory, in aligned atomic words (Miri,
+    // which runs this through the tests, does not support mixed-size atomics).
+    let mem = seg.ring(0);
+    mem.tail().store(tail, Ordering::Relaxed);
+    let data = input.get(16..).unwrap_or(&[]);
+    for (i, chunk) in data[..data.len().min(SIZE)].chunks(8).enumerate() {
+        let mut w = [0u8; 8];
+        w[..chunk.len()].copy_from_slice(chunk);
+        mem.word(i * 8)
+            .store(u64::from_ne_bytes(w), Ordering::Relaxed);
+    }
+    let mut reader = RingReader::new(seg.ring(0), None);
+    reader.set_position_for_fuzzing(head);
+    let mut got = 0;
+    for i in 0..SIZE {
+        let r = if i % 2 == 0 {
+            reader.try_recv().map(|m| m.map(|m| m.size()))
+        } else {
+            reader
+                .recv_in_place()
+                .map(|g| g.map(|g| g.frames().map(<[u8]>::len).sum()))
+        };
+        match r {
+            Ok(Some(n)) => got += n,
+            Ok(None) | Err(_) => break,
+        }
+    }
+    got
 }
