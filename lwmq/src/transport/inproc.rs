@@ -19,10 +19,10 @@ use std::sync::atomic::Ordering;
 
 use super::{
     Attached, Attachment, Hub, Notify, Pipe, PipeId, PipeMeta, QueueConfig, Request, SocketHandle,
-    Transport, queue_pair,
+    Transport, pipe_halves,
 };
 use crate::options::Options;
-use crate::{Endpoint, Error, Result};
+use crate::{Endpoint, Error, Result, SocketType};
 
 /// The `inproc://` transport. Both sides spin before they park (the peer is a thread
 /// of this process that may answer in well under a microsecond).
@@ -170,20 +170,25 @@ fn make_pipe_notifying(
         hwm: sum_hwm(b.options.send_hwm, a.options.recv_hwm),
         conflate: a.options.conflate || b.options.conflate,
     };
-    let (aw, ar, bw, br) = queue_pair(a_to_b, b_to_a, a.socket.signal.clone(), b_notify);
+    // Lock-free unless a direction carries subscriptions (a SUB or XSUB writes them).
+    let subs = |s: &Side| matches!(s.socket.socket_type, SocketType::Sub | SocketType::XSub);
+    let a_notify: Arc<dyn Notify> = a.socket.signal.clone();
+    let socket = super::spsc_pipe::Reader::Socket;
+    let (aw, br) = pipe_halves(a_to_b, !subs(a), socket, b_notify.clone(), a_notify.clone());
+    let (bw, ar) = pipe_halves(b_to_a, !subs(b), socket, a_notify, b_notify);
     let meta = |peer: &Side| PipeMeta {
         routing_id: peer.options.routing_id.clone(),
         endpoint: endpoint.to_owned(),
     };
     (
         Pipe {
-            writer: Box::new(aw),
-            reader: Box::new(ar),
+            writer: aw,
+            reader: ar,
             meta: meta(b),
         },
         Pipe {
-            writer: Box::new(bw),
-            reader: Box::new(br),
+            writer: bw,
+            reader: br,
             meta: meta(a),
         },
     )

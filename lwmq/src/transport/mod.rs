@@ -709,8 +709,29 @@ pub(crate) fn queue(
     (QueueWriter(q.clone()), QueueReader(q))
 }
 
+/// One direction of a pipe between two threads of this process: over the lock-free
+/// [`spsc_pipe::spsc_pipe`] when `lock_free` (the direction carries no subscriptions,
+/// whose writes must ignore the high-water mark) and the config has a bound and no
+/// CONFLATE; over the locked [`queue`] otherwise.
+pub(crate) fn pipe_halves(
+    config: QueueConfig,
+    lock_free: bool,
+    reader: spsc_pipe::Reader,
+    reader_notify: Arc<dyn Notify>,
+    writer_notify: Arc<dyn Notify>,
+) -> (Box<dyn PipeWriter>, Box<dyn PipeReader>) {
+    if lock_free && config.hwm > 0 && !config.conflate {
+        let (w, r) = spsc_pipe::spsc_pipe(config.hwm, reader, reader_notify, writer_notify);
+        (Box::new(w), Box::new(r))
+    } else {
+        let (w, r) = queue(config, reader_notify, writer_notify);
+        (Box::new(w), Box::new(r))
+    }
+}
+
 /// Both directions between side A and side B: returns (A's writer, A's reader,
 /// B's writer, B's reader). `a_to_b` configures the queue A writes into.
+#[cfg(test)]
 pub(crate) fn queue_pair(
     a_to_b: QueueConfig,
     b_to_a: QueueConfig,

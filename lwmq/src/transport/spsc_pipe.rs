@@ -4,11 +4,14 @@
 //!
 //! # Wake-ups
 //!
-//! The writer pushes and publishes each message (one Release store) and rings the
-//! reader's side only when the reader announced it sleeps (`spsc`'s idle handshake):
-//! while the background thread is busy, a socket sending message after message makes
-//! no system call. A reader that finds nothing announces itself idle before it says
-//! "nothing now", so the next publish rings it. A writer that finds the queue full
+//! The writer pushes and publishes each message (one Release store). When the
+//! background thread reads, the writer rings it only when it announced it sleeps
+//! (`spsc`'s idle handshake): while the background thread is busy, a socket sending
+//! message after message makes no system call; the thread announces itself idle when
+//! it finds the pipe empty. When a socket reads ([`Reader::Socket`]), the writer rings
+//! its signal after every publish instead: that costs a fence and a load when the
+//! socket is not parked, and a socket spinning on `try_read` must not write a shared
+//! flag on every look. A writer that finds the queue full
 //! announces itself blocked before it says "full", so the reader's next batch of pops
 //! rings it. Neither side ever polls.
 //!
@@ -30,6 +33,8 @@ pub(crate) struct SpscWriter {
     tx: Producer<Message>,
     /// Rings the reading side.
     notify: Arc<dyn Notify>,
+    /// The reader announces when it sleeps: ring only then (else after every publish).
+    reader_announces: bool,
 }
 
 /// The receiving half.
@@ -37,24 +42,41 @@ pub(crate) struct SpscReader {
     rx: Consumer<Message>,
     /// Rings the writing side.
     notify: Arc<dyn Notify>,
+    reader_announces: bool,
+}
+
+/// Who reads a pipe, which decides how its writer wakes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reader {
+    /// A socket: it waits on its `Signal`, whose ring costs a fence and a load when
+    /// nobody is parked, and it may spin calling `try_read` many times; so it does
+    /// not announce itself, and the writer rings after every publish.
+    Socket,
+    /// The background thread: a ring costs a system call (its waker), so the reader
+    /// announces when it is done with the pipe and the writer rings only then.
+    Background,
 }
 
 /// A queue of `capacity` messages (rounded up to a power of two): the writer rings
 /// `reader_notify`, the reader rings `writer_notify`.
 pub(crate) fn spsc_pipe(
     capacity: usize,
+    reader: Reader,
     reader_notify: Arc<dyn Notify>,
     writer_notify: Arc<dyn Notify>,
 ) -> (SpscWriter, SpscReader) {
     let (tx, rx) = super::spsc::channel(capacity);
+    let reader_announces = reader == Reader::Background;
     (
         SpscWriter {
             tx,
             notify: reader_notify,
+            reader_announces,
         },
         SpscReader {
             rx,
             notify: writer_notify,
+            reader_announces,
         },
     )
 }
@@ -73,7 +95,7 @@ impl fmt::Debug for SpscReader {
 
 impl SpscWriter {
     fn publish(&mut self) {
-        if self.tx.flush() {
+        if self.tx.flush() || !self.reader_announces {
             self.notify.notify();
         }
     }
@@ -148,9 +170,9 @@ impl PipeReader for SpscReader {
             if self.rx.is_closed() {
                 return Err(PipeClosed);
             }
-            // Nothing now: announce that we sleep, so the writer's next publish rings
-            // us; if something came meanwhile, take it.
-            if self.rx.announce_idle() {
+            // Nothing now. A reader that announces: say that we sleep, so the writer's
+            // next publish rings us; if something came meanwhile, take it.
+            if !self.reader_announces || self.rx.announce_idle() {
                 return Ok(None);
             }
         }
@@ -187,7 +209,7 @@ mod tests {
     fn wakes_only_a_sleeping_reader_and_a_blocked_writer() {
         let r = Arc::new(Counter::default());
         let w = Arc::new(Counter::default());
-        let (mut tx, mut rx) = spsc_pipe(2, r.clone(), w.clone());
+        let (mut tx, mut rx) = spsc_pipe(2, Reader::Background, r.clone(), w.clone());
         // The reader has not announced that it sleeps: no ring.
         tx.try_write("a".into()).unwrap();
         assert_eq!(r.0.load(Ordering::SeqCst), 0);
@@ -218,9 +240,23 @@ mod tests {
     }
 
     #[test]
+    fn a_socket_reader_is_rung_after_every_publish_and_never_announces() {
+        let r = Arc::new(Counter::default());
+        let w = Arc::new(Counter::default());
+        let (mut tx, mut rx) = spsc_pipe(4, Reader::Socket, r.clone(), w.clone());
+        assert_eq!(rx.try_read().unwrap(), None);
+        tx.try_write("a".into()).unwrap();
+        tx.try_write("b".into()).unwrap();
+        assert_eq!(r.0.load(Ordering::SeqCst), 2);
+        assert_eq!(rx.try_read().unwrap(), Some(Message::from("a")));
+        assert_eq!(rx.try_read().unwrap(), Some(Message::from("b")));
+        assert_eq!(rx.try_read().unwrap(), None);
+    }
+
+    #[test]
     fn a_closed_reader_hands_writes_back() {
         let n = Arc::new(Counter::default());
-        let (mut tx, mut rx) = spsc_pipe(4, n.clone(), n.clone());
+        let (mut tx, mut rx) = spsc_pipe(4, Reader::Socket, n.clone(), n.clone());
         rx.close();
         assert!(tx.is_closed());
         assert!(matches!(

@@ -53,14 +53,14 @@ use bytes::Bytes;
 use mio::{Interest, Registry, Token};
 
 use super::reconnect::Backoff;
-use super::spsc_pipe::spsc_pipe;
 use super::stream::{self, Bound, Listener, Stream};
 use super::{PipeId, SocketHandle, control, parse_control};
 use crate::monitor::EventKind;
 use crate::options::{Mechanism, Options};
 use crate::proto::{self, Connection, Event, MechanismConfig, ProtoError};
 use crate::transport::{
-    Notify, Pipe, PipeClosed, PipeMeta, PipeReader, PipeWriter, QueueConfig, WriteError, queue,
+    Notify, Pipe, PipeClosed, PipeMeta, PipeReader, PipeWriter, QueueConfig, WriteError,
+    pipe_halves,
 };
 use crate::{Endpoint, Message, SocketType};
 
@@ -160,6 +160,7 @@ fn stream_pipe_with(
             conflate: options.conflate,
         },
         !sends_subscriptions,
+        super::spsc_pipe::Reader::Background,
         wake.clone(),
         signal.clone(),
     );
@@ -169,6 +170,7 @@ fn stream_pipe_with(
             conflate: options.conflate,
         },
         true,
+        super::spsc_pipe::Reader::Socket,
         signal,
         wake,
     );
@@ -192,23 +194,6 @@ fn stream_pipe_with(
             subscriptions: Default::default(),
         },
     )
-}
-
-/// One direction of a stream pipe: over [`spsc_pipe`] when `lock_free` is allowed and
-/// the config has a bound and no CONFLATE, else over the locked queue.
-fn pipe_halves(
-    config: QueueConfig,
-    lock_free: bool,
-    reader_notify: Arc<dyn Notify>,
-    writer_notify: Arc<dyn Notify>,
-) -> (Box<dyn PipeWriter>, Box<dyn PipeReader>) {
-    if lock_free && config.hwm > 0 && !config.conflate {
-        let (w, r) = spsc_pipe(config.hwm, reader_notify, writer_notify);
-        (Box::new(w), Box::new(r))
-    } else {
-        let (w, r) = queue(config, reader_notify, writer_notify);
-        (Box::new(w), Box::new(r))
-    }
 }
 
 /// One bind served by a listener. A listener has one route, or (a TCP port shared by
