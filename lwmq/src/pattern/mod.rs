@@ -17,6 +17,7 @@ pub(crate) mod trie;
 
 use bytes::Bytes;
 
+use crate::message::FrameVec;
 use crate::transport::{Pipe, PipeClosed, PipeMeta, WriteError};
 use crate::{Error, Message, Result, SendError, SocketType};
 
@@ -382,11 +383,12 @@ impl Pipes {
 
 /// Splits a message after its first empty frame: (envelope including the delimiter,
 /// body). None if there is no empty frame.
-pub(crate) fn split_envelope(msg: Message) -> Option<(Vec<Bytes>, Message)> {
-    let mut frames = msg.into_frames();
+/// Neither part allocates a frame list when it has at most two frames.
+pub(crate) fn split_envelope(mut msg: Message) -> Option<(FrameVec, Message)> {
+    let frames = msg.frames_mut();
     let pos = frames.iter().position(Bytes::is_empty)?;
-    let body = frames.split_off(pos + 1);
-    Some((frames, Message::from(body)))
+    let body: FrameVec = frames.drain(pos + 1..).collect();
+    Some((std::mem::take(frames), Message::from(body)))
 }
 
 #[cfg(test)]
@@ -450,7 +452,7 @@ mod tests {
     #[test]
     fn envelope_split() {
         let (env, body) = split_envelope(msg(&[b"id", b"", b"a", b""])).unwrap();
-        assert_eq!(env, vec![Bytes::from("id"), Bytes::new()]);
+        assert_eq!(env.as_slice(), &[Bytes::from("id"), Bytes::new()]);
         assert_eq!(body, msg(&[b"a", b""]));
         assert!(split_envelope(msg(&[b"x"])).is_none());
     }

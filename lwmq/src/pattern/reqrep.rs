@@ -11,6 +11,7 @@
 use bytes::Bytes;
 
 use super::{Pattern, PatternOptions, PipeId, Pipes, check_not_empty, split_envelope};
+use crate::message::FrameVec;
 use crate::transport::{Pipe, WriteError};
 use crate::{Error, Message, Result, SendError};
 
@@ -133,7 +134,7 @@ impl Pattern for Req {
 pub(crate) struct Rep {
     pipes: Pipes,
     /// The pipe and envelope of the request being answered.
-    replying: Option<(PipeId, Vec<Bytes>)>,
+    replying: Option<(PipeId, FrameVec)>,
 }
 
 impl Pattern for Rep {
@@ -162,7 +163,7 @@ impl Pattern for Rep {
             // A reply that can never go: the send fails, and the reply may be sent
             // again (smaller).
             Err(WriteError::Unsendable(mut m, error)) => {
-                let mut envelope = Vec::with_capacity(envelope_len);
+                let mut envelope = FrameVec::with_capacity(envelope_len);
                 for _ in 0..envelope_len {
                     envelope.extend(m.pop_front());
                 }
