@@ -279,6 +279,18 @@ impl<T> Producer<T> {
         self.take_consumer_idle()
     }
 
+    /// As [`flush`](Self::flush), for a consumer that never announces it sleeps (it is
+    /// woken some other way after every publish): the Release store only, without the
+    /// idle handshake's fence.
+    pub(crate) fn flush_unannounced(&mut self) {
+        if self.write == self.published {
+            return;
+        }
+        self.published = self.write;
+        // Release: as in `flush`.
+        self.shared.tail.store(self.write, Ordering::Release);
+    }
+
     /// The producer's half of the idle handshake, after a store the consumer waits for.
     fn take_consumer_idle(&self) -> bool {
         // SeqCst fence: orders our store above before the load of the flag (see the

@@ -95,7 +95,13 @@ impl fmt::Debug for SpscReader {
 
 impl SpscWriter {
     fn publish(&mut self) {
-        if self.tx.flush() || !self.reader_announces {
+        if self.reader_announces {
+            if self.tx.flush() {
+                self.notify.notify();
+            }
+        } else {
+            // The reader never announces: no handshake, its signal after every publish.
+            self.tx.flush_unannounced();
             self.notify.notify();
         }
     }
