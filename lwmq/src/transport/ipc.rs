@@ -8,13 +8,12 @@
 //! (a shared-memory peer answers in well under a microsecond), and the smallest ring of
 //! its connections bounds the size of a message (checked at send).
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::ipc_engine::{Slot, hello, pipe_over};
-use super::reactor::{Command, Listener, Target};
+use super::reactor::{Command, Listener, Target, ThreadBind, ThreadConnect};
 use super::shm::{self, ShmListener};
-use super::{Attached, Attachment, Hub, PipeId, PipeMeta, Request, SocketHandle, Transport};
+use super::{Attachment, PipeMeta, Request, Transport};
 use crate::monitor::EventKind;
 use crate::{Endpoint, Error, Result, SocketType};
 
@@ -76,13 +75,12 @@ impl Transport for Ipc {
                 name: name.to_owned(),
                 port,
                 slot,
-                ring_limit: req.socket.limits.ring.clone(),
             },
         });
         Ok(Attachment {
             endpoint: req.uri.to_owned(),
             pipes: pipe.into_iter().collect(),
-            handle: Box::new(IpcConnect { id, pipe: pipe_id }),
+            handle: Box::new(ThreadConnect { id, pipe: pipe_id }),
         })
     }
 }
@@ -106,10 +104,7 @@ fn bind(req: &Request<'_>) -> Result<Attachment> {
         id,
         socket: req.socket.clone(),
         options: options.clone(),
-        listener: Listener::Ipc {
-            listener,
-            ring_limit: req.socket.limits.ring.clone(),
-        },
+        listener: Listener::Ipc { listener },
     });
     req.socket
         .monitors
@@ -117,39 +112,8 @@ fn bind(req: &Request<'_>) -> Result<Attachment> {
     Ok(Attachment {
         endpoint,
         pipes: Vec::new(),
-        handle: Box::new(IpcBind { id }),
+        handle: Box::new(ThreadBind { id }),
     })
-}
-
-#[derive(Debug)]
-struct IpcBind {
-    id: u64,
-}
-
-impl Attached for IpcBind {
-    fn detach(self: Box<Self>, hub: &Hub, _: &Arc<SocketHandle>) -> Vec<PipeId> {
-        // Wait: the name is free for the next bind once this returns.
-        if let Ok(r) = hub.reactor() {
-            r.command_and_wait(|ack| Command::Unbind { id: self.id, ack });
-        }
-        Vec::new()
-    }
-}
-
-#[derive(Debug)]
-struct IpcConnect {
-    id: u64,
-    /// The pipe made at connect time, if any.
-    pipe: Option<PipeId>,
-}
-
-impl Attached for IpcConnect {
-    fn detach(self: Box<Self>, hub: &Hub, _: &Arc<SocketHandle>) -> Vec<PipeId> {
-        if let Ok(r) = hub.reactor() {
-            r.command(Command::Disconnect { id: self.id });
-        }
-        self.pipe.into_iter().collect()
-    }
 }
 
 /// Bytes a message takes in a ring, by the ring's own accounting

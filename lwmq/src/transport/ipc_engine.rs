@@ -83,7 +83,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -617,7 +617,6 @@ struct ListenerEntry {
     token: Token,
     socket: Arc<SocketHandle>,
     options: Options,
-    ring_limit: Arc<AtomicUsize>,
 }
 
 enum ConnectState {
@@ -634,7 +633,6 @@ struct Connecter {
     port: Option<u16>,
     options: Options,
     slot: Option<Arc<Slot>>,
-    ring_limit: Arc<AtomicUsize>,
     state: ConnectState,
     /// The next retry interval (grows while attempts fail).
     backoff: Backoff,
@@ -664,7 +662,6 @@ struct Target<'a> {
     endpoint: &'a str,
     /// The connect that made it, if any.
     connecter: Option<u64>,
-    ring_limit: &'a Arc<AtomicUsize>,
 }
 
 /// The ipc half of the background thread (see the module docs).
@@ -817,7 +814,6 @@ impl Engine {
         listener: ShmListener,
         socket: Arc<SocketHandle>,
         options: Options,
-        ring_limit: Arc<AtomicUsize>,
     ) {
         let token = self.token();
         let fd = listener.as_raw_fd();
@@ -838,7 +834,6 @@ impl Engine {
                 token,
                 socket,
                 options,
-                ring_limit,
             },
         );
         // Peers may have connected between bind and registration.
@@ -857,7 +852,6 @@ impl Engine {
         port: Option<u16>,
         options: Options,
         slot: Option<Arc<Slot>>,
-        ring_limit: Arc<AtomicUsize>,
     ) {
         self.connecters.insert(
             id,
@@ -867,7 +861,6 @@ impl Engine {
                 name,
                 port,
                 slot,
-                ring_limit,
                 backoff: Backoff::new(&options),
                 closing: None,
                 options,
@@ -1032,7 +1025,6 @@ impl Engine {
                         l.options.send_hwm,
                         l.options.conflate,
                     );
-                    let ring_limit = l.ring_limit.clone();
                     socket.monitors.emit(
                         EventKind::Accepted,
                         &endpoint,
@@ -1049,7 +1041,6 @@ impl Engine {
                         socket: &socket,
                         endpoint: &endpoint,
                         connecter: None,
-                        ring_limit: &ring_limit,
                     };
                     self.install(conn, to, Some(pipe));
                 }
@@ -1084,7 +1075,6 @@ impl Engine {
             socket,
             endpoint,
             connecter,
-            ring_limit,
         } = to;
         let (mut tx, rx, peer, link) = conn.into_parts();
         let token = self.token();
@@ -1096,7 +1086,10 @@ impl Engine {
             tracing::error!("ipc: cannot watch the connection to {endpoint}: {e}");
             return None;
         }
-        ring_limit.fetch_min(tx.capacity(), Ordering::Relaxed);
+        socket
+            .limits
+            .ring
+            .fetch_min(tx.capacity(), Ordering::Relaxed);
         let state = Arc::new(ConnState {
             alive: AtomicBool::new(true),
             key: token,
@@ -1287,7 +1280,6 @@ impl Engine {
             Ok(Some(conn)) => {
                 let socket = c.socket.clone();
                 let uri = c.uri.clone();
-                let ring_limit = c.ring_limit.clone();
                 let (slot, deliver) = match &c.slot {
                     Some(s) => (s.clone(), None),
                     None => {
@@ -1308,7 +1300,6 @@ impl Engine {
                     socket: &socket,
                     endpoint: &uri,
                     connecter: Some(id),
-                    ring_limit: &ring_limit,
                 };
                 if let Some(t) = self.install(conn, to, deliver) {
                     if let Some(c) = self.connecters.get_mut(&id) {

@@ -30,7 +30,6 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -40,7 +39,7 @@ use super::ipc_engine::{self, Slot};
 use super::shm::ShmListener;
 use super::stream::Bound;
 use super::stream_engine::{self, IoHalf};
-use super::{SocketHandle, lock};
+use super::{Attached, Hub, PipeId, SocketHandle, lock};
 use crate::options::Options;
 use crate::{Endpoint, Result};
 
@@ -97,10 +96,7 @@ pub(crate) enum Command {
 /// A listener handed to the thread.
 pub(crate) enum Listener {
     Stream(Bound),
-    Ipc {
-        listener: ShmListener,
-        ring_limit: Arc<AtomicUsize>,
-    },
+    Ipc { listener: ShmListener },
 }
 
 /// What a connect connects to.
@@ -115,7 +111,6 @@ pub(crate) enum Target {
         port: Option<u16>,
         /// The pipe's shared state, when the pipe is made at connect time.
         slot: Option<Arc<Slot>>,
-        ring_limit: Arc<AtomicUsize>,
     },
 }
 
@@ -272,10 +267,7 @@ impl Run {
                 listener,
             } => match listener {
                 Listener::Stream(bound) => self.stream.listen(id, socket, bound, options),
-                Listener::Ipc {
-                    listener,
-                    ring_limit,
-                } => self.ipc.listen(id, listener, socket, options, ring_limit),
+                Listener::Ipc { listener } => self.ipc.listen(id, listener, socket, options),
             },
             Command::AddRoute {
                 listener,
@@ -297,14 +289,9 @@ impl Run {
                 Target::Stream { endpoint, pipe } => self
                     .stream
                     .connect(id, socket, uri, endpoint, options, pipe),
-                Target::Ipc {
-                    name,
-                    port,
-                    slot,
-                    ring_limit,
-                } => self
-                    .ipc
-                    .connect(id, socket, uri, name, port, options, slot, ring_limit),
+                Target::Ipc { name, port, slot } => {
+                    self.ipc.connect(id, socket, uri, name, port, options, slot)
+                }
             },
             Command::Unbind { id, ack } => {
                 self.stream.unbind(id);
@@ -337,5 +324,41 @@ impl Run {
                 self.ipc.shutdown();
             }
         }
+    }
+}
+
+/// The handle a bind served by the background thread leaves with its socket (any
+/// transport): unbinding forgets its TCP port route (if it has one) and waits until the
+/// thread let go of the listener, so the name or port is free when it returns.
+#[derive(Debug)]
+pub(crate) struct ThreadBind {
+    pub id: u64,
+}
+
+impl Attached for ThreadBind {
+    fn detach(self: Box<Self>, hub: &Hub, _: &Arc<SocketHandle>) -> Vec<PipeId> {
+        hub.ports().forget(|r| r.id == self.id);
+        if let Ok(r) = hub.reactor() {
+            r.command_and_wait(|ack| Command::Unbind { id: self.id, ack });
+        }
+        Vec::new()
+    }
+}
+
+/// The handle a connect served by the background thread leaves with its socket (any
+/// transport). `pipe`: the pipe the connect made at once, which the socket detaches;
+/// other pipes close when the thread drops its halves.
+#[derive(Debug)]
+pub(crate) struct ThreadConnect {
+    pub id: u64,
+    pub pipe: Option<PipeId>,
+}
+
+impl Attached for ThreadConnect {
+    fn detach(self: Box<Self>, hub: &Hub, _: &Arc<SocketHandle>) -> Vec<PipeId> {
+        if let Ok(r) = hub.reactor() {
+            r.command(Command::Disconnect { id: self.id });
+        }
+        self.pipe.into_iter().collect()
     }
 }

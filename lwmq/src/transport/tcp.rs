@@ -9,11 +9,10 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
-use super::reactor::{Command, Listener, Target};
+use super::reactor::{Command, Listener, Target, ThreadBind, ThreadConnect};
 use super::stream::{bind, resolve};
-use super::{Attached, Attachment, Hub, PipeId, Request, SocketHandle, Transport, stream_engine};
+use super::{Attachment, Request, Transport, stream_engine};
 use crate::endpoint::Host;
 use crate::monitor::EventKind;
 use crate::options::Mechanism;
@@ -115,7 +114,7 @@ impl Transport for StreamTransport {
         Ok(Attachment {
             endpoint: req.uri.to_owned(),
             pipes,
-            handle: Box::new(StreamConnect { id }),
+            handle: Box::new(ThreadConnect { id, pipe: None }),
         })
     }
 }
@@ -152,7 +151,7 @@ fn bind_new(req: &Request<'_>, null: bool) -> Result<Attachment> {
     Ok(Attachment {
         endpoint,
         pipes: Vec::new(),
-        handle: Box::new(StreamBind { id }),
+        handle: Box::new(ThreadBind { id }),
     })
 }
 
@@ -216,36 +215,6 @@ fn bind_shared_port(req: &Request<'_>, null: bool) -> Result<Option<Attachment>>
     Ok(Some(Attachment {
         endpoint,
         pipes: Vec::new(),
-        handle: Box::new(StreamBind { id }),
+        handle: Box::new(ThreadBind { id }),
     }))
-}
-
-#[derive(Debug)]
-struct StreamBind {
-    id: u64,
-}
-
-impl Attached for StreamBind {
-    fn detach(self: Box<Self>, hub: &Hub, _: &Arc<SocketHandle>) -> Vec<PipeId> {
-        hub.ports().forget(|r| r.id == self.id);
-        if let Ok(r) = hub.reactor() {
-            r.command_and_wait(|ack| Command::Unbind { id: self.id, ack });
-        }
-        Vec::new()
-    }
-}
-
-#[derive(Debug)]
-struct StreamConnect {
-    id: u64,
-}
-
-impl Attached for StreamConnect {
-    /// The connect's pipe closes when the thread drops its half.
-    fn detach(self: Box<Self>, hub: &Hub, _: &Arc<SocketHandle>) -> Vec<PipeId> {
-        if let Ok(r) = hub.reactor() {
-            r.command(Command::Disconnect { id: self.id });
-        }
-        Vec::new()
-    }
 }
