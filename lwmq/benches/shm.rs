@@ -257,10 +257,10 @@ fn server(domain: &str) {
                         if v == 2 * i + 1 {
                             break;
                         }
-                        shm::futex_wait(w, v, Some(Duration::from_millis(100)));
+                        shm::futex_wait(w, v, Some(Duration::from_millis(100)), false);
                     }
                     w.store(2 * i + 2, Ordering::Release);
-                    shm::futex_wake_all(w);
+                    shm::futex_wake_all(w, false);
                 }
             }
             "echo-spin" | "echo-park" => {
@@ -423,13 +423,13 @@ fn client(domain: &str, quick: bool) {
     let samples = time_each(s.floor_futex, |i| {
         let i = i as u32;
         w.store(2 * i + 1, Ordering::Release);
-        shm::futex_wake_all(w);
+        shm::futex_wake_all(w, false);
         loop {
             let v = w.load(Ordering::Acquire);
             if v == 2 * i + 2 {
                 break;
             }
-            shm::futex_wait(w, v, Some(Duration::from_millis(100)));
+            shm::futex_wait(w, v, Some(Duration::from_millis(100)), false);
         }
     });
     rtt_row("floor: futex ping-pong RTT", samples);

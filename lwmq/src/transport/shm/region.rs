@@ -62,6 +62,11 @@ impl Region {
         }
     }
 
+    /// Whether the memory is this process's own (heap), never mapped by another.
+    pub fn is_private(&self) -> bool {
+        matches!(self.kind, RegionKind::Heap { .. })
+    }
+
     /// The first byte.
     pub fn as_ptr(&self) -> *mut u8 {
         match &self.kind {

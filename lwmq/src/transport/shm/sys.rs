@@ -129,10 +129,26 @@ impl Drop for Mapping {
     }
 }
 
-/// Sleeps while `*word == expected`, at most `timeout` (FUTEX_WAIT, not private: the
-/// word lives in memory shared between processes). Spurious returns are possible;
+/// The FUTEX_WAIT/FUTEX_WAKE operation: `private` (FUTEX_PRIVATE_FLAG) for a word only
+/// this process maps, which spares the kernel the page lookup a shared word needs.
+/// Waiters and wakers of one word must agree on it.
+fn futex_op(op: libc::c_int, private: bool) -> libc::c_int {
+    if private {
+        op | libc::FUTEX_PRIVATE_FLAG
+    } else {
+        op
+    }
+}
+
+/// Sleeps while `*word == expected`, at most `timeout` (FUTEX_WAIT; `private` for a
+/// word in this process's own memory, see [`futex_op`]). Spurious returns are possible;
 /// returns `false` only if the timeout expired.
-pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> bool {
+pub fn futex_wait(
+    word: &AtomicU32,
+    expected: u32,
+    timeout: Option<Duration>,
+    private: bool,
+) -> bool {
     let ts = timeout.map(|t| libc::timespec {
         tv_sec: libc::time_t::try_from(t.as_secs()).unwrap_or(libc::time_t::MAX),
         tv_nsec: libc::c_long::from(t.subsec_nanos() as i32),
@@ -147,7 +163,7 @@ pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) ->
         libc::syscall(
             libc::SYS_futex,
             word.as_ptr(),
-            libc::FUTEX_WAIT,
+            futex_op(libc::FUTEX_WAIT, private),
             expected,
             ts_ptr,
             std::ptr::null::<u32>(),
@@ -166,26 +182,31 @@ struct FutexWaitv {
     reserved: u32,
 }
 
-/// `FUTEX_32`: the word is 32 bits (linux/futex.h); without FUTEX_PRIVATE_FLAG, so
-/// that words in memory shared with other processes work.
+/// `FUTEX_32`: the word is 32 bits (linux/futex.h).
 const FUTEX2_SIZE_U32: u32 = 2;
+/// `FUTEX2_PRIVATE`: the word is in this process's own memory (linux/futex.h).
+const FUTEX2_PRIVATE: u32 = 128;
 /// The most words FUTEX_WAITV takes.
 pub const FUTEX_WAITV_MAX: usize = 128;
 
 /// Sleeps until any of `words` is woken or does not hold its expected value, or
 /// `timeout` passes (FUTEX_WAITV, Linux 5.16+). `Ok(false)`: timed out. `Err` with
 /// ENOSYS: the kernel has no FUTEX_WAITV (the caller falls back). At most
-/// [`FUTEX_WAITV_MAX`] words.
-pub fn futex_waitv(words: &[(&AtomicU32, u32)], timeout: Option<Duration>) -> io::Result<bool> {
+/// [`FUTEX_WAITV_MAX`] words, each with its expected value and whether it is private
+/// (see [`futex_op`]).
+pub fn futex_waitv(
+    words: &[(&AtomicU32, u32, bool)],
+    timeout: Option<Duration>,
+) -> io::Result<bool> {
     if words.is_empty() || words.len() > FUTEX_WAITV_MAX {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }
     let waiters: Vec<FutexWaitv> = words
         .iter()
-        .map(|(w, v)| FutexWaitv {
+        .map(|(w, v, private)| FutexWaitv {
             val: u64::from(*v),
             uaddr: w.as_ptr() as u64,
-            flags: FUTEX2_SIZE_U32,
+            flags: FUTEX2_SIZE_U32 | if *private { FUTEX2_PRIVATE } else { 0 },
             reserved: 0,
         })
         .collect();
@@ -239,14 +260,14 @@ pub fn futex_waitv(words: &[(&AtomicU32, u32)], timeout: Option<Duration>) -> io
     }
 }
 
-/// Wakes every waiter on `word` (FUTEX_WAKE, not private).
-pub fn futex_wake_all(word: &AtomicU32) {
+/// Wakes every waiter on `word` (FUTEX_WAKE; `private` as the waiters passed it).
+pub fn futex_wake_all(word: &AtomicU32, private: bool) {
     // SAFETY: `word` is a valid, aligned u32; FUTEX_WAKE only uses its address.
     unsafe {
         libc::syscall(
             libc::SYS_futex,
             word.as_ptr(),
-            libc::FUTEX_WAKE,
+            futex_op(libc::FUTEX_WAKE, private),
             i32::MAX,
             std::ptr::null::<libc::timespec>(),
             std::ptr::null::<u32>(),

@@ -275,8 +275,14 @@ impl Doorbell {
     /// nobody is parked.
     pub fn notify(&self) {
         if protocol::ring(self.epoch_word(), self.waiters()) {
-            sys::futex_wake_all(self.epoch_word());
+            sys::futex_wake_all(self.epoch_word(), self.is_private());
         }
+    }
+
+    /// Whether the doorbell is in this process's own memory (its futex calls are
+    /// private: no other process can wait on or ring it).
+    fn is_private(&self) -> bool {
+        self.region.is_private()
     }
 
     /// The current epoch (bumped by every notify that found a parked waiter).
@@ -383,9 +389,9 @@ pub(crate) fn wait_any<T>(
             None => cap,
         };
         if waitv {
-            let words: Vec<(&AtomicU32, u32)> = tickets
+            let words: Vec<(&AtomicU32, u32, bool)> = tickets
                 .iter()
-                .map(|t| (t.bell.epoch_word(), t.epoch))
+                .map(|t| (t.bell.epoch_word(), t.epoch, t.bell.is_private()))
                 .collect();
             match sys::futex_waitv(&words, Some(slice)) {
                 Ok(_) => continue,
@@ -420,7 +426,12 @@ impl WaitTicket<'_> {
     /// returns are possible: re-check the condition). Returns `false` if the timeout
     /// expired.
     pub fn park(self, timeout: Duration) -> bool {
-        sys::futex_wait(self.bell.epoch_word(), self.epoch, Some(timeout))
+        sys::futex_wait(
+            self.bell.epoch_word(),
+            self.epoch,
+            Some(timeout),
+            self.bell.is_private(),
+        )
     }
 }
 
@@ -503,7 +514,14 @@ pub(crate) mod tests {
 
     #[test]
     fn parked_waiter_is_woken() {
-        let bell = Doorbell::new().unwrap();
+        // A doorbell in a memory file (shared futex calls) and one on the heap
+        // (private ones).
+        for bell in [Doorbell::new().unwrap(), Doorbell::on_heap()] {
+            parked_waiter_is_woken_on(bell);
+        }
+    }
+
+    fn parked_waiter_is_woken_on(bell: Doorbell) {
         let flag = Arc::new(AtomicBool::new(false));
         let (b2, f2) = (bell.clone(), flag.clone());
         let waiter = std::thread::spawn(move || {
@@ -555,12 +573,17 @@ pub(crate) mod tests {
     fn futex_waitv_times_out_and_sees_changed_values() {
         let a = Doorbell::new().unwrap();
         let b = Doorbell::new().unwrap();
-        let words = [(a.epoch_word(), a.epoch()), (b.epoch_word(), b.epoch())];
+        let h = Doorbell::on_heap();
+        let words = [
+            (a.epoch_word(), a.epoch(), false),
+            (b.epoch_word(), b.epoch(), false),
+            (h.epoch_word(), h.epoch(), true),
+        ];
         assert!(
             !sys::futex_waitv(&words, Some(Duration::from_millis(5))).expect("FUTEX_WAITV"),
             "nothing rang: timed out"
         );
-        let stale = [(a.epoch_word(), a.epoch().wrapping_add(1))];
+        let stale = [(a.epoch_word(), a.epoch().wrapping_add(1), false)];
         assert!(sys::futex_waitv(&stale, Some(Duration::from_secs(5))).expect("FUTEX_WAITV"));
     }
 
