@@ -151,6 +151,17 @@ impl Connection {
     /// Queues a message. Before the handshake has finished it is held, then written.
     /// Fails if the connection is closed (with its error) or the message has no frames.
     pub fn send(&mut self, msg: Message) -> Result<(), ProtoError> {
+        self.send_recycling(msg, &mut drop)
+    }
+
+    /// As [`send`](Self::send), handing every frame body that was copied into the
+    /// output (and is no longer needed) to `spent`: an owner can drop them on the
+    /// thread that made them, where freeing is cheapest.
+    pub fn send_recycling(
+        &mut self,
+        msg: Message,
+        spent: &mut dyn FnMut(Bytes),
+    ) -> Result<(), ProtoError> {
         if let Some(e) = &self.error {
             return Err(e.clone());
         }
@@ -160,7 +171,7 @@ impl Connection {
             ));
         }
         if matches!(self.state, State::Ready) {
-            self.write_message(msg);
+            self.write_message(msg, spent);
         } else {
             self.held_bytes += msg.size();
             self.held.push_back(Held::Message(msg));
@@ -411,7 +422,7 @@ impl Connection {
         self.heartbeat.start(self.now);
         for h in std::mem::take(&mut self.held) {
             match h {
-                Held::Message(m) => self.write_message(m),
+                Held::Message(m) => self.write_message(m, &mut drop),
                 Held::Subscribe(t) => self.write_subscription(true, t),
                 Held::Cancel(t) => self.write_subscription(false, t),
             }
@@ -506,10 +517,12 @@ impl Connection {
         }
     }
 
-    fn write_message(&mut self, msg: Message) {
+    fn write_message(&mut self, msg: Message, spent: &mut dyn FnMut(Bytes)) {
         let last = msg.len().saturating_sub(1);
         for (i, f) in msg.into_iter().enumerate() {
-            self.emit_data(i < last, f);
+            if let Some(f) = self.emit_data(i < last, f) {
+                spent(f);
+            }
         }
     }
 
@@ -521,7 +534,9 @@ impl Connection {
         match self.cipher.as_mut() {
             None => self.out.command(cmd),
             Some(c) => match c.seal(false, true, &cmd.encode()) {
-                Ok(m) => self.out.data_frame(false, m),
+                Ok(m) => {
+                    self.out.data_frame(false, m);
+                }
                 Err(e) => self.fail(e),
             },
         }
@@ -529,16 +544,22 @@ impl Connection {
 
     /// Queues a data frame: as it is, or encrypted into a MESSAGE (CURVE). libzmq sends
     /// MESSAGE as a data frame without flags; MORE travels inside the box.
-    fn emit_data(&mut self, more: bool, body: Bytes) {
+    /// Returns the body when it is no longer needed (copied or sealed).
+    fn emit_data(&mut self, more: bool, body: Bytes) -> Option<Bytes> {
         if self.error.is_some() {
-            return;
+            return Some(body);
         }
         match self.cipher.as_mut() {
             None => self.out.data_frame(more, body),
-            Some(c) => match c.seal(more, false, &body) {
-                Ok(m) => self.out.data_frame(false, m),
-                Err(e) => self.fail(e),
-            },
+            Some(c) => {
+                match c.seal(more, false, &body) {
+                    Ok(m) => {
+                        self.out.data_frame(false, m);
+                    }
+                    Err(e) => self.fail(e),
+                }
+                Some(body)
+            }
         }
     }
 

@@ -40,7 +40,9 @@ impl Transmit {
         self.len += self.tail.len() - before;
     }
 
-    pub(crate) fn data_frame(&mut self, more: bool, body: Bytes) {
+    /// Queues a data frame. Returns the body if it was copied (the caller no longer
+    /// needs to keep it).
+    pub(crate) fn data_frame(&mut self, more: bool, body: Bytes) -> Option<Bytes> {
         let before = self.tail.len();
         frame::encode_header(&mut self.tail, more, false, body.len());
         self.len += self.tail.len() - before + body.len();
@@ -49,8 +51,10 @@ impl Transmit {
                 self.chunks.push_back(self.tail.split().freeze());
             }
             self.chunks.push_back(body);
+            None
         } else {
             self.tail.extend_from_slice(&body);
+            Some(body)
         }
     }
 

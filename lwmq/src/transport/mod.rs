@@ -448,6 +448,17 @@ pub trait PipeWriter: Send + fmt::Debug {
     fn try_write(&mut self, msg: Message) -> Result<(), WriteError>;
     /// Queues a control message (a subscription) regardless of the high-water mark.
     fn write_control(&mut self, msg: Message) -> Result<(), WriteError>;
+    /// As [`try_write`](PipeWriter::try_write), but the reader may not see the message
+    /// (nor be woken for it) until [`flush`](PipeWriter::flush): a writer with many
+    /// messages at hand (an engine that decoded a whole read) pays the publish and the
+    /// wake-up once per batch. The default writes at once.
+    fn write_deferred(&mut self, msg: Message) -> Result<(), WriteError> {
+        self.try_write(msg)
+    }
+    /// Makes every deferred write visible and wakes the reader for them. A writer that
+    /// used [`write_deferred`](PipeWriter::write_deferred) calls it before it waits or
+    /// turns to other work.
+    fn flush(&mut self) {}
     /// Whether `try_write` would succeed now.
     fn is_writable(&self) -> bool;
     /// Whether the peer is gone.
@@ -491,6 +502,13 @@ pub trait PipeReader: Send + fmt::Debug {
     }
     /// Whether no message is waiting now (the writer may still write more).
     fn is_empty(&mut self) -> bool;
+    /// Gives back a frame of a message read from this pipe that the reader is done
+    /// with, so that the writer's thread can free it (a thread that frees what it
+    /// allocated hits its allocator's cache; one that frees another's does not). The
+    /// default drops it here.
+    fn recycle(&mut self, frame: bytes::Bytes) {
+        drop(frame);
+    }
     /// Passes the next message to `f` if there is one (`Ok(true)`), in place where
     /// the transport can (shared-memory rings); the default borrows [`try_read`]'s
     /// message.

@@ -282,13 +282,15 @@ impl<T> Producer<T> {
     /// As [`flush`](Self::flush), for a consumer that never announces it sleeps (it is
     /// woken some other way after every publish): the Release store only, without the
     /// idle handshake's fence.
-    pub(crate) fn flush_unannounced(&mut self) {
+    /// Returns whether there was anything to publish.
+    pub(crate) fn flush_unannounced(&mut self) -> bool {
         if self.write == self.published {
-            return;
+            return false;
         }
         self.published = self.write;
         // Release: as in `flush`.
         self.shared.tail.store(self.write, Ordering::Release);
+        true
     }
 
     /// The producer's half of the idle handshake, after a store the consumer waits for.

@@ -15,6 +15,17 @@
 //! announces itself blocked before it says "full", so the reader's next batch of pops
 //! rings it. Neither side ever polls.
 //!
+//! # Spent frames
+//!
+//! When the background thread reads (a stream engine), it copies small frames into its
+//! output and is done with them; freeing them there would make every message a
+//! cross-thread free (the allocator's slow path on both threads). It hands them back
+//! through a second, small queue instead ([`PipeReader::recycle`]) and the writer drops
+//! them on its own thread, every few writes. Only frames up to [`RECYCLE_MAX`] bytes
+//! travel back, and only as many as the queue holds (the rest are freed where they
+//! are), so a writer that stops writing keeps at most [`SPENT_CAPACITY`] small frames
+//! alive until its next write or its close.
+//!
 //! # Threads
 //!
 //! Each half is owned by one thread at a time (the socket's user thread or the
@@ -23,6 +34,8 @@
 
 use std::fmt;
 use std::sync::Arc;
+
+use bytes::Bytes;
 
 use super::spsc::{Consumer, Producer};
 use super::{Notify, PipeClosed, PipeReader, PipeWriter, WriteError};
@@ -35,7 +48,24 @@ pub(crate) struct SpscWriter {
     notify: Arc<dyn Notify>,
     /// The reader announces when it sleeps: ring only then (else after every publish).
     reader_announces: bool,
+    /// Deferred writes since the last publish.
+    deferred: usize,
+    /// Frames the reader is done with (see the module docs), and writes since the
+    /// last time they were dropped.
+    spent: Option<Consumer<Bytes>>,
+    writes: u32,
 }
+
+/// The largest frame handed back to the writer to free.
+const RECYCLE_MAX: usize = 1024;
+/// How many spent frames the queue back holds.
+const SPENT_CAPACITY: usize = 256;
+/// The writer drops spent frames every this many writes.
+const DRAIN_EVERY: u32 = 16;
+
+/// Deferred writes are published at least this often, so that a reader sees the
+/// first messages of a long batch while the writer is still on the rest.
+const MAX_DEFERRED: usize = 64;
 
 /// The receiving half.
 pub(crate) struct SpscReader {
@@ -43,6 +73,8 @@ pub(crate) struct SpscReader {
     /// Rings the writing side.
     notify: Arc<dyn Notify>,
     reader_announces: bool,
+    /// Where spent frames go back to the writer (background readers only).
+    spent: Option<Producer<Bytes>>,
 }
 
 /// Who reads a pipe, which decides how its writer wakes it.
@@ -67,16 +99,26 @@ pub(crate) fn spsc_pipe(
 ) -> (SpscWriter, SpscReader) {
     let (tx, rx) = super::spsc::channel(capacity);
     let reader_announces = reader == Reader::Background;
+    let (spent_tx, spent_rx) = if reader == Reader::Background {
+        let (p, c) = super::spsc::channel(SPENT_CAPACITY);
+        (Some(p), Some(c))
+    } else {
+        (None, None)
+    };
     (
         SpscWriter {
             tx,
             notify: reader_notify,
             reader_announces,
+            deferred: 0,
+            spent: spent_rx,
+            writes: 0,
         },
         SpscReader {
             rx,
             notify: writer_notify,
             reader_announces,
+            spent: spent_tx,
         },
     )
 }
@@ -95,20 +137,38 @@ impl fmt::Debug for SpscReader {
 
 impl SpscWriter {
     fn publish(&mut self) {
+        self.deferred = 0;
         if self.reader_announces {
             if self.tx.flush() {
                 self.notify.notify();
             }
-        } else {
+        } else if self.tx.flush_unannounced() {
             // The reader never announces: no handshake, its signal after every publish.
-            self.tx.flush_unannounced();
             self.notify.notify();
+        }
+    }
+}
+
+impl SpscWriter {
+    /// Drops the frames the reader gave back, every [`DRAIN_EVERY`] writes.
+    fn drop_spent(&mut self) {
+        let Some(spent) = self.spent.as_mut() else {
+            return;
+        };
+        self.writes += 1;
+        if self.writes < DRAIN_EVERY {
+            return;
+        }
+        self.writes = 0;
+        while let Some(frame) = spent.pop() {
+            drop(frame);
         }
     }
 }
 
 impl PipeWriter for SpscWriter {
     fn try_write(&mut self, msg: Message) -> Result<(), WriteError> {
+        self.drop_spent();
         if self.tx.is_closed() {
             return Err(WriteError::Closed(msg));
         }
@@ -132,6 +192,31 @@ impl PipeWriter for SpscWriter {
             return Ok(());
         }
         Err(WriteError::Full(msg))
+    }
+
+    fn write_deferred(&mut self, msg: Message) -> Result<(), WriteError> {
+        if self.tx.is_closed() {
+            return Err(WriteError::Closed(msg));
+        }
+        match self.tx.push(msg) {
+            Ok(()) => {
+                self.deferred += 1;
+                if self.deferred >= MAX_DEFERRED {
+                    self.publish();
+                }
+                Ok(())
+            }
+            // Full: what is deferred goes out first, then the ordinary path (which
+            // announces the writer blocked).
+            Err(m) => {
+                self.publish();
+                self.try_write(m)
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        self.publish();
     }
 
     /// Only directions that carry no subscriptions use this pipe (see the module
@@ -197,6 +282,18 @@ impl PipeReader for SpscReader {
     fn is_empty(&mut self) -> bool {
         self.rx.is_empty()
     }
+
+    fn recycle(&mut self, frame: Bytes) {
+        if frame.len() > RECYCLE_MAX {
+            return;
+        }
+        if let Some(spent) = self.spent.as_mut() {
+            // Full (the writer has not written for a while) or closed: freed here.
+            if spent.push(frame).is_ok() {
+                spent.flush_unannounced();
+            }
+        }
+    }
 }
 
 impl Drop for SpscReader {
@@ -257,6 +354,127 @@ mod tests {
         assert_eq!(rx.try_read().unwrap(), Some(Message::from("a")));
         assert_eq!(rx.try_read().unwrap(), Some(Message::from("b")));
         assert_eq!(rx.try_read().unwrap(), None);
+    }
+
+    #[test]
+    fn deferred_writes_are_seen_and_rung_once_per_flush() {
+        let r = Arc::new(Counter::default());
+        let w = Arc::new(Counter::default());
+        let (mut tx, mut rx) = spsc_pipe(256, Reader::Socket, r.clone(), w.clone());
+        tx.write_deferred("a".into()).unwrap();
+        tx.write_deferred("b".into()).unwrap();
+        assert_eq!(rx.try_read().unwrap(), None, "not flushed yet");
+        assert_eq!(r.0.load(Ordering::SeqCst), 0);
+        tx.flush();
+        assert_eq!(r.0.load(Ordering::SeqCst), 1, "one ring for the batch");
+        tx.flush();
+        assert_eq!(r.0.load(Ordering::SeqCst), 1, "nothing new: no ring");
+        assert_eq!(rx.try_read().unwrap(), Some(Message::from("a")));
+        assert_eq!(rx.try_read().unwrap(), Some(Message::from("b")));
+        // A long batch is published every MAX_DEFERRED writes without a flush.
+        for i in 0..MAX_DEFERRED {
+            tx.write_deferred(Message::from(i.to_string().into_bytes()))
+                .unwrap();
+        }
+        assert_eq!(r.0.load(Ordering::SeqCst), 2);
+        for i in 0..MAX_DEFERRED {
+            assert_eq!(
+                rx.try_read().unwrap(),
+                Some(Message::from(i.to_string().into_bytes()))
+            );
+        }
+        assert_eq!(rx.try_read().unwrap(), None);
+    }
+
+    #[test]
+    fn a_full_pipe_publishes_deferred_writes_before_it_says_full() {
+        let r = Arc::new(Counter::default());
+        let w = Arc::new(Counter::default());
+        let (mut tx, mut rx) = spsc_pipe(2, Reader::Socket, r.clone(), w.clone());
+        tx.write_deferred("a".into()).unwrap();
+        tx.write_deferred("b".into()).unwrap();
+        match tx.write_deferred("c".into()) {
+            Err(WriteError::Full(m)) => assert_eq!(m, Message::from("c")),
+            other => panic!("{other:?}"),
+        }
+        assert!(r.0.load(Ordering::SeqCst) >= 1, "the reader was rung");
+        assert_eq!(rx.try_read().unwrap(), Some(Message::from("a")));
+        assert_eq!(rx.try_read().unwrap(), Some(Message::from("b")));
+        assert_eq!(rx.try_read().unwrap(), None);
+        assert!(
+            w.0.load(Ordering::SeqCst) >= 1,
+            "the blocked writer was rung"
+        );
+        tx.write_deferred("c".into()).unwrap();
+        tx.flush();
+        assert_eq!(rx.try_read().unwrap(), Some(Message::from("c")));
+    }
+
+    /// A frame body that records on which thread it was freed.
+    struct Tracked(Vec<u8>, Arc<std::sync::Mutex<Vec<std::thread::ThreadId>>>);
+
+    impl AsRef<[u8]> for Tracked {
+        fn as_ref(&self) -> &[u8] {
+            &self.0
+        }
+    }
+
+    impl Drop for Tracked {
+        fn drop(&mut self) {
+            self.1.lock().unwrap().push(std::thread::current().id());
+        }
+    }
+
+    #[test]
+    fn recycled_frames_are_freed_on_the_writers_thread() {
+        let r = Arc::new(Counter::default());
+        let w = Arc::new(Counter::default());
+        let (mut tx, mut rx) = spsc_pipe(1024, Reader::Background, r, w);
+        let freed = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let big = vec![0u8; RECYCLE_MAX + 1];
+        let frame = |body: Vec<u8>| Message::from(Bytes::from_owner(Tracked(body, freed.clone())));
+        tx.try_write(frame(b"small".to_vec())).unwrap();
+        tx.try_write(frame(big.clone())).unwrap();
+        let reader = std::thread::spawn(move || {
+            for _ in 0..2 {
+                let m = rx.try_read().unwrap().expect("written before");
+                for f in m {
+                    rx.recycle(f);
+                }
+            }
+            (std::thread::current().id(), rx)
+        });
+        let (reader_id, _rx) = reader.join().unwrap();
+        // The large frame was freed by the reader; the small one waits for the writer.
+        assert_eq!(*freed.lock().unwrap(), vec![reader_id]);
+        for i in 0..DRAIN_EVERY {
+            tx.try_write(Message::from(vec![i as u8])).unwrap();
+        }
+        assert_eq!(
+            *freed.lock().unwrap(),
+            vec![reader_id, std::thread::current().id()],
+            "the small frame was freed by the writer within {DRAIN_EVERY} writes"
+        );
+    }
+
+    #[test]
+    fn spent_frames_are_freed_when_the_pipe_goes() {
+        let n = Arc::new(Counter::default());
+        let (mut tx, mut rx) = spsc_pipe(4, Reader::Background, n.clone(), n);
+        let freed = Arc::new(std::sync::Mutex::new(Vec::new()));
+        tx.try_write(Message::from(Bytes::from_owner(Tracked(
+            b"x".to_vec(),
+            freed.clone(),
+        ))))
+        .unwrap();
+        let m = rx.try_read().unwrap().unwrap();
+        for f in m {
+            rx.recycle(f);
+        }
+        assert!(freed.lock().unwrap().is_empty(), "held for the writer");
+        drop(tx);
+        drop(rx);
+        assert_eq!(freed.lock().unwrap().len(), 1, "freed once, with the pipe");
     }
 
     #[test]

@@ -1146,7 +1146,8 @@ impl Engine {
                                     c.proto.send_cancel(topic);
                                 }
                                 _ => {
-                                    if let Err(e) = c.proto.send(msg) {
+                                    let spent = &mut |f| p.from_socket.recycle(f);
+                                    if let Err(e) = c.proto.send_recycling(msg, spent) {
                                         tracing::debug!("send to {} failed: {e}", c.endpoint);
                                     }
                                 }
@@ -1199,6 +1200,16 @@ impl Engine {
 
     /// Hands proto's events to the socket. Returns false if the inbound pipe is full.
     fn deliver_events(c: &mut Conn, new_pipe: &mut Option<proto::PeerInfo>) -> bool {
+        let done = Self::deliver_events_deferred(c, new_pipe);
+        // The messages of this batch become visible to the socket, with one wake-up.
+        if let Some(p) = c.pipe.as_mut() {
+            p.to_socket.flush();
+        }
+        done
+    }
+
+    /// [`deliver_events`](Self::deliver_events) without the final flush.
+    fn deliver_events_deferred(c: &mut Conn, new_pipe: &mut Option<proto::PeerInfo>) -> bool {
         if let Some(m) = c.stalled.take() {
             if let Some(Err(WriteError::Full(m))) =
                 c.pipe.as_mut().map(|p| p.to_socket.try_write(m))
@@ -1219,7 +1230,7 @@ impl Engine {
                     *new_pipe = Some(peer);
                 }
                 Event::Message(m) => match c.pipe.as_mut() {
-                    Some(p) => match p.to_socket.try_write(m) {
+                    Some(p) => match p.to_socket.write_deferred(m) {
                         Ok(()) => {}
                         Err(WriteError::Full(m)) => {
                             c.stalled = Some(m);
