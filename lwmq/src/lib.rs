@@ -50,6 +50,7 @@ mod proxy;
 mod socket;
 mod socket_type;
 mod sync;
+mod sys;
 mod worker;
 
 pub(crate) mod transport;

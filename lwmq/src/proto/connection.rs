@@ -21,6 +21,14 @@ use crate::{Message, SocketType};
 /// [`Connection::handle_input`]).
 const INPUT_CHUNK: usize = 64 * 1024;
 
+/// [`Connection::input_buffer`] starts a new chunk when less room than this is left.
+const INPUT_MIN_SPARE: usize = 4 * 1024;
+
+/// The most room [`Connection::input_buffer`] makes ahead of a large frame's bytes
+/// (what a peer's frame header alone can make us allocate); beyond it the buffer grows
+/// as the bytes come.
+const INPUT_MAX_AHEAD: usize = 8 * 1024 * 1024;
+
 /// Handshake command frames are accepted up to this size even when the maximum message
 /// size is smaller.
 const HANDSHAKE_FRAME_LIMIT: u64 = 64 * 1024;
@@ -108,24 +116,68 @@ impl Connection {
         c
     }
 
-    /// Feeds bytes received from the peer (any split of the stream).
+    /// Feeds bytes received from the peer (any split of the stream). A caller that
+    /// reads a stream can read straight into [`input_buffer`](Self::input_buffer)
+    /// instead, which saves this copy.
     pub fn handle_input(&mut self, data: &[u8], now: Instant) {
-        if self.error.is_some() {
+        if self.error.is_some() || data.is_empty() {
+            self.now = now;
             return;
         }
+        self.input_buffer().extend_from_slice(data);
+        self.input_received(now);
+    }
+
+    /// The receive buffer, with room for the next read after its bytes: append what
+    /// the stream gives (into its spare capacity; anything appended is taken as
+    /// received), then call [`input_received`](Self::input_received).
+    ///
+    /// Frames are split off this buffer without copying and live on in the messages.
+    /// The room is at least a few KiB, a new chunk of 64 KiB when less is left (so
+    /// receiving allocates once per chunk, not once per read), and, when the bytes of a
+    /// large frame are arriving, all that frame still needs (up to 8 MiB ahead): its
+    /// body then lands where it stays, with no copy and no growing.
+    pub fn input_buffer(&mut self) -> &mut BytesMut {
+        let mut want = INPUT_MIN_SPARE;
+        if matches!(self.state, State::Ready)
+            && let Ok(Some(h)) = frame::decode_header(&self.input, None)
+        {
+            let total = h
+                .len
+                .saturating_add(usize::try_from(h.size).unwrap_or(usize::MAX));
+            want = want.max(total.saturating_sub(self.input.len()).min(INPUT_MAX_AHEAD));
+        }
+        let spare = self.input.capacity() - self.input.len();
+        if spare < want {
+            self.input.reserve(want.max(INPUT_CHUNK));
+        }
+        &mut self.input
+    }
+
+    /// Whether the bytes of a frame of more than 32 KiB are arriving: then reading
+    /// into [`input_buffer`](Self::input_buffer) saves copying them (for smaller
+    /// frames, a read into a scratch buffer and [`handle_input`](Self::handle_input)
+    /// does as well, in larger reads).
+    pub fn large_frame_arriving(&self) -> bool {
+        const LARGE: usize = 32 * 1024;
+        matches!(self.state, State::Ready)
+            && matches!(
+                frame::decode_header(&self.input, None),
+                Ok(Some(h)) if h.size > LARGE as u64 && (h.size as usize) > self.input.len().saturating_sub(h.len) + LARGE / 2
+            )
+    }
+
+    /// Processes what was appended to [`input_buffer`](Self::input_buffer).
+    pub fn input_received(&mut self, now: Instant) {
         self.now = now;
-        if data.is_empty() {
+        if self.error.is_some() {
+            self.input.clear();
+            return;
+        }
+        if self.input.is_empty() {
             return;
         }
         self.heartbeat.received(now);
-        if self.input.capacity() == 0 {
-            // Frames are split off this buffer without copying and live on in the
-            // messages; once its room is used up the next buffer has this size again
-            // (`BytesMut` remembers it), so receiving allocates once per this many
-            // bytes, not once per read.
-            self.input = BytesMut::with_capacity(INPUT_CHUNK.max(data.len()));
-        }
-        self.input.extend_from_slice(data);
         self.process();
     }
 

@@ -1033,3 +1033,58 @@ fn one_side_awaiting_the_peers_ready_still_handshakes_every_valid_pair() {
         }
     }
 }
+
+#[test]
+fn a_large_frame_read_in_place_is_not_copied() {
+    let (mut c, now) = ready_against(Pull, Push, 1);
+    let body: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+    let mut wire = BytesMut::new();
+    frame::encode_header(&mut wire, false, false, body.len());
+    wire.extend_from_slice(&body);
+    // Small frames, and the start of a large one before its header is complete, are
+    // not "large".
+    assert!(!c.large_frame_arriving());
+    c.handle_input(&wire[..5], now);
+    assert!(!c.large_frame_arriving(), "header incomplete");
+    c.handle_input(&wire[5..40_000], now);
+    assert!(c.large_frame_arriving());
+    // Room for all the rest, so the body is read where it stays.
+    let rest = wire.len() - 40_000;
+    let input = c.input_buffer();
+    assert!(
+        input.capacity() - input.len() >= rest,
+        "room for the whole frame"
+    );
+    let start = input.as_ptr() as usize;
+    // The stream gives the rest in two reads.
+    for part in [&wire[40_000..500_000], &wire[500_000..]] {
+        c.input_buffer().extend_from_slice(part);
+        c.input_received(now);
+    }
+    let got = messages(&events(&mut c));
+    assert_eq!(got.len(), 1);
+    let frame = &got[0].frames()[0];
+    assert_eq!(&frame[..], &body[..]);
+    let at = frame.as_ptr() as usize;
+    assert!(
+        at >= start && at < start + 64,
+        "the body was split off the buffer it was read into, not copied"
+    );
+    assert!(!c.large_frame_arriving());
+}
+
+#[test]
+fn a_huge_announced_frame_reserves_a_bounded_room() {
+    let (mut c, now) = ready_against(Pull, Push, 1);
+    let mut wire = BytesMut::new();
+    frame::encode_header(&mut wire, false, false, 1 << 40);
+    wire.extend_from_slice(b"only a little");
+    c.handle_input(&wire, now);
+    assert!(c.large_frame_arriving());
+    let input = c.input_buffer();
+    let room = input.capacity() - input.len();
+    assert!(
+        room <= 9 * 1024 * 1024,
+        "a header alone does not allocate a terabyte ({room} bytes of room)"
+    );
+}

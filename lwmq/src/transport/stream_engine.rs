@@ -45,6 +45,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io::{self, Read, Write};
+use std::os::fd::AsFd as _;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -1107,14 +1108,28 @@ impl Engine {
             // 2. Read the stream, unless the socket is not keeping up or the stream
             // has nothing (a short read drained it; the next arrival is a new edge).
             if c.readable && c.stalled.is_none() && !c.eof && !c.proto.is_closed() {
-                match c.stream.read(&mut self.buf) {
-                    Ok(0) => {
+                // The body of a large frame goes straight into proto's receive buffer,
+                // where it stays; anything else into the scratch buffer, in large reads,
+                // and is copied.
+                let read = if c.proto.large_frame_arriving() {
+                    let input = c.proto.input_buffer();
+                    let room = input.capacity() - input.len();
+                    crate::sys::read_into(c.stream.as_fd(), input).map(|n| (n, n == room, None))
+                } else {
+                    let n = self.buf.len();
+                    c.stream.read(&mut self.buf).map(|r| (r, r == n, Some(r)))
+                };
+                match read {
+                    Ok((0, ..)) => {
                         c.eof = true;
                         progress = true;
                     }
-                    Ok(n) => {
-                        c.readable = n == self.buf.len();
-                        c.proto.handle_input(&self.buf[..n], Instant::now());
+                    Ok((_, full, scratch)) => {
+                        c.readable = full;
+                        match scratch {
+                            Some(n) => c.proto.handle_input(&self.buf[..n], Instant::now()),
+                            None => c.proto.input_received(Instant::now()),
+                        }
                         progress = true;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.readable = false,
