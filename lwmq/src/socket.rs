@@ -279,6 +279,7 @@ impl Socket {
     /// `timeout`: `None` for the socket's receive timeout (read under the same lock).
     fn recv_until(&self, timeout: Option<Option<Duration>>) -> Result<Message> {
         let mut core = self.core();
+        self.shared.note_recv_call();
         let timeout = timeout.unwrap_or(core.options.recv_timeout);
         if let Some(m) = core.prefetched.take() {
             return Ok(m);
@@ -324,6 +325,7 @@ impl Socket {
     /// ```
     pub fn recv_with<R>(&self, f: impl FnOnce(&crate::Frames<'_>) -> R) -> Result<R> {
         let mut core = self.core();
+        self.shared.note_recv_call();
         let timeout = core.options.recv_timeout;
         if let Some(m) = core.prefetched.take() {
             return Ok(f(&crate::Frames::message(&m)));

@@ -173,9 +173,15 @@ fn make_pipe_notifying(
     // Lock-free unless a direction carries subscriptions (a SUB or XSUB writes them).
     let subs = |s: &Side| matches!(s.socket.socket_type, SocketType::Sub | SocketType::XSub);
     let a_notify: Arc<dyn Notify> = a.socket.signal.clone();
-    let socket = super::spsc_pipe::Reader::Socket;
-    let (aw, br) = pipe_halves(a_to_b, !subs(a), socket, b_notify.clone(), a_notify.clone());
-    let (bw, ar) = pipe_halves(b_to_a, !subs(b), socket, a_notify, b_notify);
+    let ends = |s: &Side| super::spsc_pipe::Ends::SocketToSocket(s.socket.recv_calls.clone());
+    let (aw, br) = pipe_halves(
+        a_to_b,
+        !subs(a),
+        ends(a),
+        b_notify.clone(),
+        a_notify.clone(),
+    );
+    let (bw, ar) = pipe_halves(b_to_a, !subs(b), ends(b), a_notify, b_notify);
     let meta = |peer: &Side| PipeMeta {
         routing_id: peer.options.routing_id.clone(),
         endpoint: endpoint.to_owned(),

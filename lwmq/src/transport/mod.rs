@@ -179,6 +179,10 @@ pub(crate) struct SocketHandle {
     pub monitors: Monitors,
     /// Limits that transports put on what the socket sends.
     pub limits: Limits,
+    /// How many times the socket was asked to receive (by its one user thread): a
+    /// pipe it writes compares it between writes to tell a stream of sends from a
+    /// request/reply exchange ([`spsc_pipe`]'s arena).
+    pub recv_calls: Arc<AtomicU64>,
 }
 
 /// What transports tell the socket about sending and waiting, without the socket
@@ -208,7 +212,15 @@ impl SocketHandle {
                 ring: Arc::new(AtomicUsize::new(usize::MAX)),
                 spin: AtomicBool::new(false),
             },
+            recv_calls: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// Records a receive call (see [`SocketHandle::recv_calls`]). Only the socket's
+    /// user thread calls this, under the socket's lock: a load and a store suffice.
+    pub(crate) fn note_recv_call(&self) {
+        let n = self.recv_calls.load(Ordering::Relaxed);
+        self.recv_calls.store(n.wrapping_add(1), Ordering::Relaxed);
     }
 
     /// This socket's entry in an introspection table (for `lwmq ls`), made on first use.
@@ -734,12 +746,12 @@ pub(crate) fn queue(
 pub(crate) fn pipe_halves(
     config: QueueConfig,
     lock_free: bool,
-    reader: spsc_pipe::Reader,
+    ends: spsc_pipe::Ends,
     reader_notify: Arc<dyn Notify>,
     writer_notify: Arc<dyn Notify>,
 ) -> (Box<dyn PipeWriter>, Box<dyn PipeReader>) {
     if lock_free && config.hwm > 0 && !config.conflate {
-        let (w, r) = spsc_pipe::spsc_pipe(config.hwm, reader, reader_notify, writer_notify);
+        let (w, r) = spsc_pipe::spsc_pipe(config.hwm, ends, reader_notify, writer_notify);
         (Box::new(w), Box::new(r))
     } else {
         let (w, r) = queue(config, reader_notify, writer_notify);

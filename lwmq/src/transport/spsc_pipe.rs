@@ -8,7 +8,7 @@
 //! background thread reads, the writer rings it only when it announced it sleeps
 //! (`spsc`'s idle handshake): while the background thread is busy, a socket sending
 //! message after message makes no system call; the thread announces itself idle when
-//! it finds the pipe empty. When a socket reads ([`Reader::Socket`]), the writer rings
+//! it finds the pipe empty. When a socket reads ([`Ends::BackgroundToSocket`]), the writer rings
 //! its signal after every publish instead: that costs a fence and a load when the
 //! socket is not parked, and a socket spinning on `try_read` must not write a shared
 //! flag on every look. A writer that finds the queue full
@@ -26,6 +26,20 @@
 //! are), so a writer that stops writing keeps at most [`SPENT_CAPACITY`] small frames
 //! alive until its next write or its close.
 //!
+//! # The arena of a socket-to-socket pipe
+//!
+//! Between two sockets of the process (inproc), the reader frees what the writer's
+//! user allocated. When one socket streams to another, that is every message a
+//! cross-thread free, and the writer's allocator never gets its memory back. So while
+//! the writing socket sends message after message (no receive call in between), the
+//! writer copies each frame of up to [`ARENA_FRAME_MAX`] bytes into chunks of its own
+//! ([`ARENA_CHUNK`] bytes, shared by the frames cut from them, freed when the last goes)
+//! and frees the caller's buffer at once, on the caller's thread. In an exchange
+//! (request, reply) frames pass through: there each side frees what the other
+//! allocated, which the allocator's caches handle well, and the arena would only add
+//! a counter that both threads write. A reader that keeps one small message keeps its
+//! chunk alive, as a message received over tcp keeps its 64 KiB receive chunk.
+//!
 //! # Threads
 //!
 //! Each half is owned by one thread at a time (the socket's user thread or the
@@ -34,8 +48,9 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::spsc::{Consumer, Producer};
 use super::{Notify, PipeClosed, PipeReader, PipeWriter, WriteError};
@@ -54,7 +69,22 @@ pub(crate) struct SpscWriter {
     /// last time they were dropped.
     spent: Option<Consumer<Bytes>>,
     writes: u32,
+    /// Where small frames are copied (socket-to-socket pipes only).
+    arena: Option<Arena>,
 }
+
+/// A socket-to-socket writer's arena (see the module docs).
+struct Arena {
+    buf: BytesMut,
+    /// The writing socket's receive calls, and their count at the last write.
+    recv_calls: Arc<AtomicU64>,
+    seen: u64,
+}
+
+/// The largest frame copied into a socket-to-socket pipe's arena.
+const ARENA_FRAME_MAX: usize = 1024;
+/// The size of each arena chunk.
+const ARENA_CHUNK: usize = 32 * 1024;
 
 /// The largest frame handed back to the writer to free.
 const RECYCLE_MAX: usize = 1024;
@@ -77,29 +107,44 @@ pub(crate) struct SpscReader {
     spent: Option<Producer<Bytes>>,
 }
 
-/// Who reads a pipe, which decides how its writer wakes it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Reader {
-    /// A socket: it waits on its `Signal`, whose ring costs a fence and a load when
-    /// nobody is parked, and it may spin calling `try_read` many times; so it does
-    /// not announce itself, and the writer rings after every publish.
-    Socket,
-    /// The background thread: a ring costs a system call (its waker), so the reader
-    /// announces when it is done with the pipe and the writer rings only then.
-    Background,
+/// Who writes and who reads a pipe, which decides how the writer wakes the reader and
+/// where small frames are freed.
+#[derive(Debug, Clone)]
+pub(crate) enum Ends {
+    /// A socket to a socket (inproc). While the writing socket sends message after
+    /// message, small frames are copied into the writer's arena (see the module
+    /// docs); the counter is the writing socket's [`SocketHandle::recv_calls`].
+    ///
+    /// [`SocketHandle::recv_calls`]: super::SocketHandle::recv_calls
+    SocketToSocket(Arc<AtomicU64>),
+    /// A socket to the background thread. Spent small frames come back to the writer.
+    SocketToBackground,
+    /// The background thread to a socket.
+    BackgroundToSocket,
+}
+
+impl Ends {
+    /// Whether the reader is the background thread. A ring of it costs a system call
+    /// (its waker), so it announces when it is done with the pipe and the writer rings
+    /// only then. A socket reader waits on its `Signal`, whose ring costs a fence and a
+    /// load when nobody is parked, and it may spin calling `try_read` many times; so it
+    /// does not announce itself, and the writer rings after every publish.
+    fn background_reader(&self) -> bool {
+        matches!(self, Ends::SocketToBackground)
+    }
 }
 
 /// A queue of `capacity` messages (rounded up to a power of two): the writer rings
 /// `reader_notify`, the reader rings `writer_notify`.
 pub(crate) fn spsc_pipe(
     capacity: usize,
-    reader: Reader,
+    ends: Ends,
     reader_notify: Arc<dyn Notify>,
     writer_notify: Arc<dyn Notify>,
 ) -> (SpscWriter, SpscReader) {
     let (tx, rx) = super::spsc::channel(capacity);
-    let reader_announces = reader == Reader::Background;
-    let (spent_tx, spent_rx) = if reader == Reader::Background {
+    let reader_announces = ends.background_reader();
+    let (spent_tx, spent_rx) = if matches!(ends, Ends::SocketToBackground) {
         let (p, c) = super::spsc::channel(SPENT_CAPACITY);
         (Some(p), Some(c))
     } else {
@@ -113,6 +158,14 @@ pub(crate) fn spsc_pipe(
             deferred: 0,
             spent: spent_rx,
             writes: 0,
+            arena: match ends {
+                Ends::SocketToSocket(recv_calls) => Some(Arena {
+                    buf: BytesMut::new(),
+                    recv_calls,
+                    seen: u64::MAX,
+                }),
+                _ => None,
+            },
         },
         SpscReader {
             rx,
@@ -166,9 +219,40 @@ impl SpscWriter {
     }
 }
 
+impl SpscWriter {
+    /// Copies the small frames of `msg` into the arena (socket-to-socket pipes): the
+    /// caller's buffers are freed here, on the thread that most likely allocated them.
+    fn copy_to_arena(&mut self, mut msg: Message) -> Message {
+        let Some(arena) = self.arena.as_mut() else {
+            return msg;
+        };
+        // A socket that received since its last write is in an exchange (each side
+        // frees what the other allocated, and the allocator's caches balance): pass
+        // the frames through, as the arena would only add a shared counter to it.
+        let calls = arena.recv_calls.load(Ordering::Relaxed);
+        let streaming = calls == arena.seen;
+        arena.seen = calls;
+        if !streaming {
+            return msg;
+        }
+        for f in msg.frames_mut().iter_mut() {
+            if f.is_empty() || f.len() > ARENA_FRAME_MAX {
+                continue;
+            }
+            if arena.buf.capacity() - arena.buf.len() < f.len() {
+                arena.buf = BytesMut::with_capacity(ARENA_CHUNK);
+            }
+            arena.buf.extend_from_slice(f);
+            *f = arena.buf.split().freeze();
+        }
+        msg
+    }
+}
+
 impl PipeWriter for SpscWriter {
     fn try_write(&mut self, msg: Message) -> Result<(), WriteError> {
         self.drop_spent();
+        let msg = self.copy_to_arena(msg);
         if self.tx.is_closed() {
             return Err(WriteError::Closed(msg));
         }
@@ -312,7 +396,7 @@ mod tests {
     fn wakes_only_a_sleeping_reader_and_a_blocked_writer() {
         let r = Arc::new(Counter::default());
         let w = Arc::new(Counter::default());
-        let (mut tx, mut rx) = spsc_pipe(2, Reader::Background, r.clone(), w.clone());
+        let (mut tx, mut rx) = spsc_pipe(2, Ends::SocketToBackground, r.clone(), w.clone());
         // The reader has not announced that it sleeps: no ring.
         tx.try_write("a".into()).unwrap();
         assert_eq!(r.0.load(Ordering::SeqCst), 0);
@@ -346,7 +430,7 @@ mod tests {
     fn a_socket_reader_is_rung_after_every_publish_and_never_announces() {
         let r = Arc::new(Counter::default());
         let w = Arc::new(Counter::default());
-        let (mut tx, mut rx) = spsc_pipe(4, Reader::Socket, r.clone(), w.clone());
+        let (mut tx, mut rx) = spsc_pipe(4, Ends::BackgroundToSocket, r.clone(), w.clone());
         assert_eq!(rx.try_read().unwrap(), None);
         tx.try_write("a".into()).unwrap();
         tx.try_write("b".into()).unwrap();
@@ -360,7 +444,7 @@ mod tests {
     fn deferred_writes_are_seen_and_rung_once_per_flush() {
         let r = Arc::new(Counter::default());
         let w = Arc::new(Counter::default());
-        let (mut tx, mut rx) = spsc_pipe(256, Reader::Socket, r.clone(), w.clone());
+        let (mut tx, mut rx) = spsc_pipe(256, Ends::BackgroundToSocket, r.clone(), w.clone());
         tx.write_deferred("a".into()).unwrap();
         tx.write_deferred("b".into()).unwrap();
         assert_eq!(rx.try_read().unwrap(), None, "not flushed yet");
@@ -390,7 +474,7 @@ mod tests {
     fn a_full_pipe_publishes_deferred_writes_before_it_says_full() {
         let r = Arc::new(Counter::default());
         let w = Arc::new(Counter::default());
-        let (mut tx, mut rx) = spsc_pipe(2, Reader::Socket, r.clone(), w.clone());
+        let (mut tx, mut rx) = spsc_pipe(2, Ends::BackgroundToSocket, r.clone(), w.clone());
         tx.write_deferred("a".into()).unwrap();
         tx.write_deferred("b".into()).unwrap();
         match tx.write_deferred("c".into()) {
@@ -429,7 +513,7 @@ mod tests {
     fn recycled_frames_are_freed_on_the_writers_thread() {
         let r = Arc::new(Counter::default());
         let w = Arc::new(Counter::default());
-        let (mut tx, mut rx) = spsc_pipe(1024, Reader::Background, r, w);
+        let (mut tx, mut rx) = spsc_pipe(1024, Ends::SocketToBackground, r, w);
         let freed = Arc::new(std::sync::Mutex::new(Vec::new()));
         let big = vec![0u8; RECYCLE_MAX + 1];
         let frame = |body: Vec<u8>| Message::from(Bytes::from_owner(Tracked(body, freed.clone())));
@@ -460,7 +544,7 @@ mod tests {
     #[test]
     fn spent_frames_are_freed_when_the_pipe_goes() {
         let n = Arc::new(Counter::default());
-        let (mut tx, mut rx) = spsc_pipe(4, Reader::Background, n.clone(), n);
+        let (mut tx, mut rx) = spsc_pipe(4, Ends::SocketToBackground, n.clone(), n);
         let freed = Arc::new(std::sync::Mutex::new(Vec::new()));
         tx.try_write(Message::from(Bytes::from_owner(Tracked(
             b"x".to_vec(),
@@ -478,9 +562,59 @@ mod tests {
     }
 
     #[test]
+    fn a_streaming_socket_writes_small_frames_through_its_arena() {
+        let n = Arc::new(Counter::default());
+        let recv_calls = Arc::new(AtomicU64::new(0));
+        let (mut tx, mut rx) =
+            spsc_pipe(64, Ends::SocketToSocket(recv_calls.clone()), n.clone(), n);
+        let freed = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let tracked = |body: &[u8]| Bytes::from_owner(Tracked(body.to_vec(), freed.clone()));
+        let big = vec![7u8; ARENA_FRAME_MAX + 1];
+        let ptr = |m: &Message, i: usize| m.frames()[i].as_ptr() as usize;
+        // The first write, and any write after a receive call, passes the frames
+        // through (an exchange).
+        tx.try_write(Message::from(tracked(b"one"))).unwrap();
+        let first = rx.try_read().unwrap().unwrap();
+        assert_eq!(freed.lock().unwrap().len(), 0, "passed through, not copied");
+        drop(first);
+        assert_eq!(freed.lock().unwrap().len(), 1);
+        // Writes in a row: small frames are copied (the caller's buffer is freed by
+        // the writer, at once) and land next to each other; large ones pass through.
+        for body in [&b"two"[..], b"three"] {
+            tx.try_write(Message::from_frames([tracked(body), tracked(&big)]))
+                .unwrap();
+        }
+        assert_eq!(
+            freed.lock().unwrap().len(),
+            3,
+            "both small frames freed by the writer"
+        );
+        let (two, three) = (
+            rx.try_read().unwrap().unwrap(),
+            rx.try_read().unwrap().unwrap(),
+        );
+        assert_eq!(two.frames()[0], &b"two"[..]);
+        assert_eq!(three.frames()[0], &b"three"[..]);
+        assert_eq!(ptr(&three, 0), ptr(&two, 0) + 3, "one arena");
+        assert_eq!(two.frames()[1], big[..]);
+        drop((two, three));
+        assert_eq!(
+            freed.lock().unwrap().len(),
+            5,
+            "large frames freed by the reader"
+        );
+        // A receive call on the writing socket: an exchange again.
+        recv_calls.fetch_add(1, Ordering::Relaxed);
+        tx.try_write(Message::from(tracked(b"four"))).unwrap();
+        let four = rx.try_read().unwrap().unwrap();
+        assert_eq!(freed.lock().unwrap().len(), 5, "passed through");
+        assert_eq!(four.frames()[0], &b"four"[..]);
+    }
+
+    #[test]
     fn a_closed_reader_hands_writes_back() {
         let n = Arc::new(Counter::default());
-        let (mut tx, mut rx) = spsc_pipe(4, Reader::Socket, n.clone(), n.clone());
+        let (mut tx, mut rx) = spsc_pipe(4, Ends::BackgroundToSocket, n.clone(), n.clone());
         rx.close();
         assert!(tx.is_closed());
         assert!(matches!(

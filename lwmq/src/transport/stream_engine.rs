@@ -161,7 +161,7 @@ fn stream_pipe_with(
             conflate: options.conflate,
         },
         !sends_subscriptions,
-        super::spsc_pipe::Reader::Background,
+        super::spsc_pipe::Ends::SocketToBackground,
         wake.clone(),
         signal.clone(),
     );
@@ -171,7 +171,7 @@ fn stream_pipe_with(
             conflate: options.conflate,
         },
         true,
-        super::spsc_pipe::Reader::Socket,
+        super::spsc_pipe::Ends::BackgroundToSocket,
         signal,
         wake,
     );
