@@ -120,6 +120,8 @@ pub fn unsupported(contender: &str, transport: &str) -> Option<String> {
     match contender {
         #[cfg(feature = "lwmq")]
         "lwmq" => lwmq::unsupported(transport),
+        #[cfg(feature = "libzmq")]
+        "libzmq" => libzmq::unsupported(transport),
         _ => None,
     }
 }
