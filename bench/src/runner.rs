@@ -90,6 +90,14 @@ pub fn all_variants() -> Vec<Variant> {
         variant("libzmq", "inproc", true, true, &pair),
         variant("zeromq-rs", "ipc", false, false, &all),
         variant("zeromq-rs", "tcp", false, false, &all),
+        // omq moves the bytes of every transport here on its I/O thread, inproc's REP
+        // receives too (its socket actor): left to the scheduler under --pin auto.
+        variant("omq", "shm", false, false, &all),
+        variant("omq", "shm-spin", false, false, &all),
+        variant("omq", "ipc", false, false, &all),
+        variant("omq", "tcp", false, false, &all),
+        curve_variant("omq"),
+        variant("omq", "inproc", true, false, &pair),
         variant("iceoryx2", "shm", false, true, &["rtt"]),
     ];
     if cfg!(feature = "lwmq-shm-raw") {

@@ -20,6 +20,8 @@ mod libzmq;
 mod lwmq;
 #[cfg(feature = "lwmq-shm-raw")]
 mod lwmq_shm;
+#[cfg(feature = "omq")]
+mod omq;
 #[cfg(feature = "zeromq-rs")]
 mod zeromq_rs;
 
@@ -90,6 +92,9 @@ pub fn compiled() -> Vec<&'static str> {
     if cfg!(feature = "zeromq-rs") {
         v.push("zeromq-rs");
     }
+    if cfg!(feature = "omq") {
+        v.push("omq");
+    }
     if cfg!(feature = "iceoryx2") {
         v.push("iceoryx2");
     }
@@ -105,6 +110,8 @@ pub fn open(contender: &str) -> Result<Box<dyn Driver>> {
         "libzmq" => Ok(Box::new(libzmq::Libzmq::new())),
         #[cfg(feature = "zeromq-rs")]
         "zeromq-rs" => Ok(Box::new(zeromq_rs::ZeromqRs::new()?)),
+        #[cfg(feature = "omq")]
+        "omq" => Ok(Box::new(omq::Omq::new())),
         #[cfg(feature = "iceoryx2")]
         "iceoryx2" => Ok(Box::new(iceoryx2::Iceoryx2)),
         other => bail!(
@@ -145,6 +152,8 @@ pub fn versions() -> Vec<(String, String)> {
         "zeromq-rs".into(),
         format!("zeromq {}", env!("BENCH_DEP_ZEROMQ")),
     ));
+    #[cfg(feature = "omq")]
+    v.push(("omq".into(), omq::version()));
     #[cfg(feature = "iceoryx2")]
     v.push((
         "iceoryx2".into(),
