@@ -31,6 +31,9 @@ fn main() {
         ("ZEROMQ", "zeromq"),
         ("ICEORYX2", "iceoryx2"),
         ("ZMQ", "zmq"),
+        ("OMQ", "omq-tokio"),
+        ("OMQ_SHM", "omq-shm"),
+        ("OMQ_PROTO", "omq-proto"),
     ] {
         println!(
             "cargo:rustc-env=BENCH_DEP_{env}={}",

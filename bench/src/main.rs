@@ -1,4 +1,4 @@
-//! `lwmq-bench`: lwmq side by side with libzmq, zeromq.rs and iceoryx2.
+//! `lwmq-bench`: lwmq side by side with libzmq, zeromq.rs, omq.rs and iceoryx2.
 //!
 //! ```text
 //! lwmq-bench [--smoke | --quick | --full] [options]   run the benchmarks (default --quick)
@@ -33,8 +33,8 @@ modes:
   --full             every case, longer runs, three repetitions
 
 options:
-  --contenders LIST  comma-separated: lwmq,libzmq,zeromq-rs,iceoryx2 (default: all compiled)
-  --transports LIST  only these transports (e.g. tcp,ipc-spin)
+  --contenders LIST  comma-separated: lwmq,libzmq,zeromq-rs,omq,iceoryx2 (default: all compiled)
+  --transports LIST  only these transports (e.g. tcp,ipc-spin,tcp-curve)
   --scenarios LIST   rtt,thr,pubsub
   --sizes LIST       only these message sizes in bytes
   --reps N           repetitions
@@ -241,12 +241,7 @@ fn bench_main(args: &[String]) -> Result<()> {
     let total: usize = plan
         .cases
         .iter()
-        .map(|c| {
-            plan.variants
-                .iter()
-                .filter(|v| v.scenarios.contains(&c.scenario))
-                .count()
-        })
+        .map(|c| plan.variants.iter().filter(|v| v.runs(c)).count())
         .sum::<usize>()
         * plan.reps;
     eprintln!(

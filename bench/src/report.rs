@@ -150,10 +150,12 @@ pub fn summarize(plan: &Plan, runs: &[Run]) -> Vec<Summary> {
 
 /// The lwmq transport a contender's transport is compared with "like for like": the
 /// same URI scheme a user would type (libzmq's `ipc://` is a Unix socket, lwmq's is
-/// shared memory), and shared memory for iceoryx2.
+/// shared memory), and shared memory for iceoryx2 and omq's `shm://`; tcp with CURVE
+/// only with lwmq's tcp with CURVE.
 pub fn counterpart(transport: &str) -> &'static str {
     match transport {
         "tcp" => "tcp",
+        "tcp-curve" => "tcp-curve",
         "inproc" => "inproc",
         _ => "ipc-spin",
     }
@@ -251,8 +253,9 @@ pub fn markdown(res: &Results) -> String {
         "\n**×** columns: how many times better lwmq is than the row (> 1: lwmq wins; \
          latency: their median ÷ lwmq's; rates: lwmq's ÷ theirs). *same scheme* compares \
          with lwmq on the URI scheme the row's user would type (tcp↔tcp, inproc↔inproc, \
-         ipc/shm↔lwmq ipc-spin); *best* with lwmq's best transport in that table through its \
-         `Socket` (the transport-only `ipc-raw-*` rows are not compared).\n"
+         ipc/shm↔lwmq ipc-spin, tcp-curve↔tcp-curve); *best* with lwmq's best transport \
+         in that table through its `Socket` (the transport-only `ipc-raw-*` rows are not \
+         compared).\n"
     );
     let sizes = |sc: &str| -> Vec<usize> {
         p.cases
@@ -404,19 +407,23 @@ pub fn markdown(res: &Results) -> String {
 }
 
 /// Shades per contender: lwmq in blues, libzmq in oranges, zeromq.rs in greens,
-/// iceoryx2 in purples, anything else in greys.
+/// omq in reds, iceoryx2 in purples, anything else in greys.
 fn color(contender: &str, idx: usize) -> &'static str {
     const LWMQ: &[&str] = &[
-        "#08306b", "#08519c", "#2171b5", "#4292c6", "#6baed6", "#9ecae1", "#c6dbef",
+        "#08306b", "#08519c", "#2171b5", "#4292c6", "#6baed6", "#9ecae1", "#c6dbef", "#deebf7",
     ];
     const LIBZMQ: &[&str] = &["#7f2704", "#d94801", "#fd8d3c", "#fdae6b"];
     const ZEROMQ_RS: &[&str] = &["#00441b", "#238b45", "#74c476", "#a1d99b"];
+    const OMQ: &[&str] = &[
+        "#67000d", "#a50f15", "#ef3b2c", "#fb6a4a", "#fc9272", "#fcbba1",
+    ];
     const ICEORYX2: &[&str] = &["#54278f", "#9e9ac8"];
     const OTHER: &[&str] = &["#252525", "#636363", "#969696", "#bdbdbd"];
     let shades = match contender {
         "lwmq" => LWMQ,
         "libzmq" => LIBZMQ,
         "zeromq-rs" => ZEROMQ_RS,
+        "omq" => OMQ,
         "iceoryx2" => ICEORYX2,
         _ => OTHER,
     };

@@ -31,6 +31,17 @@ pub struct Variant {
     pub pin_auto: bool,
     /// Scenarios this variant takes part in.
     pub scenarios: Vec<String>,
+    /// If set, only these cases of those scenarios (a variant measured at a few sizes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub only: Option<Vec<Case>>,
+}
+
+impl Variant {
+    /// Whether this variant takes part in `case`.
+    pub fn runs(&self, case: &Case) -> bool {
+        self.scenarios.contains(&case.scenario)
+            && self.only.as_ref().is_none_or(|o| o.contains(case))
+    }
 }
 
 fn variant(c: &str, t: &str, in_process: bool, pin_auto: bool, sc: &[&str]) -> Variant {
@@ -40,7 +51,26 @@ fn variant(c: &str, t: &str, in_process: bool, pin_auto: bool, sc: &[&str]) -> V
         in_process,
         pin_auto,
         scenarios: sc.iter().map(|s| s.to_string()).collect(),
+        only: None,
     }
+}
+
+/// The CURVE cases: what encryption costs, at a small and a large size.
+pub const CURVE_CASES: [(&str, usize); 3] = [("rtt", 64), ("thr", 64), ("thr", 65536)];
+
+/// `tcp-curve`: tcp with the CURVE mechanism, for the CURVE cases only.
+fn curve_variant(c: &str) -> Variant {
+    let mut v = variant(c, "tcp-curve", false, false, &["rtt", "thr"]);
+    v.only = Some(
+        CURVE_CASES
+            .iter()
+            .map(|&(sc, size)| Case {
+                scenario: sc.into(),
+                size,
+            })
+            .collect(),
+    );
+    v
 }
 
 /// Every variant the harness knows, in table order.
@@ -51,13 +81,23 @@ pub fn all_variants() -> Vec<Variant> {
         variant("lwmq", "ipc-spin", false, true, &all),
         variant("lwmq", "ipc-park", false, true, &all),
         variant("lwmq", "tcp", false, false, &all),
+        curve_variant("lwmq"),
         variant("lwmq", "unix", false, false, &all),
         variant("lwmq", "inproc", true, true, &pair),
         variant("libzmq", "ipc", false, false, &all),
         variant("libzmq", "tcp", false, false, &all),
+        curve_variant("libzmq"),
         variant("libzmq", "inproc", true, true, &pair),
         variant("zeromq-rs", "ipc", false, false, &all),
         variant("zeromq-rs", "tcp", false, false, &all),
+        // omq moves the bytes of every transport here on its I/O thread, inproc's REP
+        // receives too (its socket actor): left to the scheduler under --pin auto.
+        variant("omq", "shm", false, false, &all),
+        variant("omq", "shm-spin", false, false, &all),
+        variant("omq", "ipc", false, false, &all),
+        variant("omq", "tcp", false, false, &all),
+        curve_variant("omq"),
+        variant("omq", "inproc", true, false, &pair),
         variant("iceoryx2", "shm", false, true, &["rtt"]),
     ];
     if cfg!(feature = "lwmq-shm-raw") {
@@ -516,11 +556,7 @@ pub fn run(plan: &Plan, mut progress: impl FnMut(&Run)) -> Vec<Run> {
     let mut counter = 0u64;
     for rep in 0..plan.reps {
         for case in &plan.cases {
-            let mut vs: Vec<&Variant> = plan
-                .variants
-                .iter()
-                .filter(|v| v.scenarios.contains(&case.scenario))
-                .collect();
+            let mut vs: Vec<&Variant> = plan.variants.iter().filter(|v| v.runs(case)).collect();
             if !vs.is_empty() {
                 let k = rep % vs.len();
                 vs.rotate_left(k);

@@ -40,6 +40,22 @@ impl Libzmq {
     }
 }
 
+/// Why libzmq cannot run `transport` in this build, if it cannot: `tcp-curve` needs a
+/// libzmq with CURVE, and the one zmq-sys 0.12 bundles is built without it (its build
+/// script passes no libsodium to zeromq-src and offers no feature to add one; libzmq's
+/// own tweetnacl fallback is not compiled in either).
+pub fn unsupported(transport: &str) -> Option<String> {
+    match transport {
+        "tcp-curve" if zmq::has("curve") != Some(true) => Some(
+            "this build's libzmq has no CURVE (zmq_has(\"curve\") is false: zmq-sys 0.12 \
+             builds its bundled libzmq without libsodium)"
+                .into(),
+        ),
+        "tcp-curve" => Some("the libzmq driver does not configure CURVE".into()),
+        _ => None,
+    }
+}
+
 pub fn version() -> String {
     let (a, b, c) = zmq::version();
     format!("libzmq {a}.{b}.{c} (zmq crate, built from source)")

@@ -20,6 +20,8 @@ mod libzmq;
 mod lwmq;
 #[cfg(feature = "lwmq-shm-raw")]
 mod lwmq_shm;
+#[cfg(feature = "omq")]
+mod omq;
 #[cfg(feature = "zeromq-rs")]
 mod zeromq_rs;
 
@@ -90,6 +92,9 @@ pub fn compiled() -> Vec<&'static str> {
     if cfg!(feature = "zeromq-rs") {
         v.push("zeromq-rs");
     }
+    if cfg!(feature = "omq") {
+        v.push("omq");
+    }
     if cfg!(feature = "iceoryx2") {
         v.push("iceoryx2");
     }
@@ -105,6 +110,8 @@ pub fn open(contender: &str) -> Result<Box<dyn Driver>> {
         "libzmq" => Ok(Box::new(libzmq::Libzmq::new())),
         #[cfg(feature = "zeromq-rs")]
         "zeromq-rs" => Ok(Box::new(zeromq_rs::ZeromqRs::new()?)),
+        #[cfg(feature = "omq")]
+        "omq" => Ok(Box::new(omq::Omq::new())),
         #[cfg(feature = "iceoryx2")]
         "iceoryx2" => Ok(Box::new(iceoryx2::Iceoryx2)),
         other => bail!(
@@ -117,9 +124,13 @@ pub fn open(contender: &str) -> Result<Box<dyn Driver>> {
 /// Why `contender` cannot run `transport` in this build, if it cannot: such runs are
 /// recorded as not run (with this reason), not as failures.
 pub fn unsupported(contender: &str, transport: &str) -> Option<String> {
+    // Unused in a build with neither lwmq nor libzmq.
+    let _ = transport;
     match contender {
         #[cfg(feature = "lwmq")]
         "lwmq" => lwmq::unsupported(transport),
+        #[cfg(feature = "libzmq")]
+        "libzmq" => libzmq::unsupported(transport),
         _ => None,
     }
 }
@@ -132,6 +143,8 @@ pub fn cleanup(name: &str) {
 }
 
 /// The version of each compiled contender's library, for the record.
+// Which pushes there are depends on the features: no single `vec![]` fits every build.
+#[allow(clippy::vec_init_then_push)]
 pub fn versions() -> Vec<(String, String)> {
     let mut v = Vec::new();
     #[cfg(feature = "lwmq")]
@@ -143,6 +156,8 @@ pub fn versions() -> Vec<(String, String)> {
         "zeromq-rs".into(),
         format!("zeromq {}", env!("BENCH_DEP_ZEROMQ")),
     ));
+    #[cfg(feature = "omq")]
+    v.push(("omq".into(), omq::version()));
     #[cfg(feature = "iceoryx2")]
     v.push((
         "iceoryx2".into(),
