@@ -154,12 +154,12 @@ impl Connection {
         &mut self.input
     }
 
-    /// Whether the bytes of a frame of more than 32 KiB are arriving: then reading
+    /// Whether the bytes of a frame of more than 256 KiB are arriving: then reading
     /// into [`input_buffer`](Self::input_buffer) saves copying them (for smaller
     /// frames, a read into a scratch buffer and [`handle_input`](Self::handle_input)
     /// does as well, in larger reads).
     pub fn large_frame_arriving(&self) -> bool {
-        const LARGE: usize = 32 * 1024;
+        const LARGE: usize = 256 * 1024;
         matches!(self.state, State::Ready)
             && matches!(
                 frame::decode_header(&self.input, None),
