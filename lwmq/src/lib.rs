@@ -57,6 +57,7 @@ pub(crate) mod transport;
 /// The shared-memory transport behind `ipc://`, usable on its own (see its docs).
 pub use transport::shm;
 
+pub mod auth;
 pub mod endpoint;
 pub mod introspect;
 pub mod proto;
@@ -66,10 +67,12 @@ pub use context::{Context, ContextBuilder};
 pub use endpoint::Endpoint;
 pub use error::{Error, Result, SendError};
 pub use frames::Frames;
-pub use message::Message;
+pub use message::{Message, PeerProperties};
 pub use monitor::{EventKind, Monitor, MonitorEvent};
 pub use options::{DEFAULT_HWM, DEFAULT_LINGER, DEFAULT_RECONNECT_INTERVAL};
 pub use poll::{PollItem, poll};
+pub use proto::z85;
+pub use proto::{CurveKeyPair, CurvePublicKey, CurveSecretKey};
 pub use proxy::proxy;
 pub use socket::Socket;
 pub use socket_type::SocketType;
