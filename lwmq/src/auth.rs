@@ -60,7 +60,7 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
-use crate::proto::CurvePublicKey;
+use crate::proto::{CurvePublicKey, CurveSecretKey};
 use crate::{Error, Result};
 
 /// The domain that matches every ZAP domain in [`Authenticator`]'s rules (as pyzmq's
@@ -369,21 +369,65 @@ impl ZapHandler for Authenticator {
     }
 }
 
+/// Reads a CURVE public key from a file: a czmq/pyzmq certificate (its
+/// `public-key = "..."` line), a file written by `lwmq keygen`, or a file holding only
+/// the 40 characters of Z85. The error names the file and what is wrong.
+pub fn read_public_key(path: impl AsRef<Path>) -> Result<CurvePublicKey> {
+    let path = path.as_ref();
+    let text = read_text(path)?;
+    key_in_file(path, &text)?.ok_or_else(|| {
+        Error::InvalidArgument(format!(
+            "{}: no CURVE public key in it (expected a line public-key = \"<Z85>\" or the \
+             40-character key alone)",
+            path.display()
+        ))
+    })
+}
+
+/// Reads a CURVE secret key from a file: a czmq/pyzmq secret certificate (its
+/// `secret-key = "..."` line, as in `*.key_secret`), a file written by `lwmq keygen`,
+/// or a file holding only the 40 characters of Z85. The error names the file.
+pub fn read_secret_key(path: impl AsRef<Path>) -> Result<CurveSecretKey> {
+    let path = path.as_ref();
+    let text = read_text(path)?;
+    let bad = |e: crate::proto::z85::Z85Error| {
+        Error::InvalidArgument(format!("{}: not a CURVE secret key: {e}", path.display()))
+    };
+    if let Some(value) = field(&text, "secret-key") {
+        return CurveSecretKey::from_z85(value).map_err(bad);
+    }
+    let whole = text.trim();
+    if whole.len() == 40 && !whole.contains(char::is_whitespace) {
+        return CurveSecretKey::from_z85(whole).map_err(bad);
+    }
+    Err(Error::InvalidArgument(format!(
+        "{}: no CURVE secret key in it (expected a line secret-key = \"<Z85>\" or the \
+         40-character key alone)",
+        path.display()
+    )))
+}
+
+fn read_text(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path)
+        .map_err(|e| Error::InvalidArgument(format!("cannot read {}: {e}", path.display())))
+}
+
+/// The value of a `name = "value"` line (czmq's certificate format), quotes removed.
+fn field<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+    text.lines().find_map(|line| {
+        let rest = line.trim().strip_prefix(name)?;
+        let value = rest.trim_start().strip_prefix('=')?;
+        Some(value.trim().trim_matches('"'))
+    })
+}
+
 /// The public key a key file holds, if any: a czmq/pyzmq certificate's `public-key`
 /// line, or a file that is only the Z85 key.
 fn key_in_file(path: &Path, text: &str) -> Result<Option<CurvePublicKey>> {
     let bad = |e: crate::proto::z85::Z85Error| {
         Error::InvalidArgument(format!("{}: not a CURVE public key: {e}", path.display()))
     };
-    for line in text.lines() {
-        let line = line.trim();
-        let Some(rest) = line.strip_prefix("public-key") else {
-            continue;
-        };
-        let Some(value) = rest.trim_start().strip_prefix('=') else {
-            continue;
-        };
-        let value = value.trim().trim_matches('"');
+    if let Some(value) = field(text, "public-key") {
         return CurvePublicKey::from_z85(value).map(Some).map_err(bad);
     }
     let whole = text.trim();
@@ -541,6 +585,28 @@ mod tests {
         assert!(e.contains("broken.key"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(a.load_curve_keys("d", &dir).is_err());
+
+        let pair = CurveKeyPair::generate();
+        let file = std::env::temp_dir().join(format!("lwmq-auth-pair-{}", std::process::id()));
+        std::fs::write(
+            &file,
+            format!(
+                "public-key = \"{}\"\nsecret-key = \"{}\"\n",
+                pair.public,
+                pair.secret.to_z85()
+            ),
+        )
+        .unwrap();
+        assert_eq!(read_public_key(&file).unwrap(), pair.public);
+        assert_eq!(read_secret_key(&file).unwrap(), pair.secret);
+        std::fs::write(&file, "nothing here").unwrap();
+        assert!(
+            read_secret_key(&file)
+                .unwrap_err()
+                .to_string()
+                .contains("no CURVE secret key")
+        );
+        std::fs::remove_file(&file).unwrap();
 
         a.allow_any_curve_key("open");
         assert_eq!(
