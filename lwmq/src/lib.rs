@@ -36,6 +36,13 @@
 //! [`SendError`]; timeouts, high-water marks, linger and the other options follow
 //! libzmq (see the setters on [`Socket`]). [`Socket::monitor`] reports connection
 //! events with libzmq's names.
+//!
+//! Security: PLAIN and CURVE ([`Socket::set_curve_server`],
+//! [`Socket::set_curve_server_key`], keys made with [`CurveKeyPair`] and written in
+//! [`z85`]), checked by the ZAP handler of the context ([`Context::set_zap_handler`],
+//! [`auth::Authenticator`]); the user id it gives is on each received message
+//! ([`Message::user_id`]). `ipc://` peers are allowed by user or group
+//! ([`Socket::set_ipc_allowed_peers`]).
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod context;

@@ -44,7 +44,7 @@ pub(crate) enum Mechanism {
     PlainServer,
     /// CURVE server (needs `curve.secret`).
     CurveServer,
-    /// CURVE client of the server with this public key (needs `curve.secret`).
+    /// CURVE client (needs `curve.secret` and `curve.server`).
     CurveClient,
 }
 

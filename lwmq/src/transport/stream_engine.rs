@@ -16,9 +16,13 @@
 //! 1. `connect`: the stream connects in the background; a failure schedules a retry after
 //!    the reconnect interval, which doubles up to the maximum (`connect-retried`).
 //!    `bind`: the listener accepts (`accepted`).
-//! 2. The handshake runs in `proto`. On success (`handshake-succeeded`) a pipe is made
+//! 2. The handshake runs in `proto`. A PLAIN or CURVE server's `Event::AuthRequest`
+//!    goes to the context's ZAP handler ([`crate::auth`]; none: accept, as libzmq),
+//!    called here, in process; a NULL socket with a ZAP domain is judged by address
+//!    when its handshake completes. On success (`handshake-succeeded`) a pipe is made
 //!    and delivered to the socket's mailbox, unless the connecter made one beforehand
-//!    (then messages queued while the peer was away go out now).
+//!    (then messages queued while the peer was away go out now); messages from a peer
+//!    that was authenticated carry the connection's properties (the user id).
 //! 3. Messages flow. Back-pressure both ways: the thread stops taking messages from the
 //!    socket while `proto` holds more than [`MAX_PENDING_TRANSMIT`] bytes, and stops
 //!    reading the stream while the socket's inbound pipe is at its high-water mark.
@@ -38,7 +42,10 @@
 //!    reasons), the retry interval doubles after each such hang-up, up to
 //!    `reconnect_interval_max`, or [`HANDSHAKE_HANGUP_BACKOFF_MAX`] when none is set
 //!    (libzmq keeps a fixed interval then; a peer that takes the connection and drops it
-//!    is not one that is restarting, and 10 Hz retries would be a storm).
+//!    is not one that is restarting, and 10 Hz retries would be a storm). A CURVE
+//!    handshake that fails on keys (a box that does not open; on a client, a server
+//!    that hangs up, which is what libzmq does to a HELLO made for another server key)
+//!    is reported as `handshake-failed-auth` and retried the same growing way.
 //! 5. When its socket closes, a connection lingers until its queued messages are
 //!    written or the linger time passes.
 
