@@ -13,7 +13,9 @@
 //! - a CURVE server, when the client's INITIATE opened (the client's long-term public
 //!   key, which it has proved it holds);
 //! - a NULL socket only when its ZAP domain is set ([`crate::Socket::set_zap_domain`]),
-//!   when the connection is made (the peer's address alone), as libzmq does.
+//!   as libzmq does, with the peer's address alone: for a connection it accepted, before
+//!   any byte is sent (a refused peer sees a hang-up); for one it made, when the
+//!   handshake completes.
 //!
 //! The handler runs on the background thread, which serves every connection of the
 //! context: it must answer from memory (as [`Authenticator`] does: its key directory is

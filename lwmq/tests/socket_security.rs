@@ -290,11 +290,23 @@ fn a_null_socket_with_a_zap_domain_is_judged_by_address() {
     let mon = pull.monitor();
     let ep = pull.bind("tcp://127.0.0.1:0").unwrap();
     let push = ctx.socket(SocketType::Push).unwrap();
+    let pmon = push.monitor();
     push.connect(&ep).unwrap();
     let e = mon
         .wait_for(EventKind::HandshakeFailedAuth, GUARD)
         .expect("the denied address is refused");
     assert!(e.detail.contains("127.0.0.1 is denied"), "{e}");
+    // Refused before a byte was sent: the peer sees a hang-up in the handshake (and
+    // backs off), never a completed handshake.
+    pmon.wait_for(EventKind::Disconnected, GUARD)
+        .expect("the peer is hung up on");
+    let later = events_for(&pmon, Duration::from_secs(1));
+    assert!(
+        later
+            .iter()
+            .all(|e| e.kind != EventKind::HandshakeSucceeded),
+        "{later:#?}"
+    );
     // Without a ZAP domain the handler is not asked for NULL (libzmq's rule).
     let open = ctx.socket(SocketType::Pull).unwrap();
     open.set_recv_timeout(Some(GUARD));

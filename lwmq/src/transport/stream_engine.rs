@@ -355,6 +355,35 @@ fn proto_config(options: &Options, resource: Option<String>) -> crate::Result<pr
     Ok(c)
 }
 
+/// Asks the ZAP handler of the socket's context about the peer on `stream`; `None` when
+/// no handler is installed. A handler that panics refuses the peer.
+fn ask_zap(
+    options: &Options,
+    stream: &Stream,
+    endpoint: &str,
+    credentials: Credentials<'_>,
+) -> Option<ZapReply> {
+    let handler = options.zap.current()?;
+    let request = ZapRequest {
+        domain: &options.zap_domain,
+        address: stream.peer_ip(),
+        endpoint,
+        credentials,
+    };
+    let reply = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        handler.authenticate(&request)
+    }))
+    .unwrap_or_else(|_| ZapReply::deny("the ZAP handler panicked"));
+    tracing::debug!(?request, ?reply, "ZAP");
+    Some(reply)
+}
+
+/// Whether the ZAP handler judges this socket's NULL peers (libzmq's rule: when the
+/// socket has a ZAP domain).
+fn zap_judges_null(options: &Options) -> bool {
+    options.mechanism == Mechanism::Null && !options.zap_domain.is_empty()
+}
+
 /// Handshake failures that retrying cannot fix.
 fn is_permanent(e: &ProtoError, handshake_done: bool) -> bool {
     match e {
@@ -816,6 +845,24 @@ impl Engine {
                 return None;
             }
         };
+        // An accepted NULL peer of a socket with a ZAP domain is judged by its address
+        // before a byte is sent: refused, it sees a hang-up (no READY, no ERROR), as a
+        // libzmq NULL server with ZAP does.
+        let mut zap_user = None;
+        if matches!(origin, Origin::Listener(_)) && zap_judges_null(&options) {
+            match ask_zap(&options, &stream, &endpoint, Credentials::Null) {
+                None => {}
+                Some(ZapReply::Allow { user_id }) => zap_user = Some(user_id),
+                Some(ZapReply::Deny { reason }) => {
+                    socket.monitors.emit(
+                        EventKind::HandshakeFailedAuth,
+                        &endpoint,
+                        format!("the ZAP handler refused the peer: {reason}"),
+                    );
+                    return None;
+                }
+            }
+        }
         let t = self.token();
         if let Err(e) =
             self.registry
@@ -854,7 +901,7 @@ impl Engine {
                 readable: true,
                 sniff: None,
                 rejected: false,
-                zap_user: None,
+                zap_user,
                 properties: None,
                 auth_refusal: None,
             },
@@ -1256,7 +1303,7 @@ impl Engine {
                 Event::HandshakeSucceeded(_) if c.rejected => {}
                 Event::HandshakeSucceeded(peer) => {
                     // NULL with a ZAP domain: the handler judges the peer's address.
-                    if c.options.mechanism == Mechanism::Null && !c.options.zap_domain.is_empty() {
+                    if zap_judges_null(&c.options) && c.zap_user.is_none() {
                         match Self::ask_zap(c, Credentials::Null) {
                             None => {}
                             Some(ZapReply::Allow { user_id }) => c.zap_user = Some(user_id),
@@ -1331,22 +1378,9 @@ impl Engine {
         true
     }
 
-    /// Asks the context's ZAP handler about this connection's peer; `None` when no
-    /// handler is installed. A handler that panics refuses the peer.
+    /// Asks the context's ZAP handler about this connection's peer (see [`ask_zap`]).
     fn ask_zap(c: &Conn, credentials: Credentials<'_>) -> Option<ZapReply> {
-        let handler = c.options.zap.current()?;
-        let request = ZapRequest {
-            domain: &c.options.zap_domain,
-            address: c.stream.peer_ip(),
-            endpoint: &c.endpoint,
-            credentials,
-        };
-        let reply = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            handler.authenticate(&request)
-        }))
-        .unwrap_or_else(|_| ZapReply::deny("the ZAP handler panicked"));
-        tracing::debug!(?request, ?reply, "ZAP");
-        Some(reply)
+        ask_zap(&c.options, &c.stream, &c.endpoint, credentials)
     }
 
     /// The properties received messages carry: only for a peer that was authenticated
