@@ -128,7 +128,10 @@ fn exit_on_rejection(monitor: lwmq::Monitor) {
                 ev.kind,
                 EventKind::HandshakeFailedProtocol | EventKind::HandshakeFailedAuth
             ) {
-                let detail = ev.detail.trim_end_matches("; not reconnecting");
+                let detail = ev
+                    .detail
+                    .trim_end_matches("; not reconnecting")
+                    .trim_end_matches("; retrying with a growing interval");
                 eprintln!("lwmq: peer at {} rejected: {detail}", ev.endpoint);
                 std::process::exit(crate::cli::exit::ERROR);
             }

@@ -18,8 +18,9 @@
 //!    `bind`: the listener accepts (`accepted`).
 //! 2. The handshake runs in `proto`. A PLAIN or CURVE server's `Event::AuthRequest`
 //!    goes to the context's ZAP handler ([`crate::auth`]; none: accept, as libzmq),
-//!    called here, in process; a NULL socket with a ZAP domain is judged by address
-//!    when its handshake completes. On success (`handshake-succeeded`) a pipe is made
+//!    called here, in process; a NULL socket with a ZAP domain has its peers judged by
+//!    address (accepted ones before a byte is sent, connected ones when the handshake
+//!    completes). On success (`handshake-succeeded`) a pipe is made
 //!    and delivered to the socket's mailbox, unless the connecter made one beforehand
 //!    (then messages queued while the peer was away go out now); messages from a peer
 //!    that was authenticated carry the connection's properties (the user id).
