@@ -355,3 +355,52 @@ fn plain_lwmq_server_with_an_authenticator_binding() {
 fn plain_lwmq_server_with_an_authenticator_connecting() {
     plain_server_against_pyzmq(false);
 }
+
+/// Certificates made by pyzmq (`zmq.auth.create_certificates`, czmq's format: `NAME.key`
+/// with the public key, `NAME.key_secret` with both) are read by
+/// `Authenticator::load_curve_keys` and `auth::read_secret_key`, and work for a
+/// connection between lwmq sockets.
+#[test]
+fn pyzmq_certificates_are_read_as_a_key_directory_and_as_key_files() {
+    let _w = common::watchdog(Duration::from_secs(120));
+    let dir = std::env::temp_dir().join(format!("lwmq-pyzmq-certs-{}", std::process::id()));
+    let secrets = dir.join("secrets");
+    let public = dir.join("public");
+    std::fs::create_dir_all(&secrets).unwrap();
+    std::fs::create_dir_all(&public).unwrap();
+    let status = Command::new(common::python())
+        .args([
+            "-c",
+            "import sys, zmq.auth\n\
+             for name in ('server', 'client'):\n\
+             \x20   zmq.auth.create_certificates(sys.argv[1], name)\n",
+        ])
+        .arg(&secrets)
+        .status()
+        .expect("run pyzmq");
+    assert!(status.success());
+    std::fs::rename(secrets.join("client.key"), public.join("client.key")).unwrap();
+    let server_secret = lwmq::auth::read_secret_key(secrets.join("server.key_secret")).unwrap();
+    let client_secret = lwmq::auth::read_secret_key(secrets.join("client.key_secret")).unwrap();
+    let client_public = lwmq::auth::read_public_key(public.join("client.key")).unwrap();
+    assert_eq!(client_secret.public_key(), client_public);
+
+    let auth = Authenticator::new();
+    assert_eq!(auth.load_curve_keys("*", &public).unwrap(), 1);
+    let ctx = Context::new();
+    ctx.set_zap_handler(auth);
+    let pull = ctx.socket(SocketType::Pull).unwrap();
+    pull.set_curve_server(true);
+    pull.set_curve_secret_key(&server_secret);
+    pull.set_recv_timeout(Some(GUARD));
+    let ep = pull.bind("tcp://127.0.0.1:0").unwrap();
+    let push = ctx.socket(SocketType::Push).unwrap();
+    push.set_curve_secret_key(&client_secret);
+    push.set_curve_server_key(&lwmq::auth::read_public_key(secrets.join("server.key")).unwrap());
+    push.connect(&ep).unwrap();
+    push.send("certified").unwrap();
+    let m = pull.recv().unwrap();
+    assert_eq!(m, Message::from("certified"));
+    assert_eq!(m.user_id(), Some(client_public.to_z85().as_str()));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

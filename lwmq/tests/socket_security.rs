@@ -317,3 +317,36 @@ fn a_null_socket_with_a_zap_domain_is_judged_by_address() {
     let m = open.recv().unwrap();
     assert_eq!((m.user_id(), &m), (None, &Message::from("through")));
 }
+
+#[test]
+fn a_zap_handler_that_panics_refuses_the_peer_and_the_context_keeps_working() {
+    let _w = common::watchdog(Duration::from_secs(60));
+    let ctx = Context::new();
+    ctx.set_zap_handler(|r: &ZapRequest<'_>| match r.credentials {
+        Credentials::Plain { username, .. } if username == "boom" => {
+            panic!("a bug in the handler")
+        }
+        _ => ZapReply::allow("ok"),
+    });
+    let pull = ctx.socket(SocketType::Pull).unwrap();
+    pull.set_plain_server(true);
+    pull.set_recv_timeout(Some(GUARD));
+    let mon = pull.monitor();
+    let ep = pull.bind("tcp://127.0.0.1:0").unwrap();
+    let bad = ctx.socket(SocketType::Push).unwrap();
+    bad.set_plain_client("boom", "x").unwrap();
+    bad.connect(&ep).unwrap();
+    let e = mon
+        .wait_for(EventKind::HandshakeFailedAuth, GUARD)
+        .expect("refused");
+    assert!(e.detail.contains("panicked"), "{e}");
+    let good = ctx.socket(SocketType::Push).unwrap();
+    good.set_plain_client("fine", "x").unwrap();
+    good.connect(&ep).unwrap();
+    good.send("still here").unwrap();
+    let m = pull.recv().unwrap();
+    assert_eq!(
+        (m.user_id(), &m),
+        (Some("ok"), &Message::from("still here"))
+    );
+}
