@@ -323,7 +323,9 @@ fn a_zap_handler_that_panics_refuses_the_peer_and_the_context_keeps_working() {
     let _w = common::watchdog(Duration::from_secs(60));
     let ctx = Context::new();
     ctx.set_zap_handler(|r: &ZapRequest<'_>| match r.credentials {
-        Credentials::Plain { username, .. } if username == "boom" => {
+        Credentials::Plain {
+            username: "boom", ..
+        } => {
             panic!("a bug in the handler")
         }
         _ => ZapReply::allow("ok"),
