@@ -169,6 +169,13 @@ fn lwmq_curve_server_and_pyzmq_clients_with_the_right_and_a_wrong_server_key() {
     assert!(e.detail.contains("CURVE"), "{e}");
     assert_eq!(py.peer.expect("NOREPLY"), "", "nothing got through");
     py.finish();
+    // How often libzmq retried is its own RECONNECT_IVL (100 ms, no backoff in 4.3.5):
+    // shown, not asserted; lwmq's own clients back off (the next test).
+    let retries = 1 + count(
+        &events_for(&mon, Duration::from_millis(100)),
+        EventKind::HandshakeFailedAuth,
+    );
+    eprintln!("libzmq client with a wrong server key: {retries} failed handshakes seen");
 }
 
 #[test]
