@@ -122,7 +122,8 @@ impl Message {
         self.peer.as_ref()
     }
 
-    /// Attaches (or with `None` removes) the connection properties.
+    /// Attaches (or with `None` removes) the connection properties. They are local to
+    /// this process: sending a message never transmits them.
     pub fn set_peer_properties(&mut self, peer: Option<Arc<PeerProperties>>) {
         self.peer = peer;
     }

@@ -647,7 +647,11 @@ impl Socket {
         self.set(|o| o.ipc.spin = t);
     }
     /// `ipc://`: which users' processes may connect to us or be connected to (checked
-    /// with SO_PEERCRED). Default: the same user only.
+    /// with SO_PEERCRED), or which groups' members (the peer's effective gid or one of
+    /// its supplementary groups, SO_PEERGROUPS: [`AllowedPeers::Listed`]). Default: the
+    /// same user only. A refused peer is `handshake-failed-auth` on both sides.
+    ///
+    /// [`AllowedPeers::Listed`]: crate::shm::AllowedPeers::Listed
     pub fn set_ipc_allowed_peers(&self, peers: crate::transport::shm::AllowedPeers) {
         self.set(|o| o.ipc.allow_uids = peers);
     }
