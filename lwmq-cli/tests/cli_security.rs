@@ -25,6 +25,7 @@ fn field(out: &str, name: &str) -> String {
 
 #[test]
 fn keygen_prints_a_pair_as_lines_or_json_and_writes_files() {
+    let _w = watchdog(LIMIT);
     let out = run(&["keygen"], b"");
     assert_eq!(out.status.code(), Some(0));
     let stdout = text(&out.stdout);
@@ -158,6 +159,7 @@ fn plain_between_lwmq_processes() {
 
 #[test]
 fn bad_security_arguments_are_usage_or_clear_errors() {
+    let _w = watchdog(LIMIT);
     let out = run(
         &["req", "tcp://127.0.0.1:1", "--plain", "nocolon", "x"],
         b"",
