@@ -110,6 +110,13 @@ Example:\n  lwmq proxy tcp://*:5559 tcp://*:5560\n  lwmq proxy --pattern forward
     #[command(after_help = "Runs a second copy of itself as the peer.\n\n\
 Example:\n  lwmq bench ipc://bench --size 1024\n  lwmq bench tcp://127.0.0.1:0 --mode latency")]
     Bench(BenchArgs),
+    /// Make a CURVE key pair (Z85), for --curve-server, --curve-client and --allow-keys.
+    #[command(
+        after_help = "Example:\n  lwmq keygen --out server       # server (secret, 0600) and server.pub\n  \
+lwmq rep --bind tcp://*:5555 --curve-server server\n  \
+lwmq req tcp://host:5555 --curve-client server.pub hello"
+    )]
+    Keygen(KeygenArgs),
     /// Print a shell completion script.
     #[command(
         after_help = "Example:\n  lwmq completions bash > ~/.local/share/bash-completion/completions/lwmq"
@@ -132,6 +139,36 @@ pub struct SocketOpts {
     /// than this (e.g. 500ms, 5s, 1m; a bare number is seconds): exit code 3.
     #[arg(short, long, value_parser = parse_duration)]
     pub timeout: Option<Duration>,
+    #[command(flatten)]
+    pub security: SecurityOpts,
+}
+
+/// CURVE and PLAIN security of the socket.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Security")]
+pub struct SecurityOpts {
+    /// Be a CURVE server with this secret key: 40 characters of Z85, or a file holding
+    /// it (from `lwmq keygen --out`, or a czmq/pyzmq secret certificate). Without
+    /// --allow-keys every client key is accepted.
+    #[arg(long, value_name = "SECRET_KEY_OR_FILE", conflicts_with_all = ["curve_client", "plain", "plain_server"])]
+    pub curve_server: Option<String>,
+    /// Be a CURVE client of the server with this public key (Z85, or a file holding it).
+    #[arg(long, value_name = "SERVER_PUBLIC_KEY", conflicts_with_all = ["plain", "plain_server"])]
+    pub curve_client: Option<String>,
+    /// With --curve-client: our key pair, from a file holding our secret key (`lwmq
+    /// keygen --out`); without it a new pair is made for this run.
+    #[arg(long, value_name = "FILE", requires = "curve_client")]
+    pub curve_keys: Option<PathBuf>,
+    /// With --curve-server: accept only the client public keys in the files of DIR
+    /// (czmq/pyzmq certificates, or files holding a key alone).
+    #[arg(long, value_name = "DIR", requires = "curve_server")]
+    pub allow_keys: Option<PathBuf>,
+    /// Be a PLAIN client with this user name and password.
+    #[arg(long, value_name = "USER:PASSWORD", conflicts_with = "plain_server")]
+    pub plain: Option<String>,
+    /// Be a PLAIN server accepting this user name and password (repeatable).
+    #[arg(long, value_name = "USER:PASSWORD")]
+    pub plain_server: Vec<String>,
 }
 
 /// How arguments and stdin lines become frames.
@@ -405,6 +442,18 @@ pub struct BenchPeerArgs {
     /// Messages (throughput) or round trips (latency) to expect.
     #[arg(short = 'n', long)]
     pub count: u64,
+}
+
+/// `lwmq keygen`.
+#[derive(Debug, Clone, Args)]
+pub struct KeygenArgs {
+    /// Print JSON: {"public": "...", "secret": "..."}.
+    #[arg(long)]
+    pub json: bool,
+    /// Write the pair to FILE (readable by its owner only) and the public key to
+    /// FILE.pub, instead of printing the secret key.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
 }
 
 /// Shells for `lwmq completions`.

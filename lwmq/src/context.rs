@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 
+use crate::auth::ZapHandler;
 use crate::socket::Socket;
 use crate::transport::Hub;
 use crate::{Error, Result, SocketType};
@@ -63,6 +64,22 @@ impl Context {
             return Err(Error::Closed);
         }
         Ok(Socket::new(self.hub.clone(), socket_type))
+    }
+
+    /// Installs the handler that authenticates this context's PLAIN and CURVE servers
+    /// (and NULL sockets with a ZAP domain), replacing any before; it applies to
+    /// connections whose handshake starts afterwards. An [`Authenticator`] is a
+    /// ready-made one. See [`crate::auth`] for when it is called.
+    ///
+    /// [`Authenticator`]: crate::auth::Authenticator
+    pub fn set_zap_handler(&self, handler: impl ZapHandler + 'static) {
+        self.hub.zap().set(Some(Arc::new(handler)));
+    }
+
+    /// Removes the ZAP handler: PLAIN and CURVE servers accept every client again, as
+    /// libzmq does without one.
+    pub fn clear_zap_handler(&self) {
+        self.hub.zap().set(None);
     }
 
     /// Terminates the context: every blocking call on its sockets returns

@@ -36,6 +36,13 @@
 //! [`SendError`]; timeouts, high-water marks, linger and the other options follow
 //! libzmq (see the setters on [`Socket`]). [`Socket::monitor`] reports connection
 //! events with libzmq's names.
+//!
+//! Security: PLAIN and CURVE ([`Socket::set_curve_server`],
+//! [`Socket::set_curve_server_key`], keys made with [`CurveKeyPair`] and written in
+//! [`z85`]), checked by the ZAP handler of the context ([`Context::set_zap_handler`],
+//! [`auth::Authenticator`]); the user id it gives is on each received message
+//! ([`Message::user_id`]). `ipc://` peers are allowed by user or group
+//! ([`Socket::set_ipc_allowed_peers`]).
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod context;
@@ -58,6 +65,7 @@ pub(crate) mod transport;
 /// The shared-memory transport behind `ipc://`, usable on its own (see its docs).
 pub use transport::shm;
 
+pub mod auth;
 pub mod endpoint;
 pub mod introspect;
 pub mod proto;
@@ -67,10 +75,12 @@ pub use context::{Context, ContextBuilder};
 pub use endpoint::Endpoint;
 pub use error::{Error, Result, SendError};
 pub use frames::Frames;
-pub use message::Message;
+pub use message::{Message, PeerProperties};
 pub use monitor::{EventKind, Monitor, MonitorEvent};
 pub use options::{DEFAULT_HWM, DEFAULT_LINGER, DEFAULT_RECONNECT_INTERVAL};
 pub use poll::{PollItem, poll};
+pub use proto::z85;
+pub use proto::{CurveKeyPair, CurvePublicKey, CurveSecretKey};
 pub use proxy::proxy;
 pub use socket::Socket;
 pub use socket_type::SocketType;

@@ -4,6 +4,8 @@
 //! the heap beyond that), so making, cloning and dropping the common one- and
 //! two-frame messages allocates nothing for the frame list.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use smallvec::SmallVec;
 
@@ -17,10 +19,24 @@ pub type FrameVec = SmallVec<[Bytes; INLINE_FRAMES]>;
 
 /// A message of one or more frames. Frames are [`Bytes`], so cloning a message or
 /// handing a frame to the transport does not copy its contents.
-#[derive(Debug, PartialEq, Eq, Default)]
+///
+/// A received message may carry the properties of the connection it came on
+/// ([`Message::property`], [`Message::user_id`]), as libzmq's `zmq_msg_gets`: lwmq
+/// attaches them to messages from peers that were authenticated (PLAIN or CURVE
+/// servers, and NULL sockets with a ZAP domain). Equality compares the frames only.
+#[derive(Debug, Default)]
 pub struct Message {
     frames: FrameVec,
+    peer: Option<Arc<PeerProperties>>,
 }
+
+impl PartialEq for Message {
+    fn eq(&self, other: &Message) -> bool {
+        self.frames == other.frames
+    }
+}
+
+impl Eq for Message {}
 
 impl Clone for Message {
     fn clone(&self) -> Message {
@@ -30,7 +46,40 @@ impl Clone for Message {
         for f in &self.frames {
             frames.push(f.clone());
         }
-        Message { frames }
+        Message {
+            frames,
+            peer: self.peer.clone(),
+        }
+    }
+}
+
+/// The properties of the connection a message came on: `User-Id` (from the ZAP
+/// handler, or the mechanism's default), `Peer-Address`, `Socket-Type`, `Identity`,
+/// and the peer's own application properties. Shared by every message of the
+/// connection.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerProperties {
+    list: Vec<(String, Bytes)>,
+}
+
+impl PeerProperties {
+    /// Properties with these names and values (names are matched without regard to
+    /// case).
+    pub fn new(list: Vec<(String, Bytes)>) -> PeerProperties {
+        PeerProperties { list }
+    }
+
+    /// The value of property `name`, compared without regard to case.
+    pub fn get(&self, name: &str) -> Option<&Bytes> {
+        self.list
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+
+    /// Every property, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Bytes)> {
+        self.list.iter().map(|(n, v)| (n.as_str(), v))
     }
 }
 
@@ -39,6 +88,7 @@ impl Message {
     pub fn new() -> Message {
         Message {
             frames: FrameVec::new(),
+            peer: None,
         }
     }
 
@@ -50,7 +100,37 @@ impl Message {
     {
         Message {
             frames: frames.into_iter().map(Into::into).collect(),
+            peer: None,
         }
+    }
+
+    /// The property `name` of the connection this message came on (`"User-Id"`,
+    /// `"Peer-Address"`, `"Socket-Type"`, `"Identity"`, or one the peer sent), if the
+    /// message carries its connection's properties (see the type's docs).
+    pub fn property(&self, name: &str) -> Option<&Bytes> {
+        self.peer.as_ref()?.get(name)
+    }
+
+    /// The user id the peer was authenticated as (`User-Id`): what the ZAP handler
+    /// returned, or without one the PLAIN user name or the CURVE client key in Z85.
+    pub fn user_id(&self) -> Option<&str> {
+        std::str::from_utf8(self.property("User-Id")?).ok()
+    }
+
+    /// Every property of the connection this message came on, if it carries them.
+    pub fn peer_properties(&self) -> Option<&Arc<PeerProperties>> {
+        self.peer.as_ref()
+    }
+
+    /// Attaches (or with `None` removes) the connection properties. They are local to
+    /// this process: sending a message never transmits them.
+    pub fn set_peer_properties(&mut self, peer: Option<Arc<PeerProperties>>) {
+        self.peer = peer;
+    }
+
+    /// Takes the connection properties out of the message.
+    pub(crate) fn take_peer_properties(&mut self) -> Option<Arc<PeerProperties>> {
+        self.peer.take()
     }
 
     /// The frames, in order.
@@ -108,7 +188,7 @@ impl From<Bytes> for Message {
     fn from(frame: Bytes) -> Message {
         let mut frames = FrameVec::new();
         frames.push(frame);
-        Message { frames }
+        Message { frames, peer: None }
     }
 }
 
@@ -134,13 +214,14 @@ impl From<Vec<Bytes>> for Message {
     fn from(frames: Vec<Bytes>) -> Message {
         Message {
             frames: FrameVec::from_vec(frames),
+            peer: None,
         }
     }
 }
 
 impl From<FrameVec> for Message {
     fn from(frames: FrameVec) -> Message {
-        Message { frames }
+        Message { frames, peer: None }
     }
 }
 

@@ -35,7 +35,9 @@ pub enum EventKind {
     /// The handshake failed for a protocol reason (incompatible socket type, version,
     /// malformed data).
     HandshakeFailedProtocol,
-    /// The handshake failed because authentication was refused.
+    /// The handshake failed because authentication was refused (by the ZAP handler, a
+    /// PLAIN or CURVE server, or an `ipc://` peer's user or group check), or a CURVE
+    /// handshake failed on its keys (a wrong server key).
     HandshakeFailedAuth,
     /// A peer asked for a `tcp://host:port/resource` nobody bound.
     ResourceUnknown,

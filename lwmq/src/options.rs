@@ -39,9 +39,21 @@ pub(crate) enum Mechanism {
     Null,
     /// PLAIN client with these credentials.
     PlainClient { username: String, password: String },
-    /// PLAIN server (accepts every user name and password, like libzmq without a ZAP
-    /// handler).
+    /// PLAIN server: credentials go to the context's ZAP handler (without one, every
+    /// user name and password is accepted, as by libzmq without a ZAP handler).
     PlainServer,
+    /// CURVE server (needs `curve.secret`).
+    CurveServer,
+    /// CURVE client (needs `curve.secret` and `curve.server`).
+    CurveClient,
+}
+
+/// CURVE keys of a socket (`curve_public_key`, `curve_secret_key`, `curve_server_key`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct CurveKeys {
+    pub public: Option<crate::proto::CurvePublicKey>,
+    pub secret: Option<crate::proto::CurveSecretKey>,
+    pub server: Option<crate::proto::CurvePublicKey>,
 }
 
 /// Every option of a socket.
@@ -63,6 +75,11 @@ pub(crate) struct Options {
     pub heartbeat_timeout: Option<Duration>,
     pub max_msg_size: Option<u64>,
     pub mechanism: Mechanism,
+    pub curve: CurveKeys,
+    /// The ZAP domain handed to the authenticator (libzmq's ZMQ_ZAP_DOMAIN).
+    pub zap_domain: String,
+    /// The context's ZAP handler (shared: installing one later applies to it).
+    pub zap: crate::auth::ZapSlot,
     pub pattern: PatternOptions,
     /// `ipc://` (shared memory): ring size, spin, allowed users, domain.
     pub ipc: crate::transport::shm::ShmOptions,
@@ -87,9 +104,60 @@ impl Options {
             heartbeat_timeout: None,
             max_msg_size: None,
             mechanism: Mechanism::Null,
+            curve: CurveKeys::default(),
+            zap_domain: String::new(),
+            zap: crate::auth::ZapSlot::default(),
             pattern: PatternOptions::default(),
             ipc: crate::transport::shm::ShmOptions::default(),
         }
+    }
+
+    /// The mechanism as `proto` takes it; an error names what is missing (a CURVE
+    /// socket without its secret key, a public key that is not the secret key's).
+    pub(crate) fn mechanism_config(&self) -> crate::Result<crate::proto::MechanismConfig> {
+        use crate::proto::MechanismConfig;
+        let keys = || -> crate::Result<_> {
+            let Some(secret) = self.curve.secret.clone() else {
+                return Err(crate::Error::InvalidArgument(
+                    "a CURVE socket needs its secret key (set_curve_secret_key)".into(),
+                ));
+            };
+            let public = secret.public_key();
+            if let Some(p) = self.curve.public {
+                if p != public {
+                    return Err(crate::Error::InvalidArgument(format!(
+                        "the CURVE public key {p} is not the public key of the secret key                          given (that is {public})"
+                    )));
+                }
+            }
+            Ok((public, secret))
+        };
+        Ok(match &self.mechanism {
+            Mechanism::Null => MechanismConfig::Null,
+            Mechanism::PlainClient { username, password } => MechanismConfig::PlainClient {
+                username: username.clone(),
+                password: password.clone(),
+            },
+            Mechanism::PlainServer => MechanismConfig::PlainServer,
+            Mechanism::CurveServer => {
+                let (public, secret) = keys()?;
+                MechanismConfig::CurveServer { public, secret }
+            }
+            Mechanism::CurveClient => {
+                let (public, secret) = keys()?;
+                let Some(server_public) = self.curve.server else {
+                    return Err(crate::Error::InvalidArgument(
+                        "a CURVE client needs the server's public key (set_curve_server_key)"
+                            .into(),
+                    ));
+                };
+                MechanismConfig::CurveClient {
+                    public,
+                    secret,
+                    server_public,
+                }
+            }
+        })
     }
 
     /// The next reconnect interval after `current`, with exponential backoff up to

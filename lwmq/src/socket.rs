@@ -65,7 +65,8 @@ fn deadline(timeout: Option<Duration>) -> Option<Instant> {
 
 impl Socket {
     pub(crate) fn new(hub: Arc<Hub>, socket_type: SocketType) -> Socket {
-        let options = Options::new(socket_type);
+        let mut options = Options::new(socket_type);
+        options.zap = hub.zap().clone();
         let shared = Arc::new(SocketHandle::new(socket_type));
         hub.register(&shared);
         Socket {
@@ -132,6 +133,8 @@ impl Socket {
         self.check_open()?;
         let ep = Endpoint::parse(uri)?;
         let mut core = self.core();
+        // A CURVE socket without its keys fails here, not in the background.
+        core.options.mechanism_config()?;
         let t = transport::transport_for(uri, &ep)?;
         let req = Request {
             uri,
@@ -573,8 +576,9 @@ impl Socket {
         });
         Ok(())
     }
-    /// Act as a PLAIN server (`false`: back to NULL). Every user is accepted, as by
-    /// libzmq without a ZAP handler.
+    /// Act as a PLAIN server (`false`: back to NULL). Credentials are checked by the
+    /// context's ZAP handler ([`crate::Context::set_zap_handler`]); without one every
+    /// user is accepted, as by libzmq without a ZAP handler.
     pub fn set_plain_server(&self, on: bool) {
         self.set(|o| {
             o.mechanism = if on {
@@ -583,6 +587,53 @@ impl Socket {
                 Mechanism::Null
             }
         });
+    }
+    /// Act as a CURVE server (RFC 26; `false`: back to NULL). Needs the socket's secret
+    /// key ([`Socket::set_curve_secret_key`]) by the time it binds or connects. Client
+    /// keys are checked by the context's ZAP handler; without one every client that
+    /// knows our public key is accepted (as by libzmq without a ZAP handler).
+    pub fn set_curve_server(&self, on: bool) {
+        self.set(|o| {
+            if on {
+                o.mechanism = Mechanism::CurveServer;
+            } else if o.mechanism == Mechanism::CurveServer {
+                o.mechanism = Mechanism::Null;
+            }
+        });
+    }
+    /// Our long-term CURVE secret key (server and client). Its public key is derived
+    /// from it; see [`crate::CurveKeyPair`] to make one.
+    pub fn set_curve_secret_key(&self, key: &crate::CurveSecretKey) {
+        let key = key.clone();
+        self.set(|o| o.curve.secret = Some(key));
+    }
+    /// Our long-term CURVE public key. Optional (it is derived from the secret key);
+    /// when set, binding or connecting checks that it is the secret key's.
+    pub fn set_curve_public_key(&self, key: &crate::CurvePublicKey) {
+        let key = *key;
+        self.set(|o| o.curve.public = Some(key));
+    }
+    /// Makes the socket a CURVE client of the server with this long-term public key
+    /// (as libzmq's ZMQ_CURVE_SERVERKEY does). Needs our own secret key too
+    /// ([`Socket::set_curve_secret_key`]).
+    pub fn set_curve_server_key(&self, key: &crate::CurvePublicKey) {
+        let key = *key;
+        self.set(|o| {
+            o.curve.server = Some(key);
+            o.mechanism = Mechanism::CurveClient;
+        });
+    }
+    /// The ZAP domain given to the context's ZAP handler with each request (libzmq's
+    /// ZMQ_ZAP_DOMAIN; empty by default). At most 255 bytes. On a NULL socket, setting
+    /// one makes the handler judge its peers by address, as libzmq does.
+    pub fn set_zap_domain(&self, domain: &str) -> Result<()> {
+        if domain.len() > 255 {
+            return Err(Error::InvalidArgument(
+                "a ZAP domain is at most 255 bytes".into(),
+            ));
+        }
+        self.set(|o| o.zap_domain = domain.to_owned());
+        Ok(())
     }
     /// `ipc://`: bytes of each shared-memory ring (one per direction and connection),
     /// rounded up to a power of two between 4 KiB and 1 GiB; the connecting side's
@@ -598,7 +649,11 @@ impl Socket {
         self.set(|o| o.ipc.spin = t);
     }
     /// `ipc://`: which users' processes may connect to us or be connected to (checked
-    /// with SO_PEERCRED). Default: the same user only.
+    /// with SO_PEERCRED), or which groups' members (the peer's effective gid or one of
+    /// its supplementary groups, SO_PEERGROUPS: [`AllowedPeers::Listed`]). Default: the
+    /// same user only. A refused peer is `handshake-failed-auth` on both sides.
+    ///
+    /// [`AllowedPeers::Listed`]: crate::shm::AllowedPeers::Listed
     pub fn set_ipc_allowed_peers(&self, peers: crate::transport::shm::AllowedPeers) {
         self.set(|o| o.ipc.allow_uids = peers);
     }

@@ -825,6 +825,99 @@ fn another_user_is_refused_by_default_and_accepted_when_allowed() {
     assert_clean(&domain);
 }
 
+/// A user of its own (uid 64123, effective gid 64123, supplementary group 64124) is
+/// let in by either of its groups, on both sides of a connection, and refused by a
+/// group it is not in.
+#[test]
+fn a_peer_in_an_allowed_group_is_accepted_by_its_effective_or_supplementary_group() {
+    let _w = watchdog(Duration::from_secs(180));
+    const UID: u32 = 64123;
+    const GID: u32 = 64123;
+    const SUPPLEMENTARY: u32 = 64124;
+    assert!(
+        std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0")),
+        "this test runs a peer as another user and group (setpriv) and needs root"
+    );
+    let domain = unique_domain("groups");
+    let copy = PrivateCopy::new(&domain);
+    let listed = |gids: Vec<u32>| AllowedPeers::Listed {
+        uids: Vec::new(),
+        gids,
+    };
+    {
+        let ctx = Context::new();
+        // 1. Not in the group we list: refused, and the reason names its groups.
+        let pair = socket(&ctx, SocketType::Pair, &domain);
+        pair.set_ipc_allowed_peers(listed(vec![64999]));
+        let mon = pair.monitor();
+        pair.bind(EP).unwrap();
+        let mut peer = PEER.spawn_cmd(
+            copy.as_user(UID, GID, &[SUPPLEMENTARY]),
+            "report",
+            &domain,
+            &[("LWMQ_IPC_ALLOW", "any")],
+        );
+        let ev = mon
+            .wait_for(EventKind::HandshakeFailedAuth, GUARD)
+            .expect("refusal reported");
+        assert!(
+            ev.detail.contains("peer uid 64123") && ev.detail.contains("64124"),
+            "{ev}"
+        );
+        assert!(peer.expect("RESULT").contains("refused us"));
+        peer.kill9();
+        drop(pair);
+
+        // 2. Let in by its supplementary group, then by its effective group.
+        for gid in [SUPPLEMENTARY, GID] {
+            let pair = socket(&ctx, SocketType::Pair, &domain);
+            pair.set_ipc_allowed_peers(listed(vec![gid]));
+            pair.bind(EP).unwrap();
+            let mut peer = PEER.spawn_cmd(
+                copy.as_user(UID, GID, &[SUPPLEMENTARY]),
+                "report",
+                &domain,
+                &[("LWMQ_IPC_ALLOW", "any")],
+            );
+            assert_eq!(pair.recv().unwrap(), Message::from("ping"), "group {gid}");
+            pair.send("pong").unwrap();
+            assert_eq!(peer.expect("RESULT"), "OK pong");
+            drop(pair);
+            peer.kill9();
+        }
+
+        // 3. The other way round: we connect to a binder of that user, allowed by its
+        // supplementary group; refused without it.
+        let mut binder = PEER.spawn_cmd(
+            copy.as_user(UID, GID, &[SUPPLEMENTARY]),
+            "echo",
+            &domain,
+            &[("LWMQ_IPC_ALLOW", "any")],
+        );
+        binder.expect("READY");
+        let refused = socket(&ctx, SocketType::Pair, &domain);
+        let mon = refused.monitor();
+        refused.connect(EP).unwrap();
+        let ev = mon
+            .wait_for(EventKind::HandshakeFailedAuth, GUARD)
+            .expect("the binder's user is refused");
+        assert!(ev.detail.contains("peer uid 64123"), "{ev}");
+        drop(refused);
+        let pair = socket(&ctx, SocketType::Pair, &domain);
+        pair.set_ipc_allowed_peers(listed(vec![SUPPLEMENTARY]));
+        pair.connect(EP).unwrap();
+        pair.send("hello").unwrap();
+        assert_eq!(pair.recv().unwrap(), Message::from("hello"));
+        drop(pair);
+        binder.kill9();
+    }
+    drop(copy);
+    assert_clean(&domain);
+}
+
 // ---------------------------------------------------------------------------------------
 // Errors
 

@@ -4,6 +4,7 @@
 mod bench;
 mod completions;
 mod dealer;
+mod keygen;
 mod ls;
 mod monitor;
 mod proxy;
@@ -11,6 +12,7 @@ mod recv;
 mod rep;
 mod req;
 mod router;
+mod security;
 mod send;
 
 use std::time::Duration;
@@ -40,6 +42,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::Bench(a) => bench::run(a),
         Command::BenchPeer(a) => bench::run_peer(a),
         Command::Completions(a) => completions::run(a),
+        Command::Keygen(a) => keygen::run(a),
     }
 }
 
@@ -95,6 +98,7 @@ pub fn open_with(
     // times out) instead of queueing into a connection that may never come, whose
     // messages would be dropped when this short-lived process closes the socket.
     socket.set_immediate(true);
+    security::apply(ctx, &socket, &opts.security)?;
     configure(&socket)?;
     let endpoint = if opts.bind {
         let bound = socket
@@ -124,7 +128,10 @@ fn exit_on_rejection(monitor: lwmq::Monitor) {
                 ev.kind,
                 EventKind::HandshakeFailedProtocol | EventKind::HandshakeFailedAuth
             ) {
-                let detail = ev.detail.trim_end_matches("; not reconnecting");
+                let detail = ev
+                    .detail
+                    .trim_end_matches("; not reconnecting")
+                    .trim_end_matches("; retrying with a growing interval");
                 eprintln!("lwmq: peer at {} rejected: {detail}", ev.endpoint);
                 std::process::exit(crate::cli::exit::ERROR);
             }

@@ -385,10 +385,13 @@ impl Pipes {
 /// body). None if there is no empty frame.
 /// Neither part allocates a frame list when it has at most two frames.
 pub(crate) fn split_envelope(mut msg: Message) -> Option<(FrameVec, Message)> {
+    let peer = msg.take_peer_properties();
     let frames = msg.frames_mut();
     let pos = frames.iter().position(Bytes::is_empty)?;
     let body: FrameVec = frames.drain(pos + 1..).collect();
-    Some((std::mem::take(frames), Message::from(body)))
+    let mut body = Message::from(body);
+    body.set_peer_properties(peer);
+    Some((std::mem::take(frames), body))
 }
 
 #[cfg(test)]

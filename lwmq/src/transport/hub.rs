@@ -30,6 +30,8 @@ pub(crate) struct Hub {
     sockets: Mutex<Vec<Weak<SocketHandle>>>,
     /// Answers `lwmq ls` (see [`crate::introspect`]); its thread holds a `Weak` to us.
     introspect: Mutex<Option<crate::introspect::IntrospectServer>>,
+    /// The ZAP handler, shared with every socket's options.
+    zap: crate::auth::ZapSlot,
 }
 
 impl Hub {
@@ -87,6 +89,11 @@ impl Hub {
         out.sockets.extend(infos.into_values());
         out.sockets.sort_by_key(|s| s.id);
         out
+    }
+
+    /// The context's ZAP handler slot.
+    pub(crate) fn zap(&self) -> &crate::auth::ZapSlot {
+        &self.zap
     }
 
     /// Whether [`Hub::terminate`] ran.

@@ -16,9 +16,14 @@
 //! 1. `connect`: the stream connects in the background; a failure schedules a retry after
 //!    the reconnect interval, which doubles up to the maximum (`connect-retried`).
 //!    `bind`: the listener accepts (`accepted`).
-//! 2. The handshake runs in `proto`. On success (`handshake-succeeded`) a pipe is made
+//! 2. The handshake runs in `proto`. A PLAIN or CURVE server's `Event::AuthRequest`
+//!    goes to the context's ZAP handler ([`crate::auth`]; none: accept, as libzmq),
+//!    called here, in process; a NULL socket with a ZAP domain has its peers judged by
+//!    address (accepted ones before a byte is sent, connected ones when the handshake
+//!    completes). On success (`handshake-succeeded`) a pipe is made
 //!    and delivered to the socket's mailbox, unless the connecter made one beforehand
-//!    (then messages queued while the peer was away go out now).
+//!    (then messages queued while the peer was away go out now); messages from a peer
+//!    that was authenticated carry the connection's properties (the user id).
 //! 3. Messages flow. Back-pressure both ways: the thread stops taking messages from the
 //!    socket while `proto` holds more than [`MAX_PENDING_TRANSMIT`] bytes, and stops
 //!    reading the stream while the socket's inbound pipe is at its high-water mark.
@@ -38,7 +43,10 @@
 //!    reasons), the retry interval doubles after each such hang-up, up to
 //!    `reconnect_interval_max`, or [`HANDSHAKE_HANGUP_BACKOFF_MAX`] when none is set
 //!    (libzmq keeps a fixed interval then; a peer that takes the connection and drops it
-//!    is not one that is restarting, and 10 Hz retries would be a storm).
+//!    is not one that is restarting, and 10 Hz retries would be a storm). A CURVE
+//!    handshake that fails on keys (a box that does not open; on a client, a server
+//!    that hangs up, which is what libzmq does to a HELLO made for another server key)
+//!    is reported as `handshake-failed-auth` and retried the same growing way.
 //! 5. When its socket closes, a connection lingers until its queued messages are
 //!    written or the linger time passes.
 
@@ -56,9 +64,11 @@ use mio::{Interest, Registry, Token};
 use super::reconnect::Backoff;
 use super::stream::{self, Bound, Listener, Stream};
 use super::{PipeId, SocketHandle, control, parse_control};
+use crate::auth::{Credentials, ZapReply, ZapRequest};
+use crate::message::PeerProperties;
 use crate::monitor::EventKind;
 use crate::options::{Mechanism, Options};
-use crate::proto::{self, Connection, Event, MechanismConfig, ProtoError};
+use crate::proto::{self, Connection, Event, ProtoError};
 use crate::transport::{
     Notify, Pipe, PipeClosed, PipeMeta, PipeReader, PipeWriter, QueueConfig, WriteError,
     pipe_halves,
@@ -303,6 +313,14 @@ struct Conn {
     sniff: Option<Sniff>,
     /// Refused (unknown resource): no pipe, close after the ERROR.
     rejected: bool,
+    /// The user id the ZAP handler gave a NULL peer (PLAIN and CURVE keep theirs in
+    /// the peer's `PeerInfo`).
+    zap_user: Option<String>,
+    /// The connection's properties, attached to every message received on it (only for
+    /// authenticated peers: see [`crate::Message::property`]).
+    properties: Option<Arc<PeerProperties>>,
+    /// Why the ZAP handler refused the peer, once it did.
+    auth_refusal: Option<String>,
 }
 
 /// The stream half of the background thread (see the module docs).
@@ -325,23 +343,47 @@ pub(crate) struct Engine {
     spare_pipes: Vec<PipeId>,
 }
 
-fn proto_config(options: &Options, resource: Option<String>) -> proto::Config {
+/// `proto`'s configuration for a connection of a socket with these options. Fails only
+/// for a CURVE socket without its keys, which bind and connect already refused.
+fn proto_config(options: &Options, resource: Option<String>) -> crate::Result<proto::Config> {
     let mut c = proto::Config::new(options.socket_type);
     c.identity = options.routing_id.clone();
     c.resource = resource;
-    c.mechanism = match &options.mechanism {
-        Mechanism::Null => MechanismConfig::Null,
-        Mechanism::PlainClient { username, password } => MechanismConfig::PlainClient {
-            username: username.clone(),
-            password: password.clone(),
-        },
-        Mechanism::PlainServer => MechanismConfig::PlainServer,
-    };
+    c.mechanism = options.mechanism_config()?;
     c.max_msg_size = options.max_msg_size;
     c.heartbeat_interval = options.heartbeat_interval;
     c.heartbeat_ttl = options.heartbeat_ttl;
     c.heartbeat_timeout = options.heartbeat_timeout;
-    c
+    Ok(c)
+}
+
+/// Asks the ZAP handler of the socket's context about the peer on `stream`; `None` when
+/// no handler is installed. A handler that panics refuses the peer.
+fn ask_zap(
+    options: &Options,
+    stream: &Stream,
+    endpoint: &str,
+    credentials: Credentials<'_>,
+) -> Option<ZapReply> {
+    let handler = options.zap.current()?;
+    let request = ZapRequest {
+        domain: &options.zap_domain,
+        address: stream.peer_ip(),
+        endpoint,
+        credentials,
+    };
+    let reply = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        handler.authenticate(&request)
+    }))
+    .unwrap_or_else(|_| ZapReply::deny("the ZAP handler panicked"));
+    tracing::debug!(?request, ?reply, "ZAP");
+    Some(reply)
+}
+
+/// Whether the ZAP handler judges this socket's NULL peers (libzmq's rule: when the
+/// socket has a ZAP domain).
+fn zap_judges_null(options: &Options) -> bool {
+    options.mechanism == Mechanism::Null && !options.zap_domain.is_empty()
 }
 
 /// Handshake failures that retrying cannot fix.
@@ -797,6 +839,32 @@ impl Engine {
         pipe: Option<IoHalf>,
         resource: Option<String>,
     ) -> Option<Token> {
+        let mut config = match proto_config(&options, resource) {
+            Ok(c) => c,
+            Err(e) => {
+                // Bind and connect checked the options, so this is not reached.
+                tracing::warn!("connection to {endpoint} not started: {e}");
+                return None;
+            }
+        };
+        // An accepted NULL peer of a socket with a ZAP domain is judged by its address
+        // before a byte is sent: refused, it sees a hang-up (no READY, no ERROR), as a
+        // libzmq NULL server with ZAP does.
+        let mut zap_user = None;
+        if matches!(origin, Origin::Listener(_)) && zap_judges_null(&options) {
+            match ask_zap(&options, &stream, &endpoint, Credentials::Null) {
+                None => {}
+                Some(ZapReply::Allow { user_id }) => zap_user = Some(user_id),
+                Some(ZapReply::Deny { reason }) => {
+                    socket.monitors.emit(
+                        EventKind::HandshakeFailedAuth,
+                        &endpoint,
+                        format!("the ZAP handler refused the peer: {reason}"),
+                    );
+                    return None;
+                }
+            }
+        }
         let t = self.token();
         if let Err(e) =
             self.registry
@@ -808,7 +876,6 @@ impl Engine {
         if let Some(p) = &pipe {
             self.pipe_to_conn.insert(p.id, t);
         }
-        let mut config = proto_config(&options, resource);
         if let Origin::Connecter(id) = origin {
             config.await_peer_ready = self
                 .connecters
@@ -836,6 +903,9 @@ impl Engine {
                 readable: true,
                 sniff: None,
                 rejected: false,
+                zap_user,
+                properties: None,
+                auth_refusal: None,
             },
         );
         self.drive(t);
@@ -853,6 +923,14 @@ impl Engine {
         origin: Origin,
         listener: Token,
     ) {
+        let config = match proto_config(&options, None) {
+            Ok(c) => c,
+            Err(e) => {
+                // Shared ports take NULL sockets only, so this is not reached.
+                tracing::warn!("connection to {endpoint} not started: {e}");
+                return;
+            }
+        };
         let t = self.token();
         if let Err(e) =
             self.registry
@@ -861,7 +939,7 @@ impl Engine {
             tracing::warn!("cannot register a connection to {endpoint}: {e}");
             return;
         }
-        let proto = Connection::new(proto_config(&options, None), Instant::now());
+        let proto = Connection::new(config, Instant::now());
         self.conns.insert(
             t,
             Conn {
@@ -885,6 +963,9 @@ impl Engine {
                     listener,
                 }),
                 rejected: false,
+                zap_user: None,
+                properties: None,
+                auth_refusal: None,
             },
         );
         self.drive(t);
@@ -955,7 +1036,14 @@ impl Engine {
         c.socket = socket;
         c.options = options;
         c.endpoint = endpoint;
-        let mut config = proto_config(&c.options, None);
+        let mut config = match proto_config(&c.options, None) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("connection to {} not started: {e}", c.endpoint);
+                self.close_conn(t);
+                return false;
+            }
+        };
         config.greeting_sent = true;
         c.proto = Connection::new(config, Instant::now());
         if known {
@@ -1241,11 +1329,28 @@ impl Engine {
             match ev {
                 Event::HandshakeSucceeded(_) if c.rejected => {}
                 Event::HandshakeSucceeded(peer) => {
+                    // NULL with a ZAP domain: the handler judges the peer's address.
+                    if zap_judges_null(&c.options) && c.zap_user.is_none() {
+                        match Self::ask_zap(c, Credentials::Null) {
+                            None => {}
+                            Some(ZapReply::Allow { user_id }) => c.zap_user = Some(user_id),
+                            Some(ZapReply::Deny { reason }) => {
+                                c.auth_refusal = Some(reason);
+                                c.proto.close("400");
+                                continue;
+                            }
+                        }
+                    }
                     c.handshake_done = true;
                     *new_pipe = Some(peer);
                 }
-                Event::Message(m) => match c.pipe.as_mut() {
-                    Some(p) => match p.to_socket.write_deferred(m) {
+                Event::Message(mut m) => match c.pipe.as_mut() {
+                    Some(p) => match p.to_socket.write_deferred({
+                        if let Some(props) = &c.properties {
+                            m.set_peer_properties(Some(props.clone()));
+                        }
+                        m
+                    }) {
                         Ok(()) => {}
                         Err(WriteError::Full(m)) => {
                             c.stalled = Some(m);
@@ -1270,9 +1375,27 @@ impl Engine {
                         }
                     }
                 }
-                Event::AuthRequest { username, .. } => {
-                    tracing::debug!("PLAIN user {username:?} accepted");
-                    c.proto.authenticate(true);
+                Event::AuthRequest {
+                    username,
+                    password,
+                    curve_public_key,
+                } => {
+                    let credentials = match &curve_public_key {
+                        Some(public_key) => Credentials::Curve { public_key },
+                        None => Credentials::Plain {
+                            username: &username,
+                            password: &password,
+                        },
+                    };
+                    match Self::ask_zap(c, credentials) {
+                        // No handler: everyone is accepted, as libzmq does.
+                        None => c.proto.authenticate(true),
+                        Some(ZapReply::Allow { user_id }) => c.proto.accept_as(user_id),
+                        Some(ZapReply::Deny { reason }) => {
+                            c.auth_refusal = Some(reason);
+                            c.proto.authenticate(false);
+                        }
+                    }
                 }
                 Event::Closed(e) => {
                     c.error = Some(e);
@@ -1280,6 +1403,34 @@ impl Engine {
             }
         }
         true
+    }
+
+    /// Asks the context's ZAP handler about this connection's peer (see [`ask_zap`]).
+    fn ask_zap(c: &Conn, credentials: Credentials<'_>) -> Option<ZapReply> {
+        ask_zap(&c.options, &c.stream, &c.endpoint, credentials)
+    }
+
+    /// The properties received messages carry: only for a peer that was authenticated
+    /// (a PLAIN or CURVE client we served, or a NULL peer the ZAP handler admitted).
+    fn properties(c: &Conn, peer: &proto::PeerInfo) -> Option<Arc<PeerProperties>> {
+        let user_id = peer.user_id.clone().or_else(|| c.zap_user.clone())?;
+        let mut list = vec![("User-Id".to_owned(), Bytes::from(user_id))];
+        if let (_, Some(addr)) = c.stream.addresses() {
+            let addr = match c.stream.peer_ip() {
+                Some(ip) => ip.to_string(),
+                None => addr,
+            };
+            list.push(("Peer-Address".to_owned(), Bytes::from(addr)));
+        }
+        list.push((
+            "Socket-Type".to_owned(),
+            Bytes::from_static(peer.socket_type.as_str().as_bytes()),
+        ));
+        if !peer.identity.is_empty() {
+            list.push(("Identity".to_owned(), peer.identity.clone()));
+        }
+        list.extend(peer.properties.iter().cloned());
+        Some(Arc::new(PeerProperties::new(list)))
     }
 
     /// Writes what is queued: everything proto has (up to [`MAX_IOV`] chunks, and
@@ -1334,6 +1485,7 @@ impl Engine {
             return;
         };
         let detail = format!("peer {}", peer.socket_type);
+        c.properties = Self::properties(c, &peer);
         if let Origin::Connecter(id) = c.origin {
             if let Some(k) = self.connecters.get_mut(&id) {
                 k.backoff.reset(&k.options);
@@ -1385,21 +1537,44 @@ impl Engine {
                 c.error = Some(e);
             }
         }
+        // Our ZAP handler refused the peer: that, with its reason, is why it ended.
+        if let Some(reason) = c.auth_refusal.take() {
+            c.error = Some(ProtoError::AuthFailed(format!(
+                "the ZAP handler refused the peer: {reason}"
+            )));
+        }
         let permanent = c
             .error
             .as_ref()
             .is_some_and(|e| is_permanent(e, c.handshake_done));
         // The peer took the connection and dropped it during the handshake, without
-        // a reason (what libzmq does to a socket type it cannot talk to).
+        // a reason (what libzmq does to a socket type it cannot talk to, and what a
+        // libzmq CURVE server does to a client whose HELLO does not open: a wrong
+        // server key).
         let hung_up_in_handshake = !c.connecting
             && !c.handshake_done
             && c.error.is_none()
             && c.closing.is_none()
             && c.sniff.is_none();
+        let curve_client = c.options.mechanism == Mechanism::CurveClient;
+        // A CURVE handshake that fails on a box that does not open, or that the server
+        // ends without a word, is a failed authentication (wrong keys), retried with a
+        // growing interval: the server may be restarting with its key, or not.
+        let curve_auth = !c.handshake_done
+            && matches!(
+                c.options.mechanism,
+                Mechanism::CurveClient | Mechanism::CurveServer
+            )
+            && (matches!(c.error, Some(ProtoError::Crypto(_)))
+                || (curve_client && hung_up_in_handshake));
         let detail = match (&c.error, &io_error) {
             (Some(e), _) => e.to_string(),
             (None, Some(e)) => e.clone(),
             (None, None) if c.closing.is_some() => "socket closed".to_owned(),
+            (None, None) if hung_up_in_handshake && curve_client => "the CURVE server closed \
+                 the connection during the handshake without a reason (a libzmq server does \
+                 this when our HELLO does not open: is the server key right?)"
+                .to_owned(),
             (None, None) if hung_up_in_handshake => format!(
                 "the peer closed the connection during the handshake without a reason \
                  (a libzmq peer does this to a socket type it cannot talk to; we are {})",
@@ -1413,7 +1588,14 @@ impl Engine {
             ""
         };
         let mut events = Vec::new();
-        if let Some(e) = &c.error {
+        if curve_auth {
+            let note = if matches!(c.origin, Origin::Connecter(_)) {
+                "; retrying with a growing interval"
+            } else {
+                ""
+            };
+            events.push((EventKind::HandshakeFailedAuth, format!("{detail}{note}")));
+        } else if let Some(e) = &c.error {
             if !c.handshake_done {
                 let kind = match e {
                     ProtoError::AuthFailed(_) => Some(EventKind::HandshakeFailedAuth),
@@ -1462,8 +1644,9 @@ impl Engine {
                     k.state = ConnecterState::Waiting(Instant::now());
                     // After a hang-up in the handshake, back off even without a
                     // maximum set (see the module docs).
-                    k.hung_up_in_handshake |= hung_up_in_handshake;
-                    let cap = hung_up_in_handshake.then_some(HANDSHAKE_HANGUP_BACKOFF_MAX);
+                    k.hung_up_in_handshake |= hung_up_in_handshake && !curve_client;
+                    let cap = (hung_up_in_handshake || curve_auth)
+                        .then_some(HANDSHAKE_HANGUP_BACKOFF_MAX);
                     self.schedule_retry_capped(id, &detail, cap);
                 }
             }

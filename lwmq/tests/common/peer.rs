@@ -173,6 +173,25 @@ impl PrivateCopy {
     }
 }
 
+impl PrivateCopy {
+    /// A command running the copy as user `uid` with effective group `gid` and the
+    /// supplementary groups `groups` (numeric ids need no entry in /etc/passwd or
+    /// /etc/group: the kernel checks numbers). Needs root.
+    pub fn as_user(&self, uid: u32, gid: u32, groups: &[u32]) -> Command {
+        let mut cmd = Command::new("setpriv");
+        cmd.arg(format!("--reuid={uid}"))
+            .arg(format!("--regid={gid}"));
+        if groups.is_empty() {
+            cmd.arg("--clear-groups");
+        } else {
+            let list: Vec<String> = groups.iter().map(u32::to_string).collect();
+            cmd.arg(format!("--groups={}", list.join(",")));
+        }
+        cmd.arg(self.0.join("peer")).current_dir(&self.0);
+        cmd
+    }
+}
+
 impl Drop for PrivateCopy {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);

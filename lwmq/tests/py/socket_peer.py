@@ -12,7 +12,9 @@ TYPE is a ZeroMQ socket type (REQ, REP, ...). ROLE is one of
   push          send the COUNT messages
   pull          expect the COUNT messages in order
 A ROLE may end in "+plain": the socket is then a PLAIN server that accepts only the
-user "admin" with password "secret" (through a ZAP handler), e.g. "echo+plain".
+user "admin" with password "secret" (through a ZAP handler), e.g. "echo+plain". A ROLE
+may end in "+curve": the socket uses CURVE with the secret key in $LWMQ_CURVE_SECRET, as
+a client of the server key in $LWMQ_CURVE_SERVERKEY when that is set, else as a server.
 
 Message i is `message(i)` below (the Rust side builds the same): its index, an empty
 frame, a short frame, and every 1000th message a 1 MiB frame. Prints "ENDPOINT <uri>"
@@ -62,9 +64,23 @@ def main():
         auth = ThreadAuthenticator(ctx)
         auth.start()
         auth.configure_plain(domain="*", passwords={"admin": "secret"})
+    curve = role.endswith("+curve")
+    if curve:
+        role = role[: -len("+curve")]
     s = ctx.socket(getattr(zmq, stype))
     if auth is not None:
         s.plain_server = True
+    if curve:
+        import os
+
+        secret = os.environ["LWMQ_CURVE_SECRET"].encode()
+        s.curve_secretkey = secret
+        s.curve_publickey = zmq.curve_public(secret)
+        server = os.environ.get("LWMQ_CURVE_SERVERKEY")
+        if server:
+            s.curve_serverkey = server.encode()
+        else:
+            s.curve_server = True
     s.sndhwm = 0
     s.rcvhwm = 0
     if mode == "bind":

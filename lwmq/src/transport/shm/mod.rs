@@ -72,7 +72,7 @@ pub use sys::{futex_wait, futex_wake_all};
 use crate::{Error, Result, SocketType};
 
 /// Which users may connect to us, or be connected to (checked with SO_PEERCRED on both
-/// sides: abstract sockets have no file permissions).
+/// sides: abstract sockets have no file permissions; groups with SO_PEERGROUPS).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum AllowedPeers {
     /// Only processes running as our own effective uid (the default).
@@ -82,16 +82,42 @@ pub enum AllowedPeers {
     Any,
     /// Our own uid and these.
     Uids(Vec<u32>),
+    /// Our own uid, these uids, and processes in any of these groups: the peer's
+    /// effective gid or one of its supplementary groups (as the kernel recorded them when
+    /// it connected or listened).
+    Listed {
+        /// Users allowed besides our own.
+        uids: Vec<u32>,
+        /// Groups whose members are allowed.
+        gids: Vec<u32>,
+    },
 }
 
 impl AllowedPeers {
-    /// Whether a peer running as `uid` is allowed.
+    /// Whether a peer running as `uid` is allowed by its uid alone (for
+    /// [`AllowedPeers::Listed`], its groups may still allow it: see
+    /// [`AllowedPeers::allows_peer`]).
     pub fn allows(&self, uid: u32) -> bool {
         match self {
             AllowedPeers::Any => true,
             AllowedPeers::SameUser => uid == sys::effective_uid(),
-            AllowedPeers::Uids(list) => uid == sys::effective_uid() || list.contains(&uid),
+            AllowedPeers::Uids(list) | AllowedPeers::Listed { uids: list, .. } => {
+                uid == sys::effective_uid() || list.contains(&uid)
+            }
         }
+    }
+
+    /// Whether a peer running as `uid` in groups `gids` (effective and supplementary)
+    /// is allowed.
+    pub fn allows_peer(&self, uid: u32, gids: &[u32]) -> bool {
+        self.allows(uid)
+            || matches!(self, AllowedPeers::Listed { gids: ours, .. }
+                if gids.iter().any(|g| ours.contains(g)))
+    }
+
+    /// Whether the peer's groups matter (only then are they asked of the kernel).
+    pub fn looks_at_groups(&self) -> bool {
+        matches!(self, AllowedPeers::Listed { gids, .. } if !gids.is_empty())
     }
 }
 

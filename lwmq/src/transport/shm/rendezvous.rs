@@ -235,13 +235,33 @@ fn check_name(name: &str, port: Option<u16>) -> Result<()> {
     }
 }
 
-fn uid_refusal(endpoint: &str, cred: &PeerCred, opts: &ShmOptions) -> Option<String> {
-    if opts.allow_uids.allows(cred.uid) {
+/// Why the peer on `fd` may not use `endpoint`, if it may not: its uid, and (when the
+/// policy lists groups) its effective and supplementary groups, against
+/// [`ShmOptions::allow_uids`].
+fn peer_refusal(
+    endpoint: &str,
+    fd: &OwnedFd,
+    cred: &PeerCred,
+    opts: &ShmOptions,
+) -> Option<String> {
+    let policy = &opts.allow_uids;
+    if policy.allows(cred.uid) {
         return None;
     }
+    let mut groups = vec![cred.gid];
+    if policy.looks_at_groups() {
+        match sys::peer_groups(fd) {
+            Ok(g) => groups.extend(g),
+            // Judged by its uid and effective gid alone.
+            Err(e) => tracing::debug!("SO_PEERGROUPS on {endpoint}: {e}"),
+        }
+        if policy.allows_peer(cred.uid, &groups) {
+            return None;
+        }
+    }
     Some(format!(
-        "peer uid {} (pid {}) is not allowed on {endpoint}; only uid {} may connect unless \
-         ShmOptions::allow_uids says otherwise",
+        "peer uid {} (pid {}, groups {groups:?}) is not allowed on {endpoint}; only uid {} may \
+         connect unless ShmOptions::allow_uids (Socket::set_ipc_allowed_peers) says otherwise",
         cred.uid,
         cred.pid,
         sys::effective_uid()
@@ -431,7 +451,7 @@ impl ShmListener {
         // closing a Unix socket with unread data resets it, and the peer would get
         // ECONNRESET instead of our reason. A refused peer's descriptors are closed
         // without being mapped.
-        if let Some(reason) = uid_refusal(&self.endpoint, &cred, &self.opts) {
+        if let Some(reason) = peer_refusal(&self.endpoint, &fd, &cred, &self.opts) {
             return Err(refuse(reason, Error::PeerRejected));
         }
         let (socket_type, name, port, identity) = match hello {
@@ -571,7 +591,7 @@ pub fn connect_start(
         Err(e) => return Err(e.into()),
     }
     let cred = sys::peer_cred(&fd)?;
-    if let Some(reason) = uid_refusal(&endpoint, &cred, opts) {
+    if let Some(reason) = peer_refusal(&endpoint, &fd, &cred, opts) {
         let _ = sys::send_with_fds(&fd, &encode_reject(&reason), &[]);
         return Err(Error::PeerRejected(reason));
     }

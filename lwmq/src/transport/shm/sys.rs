@@ -388,6 +388,35 @@ pub fn peer_cred(fd: &OwnedFd) -> io::Result<PeerCred> {
     })
 }
 
+/// The supplementary groups of the peer of a connected Unix socket (SO_PEERGROUPS,
+/// Linux 4.13), as the kernel recorded them at connect (or listen) time.
+pub fn peer_groups(fd: &OwnedFd) -> io::Result<Vec<u32>> {
+    let mut groups: Vec<libc::gid_t> = vec![0; 64];
+    loop {
+        let mut len = (groups.len() * std::mem::size_of::<libc::gid_t>()) as libc::socklen_t;
+        // SAFETY: groups/len are a valid, writable buffer of gid_t and its size in bytes.
+        let r = syscall!(getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERGROUPS,
+            groups.as_mut_ptr().cast(),
+            &mut len
+        ));
+        let n = len as usize / std::mem::size_of::<libc::gid_t>();
+        match r {
+            Ok(_) => {
+                groups.truncate(n);
+                return Ok(groups);
+            }
+            // The buffer was too small; `len` says what is needed (NGROUPS_MAX bounds it).
+            Err(e) if e.raw_os_error() == Some(libc::ERANGE) && n > groups.len() => {
+                groups.resize(n, 0);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Most descriptors one control message carries.
 pub const MAX_FDS: usize = 4;
 
