@@ -65,7 +65,8 @@ fn deadline(timeout: Option<Duration>) -> Option<Instant> {
 
 impl Socket {
     pub(crate) fn new(hub: Arc<Hub>, socket_type: SocketType) -> Socket {
-        let options = Options::new(socket_type);
+        let mut options = Options::new(socket_type);
+        options.ipc.domain = hub.domain();
         let shared = Arc::new(SocketHandle::new(socket_type));
         hub.register(&shared);
         Socket {
@@ -601,7 +602,8 @@ impl Socket {
         self.set(|o| o.ipc.allow_uids = peers);
     }
     /// `ipc://`: the namespace of names; sockets in different domains never meet.
-    /// Default: `$LWMQ_DOMAIN`, else `"default"`. 1 to 48 characters of
+    /// Default: the context's domain ([`crate::ContextBuilder::domain`], else
+    /// `$LWMQ_DOMAIN`, else `"default"`). 1 to 48 characters of
     /// `A-Z a-z 0-9 . _ -` (checked at bind/connect).
     pub fn set_ipc_domain(&self, domain: &str) {
         self.set(|o| o.ipc.domain = domain.to_owned());

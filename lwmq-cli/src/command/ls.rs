@@ -117,6 +117,7 @@ mod tests {
                 program: "server".into(),
                 command_line: "server --port 5555".into(),
                 address: "lwmq-introspect/10/0".into(),
+                domain: "default".into(),
                 sockets: vec![SocketInfo {
                     id: 1,
                     socket_type: "REP".into(),
@@ -137,6 +138,7 @@ mod tests {
                 program: "client".into(),
                 command_line: "client".into(),
                 address: "lwmq-introspect/11/0".into(),
+                domain: "default".into(),
                 sockets: vec![SocketInfo {
                     id: 1,
                     socket_type: "REQ".into(),

@@ -177,8 +177,9 @@ impl ReactorShared {
 /// The thread and its shared part.
 pub(crate) type Reactor = crate::worker::Worker<ReactorShared>;
 
-/// Starts the background thread of a context.
-pub(crate) fn start() -> Result<Reactor> {
+/// Starts the background thread of a context; `dns` says where its connects look
+/// names up (on the resolver thread, [`super::dns`]).
+pub(crate) fn start(dns: super::dns::DnsConfig) -> Result<Reactor> {
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let shared = Arc::new(ReactorShared {
@@ -187,7 +188,8 @@ pub(crate) fn start() -> Result<Reactor> {
         stream: Arc::new(stream_engine::Shared::new(waker.clone())),
         ipc: Arc::new(ipc_engine::Shared::new(waker)),
     });
-    let stream = stream_engine::Engine::new(poll.registry().try_clone()?, shared.stream.clone());
+    let stream =
+        stream_engine::Engine::new(poll.registry().try_clone()?, shared.stream.clone(), dns);
     let ipc = ipc_engine::Engine::new(poll.registry().try_clone()?, shared.ipc.clone());
     let mut run = Run {
         poll,

@@ -13,8 +13,15 @@
 //!
 //! # A connection's life
 //!
-//! 1. `connect`: the stream connects in the background; a failure schedules a retry after
-//!    the reconnect interval, which doubles up to the maximum (`connect-retried`).
+//! 1. `connect`: a `tcp://` name (host or DNS service) is first looked up by the
+//!    resolver thread ([`super::dns`]); this thread never waits for DNS. The answer
+//!    (a list of addresses, in RFC 2782's order for a service) comes back through
+//!    [`Shared`]; a name that does not resolve is a `resolve-failed` event and a retry
+//!    like any failed connect. The stream connects in the background, to each address
+//!    of the list in turn until one takes it; when none does, a retry is scheduled after
+//!    the reconnect interval, which doubles up to the maximum (`connect-retried`), and
+//!    the retry looks the name up again (hickory's cache answers until the records'
+//!    TTL ends), so a service that moved is followed.
 //!    `bind`: the listener accepts (`accepted`).
 //! 2. The handshake runs in `proto`. On success (`handshake-succeeded`) a pipe is made
 //!    and delivered to the socket's mailbox, unless the connecter made one beforehand
@@ -52,9 +59,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use mio::{Interest, Registry, Token};
 
+use super::dns::{self, Candidate, DnsConfig, Query};
 use super::reconnect::Backoff;
 use super::stream::{self, Bound, Listener, Stream};
 use super::{PipeId, SocketHandle, control, parse_control};
+use crate::endpoint::Host;
 use crate::monitor::EventKind;
 use crate::options::{Mechanism, Options};
 use crate::proto::{self, Connection, Event, MechanismConfig, ProtoError};
@@ -82,6 +91,8 @@ use crate::transport::lock;
 /// room since the thread last looked, each followed by a ring of the thread's waker.
 pub(crate) struct Shared {
     dirty: Mutex<Vec<PipeId>>,
+    /// Answers of the resolver thread, by connecter id.
+    resolved: Mutex<Vec<(u64, dns::Answer)>>,
     waker: Arc<mio::Waker>,
 }
 
@@ -96,6 +107,7 @@ impl Shared {
     pub(crate) fn new(waker: Arc<mio::Waker>) -> Shared {
         Shared {
             dirty: Mutex::new(Vec::new()),
+            resolved: Mutex::new(Vec::new()),
             waker,
         }
     }
@@ -234,6 +246,8 @@ enum ConnecterState {
     Active(Token),
     /// Waiting to retry at this time.
     Waiting(Instant),
+    /// Waiting for the resolver thread's answer.
+    Resolving,
     /// Gave up (handshake failure) or disconnected.
     Stopped,
 }
@@ -254,6 +268,8 @@ struct Connecter {
     /// The last connection's peer hung up during the handshake without a reason: the
     /// next one awaits the peer's READY before sending ours (see the module docs).
     hung_up_in_handshake: bool,
+    /// A name's addresses not tried yet in this round (empty: look the name up again).
+    candidates: VecDeque<Candidate>,
 }
 
 impl Connecter {
@@ -322,6 +338,9 @@ pub(crate) struct Engine {
     /// taking them allocates nothing.
     spare_tokens: Vec<Token>,
     spare_pipes: Vec<PipeId>,
+    /// Where names are looked up, and the resolver thread (started on first use).
+    dns_config: DnsConfig,
+    dns: Option<dns::Resolver>,
 }
 
 fn proto_config(options: &Options, resource: Option<String>) -> proto::Config {
@@ -357,7 +376,7 @@ fn is_permanent(e: &ProtoError, handshake_done: bool) -> bool {
 
 impl Engine {
     /// A new engine registering its sources with `registry`.
-    pub(crate) fn new(registry: Registry, shared: Arc<Shared>) -> Engine {
+    pub(crate) fn new(registry: Registry, shared: Arc<Shared>, dns_config: DnsConfig) -> Engine {
         Engine {
             registry,
             shared,
@@ -371,6 +390,8 @@ impl Engine {
             again: Vec::new(),
             spare_tokens: Vec::new(),
             spare_pipes: Vec::new(),
+            dns_config,
+            dns: None,
         }
     }
 
@@ -392,6 +413,10 @@ impl Engine {
 
     /// What pipes asked for since the last turn, and connections whose turn was over.
     pub(crate) fn work(&mut self) {
+        let answers = std::mem::take(&mut *lock(&self.shared.resolved));
+        for (id, answer) in answers {
+            self.resolved(id, answer);
+        }
         let mut dirty = std::mem::take(&mut self.spare_pipes);
         std::mem::swap(&mut dirty, &mut *lock(&self.shared.dirty));
         for key in dirty.drain(..) {
@@ -568,6 +593,7 @@ impl Engine {
                 state: ConnecterState::Waiting(Instant::now()),
                 closing: None,
                 hung_up_in_handshake: false,
+                candidates: VecDeque::new(),
             },
         );
         self.start_connect(id);
@@ -984,6 +1010,69 @@ impl Engine {
         true
     }
 
+    /// Asks the resolver thread for a connecter's addresses (see the module docs).
+    fn resolve(&mut self, id: u64, query: Query) {
+        if self.dns.is_none() {
+            match dns::Resolver::start(self.dns_config.clone()) {
+                Ok(r) => self.dns = Some(r),
+                Err(e) => {
+                    self.resolve_failed(id, format!("cannot start the resolver thread: {e}"));
+                    return;
+                }
+            }
+        }
+        let Some(c) = self.connecters.get_mut(&id) else {
+            return;
+        };
+        c.state = ConnecterState::Resolving;
+        let shared = Arc::downgrade(&self.shared);
+        let reply: dns::Reply = Box::new(move |answer| {
+            if let Some(s) = shared.upgrade() {
+                lock(&s.resolved).push((id, answer));
+                let _ = s.waker.wake();
+            }
+        });
+        if let Some(r) = &self.dns {
+            r.lookup(query, reply);
+        }
+    }
+
+    /// The resolver thread answered for connecter `id`.
+    fn resolved(&mut self, id: u64, answer: dns::Answer) {
+        let Some(c) = self.connecters.get_mut(&id) else {
+            return;
+        };
+        if !matches!(c.state, ConnecterState::Resolving) {
+            return;
+        }
+        match answer {
+            Ok(list) if !list.is_empty() => {
+                tracing::debug!(
+                    "{}: {}",
+                    c.uri,
+                    list.iter()
+                        .map(|c| format!("{} ({})", c.addr, c.origin))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                c.candidates = list.into();
+                c.state = ConnecterState::Waiting(Instant::now());
+                self.start_connect(id);
+            }
+            Ok(_) => self.resolve_failed(id, "the name has no address".into()),
+            Err(e) => self.resolve_failed(id, e),
+        }
+    }
+
+    fn resolve_failed(&mut self, id: u64, why: String) {
+        if let Some(c) = self.connecters.get(&id) {
+            c.socket
+                .monitors
+                .emit(EventKind::ResolveFailed, &c.uri, why.clone());
+        }
+        self.schedule_retry(id, &why);
+    }
+
     fn start_connect(&mut self, id: u64) {
         let Some(c) = self.connecters.get_mut(&id) else {
             return;
@@ -991,7 +1080,32 @@ impl Engine {
         if self.shutting_down && c.closing.is_none() {
             return;
         }
-        match stream::connect(&c.uri, &c.endpoint) {
+        let query = match &c.endpoint {
+            Endpoint::Tcp {
+                host: Host::Name(name),
+                port,
+                ..
+            } => Some(Query::Host {
+                name: name.clone(),
+                port: *port,
+            }),
+            Endpoint::Tcp {
+                host: Host::Service(name),
+                ..
+            } => Some(Query::Service { name: name.clone() }),
+            _ => None,
+        };
+        let attempt = match query {
+            Some(query) => match c.candidates.pop_front() {
+                Some(next) => stream::connect_tcp(next.addr),
+                None => {
+                    self.resolve(id, query);
+                    return;
+                }
+            },
+            None => stream::connect(&c.uri, &c.endpoint),
+        };
+        match attempt {
             Ok(s) => {
                 let socket = c.socket.clone();
                 let options = c.options.clone();
@@ -1029,7 +1143,13 @@ impl Engine {
                     None => self.schedule_retry(id, "cannot register the stream"),
                 }
             }
-            Err(e) => self.schedule_retry(id, &e.to_string()),
+            Err(e) => match self.connecters.get_mut(&id) {
+                Some(c) if !c.candidates.is_empty() => {
+                    tracing::debug!("connect for {} failed: {e}; trying the next address", c.uri);
+                    c.state = ConnecterState::Waiting(Instant::now());
+                }
+                _ => self.schedule_retry(id, &e.to_string()),
+            },
         }
     }
 
@@ -1312,6 +1432,8 @@ impl Engine {
             if let Some(k) = self.connecters.get_mut(&id) {
                 k.backoff.reset(&k.options);
                 k.hung_up_in_handshake = false;
+                // The next reconnect looks the name up again.
+                k.candidates.clear();
             }
         }
         if let Some(p) = &c.pipe {
@@ -1406,6 +1528,7 @@ impl Engine {
             self.pipe_to_conn.remove(&p.id);
         }
         let origin = c.origin;
+        let connect_failed = c.connecting;
         let kept = match origin {
             Origin::Connecter(id) => self
                 .connecters
@@ -1432,6 +1555,9 @@ impl Engine {
                     k.pipe = None;
                 } else if k.closing.is_some() && k.drained(self.shutting_down) {
                     self.connecters.remove(&id);
+                } else if connect_failed && !k.candidates.is_empty() {
+                    // The next address of the name, at once (RFC 2782's order).
+                    k.state = ConnecterState::Waiting(Instant::now());
                 } else {
                     k.state = ConnecterState::Waiting(Instant::now());
                     // After a hang-up in the handshake, back off even without a

@@ -84,7 +84,11 @@ impl Transport for StreamTransport {
                     "cannot connect to '*': name a host",
                 ));
             }
-            Endpoint::Tcp { port: 0, .. } => {
+            Endpoint::Tcp {
+                host: Host::Ip(_) | Host::Name(_),
+                port: 0,
+                ..
+            } => {
                 return Err(Error::endpoint(req.uri, "cannot connect to port 0"));
             }
             Endpoint::Tcp { .. } | Endpoint::Unix(_) => {}
