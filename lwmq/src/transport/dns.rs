@@ -40,7 +40,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use hickory_resolver::TokioResolver;
-use hickory_resolver::config::{NameServerConfigGroup, ResolverConfig, ResolverOpts};
+use hickory_resolver::config::{
+    NameServerConfigGroup, ResolverConfig, ResolverOpts, ServerOrderingStrategy,
+};
 use hickory_resolver::name_server::TokioConnectionProvider;
 
 /// The environment variable naming the DNS server to use (`ip:port`).
@@ -211,9 +213,13 @@ fn build_resolver(config: &DnsConfig) -> Result<TokioResolver, String> {
             .map_err(|e| format!("cannot read the system's DNS configuration: {e}"))?,
     };
     let opts: &mut ResolverOpts = builder.options_mut();
-    // Service names are usually absolute; do not try them under every search domain.
     if config.server.is_some() {
+        // Names given with a server are absolute: no search domains.
         opts.ndots = 0;
+        // UDP first, TCP only when UDP fails (the server is listed once per
+        // protocol; asking both at once would keep a TCP connection open to it).
+        opts.num_concurrent_reqs = 1;
+        opts.server_ordering_strategy = ServerOrderingStrategy::UserProvidedOrder;
     }
     Ok(builder.build())
 }
@@ -261,7 +267,7 @@ async fn host_lookup(dns: &TokioResolver, name: &str, port: u16, what: &str) -> 
     let ips = dns
         .lookup_ip(name)
         .await
-        .map_err(|e| format!("cannot resolve {what:?}: {e}"))?;
+        .map_err(|e| format!("cannot resolve {what:?}: {}", describe(&e)))?;
     let out: Vec<Candidate> = ips
         .iter()
         .map(|ip| Candidate {
@@ -273,6 +279,17 @@ async fn host_lookup(dns: &TokioResolver, name: &str, port: u16, what: &str) -> 
         Err(format!("{what:?} has no address"))
     } else {
         Ok(out)
+    }
+}
+
+/// A resolver error for humans.
+fn describe(e: &hickory_resolver::ResolveError) -> String {
+    if e.is_nx_domain() {
+        "no such name (NXDOMAIN)".into()
+    } else if e.is_no_records_found() {
+        "no records of that type".into()
+    } else {
+        e.to_string()
     }
 }
 
@@ -289,7 +306,7 @@ async fn service_lookup(dns: &TokioResolver, name: &str) -> Answer {
     let srv = dns
         .srv_lookup(name)
         .await
-        .map_err(|e| format!("cannot resolve service {name:?}: {e}"))?;
+        .map_err(|e| format!("cannot resolve service {name:?}: {}", describe(&e)))?;
     let records: Vec<SrvRecord> = srv
         .iter()
         .map(|r| SrvRecord {
