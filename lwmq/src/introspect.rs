@@ -499,7 +499,7 @@ fn endpoint_key(endpoint: &str) -> String {
         .replace("://[::]:", "://*:")
 }
 
-fn endpoints_match(connected: &str, bound: &str) -> bool {
+pub(crate) fn endpoints_match(connected: &str, bound: &str) -> bool {
     let c = endpoint_key(connected);
     let b = endpoint_key(bound);
     if c == b {

@@ -58,6 +58,7 @@ pub(crate) mod transport;
 pub use transport::shm;
 
 pub mod endpoint;
+pub mod graph;
 pub mod introspect;
 pub mod proto;
 
