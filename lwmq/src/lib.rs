@@ -61,6 +61,8 @@ pub mod endpoint;
 pub mod graph;
 pub mod introspect;
 pub mod proto;
+#[cfg(feature = "serde")]
+pub mod typed;
 
 pub use bytes::Bytes;
 pub use context::{Context, ContextBuilder};
