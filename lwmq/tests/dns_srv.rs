@@ -159,6 +159,44 @@ fn the_client_follows_a_record_that_moved() {
 }
 
 #[test]
+fn a_live_connection_follows_the_record_when_its_ttl_ends() {
+    let _w = watchdog(LIMIT);
+    let server_ctx = Context::builder().introspect(false).build();
+    let (old, old_port) = rep(&server_ctx);
+    let (new, new_port) = rep(&server_ctx);
+    let stop = Arc::new(AtomicBool::new(false));
+    let t_old = serve(old, "old", stop.clone());
+    let t_new = serve(new, "new", stop.clone());
+    let record = |port: u16| {
+        format!(
+            "srv-host=_echo._tcp.lwmq.test,svc.lwmq.test,{port},0,1\n\
+             host-record=svc.lwmq.test,127.0.0.1"
+        )
+    };
+    let mut dns = Dnsmasq::start("ttl", &record(old_port));
+    let ctx = context(dns.addr());
+    let req = req_to(&ctx, "tcp://_echo._tcp.lwmq.test");
+    let monitor = req.monitor();
+    assert_eq!(ask(&req), "old");
+    // The record moves; the old server keeps running. Once the record's TTL (1 s)
+    // ends, the client looks again and leaves the old server.
+    dns.restart(&record(new_port));
+    loop {
+        let e = monitor
+            .wait_for(EventKind::Disconnected, PATIENCE)
+            .expect("the client leaves the old server");
+        if e.detail.contains("no longer give") {
+            break;
+        }
+    }
+    assert_eq!(ask(&req), "new");
+    assert_eq!(ask(&req), "new");
+    stop.store(true, Ordering::Relaxed);
+    t_old.join().unwrap();
+    t_new.join().unwrap();
+}
+
+#[test]
 fn an_unknown_name_is_a_monitor_event_and_retried_not_a_connect_error() {
     let _w = watchdog(LIMIT);
     let dns = Dnsmasq::start("unknown", "host-record=known.lwmq.test,127.0.0.1");

@@ -29,8 +29,11 @@
 //! connection. A target of `.` means the service is decidedly not available.
 //!
 //! Records are not cached here: hickory's cache keeps each answer until its TTL ends,
-//! and every new round of connect attempts asks again, so a connect follows a record
-//! that changed within one TTL of the change.
+//! and every new round of connect attempts asks again. An answer says when its TTL
+//! ends ([`Resolved::valid_until`]); the stream engine looks the name up again then
+//! while connected, and leaves an address the records no longer name. So a connect
+//! follows a record that changed within about one TTL of the change, whether or not
+//! the old server stops.
 
 use std::collections::hash_map::RandomState;
 use std::fmt;
@@ -38,6 +41,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{
@@ -120,9 +124,18 @@ pub(crate) struct Candidate {
     pub origin: String,
 }
 
-/// The answer to a query: the candidates in the order to try them, or why there are
-/// none (for the monitor).
-pub(crate) type Answer = Result<Vec<Candidate>, String>;
+/// What a query found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Resolved {
+    /// The addresses in the order to try them.
+    pub candidates: Vec<Candidate>,
+    /// When the records' TTL ends (the earliest of all records used), where known
+    /// (DNS answers; `None` for the system resolver, which does not say).
+    pub valid_until: Option<Instant>,
+}
+
+/// The answer to a query, or why there is none (for the monitor).
+pub(crate) type Answer = Result<Resolved, String>;
 
 /// Called on the resolver thread with the answer.
 pub(crate) type Reply = Box<dyn FnOnce(Answer) + Send>;
@@ -254,13 +267,16 @@ async fn system_lookup(name: String, port: u16) -> Answer {
     if found.is_empty() {
         return Err(format!("{name:?} has no address"));
     }
-    Ok(found
-        .into_iter()
-        .map(|addr| Candidate {
-            addr,
-            origin: format!("{name}:{port}"),
-        })
-        .collect())
+    Ok(Resolved {
+        candidates: found
+            .into_iter()
+            .map(|addr| Candidate {
+                addr,
+                origin: format!("{name}:{port}"),
+            })
+            .collect(),
+        valid_until: None,
+    })
 }
 
 async fn host_lookup(dns: &TokioResolver, name: &str, port: u16, what: &str) -> Answer {
@@ -278,7 +294,10 @@ async fn host_lookup(dns: &TokioResolver, name: &str, port: u16, what: &str) -> 
     if out.is_empty() {
         Err(format!("{what:?} has no address"))
     } else {
-        Ok(out)
+        Ok(Resolved {
+            candidates: out,
+            valid_until: Some(ips.valid_until()),
+        })
     }
 }
 
@@ -326,13 +345,19 @@ async fn service_lookup(dns: &TokioResolver, name: &str) -> Answer {
     }
     let mut out = Vec::new();
     let mut failures = Vec::new();
+    let mut valid_until = srv.as_lookup().valid_until();
     for r in order_srv(records, &mut random_u64) {
         if r.target == "." || r.target.is_empty() {
             continue;
         }
         let host = r.target.trim_end_matches('.');
         match host_lookup(dns, host, r.port, host).await {
-            Ok(c) => out.extend(c),
+            Ok(found) => {
+                out.extend(found.candidates);
+                if let Some(t) = found.valid_until {
+                    valid_until = valid_until.min(t);
+                }
+            }
             Err(e) => failures.push(e),
         }
     }
@@ -342,7 +367,10 @@ async fn service_lookup(dns: &TokioResolver, name: &str) -> Answer {
             failures.join("; ")
         ));
     }
-    Ok(out)
+    Ok(Resolved {
+        candidates: out,
+        valid_until: Some(valid_until),
+    })
 }
 
 /// A random number (std's per-instance random hash keys; good enough to spread load).

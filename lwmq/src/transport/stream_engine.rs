@@ -87,12 +87,42 @@ const MAX_TURNS: usize = 64;
 
 use crate::transport::lock;
 
+/// The soonest a live connection's name is looked up again after the last time.
+const MIN_REFRESH: Duration = Duration::from_secs(1);
+/// When to try again after a refresh that failed (the connection stays).
+const REFRESH_RETRY: Duration = Duration::from_secs(5);
+
+/// When to refresh records whose TTL ends at `valid_until` (never for answers of the
+/// system resolver, which has no TTL to tell).
+fn next_refresh(valid_until: Option<Instant>) -> Option<Instant> {
+    valid_until.map(|t| t.max(Instant::now() + MIN_REFRESH))
+}
+
+/// What a connect to `endpoint` must look up first, if anything.
+fn query_of(endpoint: &Endpoint) -> Option<Query> {
+    match endpoint {
+        Endpoint::Tcp {
+            host: Host::Name(name),
+            port,
+            ..
+        } => Some(Query::Host {
+            name: name.clone(),
+            port: *port,
+        }),
+        Endpoint::Tcp {
+            host: Host::Service(name),
+            ..
+        } => Some(Query::Service { name: name.clone() }),
+        _ => None,
+    }
+}
+
 /// What other threads leave for the stream engine: pipes (by id) that have data or
 /// room since the thread last looked, each followed by a ring of the thread's waker.
 pub(crate) struct Shared {
     dirty: Mutex<Vec<PipeId>>,
-    /// Answers of the resolver thread, by connecter id.
-    resolved: Mutex<Vec<(u64, dns::Answer)>>,
+    /// Answers of the resolver thread: connecter id, lookup number, answer.
+    resolved: Mutex<Vec<(u64, u64, dns::Answer)>>,
     waker: Arc<mio::Waker>,
 }
 
@@ -270,6 +300,15 @@ struct Connecter {
     hung_up_in_handshake: bool,
     /// A name's addresses not tried yet in this round (empty: look the name up again).
     candidates: VecDeque<Candidate>,
+    /// The lookup in flight: its number, and whether it refreshes the records of a
+    /// live connection (rather than finding addresses to connect to).
+    lookup: Option<(u64, bool)>,
+    /// The address of the connection (being) made, when it came from a name.
+    current: Option<std::net::SocketAddr>,
+    /// When the TTL of the records behind `candidates`/`current` ends.
+    valid_until: Option<Instant>,
+    /// When to look the name up again while connected (see the module docs).
+    refresh_at: Option<Instant>,
 }
 
 impl Connecter {
@@ -341,6 +380,8 @@ pub(crate) struct Engine {
     /// Where names are looked up, and the resolver thread (started on first use).
     dns_config: DnsConfig,
     dns: Option<dns::Resolver>,
+    /// Numbers lookups, so that an answer to an older one is recognized.
+    next_lookup: u64,
 }
 
 fn proto_config(options: &Options, resource: Option<String>) -> proto::Config {
@@ -392,6 +433,7 @@ impl Engine {
             spare_pipes: Vec::new(),
             dns_config,
             dns: None,
+            next_lookup: 0,
         }
     }
 
@@ -414,8 +456,8 @@ impl Engine {
     /// What pipes asked for since the last turn, and connections whose turn was over.
     pub(crate) fn work(&mut self) {
         let answers = std::mem::take(&mut *lock(&self.shared.resolved));
-        for (id, answer) in answers {
-            self.resolved(id, answer);
+        for (id, seq, answer) in answers {
+            self.resolved(id, seq, answer);
         }
         let mut dirty = std::mem::take(&mut self.spare_pipes);
         std::mem::swap(&mut dirty, &mut *lock(&self.shared.dirty));
@@ -462,6 +504,9 @@ impl Engine {
             if let ConnecterState::Waiting(t) = c.state {
                 consider(t);
             }
+            if let (Some(t), ConnecterState::Active(_)) = (c.refresh_at, &c.state) {
+                consider(t);
+            }
             if let Some(Some(t)) = c.closing {
                 consider(t);
             }
@@ -487,6 +532,22 @@ impl Engine {
             .collect();
         for id in due {
             self.start_connect(id);
+        }
+        let refresh: Vec<(u64, Query)> = self
+            .connecters
+            .iter_mut()
+            .filter(|(_, c)| {
+                c.refresh_at.is_some_and(|t| t <= now)
+                    && c.lookup.is_none()
+                    && matches!(c.state, ConnecterState::Active(_))
+            })
+            .filter_map(|(id, c)| {
+                c.refresh_at = None;
+                query_of(&c.endpoint).map(|q| (*id, q))
+            })
+            .collect();
+        for (id, q) in refresh {
+            self.resolve(id, q, true);
         }
         let sd = self.shutting_down;
         let expired: Vec<u64> = self
@@ -594,6 +655,10 @@ impl Engine {
                 closing: None,
                 hung_up_in_handshake: false,
                 candidates: VecDeque::new(),
+                lookup: None,
+                current: None,
+                valid_until: None,
+                refresh_at: None,
             },
         );
         self.start_connect(id);
@@ -1011,12 +1076,15 @@ impl Engine {
     }
 
     /// Asks the resolver thread for a connecter's addresses (see the module docs).
-    fn resolve(&mut self, id: u64, query: Query) {
+    /// `refresh`: for a live connection, whose records' TTL ended.
+    fn resolve(&mut self, id: u64, query: Query, refresh: bool) {
         if self.dns.is_none() {
             match dns::Resolver::start(self.dns_config.clone()) {
                 Ok(r) => self.dns = Some(r),
                 Err(e) => {
-                    self.resolve_failed(id, format!("cannot start the resolver thread: {e}"));
+                    if !refresh {
+                        self.resolve_failed(id, format!("cannot start the resolver thread: {e}"));
+                    }
                     return;
                 }
             }
@@ -1024,11 +1092,16 @@ impl Engine {
         let Some(c) = self.connecters.get_mut(&id) else {
             return;
         };
-        c.state = ConnecterState::Resolving;
+        self.next_lookup += 1;
+        let seq = self.next_lookup;
+        c.lookup = Some((seq, refresh));
+        if !refresh {
+            c.state = ConnecterState::Resolving;
+        }
         let shared = Arc::downgrade(&self.shared);
         let reply: dns::Reply = Box::new(move |answer| {
             if let Some(s) = shared.upgrade() {
-                lock(&s.resolved).push((id, answer));
+                lock(&s.resolved).push((id, seq, answer));
                 let _ = s.waker.wake();
             }
         });
@@ -1037,30 +1110,82 @@ impl Engine {
         }
     }
 
-    /// The resolver thread answered for connecter `id`.
-    fn resolved(&mut self, id: u64, answer: dns::Answer) {
+    /// The resolver thread answered lookup `seq` of connecter `id`.
+    fn resolved(&mut self, id: u64, seq: u64, answer: dns::Answer) {
         let Some(c) = self.connecters.get_mut(&id) else {
             return;
         };
+        let refresh = match c.lookup {
+            Some((s, refresh)) if s == seq => refresh,
+            // An answer nobody waits for any more.
+            _ => return,
+        };
+        c.lookup = None;
+        let answer = match answer {
+            Ok(r) if r.candidates.is_empty() => Err("the name has no address".to_owned()),
+            other => other,
+        };
+        tracing::debug!(
+            "{}: {}",
+            c.uri,
+            match &answer {
+                Ok(r) => r
+                    .candidates
+                    .iter()
+                    .map(|c| format!("{} ({})", c.addr, c.origin))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                Err(e) => e.clone(),
+            }
+        );
+        if refresh {
+            self.refreshed(id, answer);
+            return;
+        }
         if !matches!(c.state, ConnecterState::Resolving) {
             return;
         }
         match answer {
-            Ok(list) if !list.is_empty() => {
-                tracing::debug!(
-                    "{}: {}",
-                    c.uri,
-                    list.iter()
-                        .map(|c| format!("{} ({})", c.addr, c.origin))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
-                c.candidates = list.into();
+            Ok(r) => {
+                c.candidates = r.candidates.into();
+                c.valid_until = r.valid_until;
                 c.state = ConnecterState::Waiting(Instant::now());
                 self.start_connect(id);
             }
-            Ok(_) => self.resolve_failed(id, "the name has no address".into()),
             Err(e) => self.resolve_failed(id, e),
+        }
+    }
+
+    /// The answer to a refresh: a live connection to an address the name's records no
+    /// longer give is closed, and the reconnect goes where they say now.
+    fn refreshed(&mut self, id: u64, answer: dns::Answer) {
+        let Some(c) = self.connecters.get_mut(&id) else {
+            return;
+        };
+        let ConnecterState::Active(t) = c.state else {
+            // Not connected now: the reconnect looks the name up itself.
+            return;
+        };
+        match answer {
+            Ok(r) => {
+                c.valid_until = r.valid_until;
+                match c.current {
+                    Some(cur) if !r.candidates.iter().any(|x| x.addr == cur) => {
+                        c.candidates = r.candidates.into();
+                        c.refresh_at = None;
+                        let why = format!(
+                            "the name's records no longer give {cur}: reconnecting where they say now"
+                        );
+                        self.close_conn_with(t, Some(why));
+                    }
+                    _ => c.refresh_at = next_refresh(c.valid_until),
+                }
+            }
+            Err(e) => {
+                // Keep the connection; try again later.
+                tracing::debug!("refreshing {} failed: {e}", c.uri);
+                c.refresh_at = Some(Instant::now() + REFRESH_RETRY);
+            }
         }
     }
 
@@ -1080,26 +1205,14 @@ impl Engine {
         if self.shutting_down && c.closing.is_none() {
             return;
         }
-        let query = match &c.endpoint {
-            Endpoint::Tcp {
-                host: Host::Name(name),
-                port,
-                ..
-            } => Some(Query::Host {
-                name: name.clone(),
-                port: *port,
-            }),
-            Endpoint::Tcp {
-                host: Host::Service(name),
-                ..
-            } => Some(Query::Service { name: name.clone() }),
-            _ => None,
-        };
-        let attempt = match query {
+        let attempt = match query_of(&c.endpoint) {
             Some(query) => match c.candidates.pop_front() {
-                Some(next) => stream::connect_tcp(next.addr),
+                Some(next) => {
+                    c.current = Some(next.addr);
+                    stream::connect_tcp(next.addr)
+                }
                 None => {
-                    self.resolve(id, query);
+                    self.resolve(id, query, false);
                     return;
                 }
             },
@@ -1432,8 +1545,10 @@ impl Engine {
             if let Some(k) = self.connecters.get_mut(&id) {
                 k.backoff.reset(&k.options);
                 k.hung_up_in_handshake = false;
-                // The next reconnect looks the name up again.
+                // The next reconnect looks the name up again; while connected, the
+                // name is looked up again when its records' TTL ends.
                 k.candidates.clear();
+                k.refresh_at = next_refresh(k.valid_until);
             }
         }
         if let Some(p) = &c.pipe {
@@ -1547,6 +1662,7 @@ impl Engine {
         }
         if let Origin::Connecter(id) = origin {
             if let Some(k) = self.connecters.get_mut(&id) {
+                k.refresh_at = None;
                 if kept {
                     k.pipe = pipe;
                 }
