@@ -36,6 +36,14 @@
 //! [`SendError`]; timeouts, high-water marks, linger and the other options follow
 //! libzmq (see the setters on [`Socket`]). [`Socket::monitor`] reports connection
 //! events with libzmq's names.
+//!
+//! Across machines, `tcp://` takes host names and DNS service names
+//! (`tcp://_orders._tcp.example.org`: SRV records, priorities and fail-over), looked up
+//! on a resolver thread of the context (see [`Socket::connect`]). A context's domain
+//! ([`ContextBuilder::domain`], `LWMQ_DOMAIN`) groups its `ipc://` names and what
+//! `lwmq ls` shows; [`graph`] draws what [`introspect`] finds. With the `serde` feature,
+//! `typed` sends and receives serde values as MessagePack, the encoding of the `lwmq`
+//! tool's `--json`.
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod context;

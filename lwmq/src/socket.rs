@@ -123,6 +123,27 @@ impl Socket {
     /// Connects to an endpoint. Returns at once; the connection is made (and remade
     /// after failures, every reconnect interval) in the background, and messages queue
     /// up to the high-water mark meanwhile (unless [`Socket::set_immediate`]).
+    ///
+    /// # Names
+    ///
+    /// A `tcp://` host name (`tcp://db7.example.org:5555`) or DNS service name
+    /// (`tcp://_orders._tcp.example.org`, no port: its SRV records give hosts and
+    /// ports) is looked up in the background too, on the context's resolver thread,
+    /// never on the I/O thread and never in `connect`: a name that does not resolve is
+    /// a [`crate::EventKind::ResolveFailed`] monitor event followed by a retry with the
+    /// reconnect back-off, not an error here. Where names are looked up:
+    /// [`crate::ContextBuilder::dns_server`].
+    ///
+    /// A service name gives every socket type **one connection** at a time: the
+    /// targets are tried in RFC 2782's order (lowest priority first; within one
+    /// priority a random order weighted by the records' weights; each target's
+    /// addresses in turn) until one takes the connection, so when every target of the
+    /// best priority is down the next priority answers. The name is looked up again at
+    /// each reconnect and, while connected, when its records' TTL ends; a connection to
+    /// an address the records no longer give is closed and made again where they point
+    /// now. So PUSH, DEALER and REQ clients spread over a service's targets as its
+    /// weights say (each client picks one), and a PAIR has its one peer. A SUB that
+    /// must hear every publisher of a service connects to each of them by host name.
     pub fn connect(&self, uri: &str) -> Result<()> {
         self.attach_endpoint(uri, false).map(drop)
     }

@@ -23,7 +23,11 @@
 //!
 //! # Ownership
 //!
-//! The thread owns every listener, stream, connecter and connection. Other threads
+//! The thread owns every listener, stream, connecter and connection, and the
+//! resolver thread ([`super::dns`], started by the stream engine on the first connect
+//! to a name): DNS lookups run there, their answers come back through the stream
+//! engine's work list and the waker, so this thread never waits for a name server.
+//! Other threads
 //! reach it only through [`ReactorShared`]: the command queue and the engines' work
 //! lists (pipes with data or room, connections a pipe half ended), each followed by a
 //! ring of the `mio::Waker`.

@@ -6,6 +6,12 @@
 //! stream engine ([`super::stream_engine`]), which owns every listener and stream from
 //! then on. A bind on a TCP port this context already listens on adds a route to that
 //! listener, chosen by the peer's ZMTP `Resource` ([`Ports`]).
+//!
+//! A connect never resolves anything here: names (host names and DNS service names)
+//! are looked up by the background thread through the resolver thread
+//! ([`super::dns`]), so `connect` returns at once and cannot fail on DNS. A bind
+//! resolves its host name here, on the caller's thread (a bind must say at once
+//! whether it worked).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
