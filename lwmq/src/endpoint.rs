@@ -200,7 +200,11 @@ fn parse_tcp(uri: &str, rest: &str) -> Result<Endpoint> {
             }
             return Err(Error::endpoint(
                 uri,
-                "expected host:port, or a DNS service name without a port (_service._tcp.domain)",
+                if authority.starts_with('_') {
+                    "expected host:port, or a DNS service name without a port (_service._tcp.domain)"
+                } else {
+                    "expected host:port"
+                },
             ));
         };
         let host = if host == "*" {

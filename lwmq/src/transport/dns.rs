@@ -181,7 +181,9 @@ impl Resolver {
                         });
                     }
                 });
-                // Dropping the runtime here cancels unfinished queries.
+                // Unfinished queries are dropped; a getaddrinfo still running on the
+                // blocking pool finishes on its own without being waited for.
+                rt.shutdown_background();
             })?;
         Ok(Resolver {
             jobs: Some(tx),

@@ -21,7 +21,10 @@
 //!    of the list in turn until one takes it; when none does, a retry is scheduled after
 //!    the reconnect interval, which doubles up to the maximum (`connect-retried`), and
 //!    the retry looks the name up again (hickory's cache answers until the records'
-//!    TTL ends), so a service that moved is followed.
+//!    TTL ends). While connected, the name is looked up again when the answer's TTL
+//!    ends (at least [`MIN_REFRESH`] apart); if the records no longer give the
+//!    connection's address, the connection is closed (`disconnected`, saying so) and
+//!    the reconnect goes to the new addresses: a service that moved is followed.
 //!    `bind`: the listener accepts (`accepted`).
 //! 2. The handshake runs in `proto`. On success (`handshake-succeeded`) a pipe is made
 //!    and delivered to the socket's mailbox, unless the connecter made one beforehand
