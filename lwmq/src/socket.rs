@@ -134,16 +134,25 @@ impl Socket {
     /// reconnect back-off, not an error here. Where names are looked up:
     /// [`crate::ContextBuilder::dns_server`].
     ///
-    /// A service name gives every socket type **one connection** at a time: the
-    /// targets are tried in RFC 2782's order (lowest priority first; within one
-    /// priority a random order weighted by the records' weights; each target's
-    /// addresses in turn) until one takes the connection, so when every target of the
-    /// best priority is down the next priority answers. The name is looked up again at
-    /// each reconnect and, while connected, when its records' TTL ends; a connection to
-    /// an address the records no longer give is closed and made again where they point
-    /// now. So PUSH, DEALER and REQ clients spread over a service's targets as its
-    /// weights say (each client picks one), and a PAIR has its one peer. A SUB that
-    /// must hear every publisher of a service connects to each of them by host name.
+    /// What a service name connects to depends on the socket type:
+    ///
+    /// - **SUB, XSUB**: every target of the best priority at once (one connection
+    ///   each; a subscriber wants every publisher of the feed). When every target of
+    ///   that priority is down, the targets of the next priority; the better ones keep
+    ///   being retried, and when one answers again the worse priority's connections
+    ///   are dropped. Records are read again when their TTL ends.
+    /// - **every other type** (REQ, DEALER, PUSH, PAIR, PUB, ROUTER, ...): **one**
+    ///   connection at a time. The targets are tried in RFC 2782's order (lowest
+    ///   priority first; within one priority a random order weighted by the records'
+    ///   weights; each target's addresses in turn) until one takes the connection, so
+    ///   when every target of the best priority is down the next priority answers. So
+    ///   PUSH, DEALER and REQ clients spread over a service's targets as its weights
+    ///   say (each client picks one), a REQ's request and a PAIR's peer stay with one
+    ///   server, and messages queued before the connection wait in one pipe.
+    ///
+    /// The name is looked up again at each reconnect and, while connected, when its
+    /// records' TTL ends; a connection to an address the records no longer give is
+    /// closed and made again where they point now.
     pub fn connect(&self, uri: &str) -> Result<()> {
         self.attach_endpoint(uri, false).map(drop)
     }

@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -194,6 +195,123 @@ fn a_live_connection_follows_the_record_when_its_ttl_ends() {
     stop.store(true, Ordering::Relaxed);
     t_old.join().unwrap();
     t_new.join().unwrap();
+}
+
+/// A PUB (or XPUB) on 127.0.0.1 publishing `name` every few milliseconds until
+/// `stop`; returns its port.
+fn publisher(
+    ctx: &Context,
+    t: SocketType,
+    name: &'static str,
+    port: u16,
+    stop: Arc<AtomicBool>,
+) -> (u16, std::thread::JoinHandle<Socket>) {
+    let s = ctx.socket(t).unwrap();
+    let ep = s.bind(&format!("tcp://127.0.0.1:{port}")).unwrap();
+    let port = ep.rsplit(':').next().unwrap().parse().unwrap();
+    let h = std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            let _ = s.try_send(name);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        s
+    });
+    (port, h)
+}
+
+/// Receives until every name in `want` came (and returns what else came).
+fn hear(sub: &Socket, want: &[&str]) -> BTreeSet<String> {
+    let mut heard = BTreeSet::new();
+    while !want.iter().all(|w| heard.contains(*w)) {
+        let m = sub.recv().expect("publishers keep publishing");
+        heard.insert(String::from_utf8(m.frames()[0].to_vec()).unwrap());
+    }
+    heard
+}
+
+#[test]
+fn a_sub_hears_every_target_of_the_best_priority_and_fails_over() {
+    let _w = watchdog(LIMIT);
+    let server_ctx = Context::builder().introspect(false).build();
+    let stop_ab = Arc::new(AtomicBool::new(false));
+    let (pa, ta) = publisher(&server_ctx, SocketType::Pub, "a", 0, stop_ab.clone());
+    let (pb, tb) = publisher(&server_ctx, SocketType::Pub, "b", 0, stop_ab.clone());
+    // The backup is an XPUB: it sees a subscription the moment a SUB connects to it.
+    let backup = server_ctx.socket(SocketType::XPub).unwrap();
+    let ep = backup.bind("tcp://127.0.0.1:0").unwrap();
+    let pc: u16 = ep.rsplit(':').next().unwrap().parse().unwrap();
+    let dns = Dnsmasq::start(
+        "fan",
+        &format!(
+            "srv-host=_feed._tcp.lwmq.test,a.lwmq.test,{pa},10,1\n\
+             srv-host=_feed._tcp.lwmq.test,b.lwmq.test,{pb},10,1\n\
+             srv-host=_feed._tcp.lwmq.test,c.lwmq.test,{pc},20,1\n\
+             host-record=a.lwmq.test,127.0.0.1\n\
+             host-record=b.lwmq.test,127.0.0.1\n\
+             host-record=c.lwmq.test,127.0.0.1"
+        ),
+    );
+    let ctx = context(dns.addr());
+    let sub = ctx.socket(SocketType::Sub).unwrap();
+    sub.set_recv_timeout(Some(PATIENCE));
+    sub.set_reconnect_interval(Duration::from_millis(50))
+        .unwrap();
+    sub.subscribe(b"").unwrap();
+    sub.connect("tcp://_feed._tcp.lwmq.test").unwrap();
+
+    // Both targets of priority 10, at once: one connect, two publishers heard.
+    let heard = hear(&sub, &["a", "b"]);
+    assert_eq!(heard, BTreeSet::from(["a".to_owned(), "b".to_owned()]));
+    // (Pipes reach the socket as it is used: keep receiving a while.)
+    for _ in 0..40 {
+        sub.recv().unwrap();
+    }
+    assert!(
+        backup.try_recv().is_err(),
+        "the priority-20 backup is not connected while priority 10 is up"
+    );
+
+    // Both priority-10 publishers stop: the SUB fails over to the backup, which sees
+    // the subscription and is heard.
+    stop_ab.store(true, Ordering::Relaxed);
+    drop((ta.join().unwrap(), tb.join().unwrap()));
+    sub.set_recv_timeout(Some(Duration::from_millis(20)));
+    let mut subscribed = false;
+    loop {
+        if let Ok(m) = backup.try_recv() {
+            subscribed |= m.frames()[0].as_ref() == b"\x01";
+        }
+        let _ = backup.try_send("c");
+        if sub.recv().is_ok_and(|m| m.frames()[0].as_ref() == b"c") {
+            break;
+        }
+    }
+    if let Ok(m) = backup.try_recv() {
+        subscribed |= m.frames()[0].as_ref() == b"\x01";
+    }
+    assert!(subscribed, "the backup saw the SUB subscribe");
+
+    // One priority-10 publisher is back on its port: the SUB goes back to it.
+    let stop_a2 = Arc::new(AtomicBool::new(false));
+    let (_, ta2) = publisher(&server_ctx, SocketType::Pub, "a2", pa, stop_a2.clone());
+    loop {
+        let _ = backup.try_send("c");
+        if sub.recv().is_ok_and(|m| m.frames()[0].as_ref() == b"a2") {
+            break;
+        }
+    }
+    // ...and leaves the backup: while it goes on sending, only a2 is heard.
+    let mut run = 0;
+    while run < 30 {
+        let _ = backup.try_send("c");
+        match sub.recv() {
+            Ok(m) if m.frames()[0].as_ref() == b"a2" => run += 1,
+            Ok(_) => run = 0,
+            Err(_) => {}
+        }
+    }
+    stop_a2.store(true, Ordering::Relaxed);
+    ta2.join().unwrap();
 }
 
 #[test]

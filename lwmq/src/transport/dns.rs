@@ -120,8 +120,10 @@ impl fmt::Display for Query {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Candidate {
     pub addr: SocketAddr,
-    /// Where it came from, for humans: `target:port` of an SRV record, or the host.
+    /// Where it came from: `target:port` of an SRV record, or `host:port`.
     pub origin: String,
+    /// The SRV record's priority (0 for a host name).
+    pub priority: u16,
 }
 
 /// What a query found.
@@ -275,6 +277,7 @@ async fn system_lookup(name: String, port: u16) -> Answer {
             .map(|addr| Candidate {
                 addr,
                 origin: format!("{name}:{port}"),
+                priority: 0,
             })
             .collect(),
         valid_until: None,
@@ -291,6 +294,7 @@ async fn host_lookup(dns: &TokioResolver, name: &str, port: u16, what: &str) -> 
         .map(|ip| Candidate {
             addr: SocketAddr::new(ip, port),
             origin: format!("{name}:{port}"),
+            priority: 0,
         })
         .collect();
     if out.is_empty() {
@@ -355,7 +359,10 @@ async fn service_lookup(dns: &TokioResolver, name: &str) -> Answer {
         let host = r.target.trim_end_matches('.');
         match host_lookup(dns, host, r.port, host).await {
             Ok(found) => {
-                out.extend(found.candidates);
+                out.extend(found.candidates.into_iter().map(|c| Candidate {
+                    priority: r.priority,
+                    ..c
+                }));
                 if let Some(t) = found.valid_until {
                     valid_until = valid_until.min(t);
                 }

@@ -25,6 +25,14 @@
 //!    ends (at least [`MIN_REFRESH`] apart); if the records no longer give the
 //!    connection's address, the connection is closed (`disconnected`, saying so) and
 //!    the reconnect goes to the new addresses: a service that moved is followed.
+//!    A SUB or XSUB connecting to a DNS service name fans out instead ([`fans_out`],
+//!    `Fan`): its connecter is a manager that only reads the records (again when their
+//!    TTL ends) and keeps one child connecter per target of every priority up to the
+//!    one in use, each connecting to its target's address with its own back-off and
+//!    making its own pipe at the handshake. The priority in use is the best one with a
+//!    live connection; when every child of it has failed and none is up, the next
+//!    one. A child of a better priority that connects again brings the manager back
+//!    to it, and the worse priorities' children are dropped.
 //!    `bind`: the listener accepts (`accepted`).
 //! 2. The handshake runs in `proto`. On success (`handshake-succeeded`) a pipe is made
 //!    and delivered to the socket's mailbox, unless the connecter made one beforehand
@@ -99,6 +107,19 @@ const REFRESH_RETRY: Duration = Duration::from_secs(5);
 /// system resolver, which has no TTL to tell).
 fn next_refresh(valid_until: Option<Instant>) -> Option<Instant> {
     valid_until.map(|t| t.max(Instant::now() + MIN_REFRESH))
+}
+
+/// Whether a connect of a `socket_type` socket to `endpoint` connects to every target
+/// of the best priority of a DNS service (SUB and XSUB: hear every publisher), rather
+/// than to one (see the module docs).
+pub(crate) fn fans_out(endpoint: &Endpoint, socket_type: SocketType) -> bool {
+    matches!(
+        endpoint,
+        Endpoint::Tcp {
+            host: Host::Service(_),
+            ..
+        }
+    ) && matches!(socket_type, SocketType::Sub | SocketType::XSub)
 }
 
 /// What a connect to `endpoint` must look up first, if anything.
@@ -281,6 +302,8 @@ enum ConnecterState {
     Waiting(Instant),
     /// Waiting for the resolver thread's answer.
     Resolving,
+    /// A fan-out connect ([`fans_out`]): its children make the connections.
+    Managing,
     /// Gave up (handshake failure) or disconnected.
     Stopped,
 }
@@ -312,6 +335,32 @@ struct Connecter {
     valid_until: Option<Instant>,
     /// When to look the name up again while connected (see the module docs).
     refresh_at: Option<Instant>,
+    /// A fan-out connect's part in it, if it has one.
+    fan: Fan,
+}
+
+/// The parts of a fan-out connect ([`fans_out`]): a manager that looks the service up
+/// and keeps one child connecter per target of the priority in use; each child
+/// connects to its target's address like a connect to an IP address.
+enum Fan {
+    None,
+    Manager {
+        /// The last answer: (priority, target, address), one per target, in order.
+        targets: Vec<(u16, String, std::net::SocketAddr)>,
+        /// The priority in use (an index into the answer's distinct priorities).
+        level: usize,
+        /// Target -> child connecter id.
+        children: HashMap<String, u64>,
+    },
+    Child {
+        parent: u64,
+        /// It has a connection whose handshake is done.
+        up: bool,
+        /// A connect or connection of it failed (since it was made).
+        tried: bool,
+        /// Its target's priority.
+        priority: u16,
+    },
 }
 
 impl Connecter {
@@ -507,7 +556,9 @@ impl Engine {
             if let ConnecterState::Waiting(t) = c.state {
                 consider(t);
             }
-            if let (Some(t), ConnecterState::Active(_)) = (c.refresh_at, &c.state) {
+            if let (Some(t), ConnecterState::Active(_) | ConnecterState::Managing) =
+                (c.refresh_at, &c.state)
+            {
                 consider(t);
             }
             if let Some(Some(t)) = c.closing {
@@ -542,7 +593,10 @@ impl Engine {
             .filter(|(_, c)| {
                 c.refresh_at.is_some_and(|t| t <= now)
                     && c.lookup.is_none()
-                    && matches!(c.state, ConnecterState::Active(_))
+                    && matches!(
+                        c.state,
+                        ConnecterState::Active(_) | ConnecterState::Managing
+                    )
             })
             .filter_map(|(id, c)| {
                 c.refresh_at = None;
@@ -640,6 +694,7 @@ impl Engine {
         pipe: Option<IoHalf>,
     ) {
         let keeps_pipe = pipe.is_some();
+        let fan = fans_out(&endpoint, options.socket_type) && pipe.is_none();
         if let Some(p) = &pipe {
             // Dirty notifications for it are ignored until a connection has it.
             self.pipe_to_conn.remove(&p.id);
@@ -662,6 +717,15 @@ impl Engine {
                 current: None,
                 valid_until: None,
                 refresh_at: None,
+                fan: if fan {
+                    Fan::Manager {
+                        targets: Vec::new(),
+                        level: 0,
+                        children: HashMap::new(),
+                    }
+                } else {
+                    Fan::None
+                },
             },
         );
         self.start_connect(id);
@@ -703,6 +767,11 @@ impl Engine {
         if let Some(c) = self.connecters.remove(&id) {
             if let ConnecterState::Active(t) = c.state {
                 self.close_conn(t);
+            }
+            if let Fan::Manager { children, .. } = c.fan {
+                for child in children.into_values() {
+                    self.disconnect(child);
+                }
             }
         }
     }
@@ -748,7 +817,10 @@ impl Engine {
             get(infos, &r.socket).bound.push(r.endpoint.clone());
         }
         for c in self.connecters.values() {
-            get(infos, &c.socket).connected.push(c.uri.clone());
+            // A fan-out's children are its connections, not connects of their own.
+            if !matches!(c.fan, Fan::Child { .. }) {
+                get(infos, &c.socket).connected.push(c.uri.clone());
+            }
         }
         for c in self.conns.values() {
             if !c.handshake_done || c.closing.is_some() {
@@ -1149,6 +1221,12 @@ impl Engine {
             return;
         }
         match answer {
+            Ok(r) if matches!(c.fan, Fan::Manager { .. }) => {
+                c.valid_until = r.valid_until;
+                c.refresh_at = next_refresh(r.valid_until);
+                c.state = ConnecterState::Managing;
+                self.manage(id, Some(r.candidates));
+            }
             Ok(r) => {
                 c.candidates = r.candidates.into();
                 c.valid_until = r.valid_until;
@@ -1159,12 +1237,215 @@ impl Engine {
         }
     }
 
+    /// A fan-out manager (see the module docs): takes a new answer (if any), picks
+    /// the priority in use and keeps one child per target of every priority up to it.
+    ///
+    /// The priority in use is the best one with a live connection; when none has one,
+    /// it moves one priority further each time every child of the one in use failed.
+    /// Children of better priorities stay and keep retrying (with their back-off), so
+    /// when one of them connects again, the worse priorities' children are dropped.
+    fn manage(&mut self, id: u64, answer: Option<Vec<Candidate>>) {
+        let (targets, mut level) = {
+            let Some(Connecter {
+                fan: Fan::Manager { targets, level, .. },
+                ..
+            }) = self.connecters.get_mut(&id)
+            else {
+                return;
+            };
+            if let Some(list) = answer {
+                let mut fresh: Vec<(u16, String, std::net::SocketAddr)> = Vec::new();
+                for c in list {
+                    if !fresh.iter().any(|(_, t, _)| *t == c.origin) {
+                        fresh.push((c.priority, c.origin, c.addr));
+                    }
+                }
+                *targets = fresh;
+            }
+            (targets.clone(), *level)
+        };
+        let mut levels: Vec<u16> = targets.iter().map(|t| t.0).collect();
+        levels.sort_unstable();
+        levels.dedup();
+        if levels.is_empty() {
+            return;
+        }
+        level = level.min(levels.len() - 1);
+        // (up, every child failed) per priority, from the children.
+        let mut up = vec![false; levels.len()];
+        let mut all_failed = vec![true; levels.len()];
+        let mut any = vec![false; levels.len()];
+        for k in self.connecters.values() {
+            if let Fan::Child {
+                parent,
+                up: is_up,
+                tried,
+                priority,
+            } = k.fan
+            {
+                if parent != id {
+                    continue;
+                }
+                let Some(l) = levels.iter().position(|p| *p == priority) else {
+                    continue;
+                };
+                any[l] = true;
+                up[l] |= is_up;
+                all_failed[l] &= tried && !is_up;
+            }
+        }
+        if let Some(best_up) = up.iter().position(|u| *u) {
+            level = best_up;
+        } else if any[level] && all_failed[level] && level + 1 < levels.len() {
+            level += 1;
+            tracing::debug!(
+                "every target of priority {} is down: trying priority {}",
+                levels[level - 1],
+                levels[level]
+            );
+        }
+        let children = {
+            let Some(Connecter {
+                fan: Fan::Manager {
+                    level: l, children, ..
+                },
+                ..
+            }) = self.connecters.get_mut(&id)
+            else {
+                return;
+            };
+            *l = level;
+            std::mem::take(children)
+        };
+        self.reconcile(id, &targets, levels[level], children);
+    }
+
+    /// Makes manager `id`'s children exactly one per target of priority `max` or
+    /// better.
+    fn reconcile(
+        &mut self,
+        id: u64,
+        targets: &[(u16, String, std::net::SocketAddr)],
+        max: u16,
+        mut children: HashMap<String, u64>,
+    ) {
+        let want: Vec<&(u16, String, std::net::SocketAddr)> =
+            targets.iter().filter(|t| t.0 <= max).collect();
+        let gone: Vec<String> = children
+            .iter()
+            .filter(|(name, kid)| {
+                let addr = self.connecters.get(kid).and_then(|k| k.current);
+                !want.iter().any(|t| &t.1 == *name && Some(t.2) == addr)
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in gone {
+            if let Some(kid) = children.remove(&name) {
+                self.disconnect(kid);
+            }
+        }
+        let Some(m) = self.connecters.get(&id) else {
+            return;
+        };
+        let (socket, uri, options, resource, closing) = (
+            m.socket.clone(),
+            m.uri.clone(),
+            m.options.clone(),
+            match &m.endpoint {
+                Endpoint::Tcp { resource, .. } => resource.clone(),
+                _ => None,
+            },
+            m.closing,
+        );
+        let mut new = Vec::new();
+        for (priority, name, addr) in want {
+            if children.contains_key(name) {
+                continue;
+            }
+            let kid = super::next_pipe_id();
+            children.insert(name.clone(), kid);
+            self.connecters.insert(
+                kid,
+                Connecter {
+                    socket: socket.clone(),
+                    uri: uri.clone(),
+                    endpoint: Endpoint::Tcp {
+                        host: Host::Ip(addr.ip()),
+                        port: addr.port(),
+                        resource: resource.clone(),
+                    },
+                    backoff: Backoff::new(&options),
+                    options: options.clone(),
+                    pipe: None,
+                    keeps_pipe: false,
+                    state: ConnecterState::Waiting(Instant::now()),
+                    closing,
+                    hung_up_in_handshake: false,
+                    candidates: VecDeque::new(),
+                    lookup: None,
+                    current: Some(*addr),
+                    valid_until: None,
+                    refresh_at: None,
+                    fan: Fan::Child {
+                        parent: id,
+                        up: false,
+                        tried: false,
+                        priority: *priority,
+                    },
+                },
+            );
+            new.push(kid);
+        }
+        if let Some(Connecter {
+            fan: Fan::Manager { children: c, .. },
+            ..
+        }) = self.connecters.get_mut(&id)
+        {
+            *c = children;
+        }
+        for kid in new {
+            self.start_connect(kid);
+        }
+    }
+
+    /// A fan-out child failed to connect or lost its connection (`failed`), or made
+    /// one (`!failed`): its manager may change the priority in use.
+    fn child_changed(&mut self, id: u64, failed: bool) {
+        let Some(c) = self.connecters.get_mut(&id) else {
+            return;
+        };
+        let Fan::Child {
+            parent, up, tried, ..
+        } = &mut c.fan
+        else {
+            return;
+        };
+        *up = !failed;
+        *tried |= failed;
+        let parent = *parent;
+        self.manage(parent, None);
+    }
+
     /// The answer to a refresh: a live connection to an address the name's records no
     /// longer give is closed, and the reconnect goes where they say now.
     fn refreshed(&mut self, id: u64, answer: dns::Answer) {
         let Some(c) = self.connecters.get_mut(&id) else {
             return;
         };
+        if matches!(c.fan, Fan::Manager { .. }) {
+            match answer {
+                Ok(r) => {
+                    c.valid_until = r.valid_until;
+                    c.refresh_at = next_refresh(r.valid_until);
+                    self.manage(id, Some(r.candidates));
+                }
+                Err(e) => {
+                    tracing::debug!("refreshing {} failed: {e}", c.uri);
+                    c.refresh_at = Some(Instant::now() + REFRESH_RETRY);
+                }
+            }
+            return;
+        }
         let ConnecterState::Active(t) = c.state else {
             // Not connected now: the reconnect looks the name up itself.
             return;
@@ -1206,6 +1487,13 @@ impl Engine {
             return;
         };
         if self.shutting_down && c.closing.is_none() {
+            return;
+        }
+        if let Fan::Manager { .. } = c.fan {
+            // It never connects itself: it (re)reads the records, its children connect.
+            if let Some(q) = query_of(&c.endpoint) {
+                self.resolve(id, q, false);
+            }
             return;
         }
         let attempt = match query_of(&c.endpoint) {
@@ -1264,7 +1552,10 @@ impl Engine {
                     tracing::debug!("connect for {} failed: {e}; trying the next address", c.uri);
                     c.state = ConnecterState::Waiting(Instant::now());
                 }
-                _ => self.schedule_retry(id, &e.to_string()),
+                _ => {
+                    self.schedule_retry(id, &e.to_string());
+                    self.child_changed(id, true);
+                }
             },
         }
     }
@@ -1582,6 +1873,10 @@ impl Engine {
         c.socket
             .monitors
             .emit(EventKind::HandshakeSucceeded, &c.endpoint, detail);
+        if let Origin::Connecter(k) = c.origin {
+            // A fan-out child is up: its manager may go back to its priority.
+            self.child_changed(k, false);
+        }
     }
 
     fn close_conn(&mut self, t: Token) {
@@ -1686,6 +1981,7 @@ impl Engine {
                     self.schedule_retry_capped(id, &detail, cap);
                 }
             }
+            self.child_changed(id, true);
         }
     }
 }

@@ -103,7 +103,14 @@ impl Transport for StreamTransport {
         let reactor = req.hub.reactor()?;
         let id = super::next_pipe_id();
         let mut pipes = Vec::new();
-        let pipe = if !req.options.immediate && req.socket.socket_type != SocketType::Router {
+        // A SUB or XSUB connecting to a DNS service name connects to every target of
+        // the best priority (see `stream_engine`): a pipe per connection, made at the
+        // handshake, like ROUTER's.
+        let fans_out = stream_engine::fans_out(req.endpoint, req.socket.socket_type);
+        let pipe = if !req.options.immediate
+            && req.socket.socket_type != SocketType::Router
+            && !fans_out
+        {
             let (mine, theirs) =
                 stream_engine::stream_pipe(&reactor.stream, req.socket, req.options, req.uri);
             pipes.push(mine);
