@@ -1,11 +1,54 @@
 #!/bin/sh
-# Installs what the test suite needs that cargo does not: a Python virtual environment
-# with pyzmq (whose wheel carries libzmq 4.3.5), used as the real-libzmq peer in the
-# interop tests. Idempotent and safe to run from many test processes at once.
+# Installs what the test suite needs that cargo does not:
 #
-# Prints the path of the environment's python on its last line.
+# - Debian's dnsmasq (package dnsmasq-base: the program alone, without the system
+#   service the `dnsmasq` package would start on port 53), the real DNS server the DNS
+#   tests start on a loopback port of their own;
+# - a Python virtual environment with pyzmq (whose wheel carries libzmq 4.3.5), used as
+#   the real-libzmq peer in the interop tests.
+#
+# Idempotent and safe to run from many test processes at once (each part under its own
+# flock).
+#
+# `setup-test-env.sh dnsmasq` sets up dnsmasq only and prints its path on its last
+# line; without an argument it sets up both and prints the environment's python on its
+# last line.
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
+mkdir -p "$root/target"
+
+ensure_dnsmasq() {
+    if command -v dnsmasq >/dev/null 2>&1; then
+        return
+    fi
+    (
+        flock 8
+        if ! command -v dnsmasq >/dev/null 2>&1; then
+            if [ "$(id -u)" -ne 0 ]; then
+                echo "setup-test-env.sh: dnsmasq is missing and installing it needs root (apt-get install dnsmasq-base)" >&2
+                exit 1
+            fi
+            export DEBIAN_FRONTEND=noninteractive
+            # One apt-get update per machine, then the install.
+            if [ ! -e "$root/target/.apt-updated" ]; then
+                apt-get update -q >&2
+                touch "$root/target/.apt-updated"
+            fi
+            if ! apt-get install -y -q --no-install-recommends dnsmasq-base >&2; then
+                # Package lists older than the mirror: update once more and retry.
+                apt-get update -q >&2
+                apt-get install -y -q --no-install-recommends dnsmasq-base >&2
+            fi
+        fi
+    ) 8>"$root/target/dnsmasq.lock"
+}
+
+ensure_dnsmasq
+if [ "${1:-}" = dnsmasq ]; then
+    command -v dnsmasq
+    exit 0
+fi
+
 venv="${LWMQ_VENV:-$root/target/pyenv}"
 pyzmq_version=26.2.0
 mkdir -p "$(dirname "$venv")"

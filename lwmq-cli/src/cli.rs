@@ -94,7 +94,8 @@ Example:\n  lwmq pub --bind tcp://127.0.0.1:6000 --topic weather sunny -n 0 --in
     /// List every lwmq process on this host, its sockets, endpoints and connections.
     #[command(
         after_help = "Processes are found through their introspection sockets (no daemon);\n\
-LWMQ_INTROSPECT=0 in a process's environment hides it.\n\nExample:\n  lwmq ls --watch"
+LWMQ_INTROSPECT=0 in a process's environment hides it. Only the processes of\n\
+this domain (LWMQ_DOMAIN, else \"default\") are shown unless --all-domains.\n\nExamples:\n  lwmq ls --watch\n  lwmq ls --all-domains --graph | dot -Tpng > system.png\n  lwmq ls --graph-svg > system.svg"
     )]
     Ls(LsArgs),
     /// Connect a socket to ENDPOINT and print its events as they happen.
@@ -346,9 +347,53 @@ pub struct LsArgs {
     /// Refresh every SECONDS (default 1) until interrupted.
     #[arg(short, long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "1", value_parser = parse_duration)]
     pub watch: Option<Duration>,
-    /// Print JSON (one array of processes; one per line with --watch).
-    #[arg(long)]
+    /// Print JSON (one array of processes; one per line with --watch). Same as
+    /// `--format json`.
+    #[arg(long, conflicts_with_all = ["graph", "graph_svg", "format"])]
     pub json: bool,
+    /// Print the processes, their sockets and live connections as a Graphviz DOT
+    /// graph (`| dot -Tpng > system.png`). Same as `--format dot`.
+    #[arg(long, conflicts_with_all = ["graph_svg", "format"])]
+    pub graph: bool,
+    /// Print the same graph as SVG, laid out by lwmq itself (no Graphviz needed).
+    /// Same as `--format svg`.
+    #[arg(long, conflicts_with = "format")]
+    pub graph_svg: bool,
+    /// Output format.
+    #[arg(long, value_enum)]
+    pub format: Option<LsFormat>,
+    /// Show the processes of this domain (default: $LWMQ_DOMAIN, else "default").
+    #[arg(long, conflicts_with = "all_domains")]
+    pub domain: Option<String>,
+    /// Show the processes of every domain.
+    #[arg(long)]
+    pub all_domains: bool,
+}
+
+/// What `lwmq ls` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LsFormat {
+    /// An indented listing.
+    Text,
+    /// JSON.
+    Json,
+    /// A Graphviz DOT graph.
+    Dot,
+    /// An SVG picture.
+    Svg,
+}
+
+impl LsArgs {
+    /// The format asked for, by `--format` or its shorthands.
+    pub fn output_format(&self) -> LsFormat {
+        match (self.format, self.json, self.graph, self.graph_svg) {
+            (Some(f), ..) => f,
+            (None, true, ..) => LsFormat::Json,
+            (None, _, true, _) => LsFormat::Dot,
+            (None, _, _, true) => LsFormat::Svg,
+            _ => LsFormat::Text,
+        }
+    }
 }
 
 /// `lwmq monitor`.

@@ -26,6 +26,8 @@ pub struct Context {
 #[derive(Debug, Clone)]
 pub struct ContextBuilder {
     introspect: bool,
+    dns_server: Option<std::net::SocketAddr>,
+    domain: Option<String>,
 }
 
 impl ContextBuilder {
@@ -36,9 +38,36 @@ impl ContextBuilder {
         self
     }
 
+    /// The DNS server that resolves this context's `tcp://` names, host names and
+    /// service names (`_service._tcp.domain`) alike, instead of the system's
+    /// resolver. Default: `LWMQ_DNS_SERVER=ip:port` when set, else the system's
+    /// (`getaddrinfo` for host names, `/etc/resolv.conf` for service names).
+    /// Lookups run on a resolver thread of their own, never on the background I/O
+    /// thread.
+    pub fn dns_server(mut self, server: std::net::SocketAddr) -> ContextBuilder {
+        self.dns_server = Some(server);
+        self
+    }
+
+    /// The context's domain: the namespace of its sockets' `ipc://` names (sockets in
+    /// different domains never meet) and the group `lwmq ls` shows it in by default.
+    /// Default: `LWMQ_DOMAIN`, else `"default"`. 1 to 48 characters of
+    /// `A-Z a-z 0-9 . _ -`; a domain outside that is an error at the first `ipc://`
+    /// bind or connect.
+    pub fn domain(mut self, domain: &str) -> ContextBuilder {
+        self.domain = Some(domain.to_owned());
+        self
+    }
+
     /// The context.
     pub fn build(self) -> Context {
         let ctx = Context::default();
+        if let Some(server) = self.dns_server {
+            ctx.hub.set_dns_server(server);
+        }
+        if let Some(d) = self.domain {
+            ctx.hub.set_domain(d);
+        }
         if self.introspect && crate::introspect::enabled_by_env() {
             ctx.hub.start_introspection();
         }
@@ -55,7 +84,11 @@ impl Context {
 
     /// A builder for a context with non-default settings.
     pub fn builder() -> ContextBuilder {
-        ContextBuilder { introspect: true }
+        ContextBuilder {
+            introspect: true,
+            dns_server: None,
+            domain: None,
+        }
     }
 
     /// A new socket of the given type.
@@ -80,6 +113,11 @@ impl Context {
     /// libzmq does without one.
     pub fn clear_zap_handler(&self) {
         self.hub.zap().set(None);
+    }
+
+    /// The context's domain (see [`ContextBuilder::domain`]).
+    pub fn domain(&self) -> String {
+        self.hub.domain()
     }
 
     /// Terminates the context: every blocking call on its sockets returns

@@ -3,6 +3,7 @@
 //! | URI | transport |
 //! |---|---|
 //! | `tcp://host:port[/resource]` | ZMTP 3.1 over TCP; `*` binds every interface; port `0` or `*` picks one |
+//! | `tcp://_service._tcp.domain[/resource]` | connect only: a DNS service name; its SRV records give hosts and ports (RFC 2782) |
 //! | `ipc://name[:port]` | lwmq's shared-memory transport |
 //! | `unix:///path` or `unix://@abstract` | ZMTP over Unix stream sockets (libzmq's `ipc://`) |
 //! | `inproc://name` | within one process |
@@ -28,8 +29,11 @@ pub enum Host {
     Any,
     /// A literal IP address.
     Ip(std::net::IpAddr),
-    /// A name to resolve.
+    /// A host name to resolve (A/AAAA records, or `/etc/hosts`).
     Name(String),
+    /// A DNS service name, `_service._tcp.domain` (connect only; the port is 0): its
+    /// SRV records name the hosts and ports to connect to, tried in RFC 2782's order.
+    Service(String),
 }
 
 /// A parsed endpoint.
@@ -187,7 +191,21 @@ fn parse_tcp(uri: &str, rest: &str) -> Result<Endpoint> {
         (Host::Ip(ip.into()), port)
     } else {
         let Some((host, port)) = authority.rsplit_once(':') else {
-            return Err(Error::endpoint(uri, "expected host:port"));
+            if is_service_name(authority) {
+                return Ok(Endpoint::Tcp {
+                    host: Host::Service(authority.to_ascii_lowercase()),
+                    port: 0,
+                    resource,
+                });
+            }
+            return Err(Error::endpoint(
+                uri,
+                if authority.starts_with('_') {
+                    "expected host:port, or a DNS service name without a port (_service._tcp.domain)"
+                } else {
+                    "expected host:port"
+                },
+            ));
         };
         let host = if host == "*" {
             Host::Any
@@ -226,6 +244,25 @@ fn parse_tcp(uri: &str, rest: &str) -> Result<Endpoint> {
         port,
         resource,
     })
+}
+
+/// `_service._tcp.domain`: a first label that starts with `_`, then `_tcp`, then at
+/// least one label of letters, digits, `-` and `_` (a trailing `.` is allowed).
+fn is_service_name(s: &str) -> bool {
+    let s = s.strip_suffix('.').unwrap_or(s);
+    let labels: Vec<&str> = s.split('.').collect();
+    let label_ok = |l: &&str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    labels.len() >= 3
+        && s.len() <= 253
+        && labels.iter().all(label_ok)
+        && labels[0].len() > 1
+        && labels[0].starts_with('_')
+        && labels[1].eq_ignore_ascii_case("_tcp")
 }
 
 fn parse_ipc(uri: &str, rest: &str) -> Result<Endpoint> {
@@ -317,6 +354,7 @@ impl fmt::Display for Endpoint {
                     Host::Ip(std::net::IpAddr::V6(ip)) => write!(f, "tcp://[{ip}]:{port}")?,
                     Host::Ip(ip) => write!(f, "tcp://{ip}:{port}")?,
                     Host::Name(n) => write!(f, "tcp://{n}:{port}")?,
+                    Host::Service(n) => write!(f, "tcp://{n}")?,
                 }
                 if let Some(r) = resource {
                     write!(f, "/{r}")?;
@@ -378,6 +416,19 @@ mod tests {
             }
         );
         assert!(err("tcp://host").contains("host:port"));
+        assert!(err("tcp://_echo._udp.x").contains("service name"));
+        assert!(err("tcp://_._tcp.x").contains("service name"));
+        let ep = Endpoint::parse("tcp://_Echo._tcp.lwmq.test/orders").unwrap();
+        assert_eq!(
+            ep,
+            Endpoint::Tcp {
+                host: Host::Service("_echo._tcp.lwmq.test".into()),
+                port: 0,
+                resource: Some("orders".into())
+            }
+        );
+        assert_eq!(ep.to_string(), "tcp://_echo._tcp.lwmq.test/orders");
+        assert!(Endpoint::parse("tcp://_echo._tcp.lwmq.test.").is_ok());
         assert!(err("tcp://host:99999").contains("out of range"));
         assert!(err("tcp://host:x").contains("not a number"));
         assert!(err("tcp://:5").contains("host is empty"));

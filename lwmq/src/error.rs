@@ -49,6 +49,9 @@ pub enum Error {
     WouldBlock,
     /// The socket or context is closed.
     Closed,
+    /// A typed message could not be encoded, or a frame did not decode as the type
+    /// asked for (`lwmq::typed`, feature `serde`).
+    Codec(String),
     /// An error from the operating system.
     Io(io::Error),
 }
@@ -75,6 +78,7 @@ impl fmt::Display for Error {
             Error::Timeout => f.write_str("operation timed out"),
             Error::WouldBlock => f.write_str("operation would block"),
             Error::Closed => f.write_str("socket or context is closed"),
+            Error::Codec(what) => write!(f, "message encoding: {what}"),
             Error::Io(e) => write!(f, "I/O error: {e}"),
         }
     }

@@ -26,6 +26,9 @@
 //!     "peer_pid":null,"peer_socket_type":"PUSH"}]}]}
 //! ```
 //!
+//! Each reply also carries the context's domain (`"domain":"default"`): `lwmq ls` shows
+//! the processes of its own domain unless asked for every one.
+//!
 //! `lwmq ls --json` prints a list of [`ProcessInfo`], which adds the program name and
 //! command line and the peer pids found by [`resolve_peers`]. Unknown fields are ignored and missing optional fields default, so newer
 //! and older versions can read each other. A request that is not exactly the line above
@@ -94,9 +97,17 @@ pub const ENV_VAR: &str = "LWMQ_INTROSPECT";
 /// The current description of one context's sockets, produced by the Context on demand.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
+    /// The context's domain (`LWMQ_DOMAIN` or its builder option; `default` when
+    /// neither is set). Replies of older versions have none and read as `default`.
+    #[serde(default = "default_domain_name")]
+    pub domain: String,
     /// Every open socket of the context.
     #[serde(default)]
     pub sockets: Vec<SocketInfo>,
+}
+
+fn default_domain_name() -> String {
+    "default".into()
 }
 
 /// One socket.
@@ -175,6 +186,9 @@ pub struct ProcessInfo {
     pub command_line: String,
     /// The introspection socket's abstract name (without the leading NUL).
     pub address: String,
+    /// The context's domain.
+    #[serde(default = "default_domain_name")]
+    pub domain: String,
     /// The context's sockets.
     pub sockets: Vec<SocketInfo>,
 }
@@ -450,6 +464,7 @@ pub fn query_all() -> Vec<ProcessInfo> {
                     program,
                     command_line,
                     address: name,
+                    domain: reply.snapshot.domain,
                     sockets: reply.snapshot.sockets,
                 });
             }
@@ -484,7 +499,7 @@ fn endpoint_key(endpoint: &str) -> String {
         .replace("://[::]:", "://*:")
 }
 
-fn endpoints_match(connected: &str, bound: &str) -> bool {
+pub(crate) fn endpoints_match(connected: &str, bound: &str) -> bool {
     let c = endpoint_key(connected);
     let b = endpoint_key(bound);
     if c == b {
@@ -595,6 +610,7 @@ mod tests {
             program: format!("p{pid}"),
             command_line: String::new(),
             address: format!("{NAME_PREFIX}{pid}/0"),
+            domain: "default".into(),
             sockets,
         }
     }
@@ -602,6 +618,7 @@ mod tests {
     #[test]
     fn server_answers_and_goes_away_on_drop() {
         let server = IntrospectServer::start(|| Snapshot {
+            domain: "d1".into(),
             sockets: vec![SocketInfo {
                 id: 7,
                 socket_type: "REP".into(),

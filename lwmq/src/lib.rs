@@ -43,6 +43,14 @@
 //! [`auth::Authenticator`]); the user id it gives is on each received message
 //! ([`Message::user_id`]). `ipc://` peers are allowed by user or group
 //! ([`Socket::set_ipc_allowed_peers`]).
+//!
+//! Across machines, `tcp://` takes host names and DNS service names
+//! (`tcp://_orders._tcp.example.org`: SRV records, priorities and fail-over), looked up
+//! on a resolver thread of the context (see [`Socket::connect`]). A context's domain
+//! ([`ContextBuilder::domain`], `LWMQ_DOMAIN`) groups its `ipc://` names and what
+//! `lwmq ls` shows; [`graph`] draws what [`introspect`] finds. With the `serde` feature,
+//! `typed` sends and receives serde values as MessagePack, the encoding of the `lwmq`
+//! tool's `--json`.
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod context;
@@ -67,8 +75,11 @@ pub use transport::shm;
 
 pub mod auth;
 pub mod endpoint;
+pub mod graph;
 pub mod introspect;
 pub mod proto;
+#[cfg(feature = "serde")]
+pub mod typed;
 
 pub use bytes::Bytes;
 pub use context::{Context, ContextBuilder};

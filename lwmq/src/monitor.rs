@@ -20,6 +20,9 @@ pub enum EventKind {
     ConnectDelayed,
     /// A reconnect was scheduled; `detail` gives the interval.
     ConnectRetried,
+    /// A `tcp://` name (host or DNS service) did not resolve; `detail` says why. A
+    /// retry follows (`connect-retried`), which looks the name up again.
+    ResolveFailed,
     /// The socket listens on the endpoint.
     Listening,
     /// Binding failed.
@@ -60,6 +63,7 @@ impl EventKind {
             EventKind::Connected => "connected",
             EventKind::ConnectDelayed => "connect-delayed",
             EventKind::ConnectRetried => "connect-retried",
+            EventKind::ResolveFailed => "resolve-failed",
             EventKind::Listening => "listening",
             EventKind::BindFailed => "bind-failed",
             EventKind::Accepted => "accepted",

@@ -67,6 +67,7 @@ impl Socket {
     pub(crate) fn new(hub: Arc<Hub>, socket_type: SocketType) -> Socket {
         let mut options = Options::new(socket_type);
         options.zap = hub.zap().clone();
+        options.ipc.domain = hub.domain();
         let shared = Arc::new(SocketHandle::new(socket_type));
         hub.register(&shared);
         Socket {
@@ -123,6 +124,36 @@ impl Socket {
     /// Connects to an endpoint. Returns at once; the connection is made (and remade
     /// after failures, every reconnect interval) in the background, and messages queue
     /// up to the high-water mark meanwhile (unless [`Socket::set_immediate`]).
+    ///
+    /// # Names
+    ///
+    /// A `tcp://` host name (`tcp://db7.example.org:5555`) or DNS service name
+    /// (`tcp://_orders._tcp.example.org`, no port: its SRV records give hosts and
+    /// ports) is looked up in the background too, on the context's resolver thread,
+    /// never on the I/O thread and never in `connect`: a name that does not resolve is
+    /// a [`crate::EventKind::ResolveFailed`] monitor event followed by a retry with the
+    /// reconnect back-off, not an error here. Where names are looked up:
+    /// [`crate::ContextBuilder::dns_server`].
+    ///
+    /// What a service name connects to depends on the socket type:
+    ///
+    /// - **SUB, XSUB**: every target of the best priority at once (one connection
+    ///   each; a subscriber wants every publisher of the feed). When every target of
+    ///   that priority is down, the targets of the next priority; the better ones keep
+    ///   being retried, and when one answers again the worse priority's connections
+    ///   are dropped. Records are read again when their TTL ends.
+    /// - **every other type** (REQ, DEALER, PUSH, PAIR, PUB, ROUTER, ...): **one**
+    ///   connection at a time. The targets are tried in RFC 2782's order (lowest
+    ///   priority first; within one priority a random order weighted by the records'
+    ///   weights; each target's addresses in turn) until one takes the connection, so
+    ///   when every target of the best priority is down the next priority answers. So
+    ///   PUSH, DEALER and REQ clients spread over a service's targets as its weights
+    ///   say (each client picks one), a REQ's request and a PAIR's peer stay with one
+    ///   server, and messages queued before the connection wait in one pipe.
+    ///
+    /// The name is looked up again at each reconnect and, while connected, when its
+    /// records' TTL ends; a connection to an address the records no longer give is
+    /// closed and made again where they point now.
     pub fn connect(&self, uri: &str) -> Result<()> {
         self.attach_endpoint(uri, false).map(drop)
     }
@@ -658,7 +689,8 @@ impl Socket {
         self.set(|o| o.ipc.allow_uids = peers);
     }
     /// `ipc://`: the namespace of names; sockets in different domains never meet.
-    /// Default: `$LWMQ_DOMAIN`, else `"default"`. 1 to 48 characters of
+    /// Default: the context's domain ([`crate::ContextBuilder::domain`], else
+    /// `$LWMQ_DOMAIN`, else `"default"`). 1 to 48 characters of
     /// `A-Z a-z 0-9 . _ -` (checked at bind/connect).
     pub fn set_ipc_domain(&self, domain: &str) {
         self.set(|o| o.ipc.domain = domain.to_owned());

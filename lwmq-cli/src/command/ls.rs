@@ -1,7 +1,9 @@
-//! `lwmq ls`: every lwmq process on this host, its sockets, endpoints and connections.
+//! `lwmq ls`: every lwmq process on this host (of one domain, or all), its sockets,
+//! endpoints and connections, as a listing, JSON, or a graph.
 //!
-//! A thin layer over [`lwmq::introspect::query_all`] and
-//! [`lwmq::introspect::resolve_peers`]; this file only renders.
+//! A thin layer over [`lwmq::introspect::query_all`],
+//! [`lwmq::introspect::resolve_peers`] and [`lwmq::graph::Graph`]; this file only
+//! filters by domain and renders the listing.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -10,23 +12,41 @@ use std::io::{IsTerminal as _, Write as _};
 use anyhow::Result;
 use lwmq::introspect::{self, Direction, ProcessInfo};
 
-use crate::cli::LsArgs;
+use crate::cli::{LsArgs, LsFormat};
 
 /// Runs `lwmq ls`.
 pub fn run(args: LsArgs) -> Result<()> {
     let tty = std::io::stdout().is_terminal();
+    let format = args.output_format();
+    let domain = if args.all_domains {
+        None
+    } else {
+        Some(
+            args.domain
+                .clone()
+                .unwrap_or_else(lwmq::shm::default_domain),
+        )
+    };
     loop {
         let mut processes = introspect::query_all();
+        // Peers are found among every domain's processes (a connection may cross
+        // domains over tcp://), then the listing keeps the domain asked for.
         introspect::resolve_peers(&mut processes);
-        let text = if args.json {
-            let mut s = serde_json::to_string(&processes)?;
-            s.push('\n');
-            s
-        } else {
-            render(&processes)
+        if let Some(d) = &domain {
+            processes.retain(|p| &p.domain == d);
+        }
+        let text = match format {
+            LsFormat::Json => {
+                let mut s = serde_json::to_string(&processes)?;
+                s.push('\n');
+                s
+            }
+            LsFormat::Text => render(&processes, domain.as_deref()),
+            LsFormat::Dot => lwmq::graph::Graph::new(&processes).to_dot(),
+            LsFormat::Svg => lwmq::graph::Graph::new(&processes).to_svg(),
         };
         let mut out = std::io::stdout().lock();
-        if args.watch.is_some() && tty && !args.json {
+        if args.watch.is_some() && tty && format == LsFormat::Text {
             // Clear the screen and go home, like watch(1).
             out.write_all(b"\x1b[2J\x1b[H")?;
         }
@@ -40,24 +60,34 @@ pub fn run(args: LsArgs) -> Result<()> {
     }
 }
 
-/// Renders the listing as an indented tree, one block per process.
-pub fn render(processes: &[ProcessInfo]) -> String {
+/// Renders the listing as an indented tree, one block per process. `domain`: the one
+/// shown (`None`: every domain), for the message when there is nothing to show.
+pub fn render(processes: &[ProcessInfo], domain: Option<&str>) -> String {
     if processes.is_empty() {
-        return "no lwmq processes found\n".into();
+        return match domain {
+            Some(d) => {
+                format!("no lwmq processes found in domain {d:?} (--all-domains for every one)\n")
+            }
+            None => "no lwmq processes found\n".into(),
+        };
     }
     let names: HashMap<u32, &str> = processes
         .iter()
         .map(|p| (p.pid, p.program.as_str()))
         .collect();
     let mut s = String::new();
-    let mut last_pid = None;
+    let mut last = None;
     for p in processes {
-        if last_pid != Some(p.pid) {
-            if last_pid.is_some() {
+        if last != Some((p.pid, &p.domain)) {
+            if last.is_some() {
                 s.push('\n');
             }
-            let _ = writeln!(s, "{} {}  ({})", p.pid, p.program, p.command_line);
-            last_pid = Some(p.pid);
+            let _ = writeln!(
+                s,
+                "{} {} [{}]  ({})",
+                p.pid, p.program, p.domain, p.command_line
+            );
+            last = Some((p.pid, &p.domain));
         }
         if p.sockets.is_empty() {
             let _ = writeln!(s, "  (no sockets)");
@@ -117,6 +147,7 @@ mod tests {
                 program: "server".into(),
                 command_line: "server --port 5555".into(),
                 address: "lwmq-introspect/10/0".into(),
+                domain: "default".into(),
                 sockets: vec![SocketInfo {
                     id: 1,
                     socket_type: "REP".into(),
@@ -137,6 +168,7 @@ mod tests {
                 program: "client".into(),
                 command_line: "client".into(),
                 address: "lwmq-introspect/11/0".into(),
+                domain: "default".into(),
                 sockets: vec![SocketInfo {
                     id: 1,
                     socket_type: "REQ".into(),
@@ -160,22 +192,23 @@ mod tests {
                 }],
             },
         ];
-        let text = render(&ps);
+        let text = render(&ps, Some("default"));
         assert_eq!(
             text,
             "\
-10 server  (server --port 5555)
+10 server [default]  (server --port 5555)
   REP #1
     bound      tcp://127.0.0.1:5555
     accepted   tcp://127.0.0.1:5555 <- 127.0.0.1:40000 REQ pid 11 (client)
 
-11 client  (client)
+11 client [default]  (client)
   REQ #1
     connect    tcp://127.0.0.1:5555
     connected  tcp://127.0.0.1:5555 -> pid ?
     connected  tcp://127.0.0.1:5555 -> REP pid 10 (server)
 "
         );
-        assert_eq!(render(&[]), "no lwmq processes found\n");
+        assert_eq!(render(&[], None), "no lwmq processes found\n");
+        assert!(render(&[], Some("x")).contains("domain \"x\""));
     }
 }

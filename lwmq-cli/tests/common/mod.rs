@@ -40,7 +40,7 @@ pub fn run(args: &[&str], stdin: &[u8]) -> Output {
 #[path = "../../../lwmq/tests/common/mod.rs"]
 mod lib_common;
 #[allow(unused_imports)] // each test binary uses a different part
-pub use lib_common::{python, repo_root, watchdog};
+pub use lib_common::{dns, python, repo_root, watchdog};
 
 /// A child process with its stdout and stderr read line by line on background
 /// threads; killed and reaped when dropped.

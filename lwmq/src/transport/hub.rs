@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
+use super::dns::DnsConfig;
 use super::inproc::Registry;
 use super::reactor::{self, Command, Reactor, ReactorShared};
 use super::tcp::Ports;
@@ -32,6 +33,10 @@ pub(crate) struct Hub {
     introspect: Mutex<Option<crate::introspect::IntrospectServer>>,
     /// The ZAP handler, shared with every socket's options.
     zap: crate::auth::ZapSlot,
+    /// Where connects look names up; set before the background thread starts.
+    dns: Mutex<Option<DnsConfig>>,
+    /// The context's domain (see [`Hub::domain`]); `None`: `LWMQ_DOMAIN` or `default`.
+    domain: Mutex<Option<String>>,
 }
 
 impl Hub {
@@ -42,9 +47,14 @@ impl Hub {
         // background thread) runs without it, so the hub is never dropped on this
         // thread because the last socket went away during a query.
         let server = crate::introspect::IntrospectServer::start(move || {
-            let parts = weak.upgrade().map(|hub| hub.snapshot_parts());
+            let parts = weak
+                .upgrade()
+                .map(|hub| (hub.snapshot_parts(), hub.domain()));
             match parts {
-                Some((sockets, reactor)) => Hub::snapshot(sockets, reactor),
+                Some(((sockets, reactor), domain)) => crate::introspect::Snapshot {
+                    domain,
+                    ..Hub::snapshot(sockets, reactor)
+                },
                 None => crate::introspect::Snapshot::default(),
             }
         });
@@ -96,6 +106,30 @@ impl Hub {
         &self.zap
     }
 
+    /// Sets the DNS server every connect of this context uses (instead of
+    /// `LWMQ_DNS_SERVER` or the system's). Takes effect for a background thread not
+    /// started yet.
+    pub(crate) fn set_dns_server(&self, server: std::net::SocketAddr) {
+        *lock(&self.dns) = Some(DnsConfig {
+            server: Some(server),
+            invalid: None,
+        });
+    }
+
+    /// Sets the context's domain.
+    pub(crate) fn set_domain(&self, domain: String) {
+        *lock(&self.domain) = Some(domain);
+    }
+
+    /// The context's domain: what it was set to, else `LWMQ_DOMAIN`, else `default`.
+    /// It names the namespace of `ipc://` names of the context's sockets and is what
+    /// `lwmq ls` groups processes by.
+    pub(crate) fn domain(&self) -> String {
+        lock(&self.domain)
+            .clone()
+            .unwrap_or_else(super::shm::default_domain)
+    }
+
     /// Whether [`Hub::terminate`] ran.
     pub(crate) fn is_terminated(&self) -> bool {
         self.terminated.load(Ordering::SeqCst)
@@ -140,7 +174,8 @@ impl Hub {
         }
         let mut r = lock(&self.reactor);
         if r.is_none() {
-            *r = Some(reactor::start()?);
+            let dns = lock(&self.dns).clone().unwrap_or_else(DnsConfig::from_env);
+            *r = Some(reactor::start(dns)?);
         }
         match r.as_ref() {
             Some(t) => Ok(t.shared().clone()),

@@ -63,6 +63,7 @@
 //! [`TABLE`], and its URI in `crate::endpoint`. No transport names `crate::socket` or
 //! `crate::context`; those two are above this layer.
 
+pub(crate) mod dns;
 pub(crate) mod hub;
 pub(crate) mod inproc;
 pub(crate) mod ipc;

@@ -23,7 +23,11 @@
 //!
 //! # Ownership
 //!
-//! The thread owns every listener, stream, connecter and connection. Other threads
+//! The thread owns every listener, stream, connecter and connection, and the
+//! resolver thread ([`super::dns`], started by the stream engine on the first connect
+//! to a name): DNS lookups run there, their answers come back through the stream
+//! engine's work list and the waker, so this thread never waits for a name server.
+//! Other threads
 //! reach it only through [`ReactorShared`]: the command queue and the engines' work
 //! lists (pipes with data or room, connections a pipe half ended), each followed by a
 //! ring of the `mio::Waker`.
@@ -177,8 +181,9 @@ impl ReactorShared {
 /// The thread and its shared part.
 pub(crate) type Reactor = crate::worker::Worker<ReactorShared>;
 
-/// Starts the background thread of a context.
-pub(crate) fn start() -> Result<Reactor> {
+/// Starts the background thread of a context; `dns` says where its connects look
+/// names up (on the resolver thread, [`super::dns`]).
+pub(crate) fn start(dns: super::dns::DnsConfig) -> Result<Reactor> {
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let shared = Arc::new(ReactorShared {
@@ -187,7 +192,8 @@ pub(crate) fn start() -> Result<Reactor> {
         stream: Arc::new(stream_engine::Shared::new(waker.clone())),
         ipc: Arc::new(ipc_engine::Shared::new(waker)),
     });
-    let stream = stream_engine::Engine::new(poll.registry().try_clone()?, shared.stream.clone());
+    let stream =
+        stream_engine::Engine::new(poll.registry().try_clone()?, shared.stream.clone(), dns);
     let ipc = ipc_engine::Engine::new(poll.registry().try_clone()?, shared.ipc.clone());
     let mut run = Run {
         poll,

@@ -171,12 +171,18 @@ fn unix_addr(a: &UnixAddr) -> io::Result<std::os::unix::net::SocketAddr> {
     }
 }
 
-/// Resolves a TCP host and port (names through the system resolver).
+/// Resolves a TCP host and port for a bind, on the caller's thread (names through the
+/// system resolver). Connects never come here: the background thread has their names
+/// looked up by [`super::dns`] and connects to each address with [`connect_tcp`].
 pub(crate) fn resolve(uri: &str, host: &Host, port: u16, bind: bool) -> Result<Vec<SocketAddr>> {
     match host {
         Host::Any if bind => Ok(vec![SocketAddr::from(([0, 0, 0, 0], port))]),
         Host::Any => Err(Error::endpoint(uri, "cannot connect to '*': name a host")),
         Host::Ip(ip) => Ok(vec![SocketAddr::new(*ip, port)]),
+        Host::Service(_) => Err(Error::endpoint(
+            uri,
+            "a DNS service name can only be connected to; bind to host:port",
+        )),
         Host::Name(name) => {
             let addrs: Vec<SocketAddr> = (name.as_str(), port)
                 .to_socket_addrs()
@@ -272,22 +278,21 @@ pub(crate) fn bind(uri: &str, ep: &Endpoint) -> Result<Bound> {
     }
 }
 
-/// Starts a non-blocking connect to a `tcp://` or `unix://` endpoint.
+/// Starts a non-blocking connect to one TCP address.
+pub(crate) fn connect_tcp(addr: SocketAddr) -> Result<Stream> {
+    Ok(Stream::Tcp(TcpStream::connect(addr)?))
+}
+
+/// Starts a non-blocking connect to a `tcp://` endpoint with an IP address or to a
+/// `unix://` endpoint. (A `tcp://` name is looked up first: [`super::dns`].)
 pub(crate) fn connect(uri: &str, ep: &Endpoint) -> Result<Stream> {
     match ep {
-        Endpoint::Tcp { host, port, .. } => {
-            let addrs = resolve(uri, host, *port, false)?;
-            let mut last = None;
-            for addr in addrs {
-                match TcpStream::connect(addr) {
-                    Ok(s) => return Ok(Stream::Tcp(s)),
-                    Err(e) => last = Some(e),
-                }
-            }
-            Err(Error::Io(last.unwrap_or_else(|| {
-                io::Error::new(io::ErrorKind::AddrNotAvailable, "no address")
-            })))
-        }
+        Endpoint::Tcp {
+            host: Host::Ip(ip),
+            port,
+            ..
+        } => connect_tcp(SocketAddr::new(*ip, *port)),
+        Endpoint::Tcp { .. } => Err(Error::endpoint(uri, "the name is not resolved yet")),
         Endpoint::Unix(a) => {
             let addr = unix_addr(a).map_err(|e| Error::endpoint(uri, e.to_string()))?;
             Ok(Stream::Unix(UnixStream::connect_addr(&addr)?))

@@ -13,8 +13,26 @@
 //!
 //! # A connection's life
 //!
-//! 1. `connect`: the stream connects in the background; a failure schedules a retry after
-//!    the reconnect interval, which doubles up to the maximum (`connect-retried`).
+//! 1. `connect`: a `tcp://` name (host or DNS service) is first looked up by the
+//!    resolver thread ([`super::dns`]); this thread never waits for DNS. The answer
+//!    (a list of addresses, in RFC 2782's order for a service) comes back through
+//!    [`Shared`]; a name that does not resolve is a `resolve-failed` event and a retry
+//!    like any failed connect. The stream connects in the background, to each address
+//!    of the list in turn until one takes it; when none does, a retry is scheduled after
+//!    the reconnect interval, which doubles up to the maximum (`connect-retried`), and
+//!    the retry looks the name up again (hickory's cache answers until the records'
+//!    TTL ends). While connected, the name is looked up again when the answer's TTL
+//!    ends (at least [`MIN_REFRESH`] apart); if the records no longer give the
+//!    connection's address, the connection is closed (`disconnected`, saying so) and
+//!    the reconnect goes to the new addresses: a service that moved is followed.
+//!    A SUB or XSUB connecting to a DNS service name fans out instead ([`fans_out`],
+//!    `Fan`): its connecter is a manager that only reads the records (again when their
+//!    TTL ends) and keeps one child connecter per target of every priority up to the
+//!    one in use, each connecting to its target's address with its own back-off and
+//!    making its own pipe at the handshake. The priority in use is the best one with a
+//!    live connection; when every child of it has failed and none is up, the next
+//!    one. A child of a better priority that connects again brings the manager back
+//!    to it, and the worse priorities' children are dropped.
 //!    `bind`: the listener accepts (`accepted`).
 //! 2. The handshake runs in `proto`. A PLAIN or CURVE server's `Event::AuthRequest`
 //!    goes to the context's ZAP handler ([`crate::auth`]; none: accept, as libzmq),
@@ -61,11 +79,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use mio::{Interest, Registry, Token};
 
+use super::dns::{self, Candidate, DnsConfig, Query};
 use super::reconnect::Backoff;
 use super::stream::{self, Bound, Listener, Stream};
 use super::{PipeId, SocketHandle, control, parse_control};
 use crate::auth::{Credentials, ZapReply, ZapRequest};
 use crate::message::PeerProperties;
+use crate::endpoint::Host;
 use crate::monitor::EventKind;
 use crate::options::{Mechanism, Options};
 use crate::proto::{self, Connection, Event, ProtoError};
@@ -89,10 +109,55 @@ const MAX_TURNS: usize = 64;
 
 use crate::transport::lock;
 
+/// The soonest a live connection's name is looked up again after the last time.
+const MIN_REFRESH: Duration = Duration::from_secs(1);
+/// When to try again after a refresh that failed (the connection stays).
+const REFRESH_RETRY: Duration = Duration::from_secs(5);
+
+/// When to refresh records whose TTL ends at `valid_until` (never for answers of the
+/// system resolver, which has no TTL to tell).
+fn next_refresh(valid_until: Option<Instant>) -> Option<Instant> {
+    valid_until.map(|t| t.max(Instant::now() + MIN_REFRESH))
+}
+
+/// Whether a connect of a `socket_type` socket to `endpoint` connects to every target
+/// of the best priority of a DNS service (SUB and XSUB: hear every publisher), rather
+/// than to one (see the module docs).
+pub(crate) fn fans_out(endpoint: &Endpoint, socket_type: SocketType) -> bool {
+    matches!(
+        endpoint,
+        Endpoint::Tcp {
+            host: Host::Service(_),
+            ..
+        }
+    ) && matches!(socket_type, SocketType::Sub | SocketType::XSub)
+}
+
+/// What a connect to `endpoint` must look up first, if anything.
+fn query_of(endpoint: &Endpoint) -> Option<Query> {
+    match endpoint {
+        Endpoint::Tcp {
+            host: Host::Name(name),
+            port,
+            ..
+        } => Some(Query::Host {
+            name: name.clone(),
+            port: *port,
+        }),
+        Endpoint::Tcp {
+            host: Host::Service(name),
+            ..
+        } => Some(Query::Service { name: name.clone() }),
+        _ => None,
+    }
+}
+
 /// What other threads leave for the stream engine: pipes (by id) that have data or
 /// room since the thread last looked, each followed by a ring of the thread's waker.
 pub(crate) struct Shared {
     dirty: Mutex<Vec<PipeId>>,
+    /// Answers of the resolver thread: connecter id, lookup number, answer.
+    resolved: Mutex<Vec<(u64, u64, dns::Answer)>>,
     waker: Arc<mio::Waker>,
 }
 
@@ -107,6 +172,7 @@ impl Shared {
     pub(crate) fn new(waker: Arc<mio::Waker>) -> Shared {
         Shared {
             dirty: Mutex::new(Vec::new()),
+            resolved: Mutex::new(Vec::new()),
             waker,
         }
     }
@@ -245,6 +311,10 @@ enum ConnecterState {
     Active(Token),
     /// Waiting to retry at this time.
     Waiting(Instant),
+    /// Waiting for the resolver thread's answer.
+    Resolving,
+    /// A fan-out connect ([`fans_out`]): its children make the connections.
+    Managing,
     /// Gave up (handshake failure) or disconnected.
     Stopped,
 }
@@ -265,6 +335,43 @@ struct Connecter {
     /// The last connection's peer hung up during the handshake without a reason: the
     /// next one awaits the peer's READY before sending ours (see the module docs).
     hung_up_in_handshake: bool,
+    /// A name's addresses not tried yet in this round (empty: look the name up again).
+    candidates: VecDeque<Candidate>,
+    /// The lookup in flight: its number, and whether it refreshes the records of a
+    /// live connection (rather than finding addresses to connect to).
+    lookup: Option<(u64, bool)>,
+    /// The address of the connection (being) made, when it came from a name.
+    current: Option<std::net::SocketAddr>,
+    /// When the TTL of the records behind `candidates`/`current` ends.
+    valid_until: Option<Instant>,
+    /// When to look the name up again while connected (see the module docs).
+    refresh_at: Option<Instant>,
+    /// A fan-out connect's part in it, if it has one.
+    fan: Fan,
+}
+
+/// The parts of a fan-out connect ([`fans_out`]): a manager that looks the service up
+/// and keeps one child connecter per target of the priority in use; each child
+/// connects to its target's address like a connect to an IP address.
+enum Fan {
+    None,
+    Manager {
+        /// The last answer: (priority, target, address), one per target, in order.
+        targets: Vec<(u16, String, std::net::SocketAddr)>,
+        /// The priority in use (an index into the answer's distinct priorities).
+        level: usize,
+        /// Target -> child connecter id.
+        children: HashMap<String, u64>,
+    },
+    Child {
+        parent: u64,
+        /// It has a connection whose handshake is done.
+        up: bool,
+        /// A connect or connection of it failed (since it was made).
+        tried: bool,
+        /// Its target's priority.
+        priority: u16,
+    },
 }
 
 impl Connecter {
@@ -341,6 +448,11 @@ pub(crate) struct Engine {
     /// taking them allocates nothing.
     spare_tokens: Vec<Token>,
     spare_pipes: Vec<PipeId>,
+    /// Where names are looked up, and the resolver thread (started on first use).
+    dns_config: DnsConfig,
+    dns: Option<dns::Resolver>,
+    /// Numbers lookups, so that an answer to an older one is recognized.
+    next_lookup: u64,
 }
 
 /// `proto`'s configuration for a connection of a socket with these options. Fails only
@@ -400,7 +512,7 @@ fn is_permanent(e: &ProtoError, handshake_done: bool) -> bool {
 
 impl Engine {
     /// A new engine registering its sources with `registry`.
-    pub(crate) fn new(registry: Registry, shared: Arc<Shared>) -> Engine {
+    pub(crate) fn new(registry: Registry, shared: Arc<Shared>, dns_config: DnsConfig) -> Engine {
         Engine {
             registry,
             shared,
@@ -414,6 +526,9 @@ impl Engine {
             again: Vec::new(),
             spare_tokens: Vec::new(),
             spare_pipes: Vec::new(),
+            dns_config,
+            dns: None,
+            next_lookup: 0,
         }
     }
 
@@ -435,6 +550,10 @@ impl Engine {
 
     /// What pipes asked for since the last turn, and connections whose turn was over.
     pub(crate) fn work(&mut self) {
+        let answers = std::mem::take(&mut *lock(&self.shared.resolved));
+        for (id, seq, answer) in answers {
+            self.resolved(id, seq, answer);
+        }
         let mut dirty = std::mem::take(&mut self.spare_pipes);
         std::mem::swap(&mut dirty, &mut *lock(&self.shared.dirty));
         for key in dirty.drain(..) {
@@ -480,6 +599,11 @@ impl Engine {
             if let ConnecterState::Waiting(t) = c.state {
                 consider(t);
             }
+            if let (Some(t), ConnecterState::Active(_) | ConnecterState::Managing) =
+                (c.refresh_at, &c.state)
+            {
+                consider(t);
+            }
             if let Some(Some(t)) = c.closing {
                 consider(t);
             }
@@ -505,6 +629,25 @@ impl Engine {
             .collect();
         for id in due {
             self.start_connect(id);
+        }
+        let refresh: Vec<(u64, Query)> = self
+            .connecters
+            .iter_mut()
+            .filter(|(_, c)| {
+                c.refresh_at.is_some_and(|t| t <= now)
+                    && c.lookup.is_none()
+                    && matches!(
+                        c.state,
+                        ConnecterState::Active(_) | ConnecterState::Managing
+                    )
+            })
+            .filter_map(|(id, c)| {
+                c.refresh_at = None;
+                query_of(&c.endpoint).map(|q| (*id, q))
+            })
+            .collect();
+        for (id, q) in refresh {
+            self.resolve(id, q, true);
         }
         let sd = self.shutting_down;
         let expired: Vec<u64> = self
@@ -594,6 +737,7 @@ impl Engine {
         pipe: Option<IoHalf>,
     ) {
         let keeps_pipe = pipe.is_some();
+        let fan = fans_out(&endpoint, options.socket_type) && pipe.is_none();
         if let Some(p) = &pipe {
             // Dirty notifications for it are ignored until a connection has it.
             self.pipe_to_conn.remove(&p.id);
@@ -611,6 +755,20 @@ impl Engine {
                 state: ConnecterState::Waiting(Instant::now()),
                 closing: None,
                 hung_up_in_handshake: false,
+                candidates: VecDeque::new(),
+                lookup: None,
+                current: None,
+                valid_until: None,
+                refresh_at: None,
+                fan: if fan {
+                    Fan::Manager {
+                        targets: Vec::new(),
+                        level: 0,
+                        children: HashMap::new(),
+                    }
+                } else {
+                    Fan::None
+                },
             },
         );
         self.start_connect(id);
@@ -652,6 +810,11 @@ impl Engine {
         if let Some(c) = self.connecters.remove(&id) {
             if let ConnecterState::Active(t) = c.state {
                 self.close_conn(t);
+            }
+            if let Fan::Manager { children, .. } = c.fan {
+                for child in children.into_values() {
+                    self.disconnect(child);
+                }
             }
         }
     }
@@ -697,7 +860,10 @@ impl Engine {
             get(infos, &r.socket).bound.push(r.endpoint.clone());
         }
         for c in self.connecters.values() {
-            get(infos, &c.socket).connected.push(c.uri.clone());
+            // A fan-out's children are its connections, not connects of their own.
+            if !matches!(c.fan, Fan::Child { .. }) {
+                get(infos, &c.socket).connected.push(c.uri.clone());
+            }
         }
         for c in self.conns.values() {
             if !c.handshake_done || c.closing.is_some() {
@@ -1073,6 +1239,338 @@ impl Engine {
         true
     }
 
+    /// Asks the resolver thread for a connecter's addresses (see the module docs).
+    /// `refresh`: for a live connection, whose records' TTL ended.
+    fn resolve(&mut self, id: u64, query: Query, refresh: bool) {
+        if self.dns.is_none() {
+            match dns::Resolver::start(self.dns_config.clone()) {
+                Ok(r) => self.dns = Some(r),
+                Err(e) => {
+                    if !refresh {
+                        self.resolve_failed(id, format!("cannot start the resolver thread: {e}"));
+                    }
+                    return;
+                }
+            }
+        }
+        let Some(c) = self.connecters.get_mut(&id) else {
+            return;
+        };
+        self.next_lookup += 1;
+        let seq = self.next_lookup;
+        c.lookup = Some((seq, refresh));
+        if !refresh {
+            c.state = ConnecterState::Resolving;
+        }
+        let shared = Arc::downgrade(&self.shared);
+        let reply: dns::Reply = Box::new(move |answer| {
+            if let Some(s) = shared.upgrade() {
+                lock(&s.resolved).push((id, seq, answer));
+                let _ = s.waker.wake();
+            }
+        });
+        if let Some(r) = &self.dns {
+            r.lookup(query, reply);
+        }
+    }
+
+    /// The resolver thread answered lookup `seq` of connecter `id`.
+    fn resolved(&mut self, id: u64, seq: u64, answer: dns::Answer) {
+        let Some(c) = self.connecters.get_mut(&id) else {
+            return;
+        };
+        let refresh = match c.lookup {
+            Some((s, refresh)) if s == seq => refresh,
+            // An answer nobody waits for any more.
+            _ => return,
+        };
+        c.lookup = None;
+        let answer = match answer {
+            Ok(r) if r.candidates.is_empty() => Err("the name has no address".to_owned()),
+            other => other,
+        };
+        tracing::debug!(
+            "{}: {}",
+            c.uri,
+            match &answer {
+                Ok(r) => r
+                    .candidates
+                    .iter()
+                    .map(|c| format!("{} ({})", c.addr, c.origin))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                Err(e) => e.clone(),
+            }
+        );
+        if refresh {
+            self.refreshed(id, answer);
+            return;
+        }
+        if !matches!(c.state, ConnecterState::Resolving) {
+            return;
+        }
+        match answer {
+            Ok(r) if matches!(c.fan, Fan::Manager { .. }) => {
+                c.valid_until = r.valid_until;
+                c.refresh_at = next_refresh(r.valid_until);
+                c.state = ConnecterState::Managing;
+                self.manage(id, Some(r.candidates));
+            }
+            Ok(r) => {
+                c.candidates = r.candidates.into();
+                c.valid_until = r.valid_until;
+                c.state = ConnecterState::Waiting(Instant::now());
+                self.start_connect(id);
+            }
+            Err(e) => self.resolve_failed(id, e),
+        }
+    }
+
+    /// A fan-out manager (see the module docs): takes a new answer (if any), picks
+    /// the priority in use and keeps one child per target of every priority up to it.
+    ///
+    /// The priority in use is the best one with a live connection; when none has one,
+    /// it moves one priority further each time every child of the one in use failed.
+    /// Children of better priorities stay and keep retrying (with their back-off), so
+    /// when one of them connects again, the worse priorities' children are dropped.
+    fn manage(&mut self, id: u64, answer: Option<Vec<Candidate>>) {
+        let (targets, mut level) = {
+            let Some(Connecter {
+                fan: Fan::Manager { targets, level, .. },
+                ..
+            }) = self.connecters.get_mut(&id)
+            else {
+                return;
+            };
+            if let Some(list) = answer {
+                let mut fresh: Vec<(u16, String, std::net::SocketAddr)> = Vec::new();
+                for c in list {
+                    if !fresh.iter().any(|(_, t, _)| *t == c.origin) {
+                        fresh.push((c.priority, c.origin, c.addr));
+                    }
+                }
+                *targets = fresh;
+            }
+            (targets.clone(), *level)
+        };
+        let mut levels: Vec<u16> = targets.iter().map(|t| t.0).collect();
+        levels.sort_unstable();
+        levels.dedup();
+        if levels.is_empty() {
+            return;
+        }
+        level = level.min(levels.len() - 1);
+        // (up, every child failed) per priority, from the children.
+        let mut up = vec![false; levels.len()];
+        let mut all_failed = vec![true; levels.len()];
+        let mut any = vec![false; levels.len()];
+        for k in self.connecters.values() {
+            if let Fan::Child {
+                parent,
+                up: is_up,
+                tried,
+                priority,
+            } = k.fan
+            {
+                if parent != id {
+                    continue;
+                }
+                let Some(l) = levels.iter().position(|p| *p == priority) else {
+                    continue;
+                };
+                any[l] = true;
+                up[l] |= is_up;
+                all_failed[l] &= tried && !is_up;
+            }
+        }
+        if let Some(best_up) = up.iter().position(|u| *u) {
+            level = best_up;
+        } else if any[level] && all_failed[level] && level + 1 < levels.len() {
+            level += 1;
+            tracing::debug!(
+                "every target of priority {} is down: trying priority {}",
+                levels[level - 1],
+                levels[level]
+            );
+        }
+        let children = {
+            let Some(Connecter {
+                fan: Fan::Manager {
+                    level: l, children, ..
+                },
+                ..
+            }) = self.connecters.get_mut(&id)
+            else {
+                return;
+            };
+            *l = level;
+            std::mem::take(children)
+        };
+        self.reconcile(id, &targets, levels[level], children);
+    }
+
+    /// Makes manager `id`'s children exactly one per target of priority `max` or
+    /// better.
+    fn reconcile(
+        &mut self,
+        id: u64,
+        targets: &[(u16, String, std::net::SocketAddr)],
+        max: u16,
+        mut children: HashMap<String, u64>,
+    ) {
+        let want: Vec<&(u16, String, std::net::SocketAddr)> =
+            targets.iter().filter(|t| t.0 <= max).collect();
+        let gone: Vec<String> = children
+            .iter()
+            .filter(|(name, kid)| {
+                let addr = self.connecters.get(kid).and_then(|k| k.current);
+                !want.iter().any(|t| &t.1 == *name && Some(t.2) == addr)
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in gone {
+            if let Some(kid) = children.remove(&name) {
+                self.disconnect(kid);
+            }
+        }
+        let Some(m) = self.connecters.get(&id) else {
+            return;
+        };
+        let (socket, uri, options, resource, closing) = (
+            m.socket.clone(),
+            m.uri.clone(),
+            m.options.clone(),
+            match &m.endpoint {
+                Endpoint::Tcp { resource, .. } => resource.clone(),
+                _ => None,
+            },
+            m.closing,
+        );
+        let mut new = Vec::new();
+        for (priority, name, addr) in want {
+            if children.contains_key(name) {
+                continue;
+            }
+            let kid = super::next_pipe_id();
+            children.insert(name.clone(), kid);
+            self.connecters.insert(
+                kid,
+                Connecter {
+                    socket: socket.clone(),
+                    uri: uri.clone(),
+                    endpoint: Endpoint::Tcp {
+                        host: Host::Ip(addr.ip()),
+                        port: addr.port(),
+                        resource: resource.clone(),
+                    },
+                    backoff: Backoff::new(&options),
+                    options: options.clone(),
+                    pipe: None,
+                    keeps_pipe: false,
+                    state: ConnecterState::Waiting(Instant::now()),
+                    closing,
+                    hung_up_in_handshake: false,
+                    candidates: VecDeque::new(),
+                    lookup: None,
+                    current: Some(*addr),
+                    valid_until: None,
+                    refresh_at: None,
+                    fan: Fan::Child {
+                        parent: id,
+                        up: false,
+                        tried: false,
+                        priority: *priority,
+                    },
+                },
+            );
+            new.push(kid);
+        }
+        if let Some(Connecter {
+            fan: Fan::Manager { children: c, .. },
+            ..
+        }) = self.connecters.get_mut(&id)
+        {
+            *c = children;
+        }
+        for kid in new {
+            self.start_connect(kid);
+        }
+    }
+
+    /// A fan-out child failed to connect or lost its connection (`failed`), or made
+    /// one (`!failed`): its manager may change the priority in use.
+    fn child_changed(&mut self, id: u64, failed: bool) {
+        let Some(c) = self.connecters.get_mut(&id) else {
+            return;
+        };
+        let Fan::Child {
+            parent, up, tried, ..
+        } = &mut c.fan
+        else {
+            return;
+        };
+        *up = !failed;
+        *tried |= failed;
+        let parent = *parent;
+        self.manage(parent, None);
+    }
+
+    /// The answer to a refresh: a live connection to an address the name's records no
+    /// longer give is closed, and the reconnect goes where they say now.
+    fn refreshed(&mut self, id: u64, answer: dns::Answer) {
+        let Some(c) = self.connecters.get_mut(&id) else {
+            return;
+        };
+        if matches!(c.fan, Fan::Manager { .. }) {
+            match answer {
+                Ok(r) => {
+                    c.valid_until = r.valid_until;
+                    c.refresh_at = next_refresh(r.valid_until);
+                    self.manage(id, Some(r.candidates));
+                }
+                Err(e) => {
+                    tracing::debug!("refreshing {} failed: {e}", c.uri);
+                    c.refresh_at = Some(Instant::now() + REFRESH_RETRY);
+                }
+            }
+            return;
+        }
+        let ConnecterState::Active(t) = c.state else {
+            // Not connected now: the reconnect looks the name up itself.
+            return;
+        };
+        match answer {
+            Ok(r) => {
+                c.valid_until = r.valid_until;
+                match c.current {
+                    Some(cur) if !r.candidates.iter().any(|x| x.addr == cur) => {
+                        c.candidates = r.candidates.into();
+                        c.refresh_at = None;
+                        let why = format!(
+                            "the name's records no longer give {cur}: reconnecting where they say now"
+                        );
+                        self.close_conn_with(t, Some(why));
+                    }
+                    _ => c.refresh_at = next_refresh(c.valid_until),
+                }
+            }
+            Err(e) => {
+                // Keep the connection; try again later.
+                tracing::debug!("refreshing {} failed: {e}", c.uri);
+                c.refresh_at = Some(Instant::now() + REFRESH_RETRY);
+            }
+        }
+    }
+
+    fn resolve_failed(&mut self, id: u64, why: String) {
+        if let Some(c) = self.connecters.get(&id) {
+            c.socket
+                .monitors
+                .emit(EventKind::ResolveFailed, &c.uri, why.clone());
+        }
+        self.schedule_retry(id, &why);
+    }
+
     fn start_connect(&mut self, id: u64) {
         let Some(c) = self.connecters.get_mut(&id) else {
             return;
@@ -1080,7 +1578,27 @@ impl Engine {
         if self.shutting_down && c.closing.is_none() {
             return;
         }
-        match stream::connect(&c.uri, &c.endpoint) {
+        if let Fan::Manager { .. } = c.fan {
+            // It never connects itself: it (re)reads the records, its children connect.
+            if let Some(q) = query_of(&c.endpoint) {
+                self.resolve(id, q, false);
+            }
+            return;
+        }
+        let attempt = match query_of(&c.endpoint) {
+            Some(query) => match c.candidates.pop_front() {
+                Some(next) => {
+                    c.current = Some(next.addr);
+                    stream::connect_tcp(next.addr)
+                }
+                None => {
+                    self.resolve(id, query, false);
+                    return;
+                }
+            },
+            None => stream::connect(&c.uri, &c.endpoint),
+        };
+        match attempt {
             Ok(s) => {
                 let socket = c.socket.clone();
                 let options = c.options.clone();
@@ -1118,7 +1636,16 @@ impl Engine {
                     None => self.schedule_retry(id, "cannot register the stream"),
                 }
             }
-            Err(e) => self.schedule_retry(id, &e.to_string()),
+            Err(e) => match self.connecters.get_mut(&id) {
+                Some(c) if !c.candidates.is_empty() => {
+                    tracing::debug!("connect for {} failed: {e}; trying the next address", c.uri);
+                    c.state = ConnecterState::Waiting(Instant::now());
+                }
+                _ => {
+                    self.schedule_retry(id, &e.to_string());
+                    self.child_changed(id, true);
+                }
+            },
         }
     }
 
@@ -1490,6 +2017,10 @@ impl Engine {
             if let Some(k) = self.connecters.get_mut(&id) {
                 k.backoff.reset(&k.options);
                 k.hung_up_in_handshake = false;
+                // The next reconnect looks the name up again; while connected, the
+                // name is looked up again when its records' TTL ends.
+                k.candidates.clear();
+                k.refresh_at = next_refresh(k.valid_until);
             }
         }
         if let Some(p) = &c.pipe {
@@ -1520,6 +2051,10 @@ impl Engine {
         c.socket
             .monitors
             .emit(EventKind::HandshakeSucceeded, &c.endpoint, detail);
+        if let Origin::Connecter(k) = c.origin {
+            // A fan-out child is up: its manager may go back to its priority.
+            self.child_changed(k, false);
+        }
     }
 
     fn close_conn(&mut self, t: Token) {
@@ -1614,6 +2149,7 @@ impl Engine {
             self.pipe_to_conn.remove(&p.id);
         }
         let origin = c.origin;
+        let connect_failed = c.connecting;
         let kept = match origin {
             Origin::Connecter(id) => self
                 .connecters
@@ -1632,6 +2168,7 @@ impl Engine {
         }
         if let Origin::Connecter(id) = origin {
             if let Some(k) = self.connecters.get_mut(&id) {
+                k.refresh_at = None;
                 if kept {
                     k.pipe = pipe;
                 }
@@ -1640,6 +2177,9 @@ impl Engine {
                     k.pipe = None;
                 } else if k.closing.is_some() && k.drained(self.shutting_down) {
                     self.connecters.remove(&id);
+                } else if connect_failed && !k.candidates.is_empty() {
+                    // The next address of the name, at once (RFC 2782's order).
+                    k.state = ConnecterState::Waiting(Instant::now());
                 } else {
                     k.state = ConnecterState::Waiting(Instant::now());
                     // After a hang-up in the handshake, back off even without a
@@ -1650,6 +2190,7 @@ impl Engine {
                     self.schedule_retry_capped(id, &detail, cap);
                 }
             }
+            self.child_changed(id, true);
         }
     }
 }

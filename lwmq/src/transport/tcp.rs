@@ -6,6 +6,12 @@
 //! stream engine ([`super::stream_engine`]), which owns every listener and stream from
 //! then on. A bind on a TCP port this context already listens on adds a route to that
 //! listener, chosen by the peer's ZMTP `Resource` ([`Ports`]).
+//!
+//! A connect never resolves anything here: names (host names and DNS service names)
+//! are looked up by the background thread through the resolver thread
+//! ([`super::dns`]), so `connect` returns at once and cannot fail on DNS. A bind
+//! resolves its host name here, on the caller's thread (a bind must say at once
+//! whether it worked).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -84,7 +90,11 @@ impl Transport for StreamTransport {
                     "cannot connect to '*': name a host",
                 ));
             }
-            Endpoint::Tcp { port: 0, .. } => {
+            Endpoint::Tcp {
+                host: Host::Ip(_) | Host::Name(_),
+                port: 0,
+                ..
+            } => {
                 return Err(Error::endpoint(req.uri, "cannot connect to port 0"));
             }
             Endpoint::Tcp { .. } | Endpoint::Unix(_) => {}
@@ -93,7 +103,14 @@ impl Transport for StreamTransport {
         let reactor = req.hub.reactor()?;
         let id = super::next_pipe_id();
         let mut pipes = Vec::new();
-        let pipe = if !req.options.immediate && req.socket.socket_type != SocketType::Router {
+        // A SUB or XSUB connecting to a DNS service name connects to every target of
+        // the best priority (see `stream_engine`): a pipe per connection, made at the
+        // handshake, like ROUTER's.
+        let fans_out = stream_engine::fans_out(req.endpoint, req.socket.socket_type);
+        let pipe = if !req.options.immediate
+            && req.socket.socket_type != SocketType::Router
+            && !fans_out
+        {
             let (mine, theirs) =
                 stream_engine::stream_pipe(&reactor.stream, req.socket, req.options, req.uri);
             pipes.push(mine);

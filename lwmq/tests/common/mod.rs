@@ -2,6 +2,7 @@
 //! and a watchdog for tests that could deadlock.
 #![allow(dead_code)]
 
+pub mod dns;
 pub mod peer;
 
 use std::path::{Path, PathBuf};

@@ -149,6 +149,17 @@ pub struct ShmOptions {
     pub max_peer_ring_size: usize,
 }
 
+/// The environment variable naming the process's domain.
+pub const DOMAIN_ENV: &str = "LWMQ_DOMAIN";
+
+/// The domain when none is set: `LWMQ_DOMAIN`, or `"default"` when it is unset or empty.
+pub fn default_domain() -> String {
+    match std::env::var(DOMAIN_ENV) {
+        Ok(d) if !d.is_empty() => d,
+        _ => "default".into(),
+    }
+}
+
 impl Default for ShmOptions {
     fn default() -> ShmOptions {
         ShmOptions {
@@ -156,7 +167,7 @@ impl Default for ShmOptions {
             max_pending: 1000,
             spin: Duration::from_micros(50),
             allow_uids: AllowedPeers::SameUser,
-            domain: std::env::var("LWMQ_DOMAIN").unwrap_or_else(|_| "default".into()),
+            domain: default_domain(),
             handshake_timeout: Duration::from_secs(2),
             max_peer_ring_size: 64 << 20,
         }
