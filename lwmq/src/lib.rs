@@ -57,6 +57,11 @@ pub(crate) mod transport;
 /// The shared-memory transport behind `ipc://`, usable on its own (see its docs).
 pub use transport::shm;
 
+/// Adopted descriptors (`fd://N`): a dispatcher's pairs for its workers.
+pub use transport::fd;
+/// Socket activation (`systemd://NAME`) and `sd_notify` readiness.
+pub use transport::fd::systemd;
+
 pub mod endpoint;
 pub mod introspect;
 pub mod proto;

@@ -53,7 +53,7 @@ use bytes::Bytes;
 use mio::{Interest, Registry, Token};
 
 use super::reconnect::Backoff;
-use super::stream::{self, Bound, Listener, Stream};
+use super::stream::{self, Adopted, Bound, Listener, Stream};
 use super::{PipeId, SocketHandle, control, parse_control};
 use crate::monitor::EventKind;
 use crate::options::{Mechanism, Options};
@@ -210,6 +210,8 @@ struct ListenerEntry {
     /// The id of the bind that made it.
     id: u64,
     listener: Listener,
+    /// An adopted descriptor's claim: after `listener`, so dropped after it is closed.
+    adopted: Option<Adopted>,
     routes: Vec<Route>,
     endpoint: String,
     unlink: Option<PathBuf>,
@@ -254,6 +256,18 @@ struct Connecter {
     /// The last connection's peer hung up during the handshake without a reason: the
     /// next one awaits the peer's READY before sending ours (see the module docs).
     hung_up_in_handshake: bool,
+    /// An adopted connected descriptor (`fd://`, `systemd://`): one connection, made
+    /// by someone else, never remade; the connecter ends with it.
+    adopted: Option<AdoptedAs>,
+}
+
+/// How an adopted connected descriptor was given to the socket.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum AdoptedAs {
+    /// To `connect`.
+    Connected,
+    /// To `bind` (an `Accept=yes` connection of socket activation).
+    Accepted,
 }
 
 impl Connecter {
@@ -274,6 +288,8 @@ enum Origin {
 
 struct Conn {
     stream: Stream,
+    /// An adopted descriptor's claim: after `stream`, so dropped after it is closed.
+    adopted: Option<Adopted>,
     proto: Connection,
     socket: Arc<SocketHandle>,
     options: Options,
@@ -525,6 +541,7 @@ impl Engine {
             ListenerEntry {
                 id,
                 listener: bound.listener,
+                adopted: bound.adopted,
                 routes: vec![Route {
                     id,
                     resource,
@@ -568,9 +585,88 @@ impl Engine {
                 state: ConnecterState::Waiting(Instant::now()),
                 closing: None,
                 hung_up_in_handshake: false,
+                adopted: None,
             },
         );
         self.start_connect(id);
+    }
+
+    /// Serves a connected stream someone else made (an adopted descriptor): one
+    /// connection that is never remade. When it ends (`disconnected`), so does the
+    /// endpoint. `pipe`: the pipe made at connect time, if any.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn adopt(
+        &mut self,
+        id: u64,
+        socket: Arc<SocketHandle>,
+        uri: String,
+        endpoint: Endpoint,
+        options: Options,
+        pipe: Option<IoHalf>,
+        stream: Stream,
+        adopted: Adopted,
+        how: AdoptedAs,
+    ) {
+        if let Some(p) = &pipe {
+            self.pipe_to_conn.remove(&p.id);
+        }
+        let keeps_pipe = pipe.is_some();
+        self.connecters.insert(
+            id,
+            Connecter {
+                socket: socket.clone(),
+                uri: uri.clone(),
+                endpoint,
+                backoff: Backoff::new(&options),
+                options: options.clone(),
+                pipe: None,
+                keeps_pipe,
+                state: ConnecterState::Stopped,
+                closing: None,
+                hung_up_in_handshake: false,
+                adopted: Some(how),
+            },
+        );
+        let (kind, peer) = match how {
+            AdoptedAs::Connected => (EventKind::Connected, String::new()),
+            AdoptedAs::Accepted => (
+                EventKind::Accepted,
+                stream.peer_description().unwrap_or_default(),
+            ),
+        };
+        socket.monitors.emit(kind, &uri, peer);
+        // Not connecting: the stream is connected already, and it is read at once
+        // (`readable` starts set), so bytes that arrived before it was registered
+        // (edge-triggered) are not left waiting for an edge that never comes.
+        match self.add_conn(
+            stream,
+            socket.clone(),
+            options,
+            uri.clone(),
+            Origin::Connecter(id),
+            false,
+            pipe,
+            None,
+        ) {
+            Some(t) => match self.conns.get_mut(&t) {
+                Some(c) => {
+                    c.adopted = Some(adopted);
+                    if let Some(k) = self.connecters.get_mut(&id) {
+                        k.state = ConnecterState::Active(t);
+                    }
+                }
+                // Already over (the peer had closed): the descriptor is closed.
+                None => drop(adopted),
+            },
+            None => {
+                self.connecters.remove(&id);
+                socket.monitors.emit(
+                    EventKind::Disconnected,
+                    &uri,
+                    "cannot register the adopted descriptor; not reconnecting",
+                );
+            }
+        }
     }
 
     /// Serves one more resource on a listener this context already has.
@@ -650,11 +746,22 @@ impl Engine {
     pub(crate) fn introspect(&self, infos: &mut HashMap<u64, crate::introspect::SocketInfo>) {
         use crate::introspect::{ConnectionInfo, Direction};
         let get = SocketHandle::info_entry;
-        for r in self.listeners.values().flat_map(|l| &l.routes) {
-            get(infos, &r.socket).bound.push(r.endpoint.clone());
+        for l in self.listeners.values() {
+            for r in &l.routes {
+                let shown = match &l.adopted {
+                    Some(a) => format!("{} (adopted {})", r.endpoint, a.what),
+                    None => r.endpoint.clone(),
+                };
+                get(infos, &r.socket).bound.push(shown);
+            }
         }
         for c in self.connecters.values() {
-            get(infos, &c.socket).connected.push(c.uri.clone());
+            let info = get(infos, &c.socket);
+            match c.adopted {
+                None => info.connected.push(c.uri.clone()),
+                Some(AdoptedAs::Connected) => info.connected.push(format!("{} (adopted)", c.uri)),
+                Some(AdoptedAs::Accepted) => info.bound.push(format!("{} (adopted)", c.uri)),
+            }
         }
         for c in self.conns.values() {
             if !c.handshake_done || c.closing.is_some() {
@@ -665,6 +772,14 @@ impl Engine {
                 endpoint: c.endpoint.clone(),
                 direction: match c.origin {
                     Origin::Listener(_) => Direction::Accepted,
+                    Origin::Connecter(id)
+                        if self
+                            .connecters
+                            .get(&id)
+                            .is_some_and(|k| k.adopted == Some(AdoptedAs::Accepted)) =>
+                    {
+                        Direction::Accepted
+                    }
                     Origin::Connecter(_) => Direction::Connected,
                 },
                 local_address,
@@ -819,6 +934,7 @@ impl Engine {
             t,
             Conn {
                 stream,
+                adopted: None,
                 proto,
                 socket,
                 options,
@@ -865,6 +981,7 @@ impl Engine {
             t,
             Conn {
                 stream,
+                adopted: None,
                 proto,
                 socket,
                 options,
@@ -1392,7 +1509,16 @@ impl Engine {
             ),
             (None, None) => "connection closed by peer".to_owned(),
         };
-        let retry_note = if permanent && matches!(c.origin, Origin::Connecter(_)) {
+        let adopted = match c.origin {
+            Origin::Connecter(id) => self
+                .connecters
+                .get(&id)
+                .is_some_and(|k| k.adopted.is_some()),
+            Origin::Listener(_) => false,
+        };
+        let retry_note = if adopted {
+            "; an adopted descriptor: not reconnecting, the endpoint is gone"
+        } else if permanent && matches!(c.origin, Origin::Connecter(_)) {
             "; not reconnecting"
         } else {
             ""
@@ -1411,7 +1537,12 @@ impl Engine {
             }
         }
         if !c.connecting {
-            events.push((EventKind::Disconnected, detail.clone()));
+            let detail = if adopted {
+                format!("{detail}{retry_note}")
+            } else {
+                detail.clone()
+            };
+            events.push((EventKind::Disconnected, detail));
         }
         if let Some(p) = &c.pipe {
             self.pipe_to_conn.remove(&p.id);
@@ -1421,7 +1552,7 @@ impl Engine {
             Origin::Connecter(id) => self
                 .connecters
                 .get(&id)
-                .is_some_and(|k| k.keeps_pipe && !permanent),
+                .is_some_and(|k| k.keeps_pipe && !permanent && k.adopted.is_none()),
             Origin::Listener(_) => false,
         };
         let pipe = if kept { c.pipe.take() } else { None };
@@ -1438,7 +1569,10 @@ impl Engine {
                 if kept {
                     k.pipe = pipe;
                 }
-                if permanent {
+                if k.adopted.is_some() {
+                    // Never remade: the endpoint is gone with its connection.
+                    self.connecters.remove(&id);
+                } else if permanent {
                     k.state = ConnecterState::Stopped;
                     k.pipe = None;
                 } else if k.closing.is_some() && k.drained(self.shutting_down) {
