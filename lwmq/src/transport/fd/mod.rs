@@ -362,7 +362,10 @@ struct Claim(RawFd);
 
 impl Claim {
     fn new(fd: RawFd) -> Option<Claim> {
-        lock(&CLAIMS).insert(fd).then_some(Claim(fd))
+        // Not `then_some(Claim(fd))`: that would make (and drop) a claim even when the
+        // descriptor is taken, releasing the owner's claim.
+        let fresh = lock(&CLAIMS).insert(fd);
+        if fresh { Some(Claim(fd)) } else { None }
     }
 }
 
