@@ -1,5 +1,5 @@
 //! `fd://N` and `systemd://NAME`: sockets whose descriptor someone else made, adopted
-//! by lwmq. The [`Transport`] entry of both schemes.
+//! by lwmq. The transport entry (`TABLE`) of both schemes.
 //!
 //! - **bind** adopts a *listening* stream socket, TCP (IPv4 or IPv6) or Unix (path or
 //!   abstract): it becomes a listener of the background thread's stream engine, like
@@ -13,7 +13,7 @@
 //!   `disconnected` ("not reconnecting, the endpoint is gone") and so it is.
 //!
 //! What a descriptor is, is checked first (`SO_ACCEPTCONN`, `SO_DOMAIN`, `SO_TYPE`,
-//! `SO_PROTOCOL`, in [`sys`]); a descriptor that is not open, not a socket, not a TCP or
+//! `SO_PROTOCOL`, in `sys`); a descriptor that is not open, not a socket, not a TCP or
 //! Unix stream socket, or not in the state the call needs is an error that names it
 //! and says what it is, and is left untouched. Once the checks pass, lwmq owns it: it
 //! is made non-blocking and close-on-exec, and closed exactly once, when the bind or
