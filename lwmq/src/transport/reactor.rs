@@ -248,9 +248,11 @@ impl Run {
                 match ev.token() {
                     WAKER => {}
                     // Hang-ups and errors count as readable: the read finds them.
-                    t if t.0 % 2 == 0 => self
-                        .stream
-                        .ready(t, ev.is_readable() || ev.is_read_closed() || ev.is_error()),
+                    t if t.0 % 2 == 0 => self.stream.ready(
+                        t,
+                        ev.is_readable() || ev.is_read_closed() || ev.is_error(),
+                        ev.is_read_closed() || ev.is_error(),
+                    ),
                     t => self.ipc.ready(t),
                 }
             }

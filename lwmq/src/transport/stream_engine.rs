@@ -314,6 +314,11 @@ struct Conn {
     /// The stream may have bytes to read: set by a readable event, cleared by a read
     /// that found it drained (so a turn started by the socket makes no empty read).
     readable: bool,
+    /// An event said the peer closed its end. Then a short read does not clear
+    /// `readable`: the end of file is behind the bytes just read, and its edge came
+    /// with theirs (a peer that writes its last message and closes, as a process
+    /// exiting does), so no later event would make us read it.
+    read_closed: bool,
     /// Shared port: still finding out which socket this connection is for.
     sniff: Option<Sniff>,
     /// Refused (unknown resource): no pipe, close after the ERROR.
@@ -397,11 +402,13 @@ impl Engine {
     }
 
     /// A readiness event for one of our tokens.
-    pub(crate) fn ready(&mut self, t: Token, readable: bool) {
+    /// `closed`: the event says the peer's end is closed (or failed).
+    pub(crate) fn ready(&mut self, t: Token, readable: bool, closed: bool) {
         if self.listeners.contains_key(&t) {
             self.accept(t);
         } else if let Some(c) = self.conns.get_mut(&t) {
             c.readable |= readable;
+            c.read_closed |= closed;
             self.drive(t);
         }
     }
@@ -949,6 +956,7 @@ impl Engine {
                 handshake_done: false,
                 eof: false,
                 readable: true,
+                read_closed: false,
                 sniff: None,
                 rejected: false,
             },
@@ -996,6 +1004,7 @@ impl Engine {
                 handshake_done: false,
                 eof: false,
                 readable: true,
+                read_closed: false,
                 sniff: Some(Sniff {
                     peek: proto::resource::ResourcePeek::new(),
                     listener,
@@ -1230,7 +1239,7 @@ impl Engine {
                         progress = true;
                     }
                     Ok(n) => {
-                        c.readable = n == self.buf.len();
+                        c.readable = n == self.buf.len() || c.read_closed;
                         c.proto.handle_input(&self.buf[..n], Instant::now());
                         progress = true;
                     }
