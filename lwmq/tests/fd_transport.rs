@@ -29,6 +29,37 @@ fn peer(test: &str, role: &str, env: &[(&str, String)]) -> Command {
     c
 }
 
+/// Held while a child process is started, and from making a worker pair until our
+/// copy of its child end is closed: under plain `cargo test` the tests of this binary
+/// run on threads of one process, and a child started meanwhile would inherit another
+/// test's inheritable descriptor (keeping its peer from ever seeing the close).
+static SPAWN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn spawn_lock() -> std::sync::MutexGuard<'static, ()> {
+    SPAWN.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Starts this binary as `role` for `test` with the child end of a fresh worker pair;
+/// returns the child and the endpoint of our end.
+fn spawn_worker(test: &str, role: &str) -> (common::KillOnDrop, String) {
+    let _g = spawn_lock();
+    let pair = lwmq::fd::worker_pair().unwrap();
+    let child = peer(test, role, &[(FD, pair.child.as_raw_fd().to_string())])
+        .spawn()
+        .unwrap();
+    drop(pair.child);
+    (common::KillOnDrop(child), lwmq::fd::endpoint(pair.keep))
+}
+
+/// `common::in_own_process`, started under the spawn lock.
+fn own_process(test: &str, body: impl FnOnce()) {
+    if std::env::var_os("LWMQ_TEST_OWN_PROCESS").is_some() {
+        return body();
+    }
+    let _g = spawn_lock();
+    common::in_own_process(test, &[], body);
+}
+
 fn role() -> Option<String> {
     std::env::var(ROLE).ok()
 }
@@ -198,13 +229,9 @@ fn parent_and_workers_over_socketpairs_both_directions() {
     router.set_recv_timeout(Some(Duration::from_secs(30)));
     let mut workers = Vec::new();
     for _ in 0..3 {
-        let pair = lwmq::fd::worker_pair().unwrap();
-        let child = peer(TEST, "worker", &[(FD, pair.child.as_raw_fd().to_string())])
-            .spawn()
-            .unwrap();
-        drop(pair.child);
-        router.connect(&lwmq::fd::endpoint(pair.keep)).unwrap();
-        workers.push(common::KillOnDrop(child));
+        let (child, ep) = spawn_worker(TEST, "worker");
+        router.connect(&ep).unwrap();
+        workers.push(child);
     }
     let mut ids = Vec::new();
     for _ in 0..3 {
@@ -263,18 +290,7 @@ fn a_closed_peer_is_not_reconnected() {
     let req = ctx.socket(SocketType::Req).unwrap();
     req.set_recv_timeout(Some(Duration::from_secs(30)));
     let mon = req.monitor();
-    let pair = lwmq::fd::worker_pair().unwrap();
-    let mut child = common::KillOnDrop(
-        peer(
-            TEST,
-            "echo-once",
-            &[(FD, pair.child.as_raw_fd().to_string())],
-        )
-        .spawn()
-        .unwrap(),
-    );
-    drop(pair.child);
-    let uri = lwmq::fd::endpoint(pair.keep);
+    let (mut child, uri) = spawn_worker(TEST, "echo-once");
     req.connect(&uri).unwrap();
     req.send("ping").unwrap();
     assert_eq!(req.recv().unwrap(), Message::from("ping"));
@@ -342,7 +358,7 @@ fn data_pending_before_adoption_is_read() {
 /// descriptor is left as it was.
 #[test]
 fn bad_descriptors_are_clear_errors() {
-    common::in_own_process("bad_descriptors_are_clear_errors", &[], || {
+    own_process("bad_descriptors_are_clear_errors", || {
         let ctx = Context::new();
         let s = ctx.socket(SocketType::Dealer).unwrap();
         let err = |r: lwmq::Result<()>| -> String {
@@ -412,73 +428,69 @@ fn bad_descriptors_are_clear_errors() {
 /// is never adopted twice.
 #[test]
 fn each_adopted_descriptor_is_closed_exactly_once() {
-    common::in_own_process(
-        "each_adopted_descriptor_is_closed_exactly_once",
-        &[],
-        || {
-            let _w = common::watchdog(Duration::from_secs(60));
-            let ctx = Context::new();
-            let listener = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .into_raw_fd();
-            let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
-            let (a, b) = (a.into_raw_fd(), b.into_raw_fd());
-            let rep = ctx.socket(SocketType::Rep).unwrap();
-            let ep = rep.bind(&format!("fd://{listener}")).unwrap();
-            let again = rep.bind(&format!("fd://{listener}"));
-            assert!(
-                matches!(&again, Err(e) if e.to_string().contains("adopted already")),
-                "{again:?}"
+    own_process("each_adopted_descriptor_is_closed_exactly_once", || {
+        let _w = common::watchdog(Duration::from_secs(60));
+        let ctx = Context::new();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .into_raw_fd();
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (a, b) = (a.into_raw_fd(), b.into_raw_fd());
+        let rep = ctx.socket(SocketType::Rep).unwrap();
+        let ep = rep.bind(&format!("fd://{listener}")).unwrap();
+        let again = rep.bind(&format!("fd://{listener}"));
+        assert!(
+            matches!(&again, Err(e) if e.to_string().contains("adopted already")),
+            "{again:?}"
+        );
+        let req = ctx.socket(SocketType::Req).unwrap();
+        req.connect(&ep).unwrap();
+        let pair_a = ctx.socket(SocketType::Pair).unwrap();
+        let pair_b = ctx.socket(SocketType::Pair).unwrap();
+        pair_a.connect(&format!("fd://{a}")).unwrap();
+        pair_b.connect(&format!("fd://{b}")).unwrap();
+        pair_a.send("x").unwrap();
+        assert_eq!(pair_b.recv().unwrap(), Message::from("x"));
+        req.send("y").unwrap();
+        assert_eq!(rep.recv().unwrap(), Message::from("y"));
+        for fd in [listener, a, b] {
+            assert!(is_open(fd), "fd {fd} is open while in use");
+        }
+        drop(rep);
+        drop(pair_a);
+        drop(pair_b);
+        // Closing (with linger) is done by the background thread; wait for it.
+        let mut closed = false;
+        for _ in 0..500 {
+            if ![listener, a, b].iter().any(|&fd| is_open(fd)) {
+                closed = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            closed,
+            "adopted descriptors are closed when their sockets close"
+        );
+        // Put files at those numbers: lwmq must not close them a second time.
+        let path = std::env::temp_dir().join(format!("lwmq-fd-once-{}", std::process::id()));
+        let file = std::fs::File::create(&path).unwrap();
+        for fd in [listener, a, b] {
+            // SAFETY: plain integer arguments; `fd` is free (checked above).
+            assert_eq!(unsafe { libc::dup2(file.as_raw_fd(), fd) }, fd);
+        }
+        drop(req);
+        std::thread::sleep(Duration::from_millis(300));
+        ctx.terminate();
+        for fd in [listener, a, b] {
+            assert_eq!(
+                fd_target(fd).as_deref(),
+                Some(path.to_str().unwrap()),
+                "fd {fd} was closed a second time"
             );
-            let req = ctx.socket(SocketType::Req).unwrap();
-            req.connect(&ep).unwrap();
-            let pair_a = ctx.socket(SocketType::Pair).unwrap();
-            let pair_b = ctx.socket(SocketType::Pair).unwrap();
-            pair_a.connect(&format!("fd://{a}")).unwrap();
-            pair_b.connect(&format!("fd://{b}")).unwrap();
-            pair_a.send("x").unwrap();
-            assert_eq!(pair_b.recv().unwrap(), Message::from("x"));
-            req.send("y").unwrap();
-            assert_eq!(rep.recv().unwrap(), Message::from("y"));
-            for fd in [listener, a, b] {
-                assert!(is_open(fd), "fd {fd} is open while in use");
-            }
-            drop(rep);
-            drop(pair_a);
-            drop(pair_b);
-            // Closing (with linger) is done by the background thread; wait for it.
-            let mut closed = false;
-            for _ in 0..500 {
-                if ![listener, a, b].iter().any(|&fd| is_open(fd)) {
-                    closed = true;
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            assert!(
-                closed,
-                "adopted descriptors are closed when their sockets close"
-            );
-            // Put files at those numbers: lwmq must not close them a second time.
-            let path = std::env::temp_dir().join(format!("lwmq-fd-once-{}", std::process::id()));
-            let file = std::fs::File::create(&path).unwrap();
-            for fd in [listener, a, b] {
-                // SAFETY: plain integer arguments; `fd` is free (checked above).
-                assert_eq!(unsafe { libc::dup2(file.as_raw_fd(), fd) }, fd);
-            }
-            drop(req);
-            std::thread::sleep(Duration::from_millis(300));
-            ctx.terminate();
-            for fd in [listener, a, b] {
-                assert_eq!(
-                    fd_target(fd).as_deref(),
-                    Some(path.to_str().unwrap()),
-                    "fd {fd} was closed a second time"
-                );
-            }
-            let _ = std::fs::remove_file(&path);
-        },
-    );
+        }
+        let _ = std::fs::remove_file(&path);
+    });
 }
 
 /// Two processes, each with its own SO_REUSEPORT listener on one port adopted with
@@ -511,9 +523,12 @@ fn so_reuseport_two_processes_serve_one_port() {
     let mut servers = Vec::new();
     let mut pids = Vec::new();
     for _ in 0..2 {
-        let mut c = peer(TEST, "server", &[("LWMQ_PORT", port.to_string())])
-            .spawn()
-            .unwrap();
+        let mut c = {
+            let _g = spawn_lock();
+            peer(TEST, "server", &[("LWMQ_PORT", port.to_string())])
+                .spawn()
+                .unwrap()
+        };
         let lines = stdout_lines(&mut c);
         loop {
             let l = lines.recv().expect("the server started");
