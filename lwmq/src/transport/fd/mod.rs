@@ -84,7 +84,7 @@ fn bind(req: &Request<'_>) -> Result<Attachment> {
             format!(
                 "descriptor {fd} is a {} {} socket that is not listening: bind adopts a \
                  listening socket (connect adopts a connected one)",
-                if is_connected(fd, socket.family) {
+                if is_connected(fd) {
                     "connected"
                 } else {
                     "unconnected"
@@ -157,7 +157,7 @@ fn adopt_connection(
     socket: SocketKind,
     how: AdoptedAs,
 ) -> Result<Attachment> {
-    if !is_connected(fd, socket.family) {
+    if !is_connected(fd) {
         return Err(Error::endpoint(
             req.uri,
             format!(
@@ -337,7 +337,7 @@ fn inspect(uri: &str, fd: RawFd) -> Result<SocketKind> {
 }
 
 /// Whether a stream socket has a peer.
-fn is_connected(fd: RawFd, _family: Family) -> bool {
+fn is_connected(fd: RawFd) -> bool {
     sys::has_peer(fd).unwrap_or(false)
 }
 
