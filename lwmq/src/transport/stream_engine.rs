@@ -614,9 +614,6 @@ impl Engine {
         adopted: Adopted,
         how: AdoptedAs,
     ) {
-        if let Some(p) = &pipe {
-            self.pipe_to_conn.remove(&p.id);
-        }
         let keeps_pipe = pipe.is_some();
         self.connecters.insert(
             id,
