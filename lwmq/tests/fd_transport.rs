@@ -169,7 +169,20 @@ fn listening_sockets_are_adopted_on_bind() {
     let got_unix = rep.bind(&format!("fd://{}", unix.into_raw_fd())).unwrap();
     assert_eq!(got_unix, format!("unix://@{name}"));
 
-    for ep in [got, got_unix] {
+    let v6 = std::net::TcpListener::bind("[::1]:0").unwrap();
+    let v6_port = v6.local_addr().unwrap().port();
+    let got_v6 = rep.bind(&format!("fd://{}", v6.into_raw_fd())).unwrap();
+    assert_eq!(got_v6, format!("tcp://[::1]:{v6_port}"));
+
+    let path = std::env::temp_dir().join(format!("lwmq-fd-test-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let at_path = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let got_path = rep
+        .bind(&format!("fd://{}", at_path.into_raw_fd()))
+        .unwrap();
+    assert_eq!(got_path, format!("unix://{}", path.display()));
+
+    for ep in [got, got_unix, got_v6, got_path] {
         let req = ctx.socket(SocketType::Req).unwrap();
         req.connect(&ep).unwrap();
         req.send(ep.clone().into_bytes()).unwrap();
@@ -188,6 +201,10 @@ fn listening_sockets_are_adopted_on_bind() {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert!(freed, "the adopted listener was closed on unbind");
+    // The socket file is the program's: lwmq, which did not make it, leaves it.
+    drop(rep);
+    assert!(path.exists());
+    let _ = std::fs::remove_file(&path);
 }
 
 /// A dispatcher (ROUTER) and worker processes (DEALER), each over its own socketpair
