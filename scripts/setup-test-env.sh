@@ -4,6 +4,8 @@
 # - Debian's dnsmasq (package dnsmasq-base: the program alone, without the system
 #   service the `dnsmasq` package would start on port 53), the real DNS server the DNS
 #   tests start on a loopback port of their own;
+# - Debian's systemd package for `systemd-socket-activate`, which the socket-activation
+#   tests run;
 # - a Python virtual environment with pyzmq (whose wheel carries libzmq 4.3.5), used as
 #   the real-libzmq peer in the interop tests.
 #
@@ -11,43 +13,50 @@
 # flock).
 #
 # `setup-test-env.sh dnsmasq` sets up dnsmasq only and prints its path on its last
-# line; without an argument it sets up both and prints the environment's python on its
+# line; without an argument it sets up everything and prints the environment's python on its
 # last line.
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
 mkdir -p "$root/target"
 
-ensure_dnsmasq() {
-    if command -v dnsmasq >/dev/null 2>&1; then
+# Installs Debian package $2 unless command $1 exists. apt is machine-wide, so one
+# machine-wide lock for every package, and the check repeated under it: parallel test
+# processes install each package once. `apt-get update` runs once per machine (and once
+# more if an install fails on package lists older than the mirror).
+ensure_package() {
+    if command -v "$1" >/dev/null 2>&1; then
         return
     fi
     (
         flock 8
-        if ! command -v dnsmasq >/dev/null 2>&1; then
+        if ! command -v "$1" >/dev/null 2>&1; then
             if [ "$(id -u)" -ne 0 ]; then
-                echo "setup-test-env.sh: dnsmasq is missing and installing it needs root (apt-get install dnsmasq-base)" >&2
+                echo "setup-test-env.sh: $1 is missing and installing it needs root (apt-get install $2)" >&2
                 exit 1
             fi
             export DEBIAN_FRONTEND=noninteractive
-            # One apt-get update per machine, then the install.
-            if [ ! -e "$root/target/.apt-updated" ]; then
+            if [ ! -e /tmp/lwmq-setup-apt-updated ]; then
                 apt-get update -q >&2
-                touch "$root/target/.apt-updated"
+                touch /tmp/lwmq-setup-apt-updated
             fi
-            if ! apt-get install -y -q --no-install-recommends dnsmasq-base >&2; then
-                # Package lists older than the mirror: update once more and retry.
+            if ! apt-get install -y -q --no-install-recommends "$2" >&2; then
                 apt-get update -q >&2
-                apt-get install -y -q --no-install-recommends dnsmasq-base >&2
+                apt-get install -y -q --no-install-recommends "$2" >&2
             fi
         fi
-    ) 8>"$root/target/dnsmasq.lock"
+    ) 8>/tmp/lwmq-setup-apt.lock
+    command -v "$1" >/dev/null 2>&1 || {
+        echo "setup-test-env.sh: installing Debian's $2 package did not provide $1" >&2
+        exit 1
+    }
 }
 
-ensure_dnsmasq
+ensure_package dnsmasq dnsmasq-base
 if [ "${1:-}" = dnsmasq ]; then
     command -v dnsmasq
     exit 0
 fi
+ensure_package systemd-socket-activate systemd
 
 venv="${LWMQ_VENV:-$root/target/pyenv}"
 pyzmq_version=26.2.0

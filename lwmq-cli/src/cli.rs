@@ -21,9 +21,13 @@ pub mod exit {
 
 const AFTER_HELP: &str = "\
 Endpoints: tcp://host:port[/resource], ipc://name[:port] (shared memory),
-unix:///path or unix://@abstract, inproc://name, fd://N, systemd://name.
+unix:///path or unix://@abstract, inproc://name, fd://N (an inherited descriptor:
+--bind takes a listening socket, connect a connected one), systemd://NAME or
+systemd://N (socket activation, by FileDescriptorName= or index; with Accept=yes the
+connection itself, with --bind).
 Every socket command connects to its ENDPOINT; --bind binds instead (and prints the
-bound address, e.g. the port picked for tcp://127.0.0.1:0, on stderr).
+bound address, e.g. the port picked for tcp://127.0.0.1:0, on stderr, before it reads
+anything from stdin). --notify then tells systemd the service is ready.
 
 Frames: each FRAME argument is one frame of the message: text by default, or hex
 (--hex), base64 (--base64), or a JSON value sent as MessagePack (--json). @FILE takes
@@ -140,6 +144,11 @@ pub struct SocketOpts {
     /// than this (e.g. 500ms, 5s, 1m; a bare number is seconds): exit code 3.
     #[arg(short, long, value_parser = parse_duration)]
     pub timeout: Option<Duration>,
+    /// Once bound or connected, tell systemd the service is ready (sd_notify READY=1
+    /// to NOTIFY_SOCKET, for Type=notify units), and feed its watchdog when
+    /// WATCHDOG_USEC is set.
+    #[arg(long)]
+    pub notify: bool,
     #[command(flatten)]
     pub security: SecurityOpts,
 }
@@ -437,6 +446,10 @@ pub struct ProxyArgs {
     /// Also send a copy of every message to this endpoint (a PUB socket; bound unless >ENDPOINT).
     #[arg(long)]
     pub capture: Option<String>,
+    /// Once every endpoint is bound or connected, tell systemd the service is ready
+    /// (sd_notify READY=1), and feed its watchdog when WATCHDOG_USEC is set.
+    #[arg(long)]
+    pub notify: bool,
 }
 
 /// What `lwmq bench` measures.

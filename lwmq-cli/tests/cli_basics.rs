@@ -446,3 +446,26 @@ fn router_answers_req_and_dealer_peers() {
     assert!(lines[0].ends_with("\t\tfrom-req"), "{lines:?}");
     assert_eq!(lines[1], "4431\tfrom-dealer");
 }
+
+/// A command that reads stdin binds and prints its address first: a new user who runs
+/// `lwmq pub --bind tcp://127.0.0.1:0 -` sees where to connect before typing anything.
+#[test]
+fn commands_reading_stdin_bind_and_print_before_the_first_line() {
+    let _w = common::watchdog(std::time::Duration::from_secs(120));
+    for cmd in ["pub", "push", "send"] {
+        let mut c = common::lwmq();
+        c.args([cmd, "--bind", "tcp://127.0.0.1:0", "-"])
+            .stdin(std::process::Stdio::piped());
+        let mut p = common::Proc::spawn(c);
+        // stdin stays open and empty: the address must come anyway.
+        let ep = p.bound_endpoint();
+        assert!(ep.starts_with("tcp://127.0.0.1:"), "{cmd}: {ep}");
+        if cmd == "push" {
+            let pull = common::Proc::lwmq(&["pull", &ep, "-n", "1", "-t", "60s"]);
+            let mut stdin = p.child.stdin.take().unwrap();
+            std::io::Write::write_all(&mut stdin, b"typed later\n").unwrap();
+            drop(stdin);
+            assert_eq!(pull.stdout_line(), "typed later");
+        }
+    }
+}

@@ -7,8 +7,8 @@
 //! | `ipc://name[:port]` | lwmq's shared-memory transport |
 //! | `unix:///path` or `unix://@abstract` | ZMTP over Unix stream sockets (libzmq's `ipc://`) |
 //! | `inproc://name` | within one process |
-//! | `fd://N` | adopt an open descriptor |
-//! | `systemd://name` | a socket passed by systemd socket activation |
+//! | `fd://N` | adopt descriptor N: a listening TCP or Unix stream socket (bind) or a connected one (connect) |
+//! | `systemd://NAME` or `systemd://N` | a socket passed by systemd socket activation, by `FileDescriptorName=` or index |
 
 use std::fmt;
 use std::str::FromStr;
@@ -109,6 +109,11 @@ impl Endpoint {
                     Err(Error::endpoint(
                         uri,
                         "systemd:// takes a socket name (FileDescriptorName=) or index",
+                    ))
+                } else if rest.contains(':') || rest.chars().any(char::is_control) {
+                    Err(Error::endpoint(
+                        uri,
+                        "a FileDescriptorName= has no ':' and no control characters",
                     ))
                 } else {
                     Ok(Endpoint::Systemd(rest.to_owned()))
@@ -480,6 +485,18 @@ mod tests {
         assert!(err(&format!("unix:///{}", "a".repeat(200))).contains("longer"));
         assert!(err("inproc://").contains("empty"));
         assert!(err("systemd://").contains("systemd"));
+        assert_eq!(
+            Endpoint::parse("systemd://web").unwrap(),
+            Endpoint::Systemd("web".into())
+        );
+        assert_eq!(
+            Endpoint::parse("systemd://0").unwrap().to_string(),
+            "systemd://0"
+        );
+        assert!(err("systemd://a:b").contains("':'"));
+        assert!(err("fd://").contains("non-negative"));
+        assert!(err("fd://3x").contains("non-negative"));
+        assert!(err("fd://99999999999").contains("non-negative"));
         assert!(err("http://x").contains("unknown transport"));
         assert!(err("nothing").contains("scheme://"));
     }

@@ -74,6 +74,11 @@ pub(crate) mod transport;
 pub use transport::shm;
 
 pub mod auth;
+/// Adopted descriptors (`fd://N`): a dispatcher's pairs for its workers.
+pub use transport::fd;
+/// Socket activation (`systemd://NAME`) and `sd_notify` readiness.
+pub use transport::fd::systemd;
+
 pub mod endpoint;
 pub mod graph;
 pub mod introspect;

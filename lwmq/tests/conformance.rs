@@ -2,13 +2,18 @@
 //!
 //! To add a transport, add one line to the `conformance!` invocation at the bottom:
 //! a module name, a function giving a fresh bind endpoint, and whether the transport
-//! reaches other processes.
+//! reaches other processes. `fd://` (adopted descriptors, over TCP and Unix) also says
+//! how to connect (a descriptor connected to what the peer bound), what a peer process
+//! binds, and that it never reconnects: after a peer's restart, the tests check that
+//! nothing is retried and connect a new descriptor.
 //!
 //! Tests that need a peer in another process re-run this test binary with
 //! `LWMQ_CONFORMANCE_PEER=<endpoint>` and the test's exact name; the same test body
 //! then acts as the peer.
 mod common;
 
+use std::os::fd::IntoRawFd;
+use std::os::linux::net::SocketAddrExt;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -26,6 +31,97 @@ pub struct Transport {
     pub fixed: fn(&str) -> String,
     /// Whether the transport reaches other processes.
     pub cross_process: bool,
+    /// What a socket connects to, given what a peer bound (`fd://`: a descriptor
+    /// connected to it; the others: the endpoint itself).
+    pub connect: fn(&str) -> String,
+    /// What a peer process binds to serve a `fixed` endpoint (`fd://`: a listener it
+    /// made there; the others: the endpoint itself).
+    pub peer_bind: fn(&str) -> String,
+    /// Whether a lost connection is remade (not for an adopted descriptor).
+    pub reconnects: bool,
+}
+
+/// After a peer's restart: a transport that reconnects goes on with `uri`; one that
+/// never does (`fd://`) tries nothing by itself, and a new connect reaches the new
+/// peer. Returns the endpoint now connected.
+fn reconnect_or_not(
+    t: &Transport,
+    mon: &lwmq::Monitor,
+    ep: &str,
+    uri: String,
+    connect: impl FnOnce(&str),
+) -> String {
+    if t.reconnects {
+        return uri;
+    }
+    while let Some(e) = mon.recv(Some(Duration::from_millis(300))) {
+        assert!(
+            !matches!(
+                e.kind,
+                EventKind::ConnectRetried | EventKind::ConnectDelayed
+            ),
+            "an adopted descriptor is never reconnected: {e}"
+        );
+    }
+    let uri = (t.connect)(ep);
+    connect(&uri);
+    uri
+}
+
+fn same(ep: &str) -> String {
+    ep.to_owned()
+}
+
+/// `fd://` over TCP: a listener made here, adopted.
+fn fd_tcp_bind(_: &str) -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a listener");
+    format!("fd://{}", l.into_raw_fd())
+}
+
+/// `fd://` over Unix (abstract): a listener made here, adopted.
+fn fd_unix_bind(tag: &str) -> String {
+    fd_peer_bind(&format!("unix://@{}", unique(tag)))
+}
+
+/// A listener at `ep` (`tcp://127.0.0.1:port` or `unix://@name`), adopted; retried
+/// while a previous peer's address is not free yet.
+fn fd_peer_bind(ep: &str) -> String {
+    for _ in 0..500 {
+        let made = if let Some(a) = ep.strip_prefix("tcp://") {
+            std::net::TcpListener::bind(a).map(|l| l.into_raw_fd())
+        } else if let Some(n) = ep.strip_prefix("unix://@") {
+            std::os::unix::net::SocketAddr::from_abstract_name(n)
+                .and_then(|a| std::os::unix::net::UnixListener::bind_addr(&a))
+                .map(|l| l.into_raw_fd())
+        } else {
+            panic!("no listener for {ep}");
+        };
+        if let Ok(fd) = made {
+            return format!("fd://{fd}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("cannot listen at {ep}");
+}
+
+/// A descriptor connected to `ep`, adopted. Where nobody listens, one end of a
+/// socketpair whose other end is kept open and never answers.
+fn fd_connect(ep: &str) -> String {
+    let made = if let Some(a) = ep.strip_prefix("tcp://") {
+        std::net::TcpStream::connect(a).map(|s| s.into_raw_fd())
+    } else if let Some(n) = ep.strip_prefix("unix://@") {
+        std::os::unix::net::SocketAddr::from_abstract_name(n)
+            .and_then(|a| std::os::unix::net::UnixStream::connect_addr(&a))
+            .map(|s| s.into_raw_fd())
+    } else {
+        panic!("cannot connect to {ep}");
+    };
+    let fd = made.unwrap_or_else(|_| {
+        let (ours, silent) = std::os::unix::net::UnixStream::pair().expect("a socketpair");
+        std::mem::forget(silent);
+        ours.into_raw_fd()
+    });
+    format!("fd://{fd}")
 }
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -53,7 +149,10 @@ impl Transport {
 
 /// Whether connections to `ep` are made in the background (so tests wait for them).
 fn is_stream(ep: &str) -> bool {
-    ep.starts_with("tcp://") || ep.starts_with("unix://") || ep.starts_with("ipc://")
+    ep.starts_with("tcp://")
+        || ep.starts_with("unix://")
+        || ep.starts_with("ipc://")
+        || ep.starts_with("fd://")
 }
 
 /// Waits until the socket behind `monitor` has `n` more peers (a no-op for inproc,
@@ -92,7 +191,7 @@ fn hwm_drops_on_pub(t: &Transport) {
     let mon = publ.monitor();
     let ep = publ.bind(&(t.bind)("hwm-drop")).unwrap();
     sub.subscribe(b"").unwrap();
-    sub.connect(&ep).unwrap();
+    sub.connect(&(t.connect)(&ep)).unwrap();
     wait_handshakes(&ep, &mon, 1);
     // Wait for the subscription to reach the publisher.
     sub.set_recv_timeout(Some(Duration::from_millis(20)));
@@ -141,7 +240,7 @@ fn hwm_blocks_on_push_and_send_timeout(t: &Transport) {
     pull.set_recv_hwm(5);
     let mon = pull.monitor();
     let ep = pull.bind(&(t.bind)("hwm-block")).unwrap();
-    push.connect(&ep).unwrap();
+    push.connect(&(t.connect)(&ep)).unwrap();
     wait_handshakes(&ep, &mon, 1);
     let big = lwmq::Bytes::from(vec![7u8; 64 * 1024]);
     let mut sent = 0u32;
@@ -189,7 +288,7 @@ fn recv_timeouts(t: &Transport) {
     let _w = common::watchdog(Duration::from_secs(60));
     let (_ctx, push, pull) = ctx_pair(SocketType::Push, SocketType::Pull);
     let ep = pull.bind(&(t.bind)("recv-timeout")).unwrap();
-    push.connect(&ep).unwrap();
+    push.connect(&(t.connect)(&ep)).unwrap();
     assert!(matches!(pull.try_recv(), Err(Error::WouldBlock)));
     pull.set_recv_timeout(Some(Duration::from_millis(30)));
     assert!(matches!(pull.recv(), Err(Error::Timeout)));
@@ -212,7 +311,7 @@ fn linger_flushes_on_close(t: &Transport) {
     {
         let push = ctx.socket(SocketType::Push).unwrap();
         push.set_linger(Some(Duration::from_secs(30)));
-        push.connect(&ep).unwrap();
+        push.connect(&(t.connect)(&ep)).unwrap();
         for i in 0..500u32 {
             push.send(Message::from_frames([
                 i.to_be_bytes().to_vec(),
@@ -242,7 +341,7 @@ fn close_after_burst_loses_nothing(t: &Transport) {
             let push = ctx.socket(SocketType::Push).unwrap();
             push.set_send_hwm(10);
             push.set_linger(Some(Duration::from_secs(60)));
-            push.connect(&ep).unwrap();
+            push.connect(&(t.connect)(&ep)).unwrap();
             for i in 0..n {
                 push.send(Message::from_frames([
                     i.to_be_bytes().to_vec(),
@@ -266,7 +365,8 @@ fn linger_zero_discards(t: &Transport) {
     let push = ctx.socket(SocketType::Push).unwrap();
     push.set_linger(Some(Duration::ZERO));
     // Nobody is bound here.
-    push.connect(&(t.fixed)("linger-zero")).unwrap();
+    push.connect(&(t.connect)(&(t.fixed)("linger-zero")))
+        .unwrap();
     for _ in 0..10 {
         push.send("lost").unwrap();
     }
@@ -278,7 +378,7 @@ fn linger_zero_discards(t: &Transport) {
 /// socket reconnects and carries on.
 fn reconnect_after_peer_restart(t: &Transport) {
     if let Ok(ep) = std::env::var("LWMQ_CONFORMANCE_PEER") {
-        echo_peer(&Context::new(), &ep, None);
+        echo_peer(&Context::new(), &(t.peer_bind)(&ep), None);
         return;
     }
     let _w = common::watchdog(Duration::from_secs(120));
@@ -288,7 +388,8 @@ fn reconnect_after_peer_restart(t: &Transport) {
     req.set_recv_timeout(Some(Duration::from_secs(30)));
     let mon = req.monitor();
     let mut peer = start_peer(t, &ctx, &ep, echo_peer);
-    req.connect(&ep).unwrap();
+    let uri = (t.connect)(&ep);
+    req.connect(&uri).unwrap();
     req.send("one").unwrap();
     assert_eq!(req.recv().unwrap(), Message::from("one"));
     peer.stop();
@@ -297,13 +398,14 @@ fn reconnect_after_peer_restart(t: &Transport) {
             .expect("the loss of the peer is noticed");
     }
     let _peer2 = start_peer(t, &ctx, &ep, echo_peer);
+    let uri = reconnect_or_not(t, &mon, &ep, uri, |u| req.connect(u).unwrap());
     req.send("two").unwrap();
     assert_eq!(req.recv().unwrap(), Message::from("two"));
     if is_stream(&ep) {
         let e = mon
             .wait_for(EventKind::HandshakeSucceeded, Duration::from_secs(30))
             .expect("a second handshake");
-        assert_eq!(e.endpoint, ep);
+        assert_eq!(e.endpoint, uri);
     }
     drop(_peer2);
     remove_stale(&ep);
@@ -432,7 +534,7 @@ fn publisher_peer(ctx: &Context, ep: &str, stop: Option<&std::sync::atomic::Atom
 /// process is told them again.
 fn subscriptions_survive_peer_restart(t: &Transport) {
     if let Ok(ep) = std::env::var("LWMQ_CONFORMANCE_PEER") {
-        publisher_peer(&Context::new(), &ep, None);
+        publisher_peer(&Context::new(), &(t.peer_bind)(&ep), None);
         return;
     }
     let _w = common::watchdog(Duration::from_secs(120));
@@ -443,7 +545,8 @@ fn subscriptions_survive_peer_restart(t: &Transport) {
     let mon = sub.monitor();
     sub.subscribe(b"weather").unwrap();
     let mut peer = start_peer(t, &ctx, &ep, publisher_peer);
-    sub.connect(&ep).unwrap();
+    let uri = (t.connect)(&ep);
+    sub.connect(&uri).unwrap();
     let first = text(&sub.recv().unwrap());
     assert!(first.starts_with("weather"), "{first}");
     peer.stop();
@@ -453,6 +556,7 @@ fn subscriptions_survive_peer_restart(t: &Transport) {
     }
     while sub.try_recv().is_ok() {}
     let _peer2 = start_peer(t, &ctx, &ep, publisher_peer);
+    reconnect_or_not(t, &mon, &ep, uri, |u| sub.connect(u).unwrap());
     let second = text(&sub.recv().unwrap());
     assert!(second.starts_with("weather"), "{second}");
     if t.cross_process {
@@ -470,7 +574,7 @@ fn prefix_subscription_filtering(t: &Transport) {
     let _w = common::watchdog(Duration::from_secs(60));
     let (_ctx, publ, sub) = ctx_pair(SocketType::Pub, SocketType::Sub);
     let ep = publ.bind(&(t.bind)("prefix")).unwrap();
-    sub.connect(&ep).unwrap();
+    sub.connect(&(t.connect)(&ep)).unwrap();
     sub.subscribe(b"ab").unwrap();
     sub.subscribe(b"zz").unwrap();
     sub.set_recv_timeout(Some(Duration::from_millis(20)));
@@ -520,7 +624,7 @@ fn router_mandatory_error(t: &Transport) {
         .unwrap_err();
     assert!(matches!(e.error, Error::HostUnreachable), "{}", e.error);
     assert_eq!(e.message, Message::from_frames(["nobody", "x"]));
-    dealer.connect(&ep).unwrap();
+    dealer.connect(&(t.connect)(&ep)).unwrap();
     dealer.send("hello").unwrap();
     assert_eq!(
         router.recv().unwrap(),
@@ -540,7 +644,7 @@ fn conflate_keeps_newest(t: &Transport) {
     pull.set_conflate(true);
     let mon = pull.monitor();
     let ep = pull.bind(&(t.bind)("conflate")).unwrap();
-    push.connect(&ep).unwrap();
+    push.connect(&(t.connect)(&ep)).unwrap();
     wait_handshakes(&ep, &mon, 1);
     for i in 0..100 {
         push.send(format!("m{i}").into_bytes()).unwrap();
@@ -572,7 +676,7 @@ fn load_balancing_across_three(t: &Transport) {
     let pulls: Vec<Socket> = (0..3)
         .map(|_| {
             let p = ctx.socket(SocketType::Pull).unwrap();
-            p.connect(&ep).unwrap();
+            p.connect(&(t.connect)(&ep)).unwrap();
             p
         })
         .collect();
@@ -606,7 +710,7 @@ fn fair_queueing_from_three(t: &Transport) {
     let pushes: Vec<Socket> = (0..3)
         .map(|_| {
             let p = ctx.socket(SocketType::Push).unwrap();
-            p.connect(&ep).unwrap();
+            p.connect(&(t.connect)(&ep)).unwrap();
             p
         })
         .collect();
@@ -651,7 +755,7 @@ fn incompatible_peer_is_refused(t: &Transport) {
     let (_ctx, rep, publ) = ctx_pair(SocketType::Rep, SocketType::Pub);
     let ep = rep.bind(&(t.bind)("incompatible")).unwrap();
     let mon = publ.monitor();
-    match publ.connect(&ep) {
+    match publ.connect(&(t.connect)(&ep)) {
         Err(Error::PeerRejected(why)) => {
             assert!(!is_stream(&ep));
             assert!(why.contains("PUB") && why.contains("REP"), "{why}");
@@ -676,7 +780,7 @@ fn incompatible_peer_is_refused(t: &Transport) {
 // The matrix.
 
 macro_rules! tests_for {
-    ($transport:ident, $bind:expr, $fixed:expr, $cross:expr, [$($test:ident),* $(,)?]) => {
+    ($transport:ident, $bind:expr, $fixed:expr, $cross:expr, $connect:expr, $peer_bind:expr, $reconnects:expr, [$($test:ident),* $(,)?]) => {
         mod $transport {
             use super::*;
             $(
@@ -687,6 +791,9 @@ macro_rules! tests_for {
                         bind: $bind,
                         fixed: $fixed,
                         cross_process: $cross,
+                        connect: $connect,
+                        peer_bind: $peer_bind,
+                        reconnects: $reconnects,
                     });
                 }
             )*
@@ -695,9 +802,14 @@ macro_rules! tests_for {
 }
 
 macro_rules! conformance {
-    ($($transport:ident: bind $bind:expr, fixed $fixed:expr, cross_process $cross:expr;)*) => {
+    (@or $x:expr, $default:expr) => { $x };
+    (@or , $default:expr) => { $default };
+    ($($transport:ident: bind $bind:expr, fixed $fixed:expr, cross_process $cross:expr
+       $(, connect $connect:expr, peer_bind $peer_bind:expr, reconnects $reconnects:expr)?;)*) => {
         $(
-            tests_for!($transport, $bind, $fixed, $cross, [
+            tests_for!($transport, $bind, $fixed, $cross,
+                conformance!(@or $($connect)?, same), conformance!(@or $($peer_bind)?, same),
+                conformance!(@or $($reconnects)?, true), [
                 hwm_drops_on_pub,
                 hwm_blocks_on_push_and_send_timeout,
                 recv_timeouts,
@@ -733,4 +845,12 @@ conformance! {
     inproc: bind |tag| format!("inproc://{}", unique(tag)),
             fixed |tag| format!("inproc://{}", unique(tag)),
             cross_process false;
+    fd_tcp: bind fd_tcp_bind,
+            fixed |_| format!("tcp://127.0.0.1:{}", free_tcp_port()),
+            cross_process true,
+            connect fd_connect, peer_bind fd_peer_bind, reconnects false;
+    fd_unix: bind fd_unix_bind,
+             fixed |tag| format!("unix://@{}", unique(tag)),
+             cross_process true,
+             connect fd_connect, peer_bind fd_peer_bind, reconnects false;
 }

@@ -115,7 +115,19 @@ pub fn open_with(
             .map_err(|e| endpoint_error(e, "connect to", &opts.endpoint))?;
         opts.endpoint.clone()
     };
+    if opts.notify {
+        notify_ready()?;
+    }
     Ok(Opened { socket, endpoint })
+}
+
+/// `--notify`: tells systemd the service is ready (and feeds its watchdog).
+pub fn notify_ready() -> Result<()> {
+    let r = lwmq::systemd::notify_ready().context("cannot notify systemd (NOTIFY_SOCKET)")?;
+    if !r.sent {
+        eprintln!("lwmq: --notify: NOTIFY_SOCKET is not set; no service manager to tell");
+    }
+    Ok(())
 }
 
 /// Watches a socket's events on a thread of its own and ends the process (exit code

@@ -23,6 +23,9 @@ pub fn run(args: ProxyArgs) -> Result<()> {
         Some(e) => Some(attach(&ctx, SocketType::Pub, e)?),
         None => None,
     };
+    if args.notify {
+        super::notify_ready()?;
+    }
     lwmq::proxy(&frontend, &backend, capture.as_ref())?;
     Ok(())
 }

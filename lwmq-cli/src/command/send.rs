@@ -30,8 +30,11 @@ pub fn run(args: SendArgs, default: SocketType, topic: Option<String>) -> Result
         )));
     }
     let enc = Encoding::from(&args.input);
+    let reads_stdin = args.frames.iter().any(|f| f == "-");
     let mut msgs = messages(&args.frames, enc, args.count)?.peekable();
-    if msgs.peek().is_none() && !args.frames.iter().any(|f| f == "-") {
+    // Never peek at stdin here: the socket is bound (and its address printed) before
+    // the first line is read.
+    if !reads_stdin && msgs.peek().is_none() {
         return Err(usage(
             "nothing to send: give FRAME arguments, or - to read stdin",
         ));

@@ -64,6 +64,7 @@
 //! `crate::context`; those two are above this layer.
 
 pub(crate) mod dns;
+pub mod fd;
 pub(crate) mod hub;
 pub(crate) mod inproc;
 pub(crate) mod ipc;
@@ -112,12 +113,14 @@ pub(crate) trait Transport: Sync {
     fn connect(&self, req: &Request<'_>) -> Result<Attachment>;
 }
 
-/// The transports, by URI scheme. `fd://` and `systemd://` parse but have no entry yet.
+/// The transports, by URI scheme.
 pub(crate) static TABLE: &[(&str, &dyn Transport)] = &[
     ("inproc", &inproc::Inproc),
     ("tcp", &tcp::StreamTransport),
     ("unix", &tcp::StreamTransport),
     ("ipc", &ipc::Ipc),
+    ("fd", &fd::FdTransport),
+    ("systemd", &fd::FdTransport),
 ];
 
 /// The transport serving `ep`, or an error naming the URI.

@@ -1,6 +1,7 @@
 //! The one background thread of a context. It owns the control path of every
-//! transport that needs one: for streams (`tcp://`, `unix://`) listening, connecting,
-//! the ZMTP connections themselves ([`super::stream_engine`]); for shared memory
+//! transport that needs one: for streams (`tcp://`, `unix://`, and the descriptors
+//! `fd://` and `systemd://` adopt) listening, connecting, the ZMTP connections
+//! themselves ([`super::stream_engine`]); for shared memory
 //! (`ipc://`) listening, connecting and watching each connection's control socket for
 //! the peer's death ([`super::ipc_engine`]). The data path of `ipc://` and `inproc://`
 //! never goes through it.
@@ -41,8 +42,8 @@ use mio::{Events, Poll, Token, Waker};
 
 use super::ipc_engine::{self, Slot};
 use super::shm::ShmListener;
-use super::stream::Bound;
-use super::stream_engine::{self, IoHalf};
+use super::stream::{Adopted, Bound, Stream};
+use super::stream_engine::{self, AdoptedAs, IoHalf};
 use super::{Attached, Hub, PipeId, SocketHandle, lock};
 use crate::options::Options;
 use crate::{Endpoint, Result};
@@ -115,6 +116,16 @@ pub(crate) enum Target {
         port: Option<u16>,
         /// The pipe's shared state, when the pipe is made at connect time.
         slot: Option<Arc<Slot>>,
+    },
+    /// A stream that is connected already (an adopted descriptor, `fd://`,
+    /// `systemd://`): served once, never reconnected.
+    Adopted {
+        endpoint: Endpoint,
+        stream: Stream,
+        adopted: Adopted,
+        how: AdoptedAs,
+        /// The thread's half of a pipe made at connect time, if any.
+        pipe: Option<IoHalf>,
     },
 }
 
@@ -243,9 +254,11 @@ impl Run {
                 match ev.token() {
                     WAKER => {}
                     // Hang-ups and errors count as readable: the read finds them.
-                    t if t.0 % 2 == 0 => self
-                        .stream
-                        .ready(t, ev.is_readable() || ev.is_read_closed() || ev.is_error()),
+                    t if t.0 % 2 == 0 => self.stream.ready(
+                        t,
+                        ev.is_readable() || ev.is_read_closed() || ev.is_error(),
+                        ev.is_read_closed() || ev.is_error(),
+                    ),
                     t => self.ipc.ready(t),
                 }
             }
@@ -298,6 +311,15 @@ impl Run {
                 Target::Ipc { name, port, slot } => {
                     self.ipc.connect(id, socket, uri, name, port, options, slot)
                 }
+                Target::Adopted {
+                    endpoint,
+                    stream,
+                    adopted,
+                    how,
+                    pipe,
+                } => self.stream.adopt(
+                    id, socket, uri, endpoint, options, pipe, stream, adopted, how,
+                ),
             },
             Command::Unbind { id, ack } => {
                 self.stream.unbind(id);

@@ -206,6 +206,21 @@ pub(crate) struct Bound {
     pub unlink: Option<PathBuf>,
     /// The TCP address bound (for sharing the port among resources).
     pub local: Option<SocketAddr>,
+    /// Set when the listener is a descriptor lwmq adopted (`fd://`, `systemd://`).
+    pub adopted: Option<Adopted>,
+}
+
+/// What is kept with a descriptor lwmq adopted (`fd://`, `systemd://`, see
+/// `super::fd`): what it is, for `lwmq ls`, and the descriptor's claim, which its owner
+/// declares *after* the listener or stream so that it is released only once the
+/// descriptor is closed.
+#[derive(Debug)]
+pub(crate) struct Adopted {
+    /// What the descriptor is, for humans (`tcp 127.0.0.1:5555`).
+    pub what: String,
+    /// Released when dropped (held only for that).
+    #[allow(dead_code)]
+    pub claim: Box<dyn Send + std::fmt::Debug>,
 }
 
 /// Binds a `tcp://` or `unix://` endpoint.
@@ -241,6 +256,7 @@ pub(crate) fn bind(uri: &str, ep: &Endpoint) -> Result<Bound> {
                             endpoint,
                             unlink: None,
                             local: Some(local),
+                            adopted: None,
                         });
                     }
                     Err(e) => last = Some(e),
@@ -272,6 +288,7 @@ pub(crate) fn bind(uri: &str, ep: &Endpoint) -> Result<Bound> {
                 endpoint: Endpoint::Unix(a.clone()).to_string(),
                 unlink,
                 local: None,
+                adopted: None,
             })
         }
         _ => Err(Error::endpoint(uri, "not a stream transport")),

@@ -81,11 +81,11 @@ use mio::{Interest, Registry, Token};
 
 use super::dns::{self, Candidate, DnsConfig, Query};
 use super::reconnect::Backoff;
-use super::stream::{self, Bound, Listener, Stream};
+use super::stream::{self, Adopted, Bound, Listener, Stream};
 use super::{PipeId, SocketHandle, control, parse_control};
 use crate::auth::{Credentials, ZapReply, ZapRequest};
-use crate::message::PeerProperties;
 use crate::endpoint::Host;
+use crate::message::PeerProperties;
 use crate::monitor::EventKind;
 use crate::options::{Mechanism, Options};
 use crate::proto::{self, Connection, Event, ProtoError};
@@ -287,6 +287,8 @@ struct ListenerEntry {
     /// The id of the bind that made it.
     id: u64,
     listener: Listener,
+    /// An adopted descriptor's claim: after `listener`, so dropped after it is closed.
+    adopted: Option<Adopted>,
     routes: Vec<Route>,
     endpoint: String,
     unlink: Option<PathBuf>,
@@ -348,6 +350,9 @@ struct Connecter {
     refresh_at: Option<Instant>,
     /// A fan-out connect's part in it, if it has one.
     fan: Fan,
+    /// An adopted connected descriptor (`fd://`, `systemd://`): one connection, made
+    /// by someone else, never remade; the connecter ends with it.
+    adopted: Option<AdoptedAs>,
 }
 
 /// The parts of a fan-out connect ([`fans_out`]): a manager that looks the service up
@@ -374,6 +379,15 @@ enum Fan {
     },
 }
 
+/// How an adopted connected descriptor was given to the socket.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum AdoptedAs {
+    /// To `connect`.
+    Connected,
+    /// To `bind` (an `Accept=yes` connection of socket activation).
+    Accepted,
+}
+
 impl Connecter {
     /// Whether a closing connecter has nothing left to deliver.
     /// While the context shuts down, a live socket's empty pipe counts as drained.
@@ -392,6 +406,8 @@ enum Origin {
 
 struct Conn {
     stream: Stream,
+    /// An adopted descriptor's claim: after `stream`, so dropped after it is closed.
+    adopted: Option<Adopted>,
     proto: Connection,
     socket: Arc<SocketHandle>,
     options: Options,
@@ -416,6 +432,11 @@ struct Conn {
     /// The stream may have bytes to read: set by a readable event, cleared by a read
     /// that found it drained (so a turn started by the socket makes no empty read).
     readable: bool,
+    /// An event said the peer closed its end. Then a short read does not clear
+    /// `readable`: the end of file is behind the bytes just read, and its edge came
+    /// with theirs (a peer that writes its last message and closes, as a process
+    /// exiting does), so no later event would make us read it.
+    read_closed: bool,
     /// Shared port: still finding out which socket this connection is for.
     sniff: Option<Sniff>,
     /// Refused (unknown resource): no pipe, close after the ERROR.
@@ -539,11 +560,13 @@ impl Engine {
     }
 
     /// A readiness event for one of our tokens.
-    pub(crate) fn ready(&mut self, t: Token, readable: bool) {
+    /// `closed`: the event says the peer's end is closed (or failed).
+    pub(crate) fn ready(&mut self, t: Token, readable: bool, closed: bool) {
         if self.listeners.contains_key(&t) {
             self.accept(t);
         } else if let Some(c) = self.conns.get_mut(&t) {
             c.readable |= readable;
+            c.read_closed |= closed;
             self.drive(t);
         }
     }
@@ -711,6 +734,7 @@ impl Engine {
             ListenerEntry {
                 id,
                 listener: bound.listener,
+                adopted: bound.adopted,
                 routes: vec![Route {
                     id,
                     resource,
@@ -769,9 +793,91 @@ impl Engine {
                 } else {
                     Fan::None
                 },
+                adopted: None,
             },
         );
         self.start_connect(id);
+    }
+
+    /// Serves a connected stream someone else made (an adopted descriptor): one
+    /// connection that is never remade. When it ends (`disconnected`), so does the
+    /// endpoint. `pipe`: the pipe made at connect time, if any.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn adopt(
+        &mut self,
+        id: u64,
+        socket: Arc<SocketHandle>,
+        uri: String,
+        endpoint: Endpoint,
+        options: Options,
+        pipe: Option<IoHalf>,
+        stream: Stream,
+        adopted: Adopted,
+        how: AdoptedAs,
+    ) {
+        let keeps_pipe = pipe.is_some();
+        self.connecters.insert(
+            id,
+            Connecter {
+                socket: socket.clone(),
+                uri: uri.clone(),
+                endpoint,
+                backoff: Backoff::new(&options),
+                options: options.clone(),
+                pipe: None,
+                keeps_pipe,
+                state: ConnecterState::Stopped,
+                closing: None,
+                hung_up_in_handshake: false,
+                candidates: VecDeque::new(),
+                lookup: None,
+                current: None,
+                valid_until: None,
+                refresh_at: None,
+                fan: Fan::None,
+                adopted: Some(how),
+            },
+        );
+        let (kind, peer) = match how {
+            AdoptedAs::Connected => (EventKind::Connected, String::new()),
+            AdoptedAs::Accepted => (
+                EventKind::Accepted,
+                stream.peer_description().unwrap_or_default(),
+            ),
+        };
+        socket.monitors.emit(kind, &uri, peer);
+        // Not connecting: the stream is connected already, and it is read at once
+        // (`readable` starts set), so bytes that arrived before it was registered
+        // (edge-triggered) are not left waiting for an edge that never comes.
+        match self.add_conn(
+            stream,
+            socket.clone(),
+            options,
+            uri.clone(),
+            Origin::Connecter(id),
+            false,
+            pipe,
+            None,
+        ) {
+            Some(t) => match self.conns.get_mut(&t) {
+                Some(c) => {
+                    c.adopted = Some(adopted);
+                    if let Some(k) = self.connecters.get_mut(&id) {
+                        k.state = ConnecterState::Active(t);
+                    }
+                }
+                // Already over (the peer had closed): the descriptor is closed.
+                None => drop(adopted),
+            },
+            None => {
+                self.connecters.remove(&id);
+                socket.monitors.emit(
+                    EventKind::Disconnected,
+                    &uri,
+                    "cannot register the adopted descriptor; not reconnecting",
+                );
+            }
+        }
     }
 
     /// Serves one more resource on a listener this context already has.
@@ -856,13 +962,26 @@ impl Engine {
     pub(crate) fn introspect(&self, infos: &mut HashMap<u64, crate::introspect::SocketInfo>) {
         use crate::introspect::{ConnectionInfo, Direction};
         let get = SocketHandle::info_entry;
-        for r in self.listeners.values().flat_map(|l| &l.routes) {
-            get(infos, &r.socket).bound.push(r.endpoint.clone());
+        for l in self.listeners.values() {
+            for r in &l.routes {
+                let shown = match &l.adopted {
+                    Some(a) => format!("{} (adopted {})", r.endpoint, a.what),
+                    None => r.endpoint.clone(),
+                };
+                get(infos, &r.socket).bound.push(shown);
+            }
         }
         for c in self.connecters.values() {
             // A fan-out's children are its connections, not connects of their own.
             if !matches!(c.fan, Fan::Child { .. }) {
-                get(infos, &c.socket).connected.push(c.uri.clone());
+                let info = get(infos, &c.socket);
+                match c.adopted {
+                    None => info.connected.push(c.uri.clone()),
+                    Some(AdoptedAs::Connected) => {
+                        info.connected.push(format!("{} (adopted)", c.uri))
+                    }
+                    Some(AdoptedAs::Accepted) => info.bound.push(format!("{} (adopted)", c.uri)),
+                }
             }
         }
         for c in self.conns.values() {
@@ -874,6 +993,14 @@ impl Engine {
                 endpoint: c.endpoint.clone(),
                 direction: match c.origin {
                     Origin::Listener(_) => Direction::Accepted,
+                    Origin::Connecter(id)
+                        if self
+                            .connecters
+                            .get(&id)
+                            .is_some_and(|k| k.adopted == Some(AdoptedAs::Accepted)) =>
+                    {
+                        Direction::Accepted
+                    }
                     Origin::Connecter(_) => Direction::Connected,
                 },
                 local_address,
@@ -1053,6 +1180,7 @@ impl Engine {
             t,
             Conn {
                 stream,
+                adopted: None,
                 proto,
                 socket,
                 options,
@@ -1067,6 +1195,7 @@ impl Engine {
                 handshake_done: false,
                 eof: false,
                 readable: true,
+                read_closed: false,
                 sniff: None,
                 rejected: false,
                 zap_user,
@@ -1110,6 +1239,7 @@ impl Engine {
             t,
             Conn {
                 stream,
+                adopted: None,
                 proto,
                 socket,
                 options,
@@ -1124,6 +1254,7 @@ impl Engine {
                 handshake_done: false,
                 eof: false,
                 readable: true,
+                read_closed: false,
                 sniff: Some(Sniff {
                     peek: proto::resource::ResourcePeek::new(),
                     listener,
@@ -1481,6 +1612,7 @@ impl Engine {
                         tried: false,
                         priority: *priority,
                     },
+                    adopted: None,
                 },
             );
             new.push(kid);
@@ -1740,7 +1872,7 @@ impl Engine {
                         progress = true;
                     }
                     Ok((_, full, scratch)) => {
-                        c.readable = full;
+                        c.readable = full || c.read_closed;
                         match scratch {
                             Some(n) => c.proto.handle_input(&self.buf[..n], Instant::now()),
                             None => c.proto.input_received(Instant::now()),
@@ -2117,7 +2249,16 @@ impl Engine {
             ),
             (None, None) => "connection closed by peer".to_owned(),
         };
-        let retry_note = if permanent && matches!(c.origin, Origin::Connecter(_)) {
+        let adopted = match c.origin {
+            Origin::Connecter(id) => self
+                .connecters
+                .get(&id)
+                .is_some_and(|k| k.adopted.is_some()),
+            Origin::Listener(_) => false,
+        };
+        let retry_note = if adopted {
+            "; an adopted descriptor: not reconnecting, the endpoint is gone"
+        } else if permanent && matches!(c.origin, Origin::Connecter(_)) {
             "; not reconnecting"
         } else {
             ""
@@ -2143,7 +2284,12 @@ impl Engine {
             }
         }
         if !c.connecting {
-            events.push((EventKind::Disconnected, detail.clone()));
+            let detail = if adopted {
+                format!("{detail}{retry_note}")
+            } else {
+                detail.clone()
+            };
+            events.push((EventKind::Disconnected, detail));
         }
         if let Some(p) = &c.pipe {
             self.pipe_to_conn.remove(&p.id);
@@ -2154,7 +2300,7 @@ impl Engine {
             Origin::Connecter(id) => self
                 .connecters
                 .get(&id)
-                .is_some_and(|k| k.keeps_pipe && !permanent),
+                .is_some_and(|k| k.keeps_pipe && !permanent && k.adopted.is_none()),
             Origin::Listener(_) => false,
         };
         let pipe = if kept { c.pipe.take() } else { None };
@@ -2172,7 +2318,10 @@ impl Engine {
                 if kept {
                     k.pipe = pipe;
                 }
-                if permanent {
+                if k.adopted.is_some() {
+                    // Never remade: the endpoint is gone with its connection.
+                    self.connecters.remove(&id);
+                } else if permanent {
                     k.state = ConnecterState::Stopped;
                     k.pipe = None;
                 } else if k.closing.is_some() && k.drained(self.shutting_down) {
