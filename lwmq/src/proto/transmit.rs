@@ -22,8 +22,24 @@ pub(crate) struct Transmit {
     pub(crate) len: usize,
 }
 
+/// The coalescing buffer grows in chunks of at least this size: each write hands out
+/// what is in it (`split`), and a buffer that grew only by what each message needed
+/// would allocate once per write, however few messages it held.
+const TAIL_CHUNK: usize = 16 * 1024;
+
+/// The longest frame header (flags and an 8-byte size).
+const MAX_HEADER: usize = 9;
+
 impl Transmit {
+    /// Makes room for `n` more bytes in `tail`, a whole chunk at a time.
+    fn room(&mut self, n: usize) {
+        if self.tail.capacity() - self.tail.len() < n {
+            self.tail.reserve(n.max(TAIL_CHUNK));
+        }
+    }
+
     pub(crate) fn raw(&mut self, bytes: &[u8]) {
+        self.room(bytes.len());
         self.tail.extend_from_slice(bytes);
         self.len += bytes.len();
     }
@@ -34,6 +50,7 @@ impl Transmit {
 
     /// A command frame with this body (name included).
     pub(crate) fn command_body(&mut self, body: &[u8]) {
+        self.room(MAX_HEADER + body.len());
         let before = self.tail.len();
         frame::encode_header(&mut self.tail, false, true, body.len());
         self.tail.extend_from_slice(body);
@@ -43,6 +60,12 @@ impl Transmit {
     /// Queues a data frame. Returns the body if it was copied (the caller no longer
     /// needs to keep it).
     pub(crate) fn data_frame(&mut self, more: bool, body: Bytes) -> Option<Bytes> {
+        let inline = if body.len() >= ZERO_COPY_THRESHOLD {
+            0
+        } else {
+            body.len()
+        };
+        self.room(MAX_HEADER + inline);
         let before = self.tail.len();
         frame::encode_header(&mut self.tail, more, false, body.len());
         self.len += self.tail.len() - before + body.len();
