@@ -47,6 +47,7 @@ mod options;
 mod pattern;
 mod poll;
 mod proxy;
+mod reliable;
 mod socket;
 mod socket_type;
 mod sync;
@@ -72,5 +73,9 @@ pub use monitor::{EventKind, Monitor, MonitorEvent};
 pub use options::{DEFAULT_HWM, DEFAULT_LINGER, DEFAULT_RECONNECT_INTERVAL};
 pub use poll::{PollItem, poll};
 pub use proxy::proxy;
+pub use reliable::{
+    DEFAULT_REP_CACHE_AGE, DEFAULT_REP_CACHE_SIZE, DEFAULT_REQ_RESEND_ATTEMPTS, MemoryReplyCache,
+    ReplyCache, ReqRepStats, RequestKey,
+};
 pub use socket::Socket;
 pub use socket_type::SocketType;

@@ -71,7 +71,7 @@ impl Socket {
         Socket {
             hub,
             core: Mutex::new(Core {
-                pattern: pattern::new(socket_type, &options.pattern),
+                pattern: pattern::new(socket_type, &options.pattern, shared.reqrep.clone()),
                 options,
                 prefetched: None,
                 endpoints: Vec::new(),
@@ -133,14 +133,16 @@ impl Socket {
         let ep = Endpoint::parse(uri)?;
         let mut core = self.core();
         let t = transport::transport_for(uri, &ep)?;
+        let options = core.options.for_transport();
         let req = Request {
             uri,
             endpoint: &ep,
             socket: &self.shared,
-            options: &core.options,
+            options: &options,
             hub: &self.hub,
         };
         let a = if bind { t.bind(&req) } else { t.connect(&req) }?;
+        drop(options);
         for (id, pipe) in a.pipes {
             core.pattern.attach(id, pipe);
         }
@@ -284,6 +286,9 @@ impl Socket {
         if let Some(m) = core.prefetched.take() {
             return Ok(m);
         }
+        if core.pattern.timed() {
+            return self.recv_timed(&mut core, timeout);
+        }
         let spin = self.shared.spin(&core.options);
         let core = &mut *core;
         let mut attempt = || -> Option<Result<Message>> {
@@ -309,6 +314,52 @@ impl Socket {
             .unwrap_or(Err(Error::Timeout))
     }
 
+    /// The receive of a pattern that keeps time (a REQ with resend): between waits the
+    /// pattern is told the time ([`Pattern::tick`]: resend, or give up), and a wait
+    /// ends at the pattern's timer as well as at the deadline.
+    fn recv_timed(&self, core: &mut Core, timeout: Option<Duration>) -> Result<Message> {
+        let spin = self.shared.spin(&core.options);
+        let attempt = |core: &mut Core| -> Option<Result<Message>> {
+            if let Err(e) = self.check_open() {
+                return Some(Err(e));
+            }
+            self.absorb_mailbox(core);
+            match core.pattern.recv() {
+                Ok(m) => Some(Ok(m)),
+                Err(Error::WouldBlock) => None,
+                Err(e) => Some(Err(e)),
+            }
+        };
+        let deadline = deadline(timeout);
+        loop {
+            if let Some(r) = attempt(core) {
+                return r;
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return Err(core.pattern.recv_timed_out());
+            }
+            core.pattern.tick(now)?;
+            if let Some(r) = attempt(core) {
+                return r;
+            }
+            if timeout == Some(Duration::ZERO) {
+                return Err(Error::WouldBlock);
+            }
+            let wake = match (deadline, core.pattern.timer()) {
+                (Some(d), Some(t)) => Some(d.min(t)),
+                (d, t) => d.or(t),
+            };
+            let got = self
+                .shared
+                .signal
+                .wait_until(spin, wake, || attempt(&mut *core));
+            if let Some(r) = got {
+                return r;
+            }
+        }
+    }
+
     /// Receives a message and hands its frames to `f` without copying them when they
     /// come from a shared-memory (`ipc://`) peer: `f` reads the ring in place, and the
     /// space is released when it returns. Blocks as [`Socket::recv`] does. PAIR, PULL
@@ -328,6 +379,10 @@ impl Socket {
         self.shared.note_recv_call();
         let timeout = core.options.recv_timeout;
         if let Some(m) = core.prefetched.take() {
+            return Ok(f(&crate::Frames::message(&m)));
+        }
+        if core.pattern.timed() {
+            let m = self.recv_timed(&mut core, timeout)?;
             return Ok(f(&crate::Frames::message(&m)));
         }
         let spin = self.shared.spin(&core.options);
@@ -615,6 +670,89 @@ impl Socket {
     /// REQ: allow a new request before the previous reply came.
     pub fn set_req_relaxed(&self, on: bool) {
         self.set(|o| o.pattern.req_relaxed = on);
+    }
+    /// REQ: resend a request that has no reply after `interval` (`None`, the default:
+    /// never, as libzmq). See [`Socket::set_req_resend_attempts`] for how it ends.
+    ///
+    /// With resend on, the REQ
+    /// - puts a request id in every request (libzmq's REQ_CORRELATE wire format) and
+    ///   drops replies to anything but the current request;
+    /// - announces a stable random routing id unless [`Socket::set_routing_id`] set one,
+    ///   so that a REP recognises it across reconnects and failover;
+    /// - sends only to peers whose connection is complete ([`Socket::set_immediate`]),
+    ///   so a request never waits in the queue of a peer that is down;
+    /// - sends a request again, with the same id, to the next connected peer in turn
+    ///   when `interval` passes without a reply, and at once when the connection that
+    ///   carried it goes away; a reply to an earlier attempt of the current request is
+    ///   accepted (once).
+    ///
+    /// Resends happen while the socket waits in [`Socket::recv`] (or is asked with
+    /// [`Socket::try_recv`]), not in the background or in [`crate::poll()`].
+    ///
+    /// Delivery is **at least once**: a REP that received a request and died before
+    /// replying may have acted on it. An lwmq REP de-duplicates the copies it sees
+    /// itself (see [`Socket::set_rep_cache_size`]); a libzmq REP does not, and hands
+    /// every copy to its application. Changes apply to endpoints bound or connected
+    /// afterwards (set it before connecting).
+    pub fn set_req_resend_interval(&self, interval: Option<Duration>) -> Result<()> {
+        if interval.is_some_and(|t| t.is_zero()) {
+            return Err(Error::InvalidArgument(
+                "the resend interval must be positive".into(),
+            ));
+        }
+        self.set(|o| {
+            o.pattern.req_resend = interval;
+            if interval.is_some() && o.routing_id.is_empty() && o.socket_type == SocketType::Req {
+                o.routing_id = pattern::reqrep::random_routing_id();
+            }
+        });
+        Ok(())
+    }
+    /// REQ with resend: how many times one request is sent, the first included
+    /// (default [`crate::DEFAULT_REQ_RESEND_ATTEMPTS`], 3). After the last attempt's
+    /// interval without a reply, or when the receive timeout passes first,
+    /// [`Socket::recv`] fails with [`Error::RequestTimeout`] (how many attempts went to
+    /// how many peers) and the REQ may send a new request.
+    pub fn set_req_resend_attempts(&self, attempts: u32) -> Result<()> {
+        if attempts == 0 {
+            return Err(Error::InvalidArgument(
+                "a request is sent at least once: attempts must be at least 1".into(),
+            ));
+        }
+        self.set(|o| o.pattern.req_resend_attempts = attempts);
+        Ok(())
+    }
+    /// REP: how many answered requests are remembered for de-duplication (default
+    /// [`crate::DEFAULT_REP_CACHE_SIZE`]; 0 remembers none).
+    ///
+    /// A REP de-duplicates every request that carries a request id (a REQ with resend
+    /// or REQ_CORRELATE, libzmq's included): a copy of a request that comes while the
+    /// first is being handled is dropped, and one of a request already answered is
+    /// answered again from the reply cache; neither reaches the application. A
+    /// request is known by its requester's routing id (or the envelope a ROUTER in
+    /// between added), its id and its body. Requests without an id (libzmq's plain REQ)
+    /// are handled exactly as libzmq's REP does. Replacing the cache's bounds empties
+    /// it; see [`Socket::set_reply_cache`] for a cache of your own.
+    pub fn set_rep_cache_size(&self, entries: usize) {
+        self.set(|o| o.pattern.rep_cache_size = entries);
+    }
+    /// REP: how long an answered request is remembered (default
+    /// [`crate::DEFAULT_REP_CACHE_AGE`], 60 s). Keep it above the requesters' resend
+    /// interval times their attempts.
+    pub fn set_rep_cache_age(&self, age: Duration) {
+        self.set(|o| o.pattern.rep_cache_age = age);
+    }
+    /// REP: keep answered requests in `cache` instead of the default
+    /// [`crate::MemoryReplyCache`] (for example somewhere durable, so that a restarted
+    /// REP still answers copies of what it answered before). The cache bounds itself;
+    /// the size and age options apply to the default cache only.
+    pub fn set_reply_cache(&self, cache: Box<dyn crate::ReplyCache>) -> Result<()> {
+        self.core().pattern.set_reply_cache(cache)
+    }
+    /// What REQ resend and REP de-duplication did on this socket so far (zeros for
+    /// other socket types).
+    pub fn reqrep_stats(&self) -> crate::ReqRepStats {
+        self.shared.reqrep.snapshot()
     }
 }
 
