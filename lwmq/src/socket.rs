@@ -726,9 +726,10 @@ impl Socket {
     /// [`crate::DEFAULT_REP_CACHE_SIZE`]; 0 remembers none).
     ///
     /// A REP de-duplicates every request that carries a request id (a REQ with resend
-    /// or REQ_CORRELATE, libzmq's included): a copy of a request that comes while the
-    /// first is being handled is dropped, and one of a request already answered is
-    /// answered again from the reply cache; neither reaches the application. A
+    /// or REQ_CORRELATE, libzmq's included): copies of a request that queued up while
+    /// the first was being handled are dropped when the application replies (up to 64
+    /// queued messages of that connection are looked at), and a copy that comes later
+    /// is answered again from the reply cache; neither reaches the application. A
     /// request is known by its requester's routing id (or the envelope a ROUTER in
     /// between added), its id and its body. Requests without an id (libzmq's plain REQ)
     /// are handled exactly as libzmq's REP does. Replacing the cache's bounds empties
