@@ -100,3 +100,40 @@ fn req_resend_gives_up_with_exit_code_3() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no reply after 2 attempts to 1 peer"), "{err}");
 }
+
+#[test]
+fn ls_shows_the_rep_de_duplication_counters() {
+    let _w = watchdog(LIMIT);
+    let rep = Proc::lwmq(&[
+        "rep",
+        "--bind",
+        "tcp://127.0.0.1:0",
+        "-q",
+        "--exec",
+        "sleep 0.6; echo ok",
+    ]);
+    let ep = rep.bound_endpoint();
+    let out = run(
+        &["req", &ep, "--resend", "100ms", "--attempts", "50", "job"],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let out = run(&["ls", "--json"], b"");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let listing: Vec<serde_json::Value> =
+        serde_json::from_slice(&out.stdout).expect("ls --json prints a JSON array");
+    let me = listing
+        .iter()
+        .find(|p| p["pid"] == rep.pid())
+        .expect("the REP process is listed");
+    let sock = &me["sockets"][0];
+    assert_eq!(sock["socket_type"], "REP");
+    let dropped = sock["reqrep"]["duplicates_dropped"]
+        .as_u64()
+        .expect("counter");
+    assert!(dropped >= 1, "{sock}");
+    // And the text listing shows them.
+    let out = run(&["ls"], b"");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("duplicates-dropped"), "{text}");
+}

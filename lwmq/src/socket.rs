@@ -330,7 +330,10 @@ impl Socket {
                 Err(e) => Some(Err(e)),
             }
         };
-        let deadline = deadline(timeout);
+        // A zero timeout (try_recv) asks once, lets time pass once, and asks again: it
+        // never gives the exchange up by itself.
+        let poll_once = timeout == Some(Duration::ZERO);
+        let deadline = if poll_once { None } else { deadline(timeout) };
         loop {
             if let Some(r) = attempt(core) {
                 return r;
@@ -343,7 +346,7 @@ impl Socket {
             if let Some(r) = attempt(core) {
                 return r;
             }
-            if timeout == Some(Duration::ZERO) {
+            if poll_once {
                 return Err(Error::WouldBlock);
             }
             let wake = match (deadline, core.pattern.timer()) {

@@ -441,3 +441,74 @@ fn gives_up_with_a_timeout_that_counts_attempts_and_peers() {
     // A new request may go: the REQ is ready again.
     req.send("again").expect("a new request after giving up");
 }
+
+#[test]
+fn try_recv_drives_resends_and_never_gives_up_by_itself() {
+    let _w = watchdog(GUARD);
+    let ctx = Context::new();
+    let rep = ctx.socket(SocketType::Rep).expect("socket");
+    rep.set_recv_timeout(Some(Duration::from_secs(60)));
+    let ep = rep.bind("tcp://127.0.0.1:0").expect("bind");
+    let req = resending_req(&ctx, 50, 1000);
+    req.connect(&ep).expect("connect");
+    req.send("job").expect("send");
+    let request = rep.recv().expect("request");
+    // Polling: each try_recv lets time pass once; the request is resent meanwhile.
+    while req.reqrep_stats().resends < 3 {
+        assert!(matches!(req.try_recv(), Err(Error::WouldBlock)));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    rep.send(request).expect("reply");
+    let reply = loop {
+        match req.try_recv() {
+            Ok(m) => break m,
+            Err(Error::WouldBlock) => std::thread::sleep(Duration::from_millis(5)),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(text(&reply), "job");
+    assert!(rep.reqrep_stats().duplicates_dropped >= 3);
+}
+
+/// A REP on a thread that takes `delay` per request; returns the bodies it handled.
+fn slow_rep(rep: Socket, delay: Duration, n: usize) -> std::thread::JoinHandle<Vec<String>> {
+    std::thread::spawn(move || {
+        rep.set_recv_timeout(Some(Duration::from_secs(60)));
+        let mut seen = Vec::new();
+        while seen.len() < n {
+            let m = rep.recv().expect("request");
+            seen.push(text(&m));
+            std::thread::sleep(delay);
+            rep.send(m).expect("reply");
+        }
+        seen
+    })
+}
+
+#[test]
+fn resend_and_de_duplication_on_inproc_unix_and_ipc() {
+    let _w = watchdog(GUARD);
+    let ctx = Context::new();
+    let domain = format!("rr{}", std::process::id());
+    for ep in [
+        format!("inproc://rr-{}", std::process::id()),
+        format!("unix://@lwmq-rr-{}", std::process::id()),
+        "ipc://rr-slow".to_owned(),
+    ] {
+        let rep = ctx.socket(SocketType::Rep).expect("socket");
+        rep.set_ipc_domain(&domain);
+        rep.bind(&ep).expect("bind");
+        let app = slow_rep(rep, Duration::from_millis(150), 3);
+        let req = resending_req(&ctx, 40, 50);
+        req.set_ipc_domain(&domain);
+        req.connect(&ep).expect("connect");
+        for i in 0..3 {
+            let body = format!("{ep} {i}");
+            req.send(body.clone().into_bytes()).expect("send");
+            assert_eq!(text(&req.recv().expect("reply")), body);
+        }
+        let seen = app.join().expect("rep");
+        assert_eq!(seen.len(), 3, "{ep}: each request handled once: {seen:?}");
+        assert!(req.reqrep_stats().resends >= 3, "{ep}");
+    }
+}
