@@ -71,7 +71,7 @@ impl Socket {
         Socket {
             hub,
             core: Mutex::new(Core {
-                pattern: pattern::new(socket_type, &options.pattern, shared.reqrep.clone()),
+                pattern: pattern::new(socket_type, &options.pattern, &shared),
                 options,
                 prefetched: None,
                 endpoints: Vec::new(),

@@ -449,7 +449,9 @@ fn try_recv_drives_resends_and_never_gives_up_by_itself() {
     let rep = ctx.socket(SocketType::Rep).expect("socket");
     rep.set_recv_timeout(Some(Duration::from_secs(60)));
     let ep = rep.bind("tcp://127.0.0.1:0").expect("bind");
+    let rep_events = rep.monitor();
     let req = resending_req(&ctx, 50, 1000);
+    let req_events = req.monitor();
     req.connect(&ep).expect("connect");
     req.send("job").expect("send");
     let request = rep.recv().expect("request");
@@ -468,6 +470,18 @@ fn try_recv_drives_resends_and_never_gives_up_by_itself() {
     };
     assert_eq!(text(&reply), "job");
     assert!(rep.reqrep_stats().duplicates_dropped >= 3);
+    // The monitors saw it happen.
+    let resent = req_events
+        .wait_for(lwmq::EventKind::RequestResent, Duration::from_secs(10))
+        .expect("request-resent");
+    assert!(resent.detail.contains("attempt 2"), "{resent}");
+    let dropped = rep_events
+        .wait_for(lwmq::EventKind::DuplicateDropped, Duration::from_secs(10))
+        .expect("duplicate-dropped");
+    assert!(
+        dropped.to_string().starts_with("duplicate-dropped"),
+        "{dropped}"
+    );
 }
 
 /// A REP on a thread that takes `delay` per request; returns the bodies it handled.

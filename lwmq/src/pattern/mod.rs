@@ -21,7 +21,6 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use crate::message::FrameVec;
-use crate::reliable::ReqRepCounters;
 use crate::transport::{Pipe, PipeClosed, PipeMeta, WriteError};
 use crate::{Error, Message, Result, SendError, SocketType};
 
@@ -105,7 +104,7 @@ pub(crate) enum InPlaceSend {
 pub(crate) fn new(
     t: SocketType,
     opts: &PatternOptions,
-    counters: Arc<ReqRepCounters>,
+    handle: &Arc<crate::transport::SocketHandle>,
 ) -> Box<dyn Pattern> {
     let mut p: Box<dyn Pattern> = match t {
         SocketType::Pair => Box::new(simple::Pair::default()),
@@ -117,8 +116,8 @@ pub(crate) fn new(
         SocketType::XPub => Box::new(pubsub::Pub::new(true)),
         SocketType::Sub => Box::new(pubsub::Sub::new(false)),
         SocketType::XSub => Box::new(pubsub::Sub::new(true)),
-        SocketType::Req => Box::new(reqrep::Req::new(counters)),
-        SocketType::Rep => Box::new(reqrep::Rep::new(counters)),
+        SocketType::Req => Box::new(reqrep::Req::new(reqrep::Reporter::new(handle.clone()))),
+        SocketType::Rep => Box::new(reqrep::Rep::new(reqrep::Reporter::new(handle.clone()))),
     };
     p.configure(opts);
     p

@@ -34,10 +34,9 @@ use bytes::{BufMut as _, Bytes, BytesMut};
 
 use super::{Pattern, PatternOptions, PipeId, Pipes, check_not_empty, split_envelope};
 use crate::message::FrameVec;
-use crate::reliable::{
-    Count, MemoryReplyCache, ReplyCache, ReqRepCounters, RequestKey, fingerprint,
-};
-use crate::transport::{Pipe, WriteError};
+use crate::monitor::EventKind;
+use crate::reliable::{Count, MemoryReplyCache, ReplyCache, RequestKey, fingerprint};
+use crate::transport::{Pipe, SocketHandle, WriteError};
 use crate::{Error, Message, Result, SendError};
 
 #[derive(Debug)]
@@ -82,25 +81,81 @@ pub(crate) struct Req {
     relaxed: bool,
     resend: Option<Duration>,
     attempts: u32,
-    counters: Arc<ReqRepCounters>,
+    reporter: Reporter,
 }
 
 impl Default for Req {
     fn default() -> Self {
-        Req::new(Arc::default())
+        Req::new(Reporter::default())
+    }
+}
+
+/// Where REQ and REP count what resend and de-duplication did, and report it to the
+/// socket's monitors.
+#[derive(Debug, Clone)]
+pub(crate) struct Reporter {
+    handle: Arc<SocketHandle>,
+}
+
+impl Reporter {
+    pub(crate) fn new(handle: Arc<SocketHandle>) -> Reporter {
+        Reporter { handle }
+    }
+
+    /// Counts `c` and emits its monitor event (these are rare: a resend, a copy, a
+    /// drop), with the endpoint of `pipe` if known.
+    fn report(
+        &self,
+        c: Count,
+        pipes: &Pipes,
+        pipe: Option<PipeId>,
+        detail: impl FnOnce() -> String,
+    ) {
+        self.handle.reqrep.add(c);
+        let kind = match c {
+            Count::Resend => EventKind::RequestResent,
+            Count::Failover => return,
+            Count::StaleReply => EventKind::StaleReplyDropped,
+            Count::Malformed => EventKind::MalformedDropped,
+            Count::Duplicate => EventKind::DuplicateDropped,
+            Count::FromCache => EventKind::ReplyFromCache,
+            Count::GivenUp => EventKind::RequestGivenUp,
+        };
+        if self.handle.monitors.is_empty() {
+            return;
+        }
+        let endpoint = pipe
+            .and_then(|p| pipes.meta(p))
+            .map(|m| m.endpoint.clone())
+            .unwrap_or_default();
+        self.handle.monitors.emit(kind, &endpoint, detail());
+    }
+}
+
+impl Default for Reporter {
+    fn default() -> Self {
+        Reporter::new(Arc::new(SocketHandle::new(crate::SocketType::Req)))
     }
 }
 
 /// Writes the exchange's request to the next pipe that takes it. `Err` only for a
 /// request no pipe can ever take (larger than a ring).
-fn send_round(pipes: &mut Pipes, ex: &mut Exchange, counters: &ReqRepCounters) -> Result<()> {
+fn send_round(pipes: &mut Pipes, ex: &mut Exchange, reporter: &Reporter) -> Result<()> {
     match pipes.write_balanced(ex.wire.clone()) {
         Ok(p) => {
             ex.sent += 1;
-            counters.add(Count::Resend);
-            if ex.last != Some(p) {
-                counters.add(Count::Failover);
+            let elsewhere = ex.last != Some(p);
+            if elsewhere {
+                reporter.handle.reqrep.add(Count::Failover);
             }
+            reporter.report(Count::Resend, pipes, Some(p), || {
+                format!(
+                    "request {:#x}, attempt {}{}",
+                    ex.id,
+                    ex.sent,
+                    if elsewhere { ", to another peer" } else { "" }
+                )
+            });
             tracing::debug!("REQ resends request {:#x} (attempt {})", ex.id, ex.sent);
             ex.last = Some(p);
             ex.carrier = Some(p);
@@ -148,7 +203,7 @@ fn parse_reply(mut msg: Message) -> Option<(u32, Message)> {
 }
 
 impl Req {
-    pub(crate) fn new(counters: Arc<ReqRepCounters>) -> Req {
+    pub(crate) fn new(reporter: Reporter) -> Req {
         Req {
             pipes: Pipes::default(),
             state: ReqState::Ready,
@@ -157,7 +212,7 @@ impl Req {
             relaxed: false,
             resend: None,
             attempts: crate::reliable::DEFAULT_REQ_RESEND_ATTEMPTS,
-            counters,
+            reporter,
         }
     }
 
@@ -166,13 +221,15 @@ impl Req {
         let ReqState::Resending(ex) = std::mem::replace(&mut self.state, ReqState::Ready) else {
             return Error::Timeout;
         };
-        self.counters.add(Count::GivenUp);
-        tracing::debug!(
-            "REQ gives request {:#x} up after {} attempts to {} peers",
-            ex.id,
-            ex.sent,
-            ex.peers.len()
-        );
+        self.reporter
+            .report(Count::GivenUp, &self.pipes, ex.last, || {
+                format!(
+                    "request {:#x}: no reply after {} attempts to {} peers",
+                    ex.id,
+                    ex.sent,
+                    ex.peers.len()
+                )
+            });
         Error::RequestTimeout {
             attempts: ex.sent,
             peers: u32::try_from(ex.peers.len()).unwrap_or(u32::MAX),
@@ -185,19 +242,24 @@ impl Req {
         };
         // `gone` is not needed here: the carrier is looked up in the live pipes.
         self.pipes.gone.clear();
-        while let Some((_, msg)) = self.pipes.read_fair() {
+        while let Some((from, msg)) = self.pipes.read_fair() {
             match parse_reply(msg) {
                 Some((id, body)) if id == ex.id => {
                     self.state = ReqState::Ready;
                     return Ok(body);
                 }
-                Some(_) => {
-                    tracing::trace!("REQ drops a stale reply");
-                    self.counters.add(Count::StaleReply);
+                Some((id, _)) => {
+                    self.reporter
+                        .report(Count::StaleReply, &self.pipes, Some(from), || {
+                            format!("a reply to request {id:#x}, not the current one")
+                        });
                 }
                 None => {
                     tracing::debug!("REQ drops a malformed reply (no request id or delimiter)");
-                    self.counters.add(Count::Malformed);
+                    self.reporter
+                        .report(Count::Malformed, &self.pipes, Some(from), || {
+                            "a reply without a 4-byte request id and an empty delimiter".into()
+                        });
                 }
             }
         }
@@ -213,9 +275,9 @@ impl Req {
             }
         }
         if ex.want_send {
-            if let Err(e) = send_round(&mut self.pipes, ex, &self.counters) {
+            if let Err(e) = send_round(&mut self.pipes, ex, &self.reporter) {
                 self.state = ReqState::Ready;
-                self.counters.add(Count::GivenUp);
+                self.reporter.handle.reqrep.add(Count::GivenUp);
                 return Err(e);
             }
         }
@@ -301,7 +363,10 @@ impl Pattern for Req {
             };
             if from != pipe {
                 tracing::trace!("REQ drops a message from a pipe it did not ask");
-                self.counters.add(Count::StaleReply);
+                self.reporter
+                    .report(Count::StaleReply, &self.pipes, Some(from), || {
+                        "a reply from a peer that was not asked".into()
+                    });
                 continue;
             }
             // The envelope comes off in place; the body frames are not copied.
@@ -311,12 +376,18 @@ impl Pattern for Req {
                     Some(f) if f.as_ref() == id.to_ne_bytes() => {}
                     Some(f) if f.len() == 4 => {
                         tracing::trace!("REQ drops a reply with a wrong request id");
-                        self.counters.add(Count::StaleReply);
+                        self.reporter
+                            .report(Count::StaleReply, &self.pipes, Some(from), || {
+                                "a reply to another request".into()
+                            });
                         continue;
                     }
                     _ => {
                         tracing::trace!("REQ drops a reply without a request id");
-                        self.counters.add(Count::Malformed);
+                        self.reporter
+                            .report(Count::Malformed, &self.pipes, Some(from), || {
+                                "a reply without a 4-byte request id".into()
+                            });
                         continue;
                     }
                 }
@@ -325,7 +396,10 @@ impl Pattern for Req {
                 Some(f) if f.is_empty() => {}
                 _ => {
                     tracing::trace!("REQ drops a reply without an empty delimiter");
-                    self.counters.add(Count::Malformed);
+                    self.reporter
+                        .report(Count::Malformed, &self.pipes, Some(from), || {
+                            "a reply without an empty delimiter".into()
+                        });
                     continue;
                 }
             }
@@ -364,9 +438,9 @@ impl Pattern for Req {
         ex.rounds += 1;
         ex.want_send = true;
         ex.due = now.checked_add(interval);
-        if let Err(e) = send_round(&mut self.pipes, ex, &self.counters) {
+        if let Err(e) = send_round(&mut self.pipes, ex, &self.reporter) {
             self.state = ReqState::Ready;
-            self.counters.add(Count::GivenUp);
+            self.reporter.handle.reqrep.add(Count::GivenUp);
             return Err(e);
         }
         Ok(())
@@ -402,12 +476,12 @@ pub(crate) struct Rep {
     cache: Box<dyn ReplyCache>,
     /// The size and age the default cache was made with (`None`: the user's cache).
     cache_bounds: Option<(usize, Duration)>,
-    counters: Arc<ReqRepCounters>,
+    reporter: Reporter,
 }
 
 impl Default for Rep {
     fn default() -> Self {
-        Rep::new(Arc::default())
+        Rep::new(Reporter::default())
     }
 }
 
@@ -452,7 +526,7 @@ fn request_key(
 }
 
 impl Rep {
-    pub(crate) fn new(counters: Arc<ReqRepCounters>) -> Rep {
+    pub(crate) fn new(reporter: Reporter) -> Rep {
         let o = PatternOptions::default();
         Rep {
             pipes: Pipes::default(),
@@ -460,7 +534,7 @@ impl Rep {
             ahead: VecDeque::new(),
             cache: Box::new(MemoryReplyCache::new(o.rep_cache_size, o.rep_cache_age)),
             cache_bounds: Some((o.rep_cache_size, o.rep_cache_age)),
-            counters,
+            reporter,
         }
     }
 
@@ -480,8 +554,13 @@ impl Rep {
                 .and_then(|(env, body)| request_key(&self.pipes, pipe, &env, &body))
                 .is_some_and(|k| &k == key);
             if copy {
-                tracing::debug!("REP drops a copy of the request it is answering");
-                self.counters.add(Count::Duplicate);
+                self.reporter
+                    .report(Count::Duplicate, &self.pipes, Some(pipe), || {
+                        format!(
+                            "a copy of request {:#x}, which came while it was handled",
+                            key.request_id
+                        )
+                    });
             } else {
                 self.ahead.push_back((pipe, msg));
             }
@@ -571,17 +650,19 @@ impl Pattern for Rep {
             };
             let Some((envelope, body)) = split_envelope(msg) else {
                 tracing::debug!("REP drops a request without an empty delimiter");
-                self.counters.add(Count::Malformed);
+                self.reporter
+                    .report(Count::Malformed, &self.pipes, Some(pipe), || {
+                        "a request without an empty delimiter".into()
+                    });
                 continue;
             };
             let key = request_key(&self.pipes, pipe, &envelope, &body);
             if let Some(k) = &key {
                 if let Some(reply) = self.cache.get(k) {
-                    self.counters.add(Count::FromCache);
-                    tracing::debug!(
-                        "REP answers a copy of request {:#x} from its cache",
-                        k.request_id
-                    );
+                    self.reporter
+                        .report(Count::FromCache, &self.pipes, Some(pipe), || {
+                            format!("a copy of answered request {:#x}", k.request_id)
+                        });
                     let mut frames = envelope;
                     frames.extend(reply);
                     if self.pipes.write_to(pipe, Message::from(frames)).is_err() {
@@ -650,9 +731,14 @@ mod tests {
         assert_eq!(r.recv().unwrap(), msg(&[b"new"]));
     }
 
-    fn resending(attempts: u32) -> (Req, Arc<ReqRepCounters>) {
-        let c = Arc::new(ReqRepCounters::default());
-        let mut r = Req::new(c.clone());
+    fn reporter() -> (Reporter, Arc<SocketHandle>) {
+        let h = Arc::new(SocketHandle::new(crate::SocketType::Req));
+        (Reporter::new(h.clone()), h)
+    }
+
+    fn resending(attempts: u32) -> (Req, Arc<SocketHandle>) {
+        let (rep, c) = reporter();
+        let mut r = Req::new(rep);
         r.configure(&PatternOptions {
             req_resend: Some(Duration::from_millis(100)),
             req_resend_attempts: attempts,
@@ -692,7 +778,7 @@ mod tests {
         r.tick(t0 + Duration::from_millis(101)).unwrap();
         let second = a.read().or_else(|| b.read()).expect("resent");
         assert_eq!(second, first, "the same request id and body");
-        let s = c.snapshot();
+        let s = c.reqrep.snapshot();
         assert_eq!((s.resends, s.failovers), (1, 1), "to the other pipe");
         // Both peers answer; the first answer is taken, the second is stale.
         a.write(reply_to(&first, b"from a"));
@@ -704,7 +790,7 @@ mod tests {
         assert_ne!(next.frames()[0], first.frames()[0], "a new request id");
         a.write(reply_to(&next, b"next reply"));
         assert_eq!(r.recv().unwrap(), msg(&[b"next reply"]));
-        assert_eq!(c.snapshot().stale_replies_dropped, 1);
+        assert_eq!(c.reqrep.snapshot().stale_replies_dropped, 1);
     }
 
     #[test]
@@ -727,13 +813,13 @@ mod tests {
             sent,
             "resent to the new pipe without waiting"
         );
-        assert_eq!(c.snapshot().resends, 1);
+        assert_eq!(c.reqrep.snapshot().resends, 1);
         // Malformed replies are dropped and counted.
         b.write(msg(&[b"xx", b"", b"short id"]));
         b.write(msg(&[b"", b"no id"]));
         b.write(reply_to(&sent, b"ok"));
         assert_eq!(r.recv().unwrap(), msg(&[b"ok"]));
-        assert_eq!(c.snapshot().malformed_dropped, 2);
+        assert_eq!(c.reqrep.snapshot().malformed_dropped, 2);
     }
 
     #[test]
@@ -762,7 +848,7 @@ mod tests {
             e.to_string(),
             "request timed out: no reply after 2 attempts to 1 peer"
         );
-        assert_eq!(c.snapshot().given_up, 1);
+        assert_eq!(c.reqrep.snapshot().given_up, 1);
         r.send(msg(&[b"again"])).unwrap();
         // The receive timeout gives up too.
         assert!(matches!(
@@ -774,8 +860,8 @@ mod tests {
 
     #[test]
     fn rep_answers_copies_from_its_cache_and_drops_those_queued_meanwhile() {
-        let c = Arc::new(ReqRepCounters::default());
-        let mut r = Rep::new(c.clone());
+        let (rep, c) = reporter();
+        let mut r = Rep::new(rep);
         let (p, mut req) = pipe(0, b"requester-1");
         r.attach(1, p);
         let id = Bytes::from_static(&[1, 2, 3, 4]);
@@ -795,7 +881,7 @@ mod tests {
             req.read().unwrap(),
             Message::from(vec![id.clone(), Bytes::new(), Bytes::from("a")])
         );
-        assert_eq!(c.snapshot().duplicates_dropped, 2);
+        assert_eq!(c.reqrep.snapshot().duplicates_dropped, 2);
         assert_eq!(
             r.recv().unwrap(),
             msg(&[b"other"]),
@@ -810,7 +896,7 @@ mod tests {
             req.read().unwrap(),
             Message::from(vec![id.clone(), Bytes::new(), Bytes::from("a")])
         );
-        assert_eq!(c.snapshot().replies_from_cache, 1);
+        assert_eq!(c.reqrep.snapshot().replies_from_cache, 1);
         // The same id with another body is another request.
         req.write(Message::from(vec![
             id.clone(),
@@ -829,7 +915,7 @@ mod tests {
         // Malformed: counted, dropped.
         req.write(msg(&[b"no delimiter"]));
         assert!(matches!(r.recv(), Err(Error::WouldBlock)));
-        assert_eq!(c.snapshot().malformed_dropped, 1);
+        assert_eq!(c.reqrep.snapshot().malformed_dropped, 1);
     }
 
     #[test]
