@@ -698,6 +698,7 @@ impl Socket {
     /// every copy to its application. Changes apply to endpoints bound or connected
     /// afterwards (set it before connecting).
     pub fn set_req_resend_interval(&self, interval: Option<Duration>) -> Result<()> {
+        self.check_req("the resend interval")?;
         if interval.is_some_and(|t| t.is_zero()) {
             return Err(Error::InvalidArgument(
                 "the resend interval must be positive".into(),
@@ -717,6 +718,7 @@ impl Socket {
     /// [`Socket::recv`] fails with [`Error::RequestTimeout`] (how many attempts went to
     /// how many peers) and the REQ may send a new request.
     pub fn set_req_resend_attempts(&self, attempts: u32) -> Result<()> {
+        self.check_req("resend attempts")?;
         if attempts == 0 {
             return Err(Error::InvalidArgument(
                 "a request is sent at least once: attempts must be at least 1".into(),
@@ -725,18 +727,35 @@ impl Socket {
         self.set(|o| o.pattern.req_resend_attempts = attempts);
         Ok(())
     }
+    fn check_req(&self, what: &str) -> Result<()> {
+        if self.socket_type() == SocketType::Req {
+            Ok(())
+        } else {
+            Err(Error::InvalidArgument(format!(
+                "{what} applies to REQ sockets only, not {}",
+                self.socket_type().as_str()
+            )))
+        }
+    }
     /// REP: how many answered requests are remembered for de-duplication (default
-    /// [`crate::DEFAULT_REP_CACHE_SIZE`]; 0 remembers none).
+    /// [`crate::DEFAULT_REP_CACHE_SIZE`]; 0 turns de-duplication off: every request
+    /// reaches the application, as with libzmq's REP).
     ///
     /// A REP de-duplicates every request that carries a request id (a REQ with resend
     /// or REQ_CORRELATE, libzmq's included): copies of a request that queued up while
     /// the first was being handled are dropped when the application replies (up to 64
     /// queued messages of that connection are looked at), and a copy that comes later
-    /// is answered again from the reply cache; neither reaches the application. A
+    /// is answered again from the reply cache (while the application waits in
+    /// [`Socket::recv`]); neither reaches the application. A
     /// request is known by its requester's routing id (or the envelope a ROUTER in
     /// between added), its id and its body. Requests without an id (libzmq's plain REQ)
     /// are handled exactly as libzmq's REP does. Replacing the cache's bounds empties
     /// it; see [`Socket::set_reply_cache`] for a cache of your own.
+    ///
+    /// One case looks like a request id without being one: a plain (non-correlating)
+    /// REQ with a 4-byte routing id behind a ROUTER/DEALER proxy. Its repeated
+    /// identical requests would be answered from the cache; give such requesters
+    /// longer (or no) routing ids, or turn de-duplication off with a size of 0.
     pub fn set_rep_cache_size(&self, entries: usize) {
         self.set(|o| o.pattern.rep_cache_size = entries);
     }

@@ -526,3 +526,98 @@ fn resend_and_de_duplication_on_inproc_unix_and_ipc() {
         assert!(req.reqrep_stats().resends >= 3, "{ep}");
     }
 }
+
+/// A reply cache kept outside the socket (shared by two REPs here, as a durable one
+/// would be by a REP and its restarted successor).
+#[derive(Debug, Clone, Default)]
+struct SharedCache(Arc<std::sync::Mutex<HashMap<lwmq::RequestKey, Message>>>);
+
+impl lwmq::ReplyCache for SharedCache {
+    fn get(&mut self, key: &lwmq::RequestKey) -> Option<Message> {
+        self.0.lock().ok()?.get(key).cloned()
+    }
+    fn put(&mut self, key: lwmq::RequestKey, reply: Message) {
+        if let Ok(mut m) = self.0.lock() {
+            m.insert(key, reply);
+        }
+    }
+}
+
+#[test]
+fn a_reply_cache_of_ones_own_survives_the_rep() {
+    let _w = watchdog(GUARD);
+    let ctx = Context::new();
+    let cache = SharedCache::default();
+    let ep = format!("tcp://127.0.0.1:{}", free_port());
+    // A requester with a stable routing id sending one request with an id (the wire
+    // form of a REQ with resend).
+    let dealer = ctx.socket(SocketType::Dealer).expect("socket");
+    dealer.set_routing_id("client-7").expect("routing id");
+    dealer.set_recv_timeout(Some(Duration::from_secs(30)));
+    let events = dealer.monitor();
+    dealer.connect(&ep).expect("connect");
+    let request = Message::from_frames([&b"\x07\x00\x00\x00"[..], b"", b"pay 5"]);
+
+    let first = ctx.socket(SocketType::Rep).expect("socket");
+    first
+        .set_reply_cache(Box::new(cache.clone()))
+        .expect("cache");
+    first.bind(&ep).expect("bind");
+    dealer.send(request.clone()).expect("send");
+    let got = first.recv().expect("request");
+    first.send("paid").expect("reply");
+    assert_eq!(text(&got), "pay 5");
+    assert_eq!(text(&dealer.recv().expect("reply")), "\u{7}\0\0\0++paid");
+    drop(first);
+
+    // The successor knows the request: the copy is answered without its application.
+    let second = ctx.socket(SocketType::Rep).expect("socket");
+    second
+        .set_reply_cache(Box::new(cache.clone()))
+        .expect("cache");
+    let mut tries = 0;
+    while second.bind(&ep).is_err() {
+        tries += 1;
+        assert!(tries < 400, "rebind {ep}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    // Resend options are for REQ sockets only.
+    assert!(matches!(
+        second.set_req_resend_interval(Some(Duration::from_secs(1))),
+        Err(Error::InvalidArgument(_))
+    ));
+    // Copies are answered while the application waits for a request.
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let server = std::thread::spawn(move || {
+        second.set_recv_timeout(Some(Duration::from_millis(100)));
+        let mut handed_over = Vec::new();
+        while !stop2.load(Ordering::Relaxed) {
+            if let Ok(m) = second.recv() {
+                handed_over.push(text(&m));
+                second.send("again").expect("reply");
+            }
+        }
+        (handed_over, second.reqrep_stats())
+    });
+    // A DEALER's message into a connection that is going away is lost: send the copy
+    // once the DEALER is connected to the successor (its second handshake).
+    let mut handshakes = 0;
+    while handshakes < 2 {
+        let e = events.recv(None).expect("an event");
+        if e.kind == lwmq::EventKind::HandshakeSucceeded {
+            handshakes += 1;
+        }
+    }
+    dealer.send(request).expect("send the copy");
+    let reply = dealer.recv().expect("reply");
+    stop.store(true, Ordering::Relaxed);
+    let (handed_over, stats) = server.join().expect("server");
+    assert_eq!(
+        text(&reply),
+        "\u{7}\0\0\0++paid",
+        "the first reply, from the cache"
+    );
+    assert!(handed_over.is_empty(), "{handed_over:?}");
+    assert_eq!(stats.replies_from_cache, 1);
+}

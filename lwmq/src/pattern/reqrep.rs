@@ -538,6 +538,11 @@ impl Rep {
         }
     }
 
+    /// Whether requests with ids are de-duplicated (a default cache of size 0: no).
+    fn dedup(&self) -> bool {
+        self.cache_bounds.is_none_or(|(size, _)| size > 0)
+    }
+
     /// After answering `key` on `pipe`: reads what that pipe has queued (up to
     /// [`LOOKAHEAD`]) and drops the copies of `key` among it.
     fn drop_queued_copies(&mut self, pipe: PipeId, key: &RequestKey) {
@@ -627,7 +632,7 @@ impl Pattern for Rep {
         }
         // Answered (even if the reply was dropped: a copy that comes again, by another
         // way, is answered from the cache).
-        if let (Some(key), Some(reply)) = (key, kept) {
+        if let (Some(key), Some(reply), true) = (key, kept, self.dedup()) {
             self.drop_queued_copies(pipe, &key);
             self.cache.put(key, reply);
         }
@@ -656,7 +661,11 @@ impl Pattern for Rep {
                     });
                 continue;
             };
-            let key = request_key(&self.pipes, pipe, &envelope, &body);
+            let key = if self.dedup() {
+                request_key(&self.pipes, pipe, &envelope, &body)
+            } else {
+                None
+            };
             if let Some(k) = &key {
                 if let Some(reply) = self.cache.get(k) {
                     self.reporter
@@ -916,6 +925,27 @@ mod tests {
         req.write(msg(&[b"no delimiter"]));
         assert!(matches!(r.recv(), Err(Error::WouldBlock)));
         assert_eq!(c.reqrep.snapshot().malformed_dropped, 1);
+    }
+
+    #[test]
+    fn rep_with_a_cache_of_size_zero_hands_every_copy_over() {
+        let mut r = Rep::default();
+        r.configure(&PatternOptions {
+            rep_cache_size: 0,
+            ..Default::default()
+        });
+        let (p, mut req) = pipe(0, b"requester");
+        r.attach(1, p);
+        let id: &[u8] = &[1, 1, 1, 1];
+        for _ in 0..2 {
+            req.write(msg(&[id, b"", b"q"]));
+        }
+        for _ in 0..2 {
+            assert_eq!(r.recv().unwrap(), msg(&[b"q"]));
+            r.send(msg(&[b"a"])).unwrap();
+        }
+        assert_eq!(req.read().unwrap(), msg(&[id, b"", b"a"]));
+        assert_eq!(req.read().unwrap(), msg(&[id, b"", b"a"]));
     }
 
     #[test]
