@@ -522,7 +522,8 @@ fn resend_and_de_duplication_on_inproc_unix_and_ipc() {
             assert_eq!(text(&req.recv().expect("reply")), body);
         }
         let seen = app.join().expect("rep");
-        assert_eq!(seen.len(), 3, "{ep}: each request handled once: {seen:?}");
+        let want: Vec<String> = (0..3).map(|i| format!("{ep} {i}")).collect();
+        assert_eq!(seen, want, "{ep}: each request handled once");
         assert!(req.reqrep_stats().resends >= 3, "{ep}");
     }
 }
@@ -620,4 +621,37 @@ fn a_reply_cache_of_ones_own_survives_the_rep() {
     );
     assert!(handed_over.is_empty(), "{handed_over:?}");
     assert_eq!(stats.replies_from_cache, 1);
+}
+
+#[test]
+fn through_lwmq_proxy_a_slow_rep_handles_each_request_once() {
+    let _w = watchdog(GUARD);
+    let proxy_ctx = Context::new();
+    let front = proxy_ctx.socket(SocketType::Router).expect("router");
+    let back = proxy_ctx.socket(SocketType::Dealer).expect("dealer");
+    let front_ep = front.bind("tcp://127.0.0.1:0").expect("bind");
+    let back_ep = back.bind("tcp://127.0.0.1:0").expect("bind");
+    let stopper = proxy_ctx.clone();
+    let proxy = std::thread::spawn(move || lwmq::proxy(&front, &back, None));
+    let ctx = Context::new();
+    let rep = ctx.socket(SocketType::Rep).expect("socket");
+    rep.connect(&back_ep).expect("connect");
+    // Three resend intervals per request.
+    let app = slow_rep(rep, Duration::from_millis(300), 3);
+    let req = resending_req(&ctx, 100, 20);
+    req.connect(&front_ep).expect("connect");
+    for i in 0..3 {
+        let body = format!("via proxy {i}");
+        req.send(body.clone().into_bytes()).expect("send");
+        assert_eq!(text(&req.recv().expect("reply")), body);
+    }
+    let seen = app.join().expect("rep");
+    assert_eq!(
+        seen,
+        ["via proxy 0", "via proxy 1", "via proxy 2"],
+        "each handled once"
+    );
+    assert!(req.reqrep_stats().resends >= 3);
+    stopper.terminate();
+    assert!(matches!(proxy.join().expect("proxy"), Err(Error::Closed)));
 }
