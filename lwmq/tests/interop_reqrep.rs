@@ -5,6 +5,8 @@
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::peer::Peer;
@@ -36,26 +38,25 @@ fn resending_req(ctx: &Context, interval_ms: u64) -> Socket {
 }
 
 /// An lwmq REP on a thread: answers `body` with `body|n` (n: how many times its
-/// application saw that body), taking `delay` per request, until `count` requests
-/// reached the application; returns the socket's stats and the bodies it handled.
+/// application saw that body), taking `delay` per request, until `stop` is set (so
+/// that copies still coming are answered from the cache); returns the socket's stats
+/// and the bodies its application handled.
 fn lwmq_rep(
     rep: Socket,
     delay: Duration,
-    count: usize,
+    stop: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<(lwmq::ReqRepStats, Vec<String>)> {
     std::thread::spawn(move || {
-        rep.set_recv_timeout(Some(Duration::from_secs(60)));
+        rep.set_recv_timeout(Some(Duration::from_millis(50)));
         let mut seen = Vec::new();
-        while seen.len() < count {
-            let body = text(&rep.recv().expect("a request"));
+        while !stop.load(Ordering::Relaxed) {
+            let Ok(m) = rep.recv() else { continue };
+            let body = text(&m);
             seen.push(body.clone());
             let n = seen.iter().filter(|b| **b == body).count();
             std::thread::sleep(delay);
             rep.send(format!("{body}|{n}").into_bytes()).expect("reply");
         }
-        // Copies still in flight are answered from the cache while we wait a little.
-        rep.set_recv_timeout(Some(Duration::from_millis(300)));
-        let _ = rep.recv();
         (rep.reqrep_stats(), seen)
     })
 }
@@ -131,9 +132,11 @@ fn libzmq_correlating_requesters_are_deduplicated() {
     // from the cache, the application saw it once.
     let rep = ctx.socket(SocketType::Rep).expect("socket");
     let ep = rep.bind("tcp://127.0.0.1:0").expect("bind");
-    let app = lwmq_rep(rep, Duration::ZERO, 1);
+    let stop = Arc::new(AtomicBool::new(false));
+    let app = lwmq_rep(rep, Duration::ZERO, stop.clone());
     let mut dealer = py(&["dealer-dup", &ep]);
     assert_eq!(dealer.expect("OK"), "dup|1");
+    stop.store(true, Ordering::Relaxed);
     let (stats, seen) = app.join().expect("rep");
     assert_eq!(seen, vec!["dup"]);
     assert_eq!(stats.replies_from_cache, 1, "{stats:?}");
@@ -149,7 +152,8 @@ fn through_a_libzmq_proxy_a_slow_rep_handles_each_request_once() {
     let rep = ctx.socket(SocketType::Rep).expect("socket");
     rep.connect(&back).expect("connect");
     // Three resend intervals per request: copies come through the proxy meanwhile.
-    let app = lwmq_rep(rep, Duration::from_millis(600), 3);
+    let stop = Arc::new(AtomicBool::new(false));
+    let app = lwmq_rep(rep, Duration::from_millis(600), stop.clone());
     let req = resending_req(&ctx, 200);
     req.connect(&front).expect("connect");
     for i in 0..3 {
@@ -157,6 +161,7 @@ fn through_a_libzmq_proxy_a_slow_rep_handles_each_request_once() {
         req.send(body.clone().into_bytes()).expect("send");
         assert_eq!(text(&req.recv().expect("reply")), format!("{body}|1"));
     }
+    stop.store(true, Ordering::Relaxed);
     let (stats, seen) = app.join().expect("rep");
     assert_eq!(
         seen,
