@@ -41,6 +41,9 @@ struct Core {
     options: Options,
     /// A message read by poll to learn that the socket is readable.
     prefetched: Option<Message>,
+    /// What poll learnt instead: a REQ with resend gave its exchange up (the next
+    /// receive returns it).
+    prefetched_error: Option<Error>,
     endpoints: Vec<EndpointEntry>,
     last_endpoint: Option<String>,
 }
@@ -74,6 +77,7 @@ impl Socket {
                 pattern: pattern::new(socket_type, &options.pattern, &shared),
                 options,
                 prefetched: None,
+                prefetched_error: None,
                 endpoints: Vec::new(),
                 last_endpoint: None,
             }),
@@ -286,6 +290,9 @@ impl Socket {
         if let Some(m) = core.prefetched.take() {
             return Ok(m);
         }
+        if let Some(e) = core.prefetched_error.take() {
+            return Err(e);
+        }
         if core.pattern.timed() {
             return self.recv_timed(&mut core, timeout);
         }
@@ -383,6 +390,9 @@ impl Socket {
         let timeout = core.options.recv_timeout;
         if let Some(m) = core.prefetched.take() {
             return Ok(f(&crate::Frames::message(&m)));
+        }
+        if let Some(e) = core.prefetched_error.take() {
+            return Err(e);
         }
         if core.pattern.timed() {
             let m = self.recv_timed(&mut core, timeout)?;
@@ -488,16 +498,47 @@ impl Socket {
     /// For poll: whether a message can be received now (reading it ahead if needed).
     pub(crate) fn poll_readable(&self) -> bool {
         let mut core = self.core();
-        if core.prefetched.is_some() {
+        if core.prefetched.is_some() || core.prefetched_error.is_some() {
             return true;
         }
         self.absorb_mailbox(&mut core);
+        // A pattern that keeps time (a REQ with resend) resends or gives up here too;
+        // poll wakes at its timer (`Socket::timer`).
+        if core.pattern.timed() {
+            match core.pattern.recv() {
+                Ok(m) => {
+                    core.prefetched = Some(m);
+                    return true;
+                }
+                Err(Error::WouldBlock) => {}
+                // No request out: nothing to read (as for any REQ).
+                Err(Error::State(_)) => return false,
+                Err(e) => {
+                    core.prefetched_error = Some(e);
+                    return true;
+                }
+            }
+            if let Err(e) = core.pattern.tick(Instant::now()) {
+                core.prefetched_error = Some(e);
+                return true;
+            }
+        }
         match core.pattern.recv() {
             Ok(m) => {
                 core.prefetched = Some(m);
                 true
             }
             Err(_) => false,
+        }
+    }
+
+    /// For poll: when the pattern needs time to pass (a REQ's next resend), if ever.
+    pub(crate) fn timer(&self) -> Option<Instant> {
+        let core = self.core();
+        if core.pattern.timed() {
+            core.pattern.timer()
+        } else {
+            None
         }
     }
 
@@ -689,8 +730,10 @@ impl Socket {
     ///   carried it goes away; a reply to an earlier attempt of the current request is
     ///   accepted (once).
     ///
-    /// Resends happen while the socket waits in [`Socket::recv`] (or is asked with
-    /// [`Socket::try_recv`]), not in the background or in [`crate::poll()`].
+    /// Resends happen while the socket waits in [`Socket::recv`], is asked with
+    /// [`Socket::try_recv`], or is polled for reading with [`crate::poll()`] (which
+    /// then wakes for each resend, and reports the socket readable once the exchange
+    /// is given up: the next receive returns the error); nothing runs in the background.
     ///
     /// Delivery is **at least once**: a REP that received a request and died before
     /// replying may have acted on it. An lwmq REP de-duplicates the copies it sees

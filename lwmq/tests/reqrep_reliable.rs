@@ -655,3 +655,38 @@ fn through_lwmq_proxy_a_slow_rep_handles_each_request_once() {
     stopper.terminate();
     assert!(matches!(proxy.join().expect("proxy"), Err(Error::Closed)));
 }
+
+#[test]
+fn poll_drives_resends_and_reports_giving_up_as_readable() {
+    let _w = watchdog(GUARD);
+    let ctx = Context::new();
+    let rep = ctx.socket(SocketType::Rep).expect("socket");
+    rep.set_recv_timeout(Some(Duration::from_secs(60)));
+    let ep = rep.bind("tcp://127.0.0.1:0").expect("bind");
+    let req = resending_req(&ctx, 50, 4);
+    req.connect(&ep).expect("connect");
+    // Not readable before a request, as any REQ.
+    let mut items = [lwmq::PollItem::readable(&req)];
+    assert_eq!(
+        lwmq::poll(&mut items, Some(Duration::ZERO)).expect("poll"),
+        0
+    );
+    req.send("job").expect("send");
+    let _held = rep.recv().expect("request"); // never answered
+    // The Lazy Pirate loop, without the resending: poll until readable.
+    let mut items = [lwmq::PollItem::readable(&req)];
+    assert_eq!(lwmq::poll(&mut items, None).expect("poll"), 1);
+    let e = req.recv().unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::RequestTimeout {
+                attempts: 4,
+                peers: 1
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(req.reqrep_stats().resends, 3);
+    req.send("again").expect("a new request");
+}
