@@ -22,8 +22,8 @@
 //! before the delimiter carries a request id. Its [`RequestKey`] (the requester's
 //! routing id or the hops a ROUTER added, the id, a hash of the body) is looked up in
 //! the reply cache: an answered one is answered from the cache, not handed to the
-//! application. When the application replies, copies of that request already queued on
-//! the same pipe (they came while it was being handled) are dropped. A request without
+//! application. When the application replies, copies of that request queued on the
+//! same pipe right behind it (they came while it was being handled) are dropped. A request without
 //! an id is handled exactly as libzmq's REP does.
 
 use std::collections::VecDeque;
@@ -464,6 +464,8 @@ struct Replying {
     envelope: FrameVec,
     /// Set when the request carried an id.
     key: Option<RequestKey>,
+    /// Read in turn (not read ahead): its reply may look ahead.
+    in_turn: bool,
 }
 
 /// REP: receive, send, receive...
@@ -471,7 +473,7 @@ struct Replying {
 pub(crate) struct Rep {
     pipes: Pipes,
     replying: Option<Replying>,
-    /// Requests read ahead of the application (see [`LOOKAHEAD`]), in order.
+    /// A request read ahead of the application (see [`Rep::drop_queued_copies`]).
     ahead: VecDeque<(PipeId, Message)>,
     cache: Box<dyn ReplyCache>,
     /// The size and age the default cache was made with (`None`: the user's cache).
@@ -543,11 +545,15 @@ impl Rep {
         self.cache_bounds.is_none_or(|(size, _)| size > 0)
     }
 
-    /// After answering `key` on `pipe`: reads what that pipe has queued (up to
-    /// [`LOOKAHEAD`]) and drops the copies of `key` among it.
+    /// After answering `key` on `pipe`: reads what that pipe has queued and drops the
+    /// copies of `key` at its head (at most [`LOOKAHEAD`]); the first other message is
+    /// kept in `ahead`, to be received next. (A REQ's copies queue up back to back: it
+    /// has one request out. Copies behind other requests, through a proxy, are
+    /// answered from the cache instead.) Only after a request read in turn, so that a
+    /// busy pipe cannot keep the others waiting.
     fn drop_queued_copies(&mut self, pipe: PipeId, key: &RequestKey) {
         let mut read = 0;
-        while read < LOOKAHEAD && self.ahead.len() < LOOKAHEAD {
+        while read < LOOKAHEAD && self.ahead.is_empty() {
             let Some(i) = self.pipes.list.iter().position(|(p, _)| *p == pipe) else {
                 return;
             };
@@ -598,6 +604,7 @@ impl Pattern for Rep {
             pipe,
             envelope,
             key,
+            in_turn,
         }) = self.replying.take()
         else {
             return Err(SendError {
@@ -626,6 +633,7 @@ impl Pattern for Rep {
                     pipe,
                     envelope,
                     key,
+                    in_turn,
                 });
                 return Err(SendError { error, message: m });
             }
@@ -633,7 +641,9 @@ impl Pattern for Rep {
         // Answered (even if the reply was dropped: a copy that comes again, by another
         // way, is answered from the cache).
         if let (Some(key), Some(reply), true) = (key, kept, self.dedup()) {
-            self.drop_queued_copies(pipe, &key);
+            if in_turn {
+                self.drop_queued_copies(pipe, &key);
+            }
             self.cache.put(key, reply);
         }
         Ok(())
@@ -646,9 +656,9 @@ impl Pattern for Rep {
         }
         self.pipes.gone.clear();
         loop {
-            let next = match self.ahead.pop_front() {
-                Some(m) => Some(m),
-                None => self.pipes.read_fair(),
+            let (next, in_turn) = match self.ahead.pop_front() {
+                Some(m) => (Some(m), false),
+                None => (self.pipes.read_fair(), true),
             };
             let Some((pipe, msg)) = next else {
                 return Err(Error::WouldBlock);
@@ -684,6 +694,7 @@ impl Pattern for Rep {
                 pipe,
                 envelope,
                 key,
+                in_turn,
             });
             return Ok(body);
         }
@@ -925,6 +936,30 @@ mod tests {
         req.write(msg(&[b"no delimiter"]));
         assert!(matches!(r.recv(), Err(Error::WouldBlock)));
         assert_eq!(c.reqrep.snapshot().malformed_dropped, 1);
+    }
+
+    #[test]
+    fn rep_looking_ahead_keeps_the_fair_queue_fair() {
+        let mut r = Rep::default();
+        let (pa, mut a) = pipe(0, b"busy");
+        let (pb, mut b) = pipe(0, b"other");
+        r.attach(1, pa);
+        r.attach(2, pb);
+        for i in 0..6u8 {
+            a.write(msg(&[&[i, 0, 0, 0], b"", b"a"]));
+        }
+        b.write(msg(&[&[9, 0, 0, 0], b"", b"b"]));
+        let mut order = Vec::new();
+        for _ in 0..7 {
+            let m = r.recv().unwrap();
+            order.push(m.frames()[0].clone());
+            r.send(msg(&[b"ok"])).unwrap();
+        }
+        let first_b = order.iter().position(|f| f.as_ref() == b"b").unwrap();
+        assert!(
+            first_b <= 2,
+            "the other pipe waited behind the busy one: {order:?}"
+        );
     }
 
     #[test]
