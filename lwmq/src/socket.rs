@@ -785,9 +785,9 @@ impl Socket {
     /// reaches the application, as with libzmq's REP).
     ///
     /// A REP de-duplicates every request that carries a request id (a REQ with resend
-    /// or REQ_CORRELATE, libzmq's included): copies of a request that queued up while
-    /// the first was being handled are dropped when the application replies (up to 64
-    /// queued messages of that connection are looked at), and a copy that comes later
+    /// or REQ_CORRELATE, libzmq's included): copies of a request that queued up on its
+    /// connection while the first was being handled are dropped when the application
+    /// replies, and a copy that comes later
     /// is answered again from the reply cache (while the application waits in
     /// [`Socket::recv`]); neither reaches the application. A
     /// request is known by its requester's routing id (or the envelope a ROUTER in
