@@ -291,6 +291,19 @@ pub struct ReqArgs {
     /// Send the request this many times. Ignored with -.
     #[arg(short = 'n', long, default_value_t = 1)]
     pub count: u64,
+    /// Send a request again when no reply came after INTERVAL (e.g. 500ms), with the
+    /// same request id, to the next connected REP in turn, and at once when its
+    /// connection is lost. An lwmq REP answers copies from its reply cache.
+    #[arg(long, value_name = "INTERVAL", value_parser = parse_duration)]
+    pub resend: Option<Duration>,
+    /// With --resend: send one request at most N times, the first included (default 3);
+    /// then give up (exit code 3).
+    #[arg(long, value_name = "N", requires = "resend", value_parser = clap::value_parser!(u32).range(1..))]
+    pub attempts: Option<u32>,
+    /// Also connect to ENDPOINT (repeatable): requests go to each in turn, and with
+    /// --resend fail over between them.
+    #[arg(long = "also", value_name = "ENDPOINT")]
+    pub also: Vec<String>,
 }
 
 /// `lwmq rep`.

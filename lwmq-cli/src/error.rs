@@ -31,11 +31,11 @@ pub fn is_usage(e: &anyhow::Error) -> bool {
 pub fn exit_code(e: &anyhow::Error) -> i32 {
     for cause in e.chain() {
         if let Some(err) = cause.downcast_ref::<lwmq::Error>() {
-            if matches!(err, lwmq::Error::Timeout) {
+            if err.is_timeout() {
                 return exit::TIMEOUT;
             }
         } else if let Some(err) = cause.downcast_ref::<lwmq::SendError>() {
-            if matches!(err.error, lwmq::Error::Timeout) {
+            if err.error.is_timeout() {
                 return exit::TIMEOUT;
             }
         } else if cause.is::<UsageError>() {

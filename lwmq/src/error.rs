@@ -45,6 +45,16 @@ pub enum Error {
     HostUnreachable,
     /// The operation did not complete within its timeout.
     Timeout,
+    /// A REQ with resend ([`crate::Socket::set_req_resend_interval`]) gave up on a
+    /// request: no reply came within its attempts, or within the receive timeout. A
+    /// timeout like [`Error::Timeout`] ([`Error::is_timeout`] says true); the socket may
+    /// send a new request.
+    RequestTimeout {
+        /// How many times the request was sent.
+        attempts: u32,
+        /// To how many different connections.
+        peers: u32,
+    },
     /// The operation would block and was asked not to.
     WouldBlock,
     /// The socket or context is closed.
@@ -76,6 +86,12 @@ impl fmt::Display for Error {
             Error::PeerRejected(what) => write!(f, "peer rejected: {what}"),
             Error::HostUnreachable => f.write_str("no peer with that routing id"),
             Error::Timeout => f.write_str("operation timed out"),
+            Error::RequestTimeout { attempts, peers } => write!(
+                f,
+                "request timed out: no reply after {attempts} attempt{} to {peers} peer{}",
+                if *attempts == 1 { "" } else { "s" },
+                if *peers == 1 { "" } else { "s" }
+            ),
             Error::WouldBlock => f.write_str("operation would block"),
             Error::Closed => f.write_str("socket or context is closed"),
             Error::Codec(what) => write!(f, "message encoding: {what}"),
@@ -100,6 +116,11 @@ impl From<io::Error> for Error {
 }
 
 impl Error {
+    /// Whether this is a timeout: [`Error::Timeout`] or [`Error::RequestTimeout`].
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::Timeout | Error::RequestTimeout { .. })
+    }
+
     /// Shorthand for an [`Error::Endpoint`].
     pub(crate) fn endpoint(uri: &str, reason: impl Into<String>) -> Error {
         Error::Endpoint {

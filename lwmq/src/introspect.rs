@@ -127,6 +127,10 @@ pub struct SocketInfo {
     /// Live connections (after the handshake, or shared-memory pipes).
     #[serde(default)]
     pub connections: Vec<ConnectionInfo>,
+    /// REQ and REP: what resend and de-duplication did (absent for other types and
+    /// from older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reqrep: Option<crate::ReqRepStats>,
 }
 
 /// Which side opened a connection.
@@ -632,6 +636,10 @@ mod tests {
                     peer_pid: None,
                     peer_socket_type: Some("REQ".into()),
                 }],
+                reqrep: Some(crate::ReqRepStats {
+                    replies_from_cache: 2,
+                    ..Default::default()
+                }),
             }],
         })
         .unwrap();

@@ -51,6 +51,40 @@
 //! `lwmq ls` shows; [`graph`] draws what [`introspect`] finds. With the `serde` feature,
 //! `typed` sends and receives serde values as MessagePack, the encoding of the `lwmq`
 //! tool's `--json`.
+//!
+//! # Reliable request/reply
+//!
+//! A REQ can resend and fail over by itself ([`Socket::set_req_resend_interval`]), and
+//! every REP de-duplicates requests that carry a request id, answering copies from a
+//! [`ReplyCache`] ([`Socket::set_rep_cache_size`]). Against a libzmq REP a resending
+//! REQ is *at least once*: libzmq's REP hands every copy to its application.
+//!
+//! ```
+//! use std::time::Duration;
+//! use lwmq::{Context, SocketType};
+//!
+//! # fn main() -> lwmq::Result<()> {
+//! let ctx = Context::new();
+//! let rep = ctx.socket(SocketType::Rep)?;
+//! let endpoint = rep.bind("tcp://127.0.0.1:0")?;
+//! let req = ctx.socket(SocketType::Req)?;
+//! req.set_req_resend_interval(Some(Duration::from_millis(50)))?;
+//! req.set_req_resend_attempts(10)?;
+//! req.connect(&endpoint)?;
+//! let server = std::thread::spawn(move || -> lwmq::Result<lwmq::ReqRepStats> {
+//!     let request = rep.recv()?;
+//!     std::thread::sleep(Duration::from_millis(200)); // slow: the REQ resends meanwhile
+//!     rep.send(request)?;
+//!     Ok(rep.reqrep_stats())
+//! });
+//! req.send("work")?;
+//! assert_eq!(&req.recv()?.frames()[0][..], b"work");
+//! // The copies never reached the application; the REQ got one reply.
+//! assert!(req.reqrep_stats().resends >= 1);
+//! assert!(server.join().unwrap()?.duplicates_dropped >= 1);
+//! # Ok(())
+//! # }
+//! ```
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod context;
@@ -62,6 +96,7 @@ mod options;
 mod pattern;
 mod poll;
 mod proxy;
+mod reliable;
 mod socket;
 mod socket_type;
 mod sync;
@@ -98,5 +133,9 @@ pub use poll::{PollItem, poll};
 pub use proto::z85;
 pub use proto::{CurveKeyPair, CurvePublicKey, CurveSecretKey};
 pub use proxy::proxy;
+pub use reliable::{
+    DEFAULT_REP_CACHE_AGE, DEFAULT_REP_CACHE_SIZE, DEFAULT_REQ_RESEND_ATTEMPTS, MemoryReplyCache,
+    ReplyCache, ReqRepStats, RequestKey,
+};
 pub use socket::Socket;
 pub use socket_type::SocketType;

@@ -54,6 +54,21 @@ pub enum EventKind {
     /// detail says what and why. (A message whose size is known to be too large when it
     /// is sent fails its send instead.)
     MessageDropped,
+    /// A REQ with resend sent a request again; the detail says which attempt and
+    /// whether it went to another peer.
+    RequestResent,
+    /// A REQ with resend gave a request up (no reply within its attempts or the
+    /// receive timeout).
+    RequestGivenUp,
+    /// A REQ dropped a reply to a request that is not the current one.
+    StaleReplyDropped,
+    /// A REQ dropped a malformed reply, or a REP a malformed request (no request id or
+    /// empty delimiter where one must be).
+    MalformedDropped,
+    /// A REP dropped a copy of a request that came while the request was handled.
+    DuplicateDropped,
+    /// A REP answered a copy of an answered request from its reply cache.
+    ReplyFromCache,
 }
 
 impl EventKind {
@@ -76,6 +91,12 @@ impl EventKind {
             EventKind::PeerCrashed => "peer-crashed",
             EventKind::ProtocolError => "protocol-error",
             EventKind::MessageDropped => "message-dropped",
+            EventKind::RequestResent => "request-resent",
+            EventKind::RequestGivenUp => "request-given-up",
+            EventKind::StaleReplyDropped => "stale-reply-dropped",
+            EventKind::MalformedDropped => "malformed-dropped",
+            EventKind::DuplicateDropped => "duplicate-dropped",
+            EventKind::ReplyFromCache => "reply-from-cache",
         }
     }
 }
@@ -155,6 +176,15 @@ impl Monitors {
             .unwrap_or_else(|p| p.into_inner())
             .push(tx);
         Monitor { rx }
+    }
+
+    /// Whether no monitor is attached (a sender that went away counts until the next
+    /// event).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.senders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
     }
 
     pub(crate) fn emit(&self, kind: EventKind, endpoint: &str, detail: impl Into<String>) {

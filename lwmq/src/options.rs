@@ -21,7 +21,7 @@ pub const DEFAULT_RECONNECT_INTERVAL: Duration = Duration::from_millis(100);
 pub const DEFAULT_LINGER: Duration = Duration::from_secs(2);
 
 /// Options the patterns look at.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(crate) struct PatternOptions {
     /// ROUTER: an unroutable message is an error instead of being dropped.
     pub router_mandatory: bool,
@@ -29,6 +29,28 @@ pub(crate) struct PatternOptions {
     pub req_correlate: bool,
     /// REQ: allow a new request before the reply to the previous one.
     pub req_relaxed: bool,
+    /// REQ: resend a request without a reply this often (and turn on request ids).
+    pub req_resend: Option<Duration>,
+    /// REQ with resend: sends of one request, the first included.
+    pub req_resend_attempts: u32,
+    /// REP: most answered requests remembered for de-duplication.
+    pub rep_cache_size: usize,
+    /// REP: how long an answered request is remembered.
+    pub rep_cache_age: Duration,
+}
+
+impl Default for PatternOptions {
+    fn default() -> Self {
+        PatternOptions {
+            router_mandatory: false,
+            req_correlate: false,
+            req_relaxed: false,
+            req_resend: None,
+            req_resend_attempts: crate::reliable::DEFAULT_REQ_RESEND_ATTEMPTS,
+            rep_cache_size: crate::reliable::DEFAULT_REP_CACHE_SIZE,
+            rep_cache_age: crate::reliable::DEFAULT_REP_CACHE_AGE,
+        }
+    }
 }
 
 /// Security mechanism settings.
@@ -158,6 +180,22 @@ impl Options {
                 }
             }
         })
+    }
+
+    /// The options a transport gets for a bind or connect. A REQ with resend sends only
+    /// to peers whose connection is complete, and a lost connection takes its pipe with
+    /// it (`immediate`), so that the pattern sees the loss and resends at once.
+    pub(crate) fn for_transport(&self) -> std::borrow::Cow<'_, Options> {
+        if self.socket_type == SocketType::Req
+            && self.pattern.req_resend.is_some()
+            && !self.immediate
+        {
+            let mut o = self.clone();
+            o.immediate = true;
+            std::borrow::Cow::Owned(o)
+        } else {
+            std::borrow::Cow::Borrowed(self)
+        }
     }
 
     /// The next reconnect interval after `current`, with exponential backoff up to

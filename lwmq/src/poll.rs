@@ -75,6 +75,11 @@ pub fn poll(items: &mut [PollItem<'_>], timeout: Option<Duration>) -> Result<usi
         .chain(std::iter::once(signal.clone()))
         .collect();
     let spin = Duration::ZERO;
+    let readers: Vec<&Socket> = items
+        .iter()
+        .filter(|i| i.want_readable)
+        .map(|i| i.socket)
+        .collect();
     let result = (|| {
         let mut attempt = || -> Option<Result<usize>> {
             let mut ready = 0;
@@ -106,7 +111,13 @@ pub fn poll(items: &mut [PollItem<'_>], timeout: Option<Duration>) -> Result<usi
             // A socket's first ipc:// endpoint changes the doorbell it is rung on:
             // look again at least every MAX_PARK.
             let slice = Instant::now() + crate::transport::shm::wait::MAX_PARK;
-            let until = deadline.map_or(slice, |d| d.min(slice));
+            let mut until = deadline.map_or(slice, |d| d.min(slice));
+            // A REQ with resend needs to be asked again at its next resend.
+            for s in &readers {
+                if let Some(t) = s.timer() {
+                    until = until.min(t);
+                }
+            }
             if let Some(r) = Signal::wait_any(&signals, spin, Some(until), &mut attempt) {
                 return r;
             }

@@ -41,6 +41,9 @@ struct Core {
     options: Options,
     /// A message read by poll to learn that the socket is readable.
     prefetched: Option<Message>,
+    /// What poll learnt instead: a REQ with resend gave its exchange up (the next
+    /// receive returns it).
+    prefetched_error: Option<Error>,
     endpoints: Vec<EndpointEntry>,
     last_endpoint: Option<String>,
 }
@@ -73,9 +76,10 @@ impl Socket {
         Socket {
             hub,
             core: Mutex::new(Core {
-                pattern: pattern::new(socket_type, &options.pattern),
+                pattern: pattern::new(socket_type, &options.pattern, &shared),
                 options,
                 prefetched: None,
+                prefetched_error: None,
                 endpoints: Vec::new(),
                 last_endpoint: None,
             }),
@@ -167,14 +171,16 @@ impl Socket {
         // A CURVE socket without its keys fails here, not in the background.
         core.options.mechanism_config()?;
         let t = transport::transport_for(uri, &ep)?;
+        let options = core.options.for_transport();
         let req = Request {
             uri,
             endpoint: &ep,
             socket: &self.shared,
-            options: &core.options,
+            options: &options,
             hub: &self.hub,
         };
         let a = if bind { t.bind(&req) } else { t.connect(&req) }?;
+        drop(options);
         for (id, pipe) in a.pipes {
             core.pattern.attach(id, pipe);
         }
@@ -318,6 +324,12 @@ impl Socket {
         if let Some(m) = core.prefetched.take() {
             return Ok(m);
         }
+        if let Some(e) = core.prefetched_error.take() {
+            return Err(e);
+        }
+        if core.pattern.timed() {
+            return self.recv_timed(&mut core, timeout);
+        }
         let spin = self.shared.spin(&core.options);
         let core = &mut *core;
         let mut attempt = || -> Option<Result<Message>> {
@@ -343,6 +355,55 @@ impl Socket {
             .unwrap_or(Err(Error::Timeout))
     }
 
+    /// The receive of a pattern that keeps time (a REQ with resend): between waits the
+    /// pattern is told the time ([`Pattern::tick`]: resend, or give up), and a wait
+    /// ends at the pattern's timer as well as at the deadline.
+    fn recv_timed(&self, core: &mut Core, timeout: Option<Duration>) -> Result<Message> {
+        let spin = self.shared.spin(&core.options);
+        let attempt = |core: &mut Core| -> Option<Result<Message>> {
+            if let Err(e) = self.check_open() {
+                return Some(Err(e));
+            }
+            self.absorb_mailbox(core);
+            match core.pattern.recv() {
+                Ok(m) => Some(Ok(m)),
+                Err(Error::WouldBlock) => None,
+                Err(e) => Some(Err(e)),
+            }
+        };
+        // A zero timeout (try_recv) asks once, lets time pass once, and asks again: it
+        // never gives the exchange up by itself.
+        let poll_once = timeout == Some(Duration::ZERO);
+        let deadline = if poll_once { None } else { deadline(timeout) };
+        loop {
+            if let Some(r) = attempt(core) {
+                return r;
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return Err(core.pattern.recv_timed_out());
+            }
+            core.pattern.tick(now)?;
+            if let Some(r) = attempt(core) {
+                return r;
+            }
+            if poll_once {
+                return Err(Error::WouldBlock);
+            }
+            let wake = match (deadline, core.pattern.timer()) {
+                (Some(d), Some(t)) => Some(d.min(t)),
+                (d, t) => d.or(t),
+            };
+            let got = self
+                .shared
+                .signal
+                .wait_until(spin, wake, || attempt(&mut *core));
+            if let Some(r) = got {
+                return r;
+            }
+        }
+    }
+
     /// Receives a message and hands its frames to `f` without copying them when they
     /// come from a shared-memory (`ipc://`) peer: `f` reads the ring in place, and the
     /// space is released when it returns. Blocks as [`Socket::recv`] does. PAIR, PULL
@@ -362,6 +423,13 @@ impl Socket {
         self.shared.note_recv_call();
         let timeout = core.options.recv_timeout;
         if let Some(m) = core.prefetched.take() {
+            return Ok(f(&crate::Frames::message(&m)));
+        }
+        if let Some(e) = core.prefetched_error.take() {
+            return Err(e);
+        }
+        if core.pattern.timed() {
+            let m = self.recv_timed(&mut core, timeout)?;
             return Ok(f(&crate::Frames::message(&m)));
         }
         let spin = self.shared.spin(&core.options);
@@ -464,16 +532,47 @@ impl Socket {
     /// For poll: whether a message can be received now (reading it ahead if needed).
     pub(crate) fn poll_readable(&self) -> bool {
         let mut core = self.core();
-        if core.prefetched.is_some() {
+        if core.prefetched.is_some() || core.prefetched_error.is_some() {
             return true;
         }
         self.absorb_mailbox(&mut core);
+        // A pattern that keeps time (a REQ with resend) resends or gives up here too;
+        // poll wakes at its timer (`Socket::timer`).
+        if core.pattern.timed() {
+            match core.pattern.recv() {
+                Ok(m) => {
+                    core.prefetched = Some(m);
+                    return true;
+                }
+                Err(Error::WouldBlock) => {}
+                // No request out: nothing to read (as for any REQ).
+                Err(Error::State(_)) => return false,
+                Err(e) => {
+                    core.prefetched_error = Some(e);
+                    return true;
+                }
+            }
+            if let Err(e) = core.pattern.tick(Instant::now()) {
+                core.prefetched_error = Some(e);
+                return true;
+            }
+        }
         match core.pattern.recv() {
             Ok(m) => {
                 core.prefetched = Some(m);
                 true
             }
             Err(_) => false,
+        }
+    }
+
+    /// For poll: when the pattern needs time to pass (a REQ's next resend), if ever.
+    pub(crate) fn timer(&self) -> Option<Instant> {
+        let core = self.core();
+        if core.pattern.timed() {
+            core.pattern.timer()
+        } else {
+            None
         }
     }
 
@@ -702,6 +801,111 @@ impl Socket {
     /// REQ: allow a new request before the previous reply came.
     pub fn set_req_relaxed(&self, on: bool) {
         self.set(|o| o.pattern.req_relaxed = on);
+    }
+    /// REQ: resend a request that has no reply after `interval` (`None`, the default:
+    /// never, as libzmq). See [`Socket::set_req_resend_attempts`] for how it ends.
+    ///
+    /// With resend on, the REQ
+    /// - puts a request id in every request (libzmq's REQ_CORRELATE wire format) and
+    ///   drops replies to anything but the current request;
+    /// - announces a stable random routing id unless [`Socket::set_routing_id`] set one,
+    ///   so that a REP recognises it across reconnects and failover;
+    /// - sends only to peers whose connection is complete ([`Socket::set_immediate`]),
+    ///   so a request never waits in the queue of a peer that is down;
+    /// - sends a request again, with the same id, to the next connected peer in turn
+    ///   when `interval` passes without a reply, and at once when the connection that
+    ///   carried it goes away; a reply to an earlier attempt of the current request is
+    ///   accepted (once).
+    ///
+    /// Resends happen while the socket waits in [`Socket::recv`], is asked with
+    /// [`Socket::try_recv`], or is polled for reading with [`crate::poll()`] (which
+    /// then wakes for each resend, and reports the socket readable once the exchange
+    /// is given up: the next receive returns the error); nothing runs in the background.
+    ///
+    /// Delivery is **at least once**: a REP that received a request and died before
+    /// replying may have acted on it. An lwmq REP de-duplicates the copies it sees
+    /// itself (see [`Socket::set_rep_cache_size`]); a libzmq REP does not, and hands
+    /// every copy to its application. Changes apply to endpoints bound or connected
+    /// afterwards (set it before connecting).
+    pub fn set_req_resend_interval(&self, interval: Option<Duration>) -> Result<()> {
+        self.check_req("the resend interval")?;
+        if interval.is_some_and(|t| t.is_zero()) {
+            return Err(Error::InvalidArgument(
+                "the resend interval must be positive".into(),
+            ));
+        }
+        self.set(|o| {
+            o.pattern.req_resend = interval;
+            if interval.is_some() && o.routing_id.is_empty() && o.socket_type == SocketType::Req {
+                o.routing_id = pattern::reqrep::random_routing_id();
+            }
+        });
+        Ok(())
+    }
+    /// REQ with resend: how many times one request is sent, the first included
+    /// (default [`crate::DEFAULT_REQ_RESEND_ATTEMPTS`], 3). After the last attempt's
+    /// interval without a reply, or when the receive timeout passes first,
+    /// [`Socket::recv`] fails with [`Error::RequestTimeout`] (how many attempts went to
+    /// how many peers) and the REQ may send a new request.
+    pub fn set_req_resend_attempts(&self, attempts: u32) -> Result<()> {
+        self.check_req("resend attempts")?;
+        if attempts == 0 {
+            return Err(Error::InvalidArgument(
+                "a request is sent at least once: attempts must be at least 1".into(),
+            ));
+        }
+        self.set(|o| o.pattern.req_resend_attempts = attempts);
+        Ok(())
+    }
+    fn check_req(&self, what: &str) -> Result<()> {
+        if self.socket_type() == SocketType::Req {
+            Ok(())
+        } else {
+            Err(Error::InvalidArgument(format!(
+                "{what} applies to REQ sockets only, not {}",
+                self.socket_type().as_str()
+            )))
+        }
+    }
+    /// REP: how many answered requests are remembered for de-duplication (default
+    /// [`crate::DEFAULT_REP_CACHE_SIZE`]; 0 turns de-duplication off: every request
+    /// reaches the application, as with libzmq's REP).
+    ///
+    /// A REP de-duplicates every request that carries a request id (a REQ with resend
+    /// or REQ_CORRELATE, libzmq's included): copies of a request that queued up on its
+    /// connection while the first was being handled are dropped when the application
+    /// replies, and a copy that comes later
+    /// is answered again from the reply cache (while the application waits in
+    /// [`Socket::recv`]); neither reaches the application. A
+    /// request is known by its requester's routing id (or the envelope a ROUTER in
+    /// between added), its id and its body. Requests without an id (libzmq's plain REQ)
+    /// are handled exactly as libzmq's REP does. Replacing the cache's bounds empties
+    /// it; see [`Socket::set_reply_cache`] for a cache of your own.
+    ///
+    /// One case looks like a request id without being one: a plain (non-correlating)
+    /// REQ with a 4-byte routing id behind a ROUTER/DEALER proxy. Its repeated
+    /// identical requests would be answered from the cache; give such requesters
+    /// longer (or no) routing ids, or turn de-duplication off with a size of 0.
+    pub fn set_rep_cache_size(&self, entries: usize) {
+        self.set(|o| o.pattern.rep_cache_size = entries);
+    }
+    /// REP: how long an answered request is remembered (default
+    /// [`crate::DEFAULT_REP_CACHE_AGE`], 60 s). Keep it above the requesters' resend
+    /// interval times their attempts.
+    pub fn set_rep_cache_age(&self, age: Duration) {
+        self.set(|o| o.pattern.rep_cache_age = age);
+    }
+    /// REP: keep answered requests in `cache` instead of the default
+    /// [`crate::MemoryReplyCache`] (for example somewhere durable, so that a restarted
+    /// REP still answers copies of what it answered before). The cache bounds itself;
+    /// the size and age options apply to the default cache only.
+    pub fn set_reply_cache(&self, cache: Box<dyn crate::ReplyCache>) -> Result<()> {
+        self.core().pattern.set_reply_cache(cache)
+    }
+    /// What REQ resend and REP de-duplication did on this socket so far (zeros for
+    /// other socket types).
+    pub fn reqrep_stats(&self) -> crate::ReqRepStats {
+        self.shared.reqrep.snapshot()
     }
 }
 

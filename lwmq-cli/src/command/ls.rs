@@ -94,6 +94,9 @@ pub fn render(processes: &[ProcessInfo], domain: Option<&str>) -> String {
         }
         for sock in &p.sockets {
             let _ = writeln!(s, "  {} #{}", sock.socket_type, sock.id);
+            if let Some(line) = sock.reqrep.as_ref().and_then(reqrep_line) {
+                let _ = writeln!(s, "    reqrep     {line}");
+            }
             for b in &sock.bound {
                 let _ = writeln!(s, "    bound      {b}");
             }
@@ -134,6 +137,25 @@ pub fn render(processes: &[ProcessInfo], domain: Option<&str>) -> String {
     s
 }
 
+/// The REQ/REP counters that are not zero, or `None` if all are.
+fn reqrep_line(st: &lwmq::ReqRepStats) -> Option<String> {
+    let all = [
+        ("resends", st.resends),
+        ("failovers", st.failovers),
+        ("given-up", st.given_up),
+        ("stale-replies-dropped", st.stale_replies_dropped),
+        ("duplicates-dropped", st.duplicates_dropped),
+        ("replies-from-cache", st.replies_from_cache),
+        ("malformed-dropped", st.malformed_dropped),
+    ];
+    let parts: Vec<String> = all
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(name, n)| format!("{name} {n}"))
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,6 +183,11 @@ mod tests {
                         peer_pid: Some(11),
                         peer_socket_type: Some("REQ".into()),
                     }],
+                    reqrep: Some(lwmq::ReqRepStats {
+                        duplicates_dropped: 1,
+                        replies_from_cache: 3,
+                        ..Default::default()
+                    }),
                 }],
             },
             ProcessInfo {
@@ -188,6 +215,7 @@ mod tests {
                             ..ConnectionInfo::default()
                         },
                     ],
+                    reqrep: Some(lwmq::ReqRepStats::default()),
                     ..SocketInfo::default()
                 }],
             },
@@ -198,6 +226,7 @@ mod tests {
             "\
 10 server [default]  (server --port 5555)
   REP #1
+    reqrep     duplicates-dropped 1, replies-from-cache 3
     bound      tcp://127.0.0.1:5555
     accepted   tcp://127.0.0.1:5555 <- 127.0.0.1:40000 REQ pid 11 (client)
 

@@ -6,6 +6,10 @@
 //! and its stdout, minus one trailing newline, is the one-frame reply (with `--json`,
 //! parsed as JSON and sent as MessagePack). A command that fails still answers, with
 //! what it printed, and a warning goes to stderr: a REP socket must reply to go on.
+//!
+//! Requests that carry a request id (from `lwmq req --resend`, or any REQ_CORRELATE
+//! requester) are de-duplicated by the library: a copy of a request already answered
+//! gets the same reply again without the command running twice.
 
 use std::io::{Read as _, Write as _};
 use std::process::{Command, Stdio};
@@ -48,6 +52,13 @@ pub fn run(args: RepArgs) -> Result<()> {
         };
         send(&opened.socket, reply, done)?;
         done += 1;
+    }
+    let st = opened.socket.reqrep_stats();
+    if st.duplicates_dropped + st.replies_from_cache > 0 {
+        eprintln!(
+            "lwmq: {} copies of requests dropped while handled, {} answered from the reply cache",
+            st.duplicates_dropped, st.replies_from_cache
+        );
     }
     Ok(())
 }

@@ -15,6 +15,9 @@ pub(crate) mod reqrep;
 pub(crate) mod simple;
 pub(crate) mod trie;
 
+use std::sync::Arc;
+use std::time::Instant;
+
 use bytes::Bytes;
 
 use crate::message::FrameVec;
@@ -54,6 +57,30 @@ pub(crate) trait Pattern: Send + std::fmt::Debug {
     fn send_in_place(&mut self, _len: usize, _fill: &mut dyn FnMut(&mut [u8])) -> InPlaceSend {
         InPlaceSend::NotInPlace
     }
+    /// Whether the pattern keeps time (a REQ with resend): the socket's receive then
+    /// calls [`Pattern::tick`] and wakes at [`Pattern::timer`].
+    fn timed(&self) -> bool {
+        false
+    }
+    /// When the socket must call [`Pattern::tick`] next (`None`: at its first wait).
+    fn timer(&self) -> Option<Instant> {
+        None
+    }
+    /// Time passed: a REQ resends or gives up (the error is the receive's result).
+    fn tick(&mut self, _now: Instant) -> Result<()> {
+        Ok(())
+    }
+    /// The receive timeout passed: the error the receive returns (a REQ with resend
+    /// gives the exchange up).
+    fn recv_timed_out(&mut self) -> Error {
+        Error::Timeout
+    }
+    /// REP: where answered requests are remembered.
+    fn set_reply_cache(&mut self, _cache: Box<dyn crate::ReplyCache>) -> Result<()> {
+        Err(Error::InvalidArgument(
+            "a reply cache applies to REP sockets only".into(),
+        ))
+    }
     /// Adds (`true`) or removes a subscription (SUB and XSUB only).
     fn subscribe(&mut self, _topic: &[u8], _on: bool) -> Result<()> {
         Err(Error::InvalidArgument(
@@ -74,7 +101,11 @@ pub(crate) enum InPlaceSend {
 }
 
 /// The pattern for a socket type.
-pub(crate) fn new(t: SocketType, opts: &PatternOptions) -> Box<dyn Pattern> {
+pub(crate) fn new(
+    t: SocketType,
+    opts: &PatternOptions,
+    handle: &Arc<crate::transport::SocketHandle>,
+) -> Box<dyn Pattern> {
     let mut p: Box<dyn Pattern> = match t {
         SocketType::Pair => Box::new(simple::Pair::default()),
         SocketType::Push => Box::new(simple::Push::default()),
@@ -85,8 +116,8 @@ pub(crate) fn new(t: SocketType, opts: &PatternOptions) -> Box<dyn Pattern> {
         SocketType::XPub => Box::new(pubsub::Pub::new(true)),
         SocketType::Sub => Box::new(pubsub::Sub::new(false)),
         SocketType::XSub => Box::new(pubsub::Sub::new(true)),
-        SocketType::Req => Box::new(reqrep::Req::default()),
-        SocketType::Rep => Box::new(reqrep::Rep::default()),
+        SocketType::Req => Box::new(reqrep::Req::new(reqrep::Reporter::new(handle.clone()))),
+        SocketType::Rep => Box::new(reqrep::Rep::new(reqrep::Reporter::new(handle.clone()))),
     };
     p.configure(opts);
     p
@@ -170,6 +201,19 @@ impl Pipes {
 
     pub(crate) fn len(&self) -> usize {
         self.list.len()
+    }
+
+    /// Whether a pipe is attached.
+    pub(crate) fn contains(&self, id: PipeId) -> bool {
+        self.list.iter().any(|(p, _)| *p == id)
+    }
+
+    /// What is known about the peer of a pipe.
+    pub(crate) fn meta(&self, id: PipeId) -> Option<&PipeMeta> {
+        self.list
+            .iter()
+            .find(|(p, _)| *p == id)
+            .map(|(_, p)| &p.meta)
     }
 
     #[cfg(test)]

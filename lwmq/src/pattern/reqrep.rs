@@ -1,5 +1,5 @@
 //! REQ and REP: the strict request/reply state machines over a DEALER-like and a
-//! ROUTER-like core.
+//! ROUTER-like core, with REQ resend and REP de-duplication.
 //!
 //! Wire format, as libzmq: a REQ prefixes each request with an empty delimiter frame;
 //! with REQ_CORRELATE it puts a 4-byte request id frame (the id's bytes in host order,
@@ -7,20 +7,68 @@
 //! differs. A REP strips everything up to and including the first empty frame (the
 //! envelope, which a ROUTER in between may have extended), and puts it back in front of
 //! the reply.
+//!
+//! **Resend** (a REQ with `req_resend`): request ids are on. An exchange runs in
+//! rounds of one resend interval, at most `req_resend_attempts` of them: each round
+//! sends the request (same id) to the next pipe that takes it, round robin; a round
+//! whose pipe goes away ends at once (the next one starts) while rounds remain. A reply
+//! with the current id is accepted from any pipe, once; any other reply is dropped and
+//! counted. After the last round, or when the receive timeout passes, the exchange is
+//! given up ([`Error::RequestTimeout`]) and the REQ may send again. The pattern keeps
+//! no clock: the socket passes `now` to [`Pattern::tick`] and wakes at
+//! [`Pattern::timer`].
+//!
+//! **De-duplication** (every REP): a request whose envelope ends with a 4-byte frame
+//! before the delimiter carries a request id. Its [`RequestKey`] (the requester's
+//! routing id or the hops a ROUTER added, the id, a hash of the body) is looked up in
+//! the reply cache: an answered one is answered from the cache, not handed to the
+//! application. When the application replies, copies of that request queued on the
+//! same pipe right behind it (they came while it was being handled) are dropped. A request without
+//! an id is handled exactly as libzmq's REP does.
 
-use bytes::Bytes;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut as _, Bytes, BytesMut};
 
 use super::{Pattern, PatternOptions, PipeId, Pipes, check_not_empty, split_envelope};
 use crate::message::FrameVec;
-use crate::transport::{Pipe, WriteError};
+use crate::monitor::EventKind;
+use crate::reliable::{Count, MemoryReplyCache, ReplyCache, RequestKey, fingerprint};
+use crate::transport::{Pipe, SocketHandle, WriteError};
 use crate::{Error, Message, Result, SendError};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 enum ReqState {
     /// May send a request.
     Ready,
     /// Waiting for the reply to the request sent on `pipe` with `id`.
     Waiting { pipe: PipeId, id: u32 },
+    /// With resend: waiting for the reply to the exchange's request.
+    Resending(Box<Exchange>),
+}
+
+/// One request of a REQ with resend, until its reply or until it is given up.
+#[derive(Debug)]
+struct Exchange {
+    id: u32,
+    /// The request as it goes on the wire: id frame, delimiter, body.
+    wire: Message,
+    /// Rounds started (the first send starts the first).
+    rounds: u32,
+    /// Times the request was written to a pipe.
+    sent: u32,
+    /// The distinct pipes it was written to.
+    peers: Vec<PipeId>,
+    /// The pipe of the current round's send (`None`: not sent in this round yet).
+    carrier: Option<PipeId>,
+    /// The pipe of the send before (a resend elsewhere is a failover).
+    last: Option<PipeId>,
+    /// The current round wants its send (no pipe took it yet).
+    want_send: bool,
+    /// When the current round ends (set by the first tick after it began).
+    due: Option<Instant>,
 }
 
 /// REQ: send, receive, send, receive...
@@ -31,17 +79,209 @@ pub(crate) struct Req {
     next_id: u32,
     correlate: bool,
     relaxed: bool,
+    resend: Option<Duration>,
+    attempts: u32,
+    reporter: Reporter,
 }
 
 impl Default for Req {
     fn default() -> Self {
+        Req::new(Reporter::default())
+    }
+}
+
+/// Where REQ and REP count what resend and de-duplication did, and report it to the
+/// socket's monitors.
+#[derive(Debug, Clone)]
+pub(crate) struct Reporter {
+    handle: Arc<SocketHandle>,
+}
+
+impl Reporter {
+    pub(crate) fn new(handle: Arc<SocketHandle>) -> Reporter {
+        Reporter { handle }
+    }
+
+    /// Counts `c` and emits its monitor event (these are rare: a resend, a copy, a
+    /// drop), with the endpoint of `pipe` if known.
+    fn report(
+        &self,
+        c: Count,
+        pipes: &Pipes,
+        pipe: Option<PipeId>,
+        detail: impl FnOnce() -> String,
+    ) {
+        self.handle.reqrep.add(c);
+        let kind = match c {
+            Count::Resend => EventKind::RequestResent,
+            Count::Failover => return,
+            Count::StaleReply => EventKind::StaleReplyDropped,
+            Count::Malformed => EventKind::MalformedDropped,
+            Count::Duplicate => EventKind::DuplicateDropped,
+            Count::FromCache => EventKind::ReplyFromCache,
+            Count::GivenUp => EventKind::RequestGivenUp,
+        };
+        if self.handle.monitors.is_empty() {
+            return;
+        }
+        let endpoint = pipe
+            .and_then(|p| pipes.meta(p))
+            .map(|m| m.endpoint.clone())
+            .unwrap_or_default();
+        self.handle.monitors.emit(kind, &endpoint, detail());
+    }
+}
+
+impl Default for Reporter {
+    fn default() -> Self {
+        Reporter::new(Arc::new(SocketHandle::new(crate::SocketType::Req)))
+    }
+}
+
+/// Writes the exchange's request to the next pipe that takes it. `Err` only for a
+/// request no pipe can ever take (larger than a ring).
+fn send_round(pipes: &mut Pipes, ex: &mut Exchange, reporter: &Reporter) -> Result<()> {
+    match pipes.write_balanced(ex.wire.clone()) {
+        Ok(p) => {
+            ex.sent += 1;
+            let elsewhere = ex.last != Some(p);
+            if elsewhere {
+                reporter.handle.reqrep.add(Count::Failover);
+            }
+            reporter.report(Count::Resend, pipes, Some(p), || {
+                format!(
+                    "request {:#x}, attempt {}{}",
+                    ex.id,
+                    ex.sent,
+                    if elsewhere { ", to another peer" } else { "" }
+                )
+            });
+            tracing::debug!("REQ resends request {:#x} (attempt {})", ex.id, ex.sent);
+            ex.last = Some(p);
+            ex.carrier = Some(p);
+            ex.want_send = false;
+            if !ex.peers.contains(&p) {
+                ex.peers.push(p);
+            }
+            Ok(())
+        }
+        // No pipe can take it now: sent as soon as one can.
+        Err(SendError {
+            error: Error::WouldBlock,
+            ..
+        }) => Ok(()),
+        Err(e) => Err(e.error),
+    }
+}
+
+/// A random routing id for a REQ with resend: 16 bytes, the first not zero (RFC 23
+/// keeps ids starting with a zero byte for ROUTERs to make up).
+pub(crate) fn random_routing_id() -> Bytes {
+    use std::hash::{BuildHasher, Hasher};
+    let mut out = BytesMut::with_capacity(16);
+    for i in 0..2u64 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(u64::from(std::process::id()));
+        h.write_u64(i);
+        h.write_u64(u64::from(super::simple::seed()));
+        out.put_u64(h.finish());
+    }
+    if out[0] == 0 {
+        out[0] = 1;
+    }
+    out.freeze()
+}
+
+/// Takes the request id and the delimiter off a reply.
+fn parse_reply(mut msg: Message) -> Option<(u32, Message)> {
+    let id = msg.pop_front()?;
+    let id = u32::from_ne_bytes(id.as_ref().try_into().ok()?);
+    match msg.pop_front() {
+        Some(f) if f.is_empty() => Some((id, msg)),
+        _ => None,
+    }
+}
+
+impl Req {
+    pub(crate) fn new(reporter: Reporter) -> Req {
         Req {
             pipes: Pipes::default(),
             state: ReqState::Ready,
             next_id: super::simple::seed(),
             correlate: false,
             relaxed: false,
+            resend: None,
+            attempts: crate::reliable::DEFAULT_REQ_RESEND_ATTEMPTS,
+            reporter,
         }
+    }
+
+    /// Ends the current exchange: the error the caller returns.
+    fn give_up(&mut self) -> Error {
+        let ReqState::Resending(ex) = std::mem::replace(&mut self.state, ReqState::Ready) else {
+            return Error::Timeout;
+        };
+        self.reporter
+            .report(Count::GivenUp, &self.pipes, ex.last, || {
+                format!(
+                    "request {:#x}: no reply after {} attempts to {} peers",
+                    ex.id,
+                    ex.sent,
+                    ex.peers.len()
+                )
+            });
+        Error::RequestTimeout {
+            attempts: ex.sent,
+            peers: u32::try_from(ex.peers.len()).unwrap_or(u32::MAX),
+        }
+    }
+
+    fn recv_resending(&mut self) -> Result<Message> {
+        let ReqState::Resending(ex) = &mut self.state else {
+            return Err(Error::WouldBlock);
+        };
+        // `gone` is not needed here: the carrier is looked up in the live pipes.
+        self.pipes.gone.clear();
+        while let Some((from, msg)) = self.pipes.read_fair() {
+            match parse_reply(msg) {
+                Some((id, body)) if id == ex.id => {
+                    self.state = ReqState::Ready;
+                    return Ok(body);
+                }
+                Some((id, _)) => {
+                    self.reporter
+                        .report(Count::StaleReply, &self.pipes, Some(from), || {
+                            format!("a reply to request {id:#x}, not the current one")
+                        });
+                }
+                None => {
+                    tracing::debug!("REQ drops a malformed reply (no request id or delimiter)");
+                    self.reporter
+                        .report(Count::Malformed, &self.pipes, Some(from), || {
+                            "a reply without a 4-byte request id and an empty delimiter".into()
+                        });
+                }
+            }
+        }
+        // The connection that carried the request went away: the round ends now.
+        self.pipes.prune_closed();
+        self.pipes.gone.clear();
+        if ex.carrier.is_some_and(|p| !self.pipes.contains(p)) {
+            ex.carrier = None;
+            if ex.rounds < self.attempts {
+                ex.rounds += 1;
+                ex.want_send = true;
+                ex.due = None;
+            }
+        }
+        if ex.want_send {
+            if let Err(e) = send_round(&mut self.pipes, ex, &self.reporter) {
+                self.state = ReqState::Ready;
+                self.reporter.handle.reqrep.add(Count::GivenUp);
+                return Err(e);
+            }
+        }
+        Err(Error::WouldBlock)
     }
 }
 
@@ -55,9 +295,11 @@ impl Pattern for Req {
     fn configure(&mut self, opts: &PatternOptions) {
         self.correlate = opts.req_correlate;
         self.relaxed = opts.req_relaxed;
+        self.resend = opts.req_resend;
+        self.attempts = opts.req_resend_attempts.max(1);
     }
     fn send(&mut self, msg: Message) -> Result<(), SendError> {
-        if matches!(self.state, ReqState::Waiting { .. }) && !self.relaxed {
+        if !matches!(self.state, ReqState::Ready) && !self.relaxed {
             return Err(SendError {
                 error: Error::State(
                     "a REQ socket must receive the reply before sending again (or set req_relaxed)"
@@ -68,20 +310,36 @@ impl Pattern for Req {
         }
         let msg = check_not_empty(msg)?;
         let id = self.next_id.wrapping_add(1);
+        let correlate = self.correlate || self.resend.is_some();
         let mut wire = msg;
         wire.push_front(Bytes::new());
-        if self.correlate {
+        if correlate {
             wire.push_front(Bytes::copy_from_slice(&id.to_ne_bytes()));
         }
+        // With resend the request is kept for the next rounds (its frames are shared).
+        let kept = self.resend.map(|_| wire.clone());
         match self.pipes.write_balanced(wire) {
             Ok(pipe) => {
                 self.next_id = id;
-                self.state = ReqState::Waiting { pipe, id };
+                self.state = match kept {
+                    Some(wire) => ReqState::Resending(Box::new(Exchange {
+                        id,
+                        wire,
+                        rounds: 1,
+                        sent: 1,
+                        peers: vec![pipe],
+                        carrier: Some(pipe),
+                        last: Some(pipe),
+                        want_send: false,
+                        due: None,
+                    })),
+                    None => ReqState::Waiting { pipe, id },
+                };
                 Ok(())
             }
             Err(mut back) => {
                 back.message.pop_front();
-                if self.correlate {
+                if correlate {
                     back.message.pop_front();
                 }
                 Err(back)
@@ -89,17 +347,26 @@ impl Pattern for Req {
         }
     }
     fn recv(&mut self) -> Result<Message> {
-        let ReqState::Waiting { pipe, id } = self.state else {
-            return Err(Error::State(
-                "a REQ socket must send a request before receiving".into(),
-            ));
+        let (pipe, id) = match self.state {
+            ReqState::Ready => {
+                return Err(Error::State(
+                    "a REQ socket must send a request before receiving".into(),
+                ));
+            }
+            ReqState::Resending(_) => return self.recv_resending(),
+            ReqState::Waiting { pipe, id } => (pipe, id),
         };
+        self.pipes.gone.clear();
         loop {
             let Some((from, msg)) = self.pipes.read_fair() else {
                 return Err(Error::WouldBlock);
             };
             if from != pipe {
                 tracing::trace!("REQ drops a message from a pipe it did not ask");
+                self.reporter
+                    .report(Count::StaleReply, &self.pipes, Some(from), || {
+                        "a reply from a peer that was not asked".into()
+                    });
                 continue;
             }
             // The envelope comes off in place; the body frames are not copied.
@@ -107,8 +374,20 @@ impl Pattern for Req {
             if self.correlate {
                 match msg.pop_front() {
                     Some(f) if f.as_ref() == id.to_ne_bytes() => {}
-                    _ => {
+                    Some(f) if f.len() == 4 => {
                         tracing::trace!("REQ drops a reply with a wrong request id");
+                        self.reporter
+                            .report(Count::StaleReply, &self.pipes, Some(from), || {
+                                "a reply to another request".into()
+                            });
+                        continue;
+                    }
+                    _ => {
+                        tracing::trace!("REQ drops a reply without a request id");
+                        self.reporter
+                            .report(Count::Malformed, &self.pipes, Some(from), || {
+                                "a reply without a 4-byte request id".into()
+                            });
                         continue;
                     }
                 }
@@ -117,6 +396,10 @@ impl Pattern for Req {
                 Some(f) if f.is_empty() => {}
                 _ => {
                     tracing::trace!("REQ drops a reply without an empty delimiter");
+                    self.reporter
+                        .report(Count::Malformed, &self.pipes, Some(from), || {
+                            "a reply without an empty delimiter".into()
+                        });
                     continue;
                 }
             }
@@ -125,16 +408,175 @@ impl Pattern for Req {
         }
     }
     fn can_send(&mut self) -> bool {
-        (self.state == ReqState::Ready || self.relaxed) && self.pipes.any_writable()
+        (matches!(self.state, ReqState::Ready) || self.relaxed) && self.pipes.any_writable()
+    }
+    fn timed(&self) -> bool {
+        self.resend.is_some() || matches!(self.state, ReqState::Resending(_))
+    }
+    fn timer(&self) -> Option<Instant> {
+        match &self.state {
+            ReqState::Resending(ex) => ex.due,
+            _ => None,
+        }
+    }
+    fn tick(&mut self, now: Instant) -> Result<()> {
+        let Some(interval) = self.resend else {
+            return Ok(());
+        };
+        let ReqState::Resending(ex) = &mut self.state else {
+            return Ok(());
+        };
+        let due = *ex
+            .due
+            .get_or_insert_with(|| now.checked_add(interval).unwrap_or(now));
+        if now < due {
+            return Ok(());
+        }
+        if ex.rounds >= self.attempts {
+            return Err(self.give_up());
+        }
+        ex.rounds += 1;
+        ex.want_send = true;
+        ex.due = now.checked_add(interval);
+        if let Err(e) = send_round(&mut self.pipes, ex, &self.reporter) {
+            self.state = ReqState::Ready;
+            self.reporter.handle.reqrep.add(Count::GivenUp);
+            return Err(e);
+        }
+        Ok(())
+    }
+    fn recv_timed_out(&mut self) -> Error {
+        match self.state {
+            ReqState::Resending(_) => self.give_up(),
+            _ => Error::Timeout,
+        }
     }
 }
 
+/// How many messages already queued on a pipe a REP looks at when it replies, to drop
+/// copies of the request it just answered.
+const LOOKAHEAD: usize = 64;
+
+/// The request a REP is answering.
+#[derive(Debug)]
+struct Replying {
+    pipe: PipeId,
+    envelope: FrameVec,
+    /// Set when the request carried an id.
+    key: Option<RequestKey>,
+    /// Read in turn (not read ahead): its reply may look ahead.
+    in_turn: bool,
+}
+
 /// REP: receive, send, receive...
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Rep {
     pipes: Pipes,
-    /// The pipe and envelope of the request being answered.
-    replying: Option<(PipeId, FrameVec)>,
+    replying: Option<Replying>,
+    /// A request read ahead of the application (see [`Rep::drop_queued_copies`]).
+    ahead: VecDeque<(PipeId, Message)>,
+    cache: Box<dyn ReplyCache>,
+    /// The size and age the default cache was made with (`None`: the user's cache).
+    cache_bounds: Option<(usize, Duration)>,
+    reporter: Reporter,
+}
+
+impl Default for Rep {
+    fn default() -> Self {
+        Rep::new(Reporter::default())
+    }
+}
+
+/// The key of a request with an id (see the module docs), or `None` for a request
+/// without one (libzmq's plain REQ).
+fn request_key(
+    pipes: &Pipes,
+    pipe: PipeId,
+    envelope: &[Bytes],
+    body: &Message,
+) -> Option<RequestKey> {
+    let n = envelope.len();
+    if n < 2 {
+        return None;
+    }
+    let request_id = u32::from_ne_bytes(envelope[n - 2].as_ref().try_into().ok()?);
+    let hops = &envelope[..n - 2];
+    let mut r = BytesMut::new();
+    let rid = pipes
+        .meta(pipe)
+        .map(|m| m.routing_id.clone())
+        .unwrap_or_default();
+    if !rid.is_empty() {
+        r.put_u8(b'r');
+        r.put_u32(rid.len() as u32);
+        r.put_slice(&rid);
+    } else if hops.is_empty() {
+        // A requester without a routing id is known by its connection only.
+        r.put_u8(b'p');
+        r.put_u64(pipe);
+    }
+    for h in hops {
+        r.put_u8(b'h');
+        r.put_u32(h.len() as u32);
+        r.put_slice(h);
+    }
+    Some(RequestKey {
+        requester: r.freeze(),
+        request_id,
+        fingerprint: fingerprint(body.frames()),
+    })
+}
+
+impl Rep {
+    pub(crate) fn new(reporter: Reporter) -> Rep {
+        let o = PatternOptions::default();
+        Rep {
+            pipes: Pipes::default(),
+            replying: None,
+            ahead: VecDeque::new(),
+            cache: Box::new(MemoryReplyCache::new(o.rep_cache_size, o.rep_cache_age)),
+            cache_bounds: Some((o.rep_cache_size, o.rep_cache_age)),
+            reporter,
+        }
+    }
+
+    /// Whether requests with ids are de-duplicated (a default cache of size 0: no).
+    fn dedup(&self) -> bool {
+        self.cache_bounds.is_none_or(|(size, _)| size > 0)
+    }
+
+    /// After answering `key` on `pipe`: reads what that pipe has queued and drops the
+    /// copies of `key` at its head (at most [`LOOKAHEAD`]); the first other message is
+    /// kept in `ahead`, to be received next. (A REQ's copies queue up back to back: it
+    /// has one request out. Copies behind other requests, through a proxy, are
+    /// answered from the cache instead.) Only after a request read in turn, so that a
+    /// busy pipe cannot keep the others waiting.
+    fn drop_queued_copies(&mut self, pipe: PipeId, key: &RequestKey) {
+        let mut read = 0;
+        while read < LOOKAHEAD && self.ahead.is_empty() {
+            let Some(i) = self.pipes.list.iter().position(|(p, _)| *p == pipe) else {
+                return;
+            };
+            let Ok(Some(msg)) = self.pipes.list[i].1.reader.try_read() else {
+                return;
+            };
+            read += 1;
+            let copy = split_envelope(msg.clone())
+                .and_then(|(env, body)| request_key(&self.pipes, pipe, &env, &body))
+                .is_some_and(|k| &k == key);
+            if copy {
+                self.reporter
+                    .report(Count::Duplicate, &self.pipes, Some(pipe), || {
+                        format!(
+                            "a copy of request {:#x}, which came while it was handled",
+                            key.request_id
+                        )
+                    });
+            } else {
+                self.ahead.push_back((pipe, msg));
+            }
+        }
+    }
 }
 
 impl Pattern for Rep {
@@ -143,15 +585,35 @@ impl Pattern for Rep {
     }
     fn detach(&mut self, id: PipeId) {
         self.pipes.remove(id);
+        self.ahead.retain(|(p, _)| *p != id);
+    }
+    fn configure(&mut self, opts: &PatternOptions) {
+        let bounds = (opts.rep_cache_size, opts.rep_cache_age);
+        if self.cache_bounds.is_some_and(|b| b != bounds) {
+            self.cache = Box::new(MemoryReplyCache::new(bounds.0, bounds.1));
+            self.cache_bounds = Some(bounds);
+        }
+    }
+    fn set_reply_cache(&mut self, cache: Box<dyn ReplyCache>) -> Result<()> {
+        self.cache = cache;
+        self.cache_bounds = None;
+        Ok(())
     }
     fn send(&mut self, msg: Message) -> Result<(), SendError> {
-        let Some((pipe, envelope)) = self.replying.take() else {
+        let Some(Replying {
+            pipe,
+            envelope,
+            key,
+            in_turn,
+        }) = self.replying.take()
+        else {
             return Err(SendError {
                 error: Error::State("a REP socket must receive a request before replying".into()),
                 message: msg,
             });
         };
         let envelope_len = envelope.len();
+        let kept = key.as_ref().map(|_| msg.clone());
         let mut frames = envelope;
         frames.extend(msg);
         match self.pipes.write_to(pipe, Message::from(frames)) {
@@ -167,9 +629,22 @@ impl Pattern for Rep {
                 for _ in 0..envelope_len {
                     envelope.extend(m.pop_front());
                 }
-                self.replying = Some((pipe, envelope));
+                self.replying = Some(Replying {
+                    pipe,
+                    envelope,
+                    key,
+                    in_turn,
+                });
                 return Err(SendError { error, message: m });
             }
+        }
+        // Answered (even if the reply was dropped: a copy that comes again, by another
+        // way, is answered from the cache).
+        if let (Some(key), Some(reply), true) = (key, kept, self.dedup()) {
+            if in_turn {
+                self.drop_queued_copies(pipe, &key);
+            }
+            self.cache.put(key, reply);
         }
         Ok(())
     }
@@ -179,17 +654,49 @@ impl Pattern for Rep {
                 "a REP socket must send the reply before receiving again".into(),
             ));
         }
+        self.pipes.gone.clear();
         loop {
-            let Some((pipe, msg)) = self.pipes.read_fair() else {
+            let (next, in_turn) = match self.ahead.pop_front() {
+                Some(m) => (Some(m), false),
+                None => (self.pipes.read_fair(), true),
+            };
+            let Some((pipe, msg)) = next else {
                 return Err(Error::WouldBlock);
             };
-            match split_envelope(msg) {
-                Some((envelope, body)) => {
-                    self.replying = Some((pipe, envelope));
-                    return Ok(body);
+            let Some((envelope, body)) = split_envelope(msg) else {
+                tracing::debug!("REP drops a request without an empty delimiter");
+                self.reporter
+                    .report(Count::Malformed, &self.pipes, Some(pipe), || {
+                        "a request without an empty delimiter".into()
+                    });
+                continue;
+            };
+            let key = if self.dedup() {
+                request_key(&self.pipes, pipe, &envelope, &body)
+            } else {
+                None
+            };
+            if let Some(k) = &key {
+                if let Some(reply) = self.cache.get(k) {
+                    self.reporter
+                        .report(Count::FromCache, &self.pipes, Some(pipe), || {
+                            format!("a copy of answered request {:#x}", k.request_id)
+                        });
+                    let mut frames = envelope;
+                    frames.extend(reply);
+                    if self.pipes.write_to(pipe, Message::from(frames)).is_err() {
+                        tracing::debug!("REP drops a cached reply: the requester is gone or full");
+                    }
+                    continue;
                 }
-                None => tracing::trace!("REP drops a request without an empty delimiter"),
             }
+            self.replying = Some(Replying {
+                pipe,
+                envelope,
+                key,
+                in_turn,
+            });
+            return Ok(body);
         }
     }
     fn can_send(&mut self) -> bool {
@@ -242,6 +749,265 @@ mod tests {
             Bytes::from("new"),
         ]));
         assert_eq!(r.recv().unwrap(), msg(&[b"new"]));
+    }
+
+    fn reporter() -> (Reporter, Arc<SocketHandle>) {
+        let h = Arc::new(SocketHandle::new(crate::SocketType::Req));
+        (Reporter::new(h.clone()), h)
+    }
+
+    fn resending(attempts: u32) -> (Req, Arc<SocketHandle>) {
+        let (rep, c) = reporter();
+        let mut r = Req::new(rep);
+        r.configure(&PatternOptions {
+            req_resend: Some(Duration::from_millis(100)),
+            req_resend_attempts: attempts,
+            ..Default::default()
+        });
+        (r, c)
+    }
+
+    fn reply_to(req: &Message, body: &'static [u8]) -> Message {
+        Message::from(vec![
+            req.frames()[0].clone(),
+            Bytes::new(),
+            Bytes::from_static(body),
+        ])
+    }
+
+    #[test]
+    fn req_resend_fails_over_and_accepts_a_late_reply_once() {
+        let (mut r, c) = resending(3);
+        let (p1, mut a) = pipe(0, b"");
+        let (p2, mut b) = pipe(0, b"");
+        r.attach(1, p1);
+        r.attach(2, p2);
+        r.send(msg(&[b"q"])).unwrap();
+        let t0 = Instant::now();
+        r.tick(t0).unwrap();
+        assert!(r.timer().is_some_and(|t| t > t0));
+        let first = a.read().or_else(|| b.read()).expect("sent once");
+        assert_eq!(first.len(), 3, "request id, delimiter, body");
+        assert!(a.read().is_none() && b.read().is_none());
+        assert!(matches!(r.recv(), Err(Error::WouldBlock)));
+        r.tick(t0 + Duration::from_millis(50)).unwrap();
+        assert!(
+            a.read().is_none() && b.read().is_none(),
+            "not before the interval"
+        );
+        r.tick(t0 + Duration::from_millis(101)).unwrap();
+        let second = a.read().or_else(|| b.read()).expect("resent");
+        assert_eq!(second, first, "the same request id and body");
+        let s = c.reqrep.snapshot();
+        assert_eq!((s.resends, s.failovers), (1, 1), "to the other pipe");
+        // Both peers answer; the first answer is taken, the second is stale.
+        a.write(reply_to(&first, b"from a"));
+        b.write(reply_to(&first, b"from b"));
+        let got = r.recv().unwrap();
+        assert!(got == msg(&[b"from a"]) || got == msg(&[b"from b"]));
+        r.send(msg(&[b"next"])).unwrap();
+        let next = a.read().or_else(|| b.read()).unwrap();
+        assert_ne!(next.frames()[0], first.frames()[0], "a new request id");
+        a.write(reply_to(&next, b"next reply"));
+        assert_eq!(r.recv().unwrap(), msg(&[b"next reply"]));
+        assert_eq!(c.reqrep.snapshot().stale_replies_dropped, 1);
+    }
+
+    #[test]
+    fn req_resends_at_once_when_its_pipe_goes_and_again_when_one_comes() {
+        let (mut r, c) = resending(3);
+        let (p1, mut a) = pipe(0, b"");
+        r.attach(1, p1);
+        r.send(msg(&[b"q"])).unwrap();
+        let sent = a.read().unwrap();
+        drop(a);
+        assert!(
+            matches!(r.recv(), Err(Error::WouldBlock)),
+            "no pipe to resend to"
+        );
+        let (p2, mut b) = pipe(0, b"");
+        r.attach(2, p2);
+        assert!(matches!(r.recv(), Err(Error::WouldBlock)));
+        assert_eq!(
+            b.read().unwrap(),
+            sent,
+            "resent to the new pipe without waiting"
+        );
+        assert_eq!(c.reqrep.snapshot().resends, 1);
+        // Malformed replies are dropped and counted.
+        b.write(msg(&[b"xx", b"", b"short id"]));
+        b.write(msg(&[b"", b"no id"]));
+        b.write(reply_to(&sent, b"ok"));
+        assert_eq!(r.recv().unwrap(), msg(&[b"ok"]));
+        assert_eq!(c.reqrep.snapshot().malformed_dropped, 2);
+    }
+
+    #[test]
+    fn req_gives_up_after_its_attempts_and_can_send_again() {
+        let (mut r, c) = resending(2);
+        let (p1, mut a) = pipe(0, b"");
+        r.attach(1, p1);
+        r.send(msg(&[b"q"])).unwrap();
+        let t0 = Instant::now();
+        r.tick(t0).unwrap();
+        r.tick(t0 + Duration::from_millis(100)).unwrap();
+        assert_eq!(a.read().unwrap(), a.read().unwrap(), "sent twice");
+        let e = r.tick(t0 + Duration::from_millis(200)).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::RequestTimeout {
+                    attempts: 2,
+                    peers: 1
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.is_timeout());
+        assert_eq!(
+            e.to_string(),
+            "request timed out: no reply after 2 attempts to 1 peer"
+        );
+        assert_eq!(c.reqrep.snapshot().given_up, 1);
+        r.send(msg(&[b"again"])).unwrap();
+        // The receive timeout gives up too.
+        assert!(matches!(
+            r.recv_timed_out(),
+            Error::RequestTimeout { attempts: 1, .. }
+        ));
+        r.send(msg(&[b"once more"])).unwrap();
+    }
+
+    #[test]
+    fn rep_answers_copies_from_its_cache_and_drops_those_queued_meanwhile() {
+        let (rep, c) = reporter();
+        let mut r = Rep::new(rep);
+        let (p, mut req) = pipe(0, b"requester-1");
+        r.attach(1, p);
+        let id = Bytes::from_static(&[1, 2, 3, 4]);
+        let request = Message::from(vec![id.clone(), Bytes::new(), Bytes::from("q")]);
+        req.write(request.clone());
+        assert_eq!(r.recv().unwrap(), msg(&[b"q"]));
+        // Copies that come while it is handled, and another request behind them.
+        req.write(request.clone());
+        req.write(request.clone());
+        req.write(Message::from(vec![
+            Bytes::from_static(&[9, 9, 9, 9]),
+            Bytes::new(),
+            Bytes::from("other"),
+        ]));
+        r.send(msg(&[b"a"])).unwrap();
+        assert_eq!(
+            req.read().unwrap(),
+            Message::from(vec![id.clone(), Bytes::new(), Bytes::from("a")])
+        );
+        assert_eq!(c.reqrep.snapshot().duplicates_dropped, 2);
+        assert_eq!(
+            r.recv().unwrap(),
+            msg(&[b"other"]),
+            "the next request is kept"
+        );
+        r.send(msg(&[b"b"])).unwrap();
+        req.read().unwrap();
+        // A copy after the answer: answered from the cache, not handed over.
+        req.write(request.clone());
+        assert!(matches!(r.recv(), Err(Error::WouldBlock)));
+        assert_eq!(
+            req.read().unwrap(),
+            Message::from(vec![id.clone(), Bytes::new(), Bytes::from("a")])
+        );
+        assert_eq!(c.reqrep.snapshot().replies_from_cache, 1);
+        // The same id with another body is another request.
+        req.write(Message::from(vec![
+            id.clone(),
+            Bytes::new(),
+            Bytes::from("new body"),
+        ]));
+        assert_eq!(r.recv().unwrap(), msg(&[b"new body"]));
+        r.send(msg(&[b"c"])).unwrap();
+        // Without an id (libzmq's plain REQ): every copy is the application's.
+        req.write(msg(&[b"", b"plain"]));
+        req.write(msg(&[b"", b"plain"]));
+        for _ in 0..2 {
+            assert_eq!(r.recv().unwrap(), msg(&[b"plain"]));
+            r.send(msg(&[b"p"])).unwrap();
+        }
+        // Malformed: counted, dropped.
+        req.write(msg(&[b"no delimiter"]));
+        assert!(matches!(r.recv(), Err(Error::WouldBlock)));
+        assert_eq!(c.reqrep.snapshot().malformed_dropped, 1);
+    }
+
+    #[test]
+    fn rep_looking_ahead_keeps_the_fair_queue_fair() {
+        let mut r = Rep::default();
+        let (pa, mut a) = pipe(0, b"busy");
+        let (pb, mut b) = pipe(0, b"other");
+        r.attach(1, pa);
+        r.attach(2, pb);
+        for i in 0..6u8 {
+            a.write(msg(&[&[i, 0, 0, 0], b"", b"a"]));
+        }
+        b.write(msg(&[&[9, 0, 0, 0], b"", b"b"]));
+        let mut order = Vec::new();
+        for _ in 0..7 {
+            let m = r.recv().unwrap();
+            order.push(m.frames()[0].clone());
+            r.send(msg(&[b"ok"])).unwrap();
+        }
+        let first_b = order.iter().position(|f| f.as_ref() == b"b").unwrap();
+        assert!(
+            first_b <= 2,
+            "the other pipe waited behind the busy one: {order:?}"
+        );
+    }
+
+    #[test]
+    fn rep_with_a_cache_of_size_zero_hands_every_copy_over() {
+        let mut r = Rep::default();
+        r.configure(&PatternOptions {
+            rep_cache_size: 0,
+            ..Default::default()
+        });
+        let (p, mut req) = pipe(0, b"requester");
+        r.attach(1, p);
+        let id: &[u8] = &[1, 1, 1, 1];
+        for _ in 0..2 {
+            req.write(msg(&[id, b"", b"q"]));
+        }
+        for _ in 0..2 {
+            assert_eq!(r.recv().unwrap(), msg(&[b"q"]));
+            r.send(msg(&[b"a"])).unwrap();
+        }
+        assert_eq!(req.read().unwrap(), msg(&[id, b"", b"a"]));
+        assert_eq!(req.read().unwrap(), msg(&[id, b"", b"a"]));
+    }
+
+    #[test]
+    fn rep_knows_requesters_apart_by_routing_id_and_hops() {
+        let mut r = Rep::default();
+        let (p1, mut x) = pipe(0, b"x");
+        let (p2, mut y) = pipe(0, b"y");
+        let (p3, mut proxy) = pipe(0, b"");
+        r.attach(1, p1);
+        r.attach(2, p2);
+        r.attach(3, p3);
+        let id: &[u8] = &[5, 5, 5, 5];
+        // The same id and body from two requesters, and from two behind a proxy.
+        x.write(msg(&[id, b"", b"q"]));
+        y.write(msg(&[id, b"", b"q"]));
+        proxy.write(msg(&[b"client-1", id, b"", b"q"]));
+        proxy.write(msg(&[b"client-2", id, b"", b"q"]));
+        for _ in 0..4 {
+            assert_eq!(r.recv().unwrap(), msg(&[b"q"]));
+            r.send(msg(&[b"a"])).unwrap();
+        }
+        assert_eq!(proxy.read().unwrap(), msg(&[b"client-1", id, b"", b"a"]));
+        // client-1 again, through the proxy: from the cache, with its own envelope.
+        proxy.write(msg(&[b"client-1", id, b"", b"q"]));
+        assert!(matches!(r.recv(), Err(Error::WouldBlock)));
+        proxy.read().unwrap();
+        assert_eq!(proxy.read().unwrap(), msg(&[b"client-1", id, b"", b"a"]));
     }
 
     #[test]

@@ -87,13 +87,20 @@ impl Hub {
         }
         let mut out = crate::introspect::Snapshot::default();
         for s in sockets.iter().filter_map(Weak::upgrade) {
-            out.sockets.push(infos.remove(&s.id).unwrap_or_else(|| {
-                crate::introspect::SocketInfo {
+            let mut info = infos
+                .remove(&s.id)
+                .unwrap_or_else(|| crate::introspect::SocketInfo {
                     id: s.id,
                     socket_type: s.socket_type.as_str().to_owned(),
                     ..Default::default()
-                }
-            }));
+                });
+            if matches!(
+                s.socket_type,
+                crate::SocketType::Req | crate::SocketType::Rep
+            ) {
+                info.reqrep = Some(s.reqrep.snapshot());
+            }
+            out.sockets.push(info);
         }
         // Closed sockets whose connections still linger.
         out.sockets.extend(infos.into_values());

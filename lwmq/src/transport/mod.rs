@@ -187,6 +187,9 @@ pub(crate) struct SocketHandle {
     /// pipe it writes compares it between writes to tell a stream of sends from a
     /// request/reply exchange ([`spsc_pipe`]'s arena).
     pub recv_calls: Arc<AtomicU64>,
+    /// REQ resend and REP de-duplication counters (written by the pattern, read by
+    /// `Socket::reqrep_stats` and introspection).
+    pub reqrep: Arc<crate::reliable::ReqRepCounters>,
 }
 
 /// What transports tell the socket about sending and waiting, without the socket
@@ -217,6 +220,7 @@ impl SocketHandle {
                 spin: AtomicBool::new(false),
             },
             recv_calls: Arc::new(AtomicU64::new(0)),
+            reqrep: Arc::default(),
         }
     }
 

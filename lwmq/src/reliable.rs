@@ -1,0 +1,305 @@
+//! Reliable request/reply: the counters of REQ resend and REP de-duplication, and the
+//! reply cache behind which a REP remembers what it answered (the checkpointing seam).
+//!
+//! How it works (the state machines are in the REQ/REP patterns):
+//!
+//! - A REQ with a resend interval ([`crate::Socket::set_req_resend_interval`]) puts a
+//!   4-byte request id frame before the empty delimiter of every request (libzmq's
+//!   REQ_CORRELATE wire format) and announces a stable random routing id unless one
+//!   was set. A request without a reply within the interval is sent again, with the
+//!   same id, to the next connected peer in turn; it is sent again at once when the
+//!   connection that carried it goes away.
+//! - A REP that receives a request whose envelope ends with such an id frame looks the
+//!   requester (its routing id, or the envelope a ROUTER in between added) and the id
+//!   up in its [`ReplyCache`]: a request it already answered is answered again from the
+//!   cache and never reaches the application. Requests without an id (libzmq's plain
+//!   REQ) are handled exactly as libzmq's REP does.
+//!
+//! Threads: the counters are written by the socket's user thread only and read by any
+//! thread (`Socket::reqrep_stats`, the introspection thread for `lwmq ls`).
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::Message;
+
+/// Default number of answered requests a REP remembers
+/// ([`crate::Socket::set_rep_cache_size`]).
+pub const DEFAULT_REP_CACHE_SIZE: usize = 1024;
+/// Default time a REP remembers an answered request
+/// ([`crate::Socket::set_rep_cache_age`]).
+pub const DEFAULT_REP_CACHE_AGE: Duration = Duration::from_secs(60);
+/// Default number of times a REQ with resend sends one request, the first time
+/// included ([`crate::Socket::set_req_resend_attempts`]).
+pub const DEFAULT_REQ_RESEND_ATTEMPTS: u32 = 3;
+
+/// What REQ resend and REP de-duplication did on one socket, since it was made.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReqRepStats {
+    /// REQ: requests sent again (after the interval, or because their connection went away).
+    #[serde(default)]
+    pub resends: u64,
+    /// REQ: resends that went to another connection than the attempt before.
+    #[serde(default)]
+    pub failovers: u64,
+    /// REQ: replies dropped because they answer no current request (another request's
+    /// id, or a second reply to one already answered).
+    #[serde(default)]
+    pub stale_replies_dropped: u64,
+    /// REQ: replies dropped because their envelope is malformed (no 4-byte request id
+    /// frame or no empty delimiter where one must be). REP: requests without an empty
+    /// delimiter.
+    #[serde(default)]
+    pub malformed_dropped: u64,
+    /// REP: copies of a request dropped because the same request was being handled.
+    #[serde(default)]
+    pub duplicates_dropped: u64,
+    /// REP: copies of an answered request answered from the reply cache (the
+    /// application did not see them).
+    #[serde(default)]
+    pub replies_from_cache: u64,
+    /// REQ: exchanges given up (attempts used up, or the receive timeout passed).
+    #[serde(default)]
+    pub given_up: u64,
+}
+
+/// The live counters behind [`ReqRepStats`] (see the module docs for the threads).
+#[derive(Debug, Default)]
+pub(crate) struct ReqRepCounters {
+    resends: AtomicU64,
+    failovers: AtomicU64,
+    stale_replies_dropped: AtomicU64,
+    malformed_dropped: AtomicU64,
+    duplicates_dropped: AtomicU64,
+    replies_from_cache: AtomicU64,
+    given_up: AtomicU64,
+}
+
+/// Which counter to add to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Count {
+    Resend,
+    Failover,
+    StaleReply,
+    Malformed,
+    Duplicate,
+    FromCache,
+    GivenUp,
+}
+
+impl ReqRepCounters {
+    /// Adds one. Only the socket's user thread writes: a load and a store suffice.
+    pub(crate) fn add(&self, c: Count) {
+        let a = match c {
+            Count::Resend => &self.resends,
+            Count::Failover => &self.failovers,
+            Count::StaleReply => &self.stale_replies_dropped,
+            Count::Malformed => &self.malformed_dropped,
+            Count::Duplicate => &self.duplicates_dropped,
+            Count::FromCache => &self.replies_from_cache,
+            Count::GivenUp => &self.given_up,
+        };
+        a.store(a.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    }
+
+    /// The counters now.
+    pub(crate) fn snapshot(&self) -> ReqRepStats {
+        let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        ReqRepStats {
+            resends: r(&self.resends),
+            failovers: r(&self.failovers),
+            stale_replies_dropped: r(&self.stale_replies_dropped),
+            malformed_dropped: r(&self.malformed_dropped),
+            duplicates_dropped: r(&self.duplicates_dropped),
+            replies_from_cache: r(&self.replies_from_cache),
+            given_up: r(&self.given_up),
+        }
+    }
+}
+
+/// Identifies one request as a REP sees it: who sent it and which request it is.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RequestKey {
+    /// The requester: its routing id, and the envelope frames that ROUTERs in between
+    /// added (each length-prefixed). Stable across reconnects when the requester has a
+    /// routing id (a REQ with resend always has one).
+    pub requester: Bytes,
+    /// The request id the requester put in the envelope.
+    pub request_id: u32,
+    /// A hash of the request's body: a request id that comes again with another body
+    /// is a new request (a requester that restarted, or a routing id taken for a
+    /// request id), not a copy.
+    pub fingerprint: u64,
+}
+
+/// Where a REP keeps the replies it sent, so that a copy of an answered request is
+/// answered again without the application. The default is [`MemoryReplyCache`]; a user
+/// can keep replies somewhere durable (so that a restarted REP still knows them) with
+/// [`crate::Socket::set_reply_cache`].
+///
+/// Called on the socket's user thread only. A cache may forget entries whenever it
+/// likes (it bounds its own size and age): a forgotten request is handled again.
+pub trait ReplyCache: Send + fmt::Debug {
+    /// The reply sent to `key`, if the cache still has it.
+    fn get(&mut self, key: &RequestKey) -> Option<Message>;
+    /// Remembers the reply sent to `key`.
+    fn put(&mut self, key: RequestKey, reply: Message);
+}
+
+/// The default [`ReplyCache`]: in memory, at most `max_entries` replies, each for at
+/// most `max_age` (the oldest go first).
+#[derive(Debug)]
+pub struct MemoryReplyCache {
+    max_entries: usize,
+    max_age: Duration,
+    map: HashMap<RequestKey, (Instant, Message)>,
+    /// Keys in the order they were put (a key put again appears twice; the map's time
+    /// tells which entry is live).
+    order: VecDeque<(Instant, RequestKey)>,
+}
+
+impl MemoryReplyCache {
+    /// A cache of at most `max_entries` replies, each kept at most `max_age`.
+    pub fn new(max_entries: usize, max_age: Duration) -> MemoryReplyCache {
+        MemoryReplyCache {
+            max_entries,
+            max_age,
+            map: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+
+    /// How many replies it holds.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while let Some((at, _)) = self.order.front() {
+            let old = now.saturating_duration_since(*at) > self.max_age;
+            if !old
+                && self.map.len() <= self.max_entries
+                && self.order.len() <= 2 * self.max_entries.max(1)
+            {
+                break;
+            }
+            // The front exists: `front()` just returned it.
+            let Some((at, key)) = self.order.pop_front() else {
+                break;
+            };
+            if self.map.get(&key).is_some_and(|(t, _)| *t == at) {
+                self.map.remove(&key);
+            }
+        }
+    }
+}
+
+impl Default for MemoryReplyCache {
+    fn default() -> Self {
+        MemoryReplyCache::new(DEFAULT_REP_CACHE_SIZE, DEFAULT_REP_CACHE_AGE)
+    }
+}
+
+impl ReplyCache for MemoryReplyCache {
+    fn get(&mut self, key: &RequestKey) -> Option<Message> {
+        self.expire(Instant::now());
+        self.map.get(key).map(|(_, m)| m.clone())
+    }
+    fn put(&mut self, key: RequestKey, reply: Message) {
+        if self.max_entries == 0 {
+            return;
+        }
+        let now = Instant::now();
+        self.map.insert(key.clone(), (now, reply));
+        self.order.push_back((now, key));
+        self.expire(now);
+    }
+}
+
+/// A 64-bit hash of a message's frames (for [`RequestKey::fingerprint`]): eight bytes
+/// at a time, with the multiply-rotate step of FxHash. Our own function, so its values
+/// are the same in every process and version (a durable cache may compare them later).
+/// Not a defence against a hostile requester: one that can forge a routing id can ask
+/// for any reply anyway.
+pub(crate) fn fingerprint(frames: &[Bytes]) -> u64 {
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+    let mut h: u64 = 0x243f_6a88_85a3_08d3;
+    let mut mix = |w: u64| h = (h.rotate_left(5) ^ w).wrapping_mul(K);
+    for f in frames {
+        mix(f.len() as u64);
+        let mut words = f.chunks_exact(8);
+        for c in &mut words {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            mix(u64::from_le_bytes(w));
+        }
+        let rest = words.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            mix(u64::from_le_bytes(w));
+        }
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(id: u32) -> RequestKey {
+        RequestKey {
+            requester: Bytes::from_static(b"r"),
+            request_id: id,
+            fingerprint: 7,
+        }
+    }
+
+    #[test]
+    fn cache_is_bounded_by_count_and_age() {
+        let mut c = MemoryReplyCache::new(2, Duration::from_secs(60));
+        for id in 0..3 {
+            c.put(key(id), Message::from(vec![id as u8]));
+        }
+        assert_eq!(c.len(), 2);
+        assert!(c.get(&key(0)).is_none(), "the oldest went first");
+        assert_eq!(c.get(&key(2)), Some(Message::from(vec![2u8])));
+        // Put again: the newer entry lives.
+        c.put(key(1), Message::from(vec![9u8]));
+        assert_eq!(c.get(&key(1)), Some(Message::from(vec![9u8])));
+
+        let mut c = MemoryReplyCache::new(10, Duration::from_millis(20));
+        c.put(key(1), Message::from("a"));
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(c.get(&key(1)).is_none(), "expired");
+        assert!(c.is_empty());
+    }
+
+    #[test]
+    fn fingerprint_tells_bodies_apart() {
+        let a = fingerprint(&[Bytes::from("ab"), Bytes::from("c")]);
+        let b = fingerprint(&[Bytes::from("a"), Bytes::from("bc")]);
+        assert_ne!(a, b);
+        assert_eq!(a, fingerprint(&[Bytes::from("ab"), Bytes::from("c")]));
+    }
+
+    #[test]
+    fn counters_count() {
+        let c = ReqRepCounters::default();
+        c.add(Count::Resend);
+        c.add(Count::Resend);
+        c.add(Count::FromCache);
+        let s = c.snapshot();
+        assert_eq!((s.resends, s.replies_from_cache, s.failovers), (2, 1, 0));
+    }
+}
