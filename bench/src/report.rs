@@ -154,9 +154,9 @@ pub fn summarize(plan: &Plan, runs: &[Run]) -> Vec<Summary> {
 /// only with lwmq's tcp with CURVE.
 pub fn counterpart(transport: &str) -> &'static str {
     match transport {
-        "tcp" => "tcp",
+        "tcp" | "tcp-resend" => "tcp",
         "tcp-curve" => "tcp-curve",
-        "inproc" => "inproc",
+        "inproc" | "inproc-resend" => "inproc",
         _ => "ipc-spin",
     }
 }

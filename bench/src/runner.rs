@@ -73,6 +73,23 @@ fn curve_variant(c: &str) -> Variant {
     v
 }
 
+/// `T-resend`: lwmq's transport `T` with REQ resend on (and so the REP's
+/// de-duplication), at the 64 B round trip only: what reliable request/reply costs.
+fn resend_variant(t: &str, in_process: bool, pin_auto: bool) -> Variant {
+    let mut v = variant(
+        "lwmq",
+        &format!("{t}-resend"),
+        in_process,
+        pin_auto,
+        &["rtt"],
+    );
+    v.only = Some(vec![Case {
+        scenario: "rtt".into(),
+        size: 64,
+    }]);
+    v
+}
+
 /// Every variant the harness knows, in table order.
 pub fn all_variants() -> Vec<Variant> {
     let all = ["rtt", "thr", "pubsub"];
@@ -84,6 +101,9 @@ pub fn all_variants() -> Vec<Variant> {
         curve_variant("lwmq"),
         variant("lwmq", "unix", false, false, &all),
         variant("lwmq", "inproc", true, true, &pair),
+        resend_variant("ipc-spin", false, true),
+        resend_variant("tcp", false, false),
+        resend_variant("inproc", true, true),
         variant("libzmq", "ipc", false, false, &all),
         variant("libzmq", "tcp", false, false, &all),
         curve_variant("libzmq"),

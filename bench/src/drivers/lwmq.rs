@@ -2,7 +2,8 @@
 //! (shared memory, `ipc://name`, with the receiver spinning or parking on its futex
 //! while it waits), `tcp`, `tcp-curve` (tcp with CURVE: the binding side the server,
 //! fixed benchmark keys), `unix` (ZMTP over a Unix socket in the abstract namespace)
-//! and `inproc`; and, with the `lwmq-shm-raw` feature, `ipc-raw-spin`/`ipc-raw-park`:
+//! and `inproc`; `tcp-resend`, `ipc-spin-resend` and `inproc-resend` are those with REQ
+//! resend on (round trip only: what the bookkeeping costs); and, with the `lwmq-shm-raw` feature, `ipc-raw-spin`/`ipc-raw-park`:
 //! the shared-memory transport without the socket layer (`lwmq_shm.rs`).
 //!
 //! One `lwmq::Context` per process. Sends copy the buffer into a new `Message` (one
@@ -43,6 +44,13 @@ impl Lwmq {
         // On close, give what is queued (a round-trip client's final end marker) a
         // moment to leave, but never hold up the exit for long.
         s.set_linger(Some(Duration::from_secs(1)));
+        let (transport, resend) = split_resend(transport);
+        if resend && kind == Kind::Req {
+            // Never due within a round trip: what is measured is the bookkeeping (ids,
+            // the kept request, the REP's reply cache), not resends.
+            s.set_req_resend_interval(Some(Duration::from_secs(10)))
+                .map_err(|e| anyhow!("lwmq req_resend_interval: {e}"))?;
+        }
         configure_transport(&s, transport, max_size)?;
         if kind == Kind::Sub {
             s.subscribe(b"")
@@ -73,6 +81,14 @@ fn configure_curve(s: &lwmq::Socket, server: bool) {
     } else {
         s.set_curve_secret_key(&lwmq::CurveSecretKey::from_bytes(CURVE_CLIENT_SECRET));
         s.set_curve_server_key(&server_secret.public_key());
+    }
+}
+
+/// `T-resend` is transport `T` with REQ resend on (the REP de-duplicates then).
+fn split_resend(transport: &str) -> (&str, bool) {
+    match transport.strip_suffix("-resend") {
+        Some(t) => (t, true),
+        None => (transport, false),
     }
 }
 
@@ -146,7 +162,7 @@ impl Driver for Lwmq {
         if transport.starts_with("ipc-raw-") {
             return raw_bind(kind, transport, name, max_size);
         }
-        let addr = match transport {
+        let addr = match split_resend(transport).0 {
             "tcp" | "tcp-curve" => "tcp://127.0.0.1:0".to_owned(),
             "unix" => format!("unix://@lwmq-bench/{name}"),
             "ipc-spin" | "ipc-park" => format!("ipc://lwmq-bench-{name}"),
