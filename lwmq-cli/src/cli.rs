@@ -160,10 +160,11 @@ pub struct SecurityOpts {
     /// Be a CURVE server with this secret key: 40 characters of Z85, or a file holding
     /// it (from `lwmq keygen --out`, or a czmq/pyzmq secret certificate). Without
     /// --allow-keys every client key is accepted.
-    #[arg(long, value_name = "SECRET_KEY_OR_FILE", conflicts_with_all = ["curve_client", "plain", "plain_server"])]
+    // A Z85 key may begin with '-': taken as the value, not as an option.
+    #[arg(long, value_name = "SECRET_KEY_OR_FILE", allow_hyphen_values = true, conflicts_with_all = ["curve_client", "plain", "plain_server"])]
     pub curve_server: Option<String>,
     /// Be a CURVE client of the server with this public key (Z85, or a file holding it).
-    #[arg(long, value_name = "SERVER_PUBLIC_KEY", conflicts_with_all = ["plain", "plain_server"])]
+    #[arg(long, value_name = "SERVER_PUBLIC_KEY", allow_hyphen_values = true, conflicts_with_all = ["plain", "plain_server"])]
     pub curve_client: Option<String>,
     /// With --curve-client: our key pair, from a file holding our secret key (`lwmq
     /// keygen --out`); without it a new pair is made for this run.
@@ -629,5 +630,24 @@ mod tests {
         assert_eq!(err.exit_code(), exit::USAGE);
         let err = Cli::try_parse_from(["lwmq", "send", "tcp://h:1", "--type", "nope"]).unwrap_err();
         assert!(err.to_string().contains("unknown socket type"), "{err}");
+    }
+
+    #[test]
+    fn a_z85_key_may_begin_with_a_hyphen() {
+        // '-' is a Z85 digit: about one key in 85 begins with it.
+        let key = "-Nu5OCbbwEk{Uvfn6OIL^AS>vNyGm//NB].DsOM*";
+        let cli =
+            Cli::try_parse_from(["lwmq", "req", "tcp://h:1", "--curve-client", key, "x"]).unwrap();
+        let Command::Req(req) = cli.command else {
+            panic!("parsed as {:?}", cli.command)
+        };
+        assert_eq!(req.socket.security.curve_client.as_deref(), Some(key));
+        let cli =
+            Cli::try_parse_from(["lwmq", "rep", "--bind", "tcp://h:1", "--curve-server", key])
+                .unwrap();
+        let Command::Rep(rep) = cli.command else {
+            panic!("parsed as {:?}", cli.command)
+        };
+        assert_eq!(rep.socket.security.curve_server.as_deref(), Some(key));
     }
 }
