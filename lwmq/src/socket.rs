@@ -211,12 +211,6 @@ impl Socket {
     fn send_until(&self, msg: Message, timeout: Option<Option<Duration>>) -> Result<(), SendError> {
         let mut core = self.core();
         let timeout = timeout.unwrap_or(core.options.send_timeout);
-        if let Err(error) = self.shared.check_size(msg.frames().iter().map(|f| f.len())) {
-            return Err(SendError {
-                error,
-                message: msg,
-            });
-        }
         let spin = self.shared.spin(&core.options);
         let core = &mut *core;
         let mut held = Some(msg);
@@ -386,7 +380,6 @@ impl Socket {
         let mut fill = Some(fill);
         {
             let mut core = self.core();
-            self.shared.check_size(std::iter::once(len))?;
             let timeout = core.options.send_timeout;
             let spin = self.shared.spin(&core.options);
             let core = &mut *core;

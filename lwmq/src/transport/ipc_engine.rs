@@ -107,6 +107,9 @@ const MAX_ACCEPT_ERRORS: usize = 64;
 const ACCEPT_RETRY: Duration = Duration::from_millis(10);
 /// How often the thread retries flushing queued messages into a full ring.
 const FLUSH_RETRY: Duration = Duration::from_millis(1);
+/// How long a sending thread keeps writing the pieces of a message larger than the
+/// ring while the reader makes room, before it hands the rest to the background thread.
+const PIECES_SPIN: Duration = Duration::from_millis(2);
 
 use crate::transport::lock;
 
@@ -265,7 +268,12 @@ impl IpcWriter {
                 r = tx.try_send(&msg);
             }
             match r {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    if tx.has_unfinished() {
+                        self.drive();
+                    }
+                    return Ok(());
+                }
                 Err(ShmSendError::Full) => return Err(WriteError::Full(msg)),
                 Err(e @ (ShmSendError::TooLarge { .. } | ShmSendError::Empty)) => {
                     // Socket::send checks sizes first, against the rings it knew of;
@@ -298,6 +306,57 @@ impl IpcWriter {
         }
         inner.pending.push_back(msg);
         Ok(())
+    }
+}
+
+impl IpcWriter {
+    /// Writes the rest of a message going in pieces (accepted by the ring, first piece
+    /// written) while the reader makes room, for up to [`PIECES_SPIN`]; then, if pieces
+    /// are left (the reader is busy, or is this very thread), hands the ring to the
+    /// background thread, which writes them and the messages queued meanwhile, in
+    /// order, and gives the ring back. Either way the writer keeps no unfinished
+    /// message: closing it never cuts one.
+    fn drive(&mut self) {
+        let Some((mut tx, conn)) = self.tx.take() else {
+            return;
+        };
+        let start = Instant::now();
+        let mut turns = 0u32;
+        loop {
+            match tx.continue_pieces() {
+                Ok(true) => {
+                    self.tx = Some((tx, conn));
+                    return;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    conn.end(Failure::Protocol(e.to_string()));
+                    return;
+                }
+            }
+            if !conn.alive() {
+                return;
+            }
+            turns += 1;
+            if turns % 64 == 0 {
+                if start.elapsed() >= PIECES_SPIN {
+                    break;
+                }
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+        tx.arm_space_notification();
+        match conn.io.upgrade() {
+            Some(io) => {
+                lock(&io.reflush).push((Arc::downgrade(&self.slot), tx, conn));
+                io.wake();
+            }
+            // No background thread (unit tests): keep the ring; the next write
+            // continues the pieces first.
+            None => self.tx = Some((tx, conn)),
+        }
     }
 }
 
@@ -662,6 +721,8 @@ struct Target<'a> {
     endpoint: &'a str,
     /// The connect that made it, if any.
     connecter: Option<u64>,
+    /// MAXMSGSIZE of the socket (per frame): what the peer may send us.
+    max_msg_size: Option<u64>,
 }
 
 /// The ipc half of the background thread (see the module docs).
@@ -1019,11 +1080,12 @@ impl Engine {
             match l.listener.accept() {
                 Ok(None) => return,
                 Ok(Some(conn)) => {
-                    let (socket, endpoint, hwm, conflate) = (
+                    let (socket, endpoint, hwm, conflate, max_msg_size) = (
                         l.socket.clone(),
                         l.listener.endpoint().to_owned(),
                         l.options.send_hwm,
                         l.options.conflate,
+                        l.options.max_msg_size,
                     );
                     socket.monitors.emit(
                         EventKind::Accepted,
@@ -1041,6 +1103,7 @@ impl Engine {
                         socket: &socket,
                         endpoint: &endpoint,
                         connecter: None,
+                        max_msg_size,
                     };
                     self.install(conn, to, Some(pipe));
                 }
@@ -1075,8 +1138,10 @@ impl Engine {
             socket,
             endpoint,
             connecter,
+            max_msg_size,
         } = to;
-        let (mut tx, rx, peer, link) = conn.into_parts();
+        let (mut tx, mut rx, peer, link) = conn.into_parts();
+        rx.set_max_frame(max_msg_size);
         let token = self.token();
         let fd = link.control_fd();
         if let Err(e) = self
@@ -1086,10 +1151,6 @@ impl Engine {
             tracing::error!("ipc: cannot watch the connection to {endpoint}: {e}");
             return None;
         }
-        socket
-            .limits
-            .ring
-            .fetch_min(tx.capacity(), Ordering::Relaxed);
         let state = Arc::new(ConnState {
             alive: AtomicBool::new(true),
             key: token,
@@ -1300,6 +1361,7 @@ impl Engine {
                     socket: &socket,
                     endpoint: &uri,
                     connecter: Some(id),
+                    max_msg_size: c.options.max_msg_size,
                 };
                 if let Some(t) = self.install(conn, to, deliver) {
                     if let Some(c) = self.connecters.get_mut(&id) {
@@ -1432,8 +1494,8 @@ impl Engine {
     }
 }
 
-/// Writes queued messages into a ring, oldest first; true once none is left. A message
-/// that can never fit the ring is dropped and reported on `socket`'s monitors
+/// Writes queued messages into a ring, oldest first (after the pieces of one going in
+/// pieces); true once none is left, nor any piece. A message that can never fit the ring is dropped and reported on `socket`'s monitors
 /// (`message-dropped`, see the module docs).
 fn flush(
     tx: &mut RingWriter,
@@ -1441,7 +1503,22 @@ fn flush(
     socket: &SocketHandle,
     endpoint: &str,
 ) -> bool {
-    while let Some(m) = pending.front() {
+    // Bounded: every turn takes a message off the queue or returns.
+    loop {
+        let Some(m) = pending.front() else {
+            // The last message may still be going in pieces.
+            return match tx.continue_pieces() {
+                Ok(true) => true,
+                Ok(false) => {
+                    tx.arm_space_notification();
+                    false
+                }
+                Err(e) => {
+                    tracing::warn!("ipc: the ring failed while flushing: {e}");
+                    false
+                }
+            };
+        };
         match tx.try_send(m) {
             Ok(()) => {}
             Err(ShmSendError::Full) => {
@@ -1475,7 +1552,6 @@ fn flush(
         }
         pending.pop_front();
     }
-    true
 }
 
 #[cfg(test)]
@@ -1483,9 +1559,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_message_the_ring_can_never_take_fails_its_write_and_comes_back() {
-        // A writer whose connection's ring (4 KiB) is smaller than what the socket's
-        // size check knew of when the message was sent.
+    fn a_message_larger_than_the_ring_goes_in_pieces_and_nothing_overtakes_it() {
+        // A writer over a 4 KiB ring, no background thread: the writer drives the
+        // pieces while a reader thread drains the ring.
         let slot = Slot::new(10, true);
         let (tx, mut rx) = shm::segment::heap_ring(4096);
         let state = Arc::new(ConnState {
@@ -1501,21 +1577,41 @@ mod tests {
             version: 0,
             tx: None,
         };
-        let big = Message::from(vec![7u8; 3000]);
-        match w.try_write(big.clone()) {
-            Err(WriteError::Unsendable(m, Error::MessageTooLarge { size, limit })) => {
-                assert_eq!(m, big, "the message comes back");
-                assert_eq!((size, limit), (3000, 2040));
+        let big = Message::from_frames([
+            (0..100_000u32).map(|i| i as u8).collect::<Vec<u8>>(),
+            vec![],
+            vec![5u8; 9000],
+        ]);
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while got.len() < 3 && Instant::now() < deadline {
+                match rx.try_recv().unwrap() {
+                    Some(m) => got.push(m),
+                    None => std::thread::yield_now(),
+                }
             }
-            other => panic!("{other:?}"),
+            got
+        });
+        w.try_write(Message::from("first")).unwrap();
+        w.try_write(big.clone()).unwrap();
+        // Whatever the writer did not finish within its spin, the next write finishes
+        // first (here, without a background thread, it keeps the ring).
+        loop {
+            match w.try_write(Message::from("last")) {
+                Ok(()) => break,
+                Err(WriteError::Full(_)) => std::thread::yield_now(),
+                Err(e) => panic!("{e:?}"),
+            }
         }
+        let got = reader.join().unwrap();
+        assert_eq!(got.len(), 3, "watchdog: the reader gave up");
+        assert_eq!(got[0], Message::from("first"));
+        assert_eq!(got[1], big);
+        assert_eq!(got[2], Message::from("last"));
         match w.try_write(Message::new()) {
             Err(WriteError::Unsendable(m, Error::InvalidArgument(_))) => assert!(m.is_empty()),
             other => panic!("{other:?}"),
         }
-        // The writer still works, and nothing was written for the refused ones.
-        w.try_write(Message::from("small")).unwrap();
-        assert_eq!(rx.try_recv().unwrap(), Some(Message::from("small")));
-        assert_eq!(rx.try_recv().unwrap(), None);
     }
 }
