@@ -361,6 +361,29 @@ fn hostile_peer(domain: &str) -> ! {
             assert!(seg.debug_write(data0, &junk));
             assert!(seg.debug_write(ctrl0, &4096u64.to_ne_bytes()));
         }
+        // A message in pieces announcing 1 TiB in one frame (the victim's
+        // MAXMSGSIZE is 1 MiB), with its first 8 bytes.
+        "pieces-huge" => {
+            let (piece, first, frame, more) = (4, 8, 16, 1);
+            let mut rec = hdr(32, piece | first | frame | more).to_vec();
+            for w in [1u64 << 40, 1, 1 << 40, 0x0102_0304] {
+                rec.extend_from_slice(&w.to_le_bytes());
+            }
+            assert!(seg.debug_write(data0 + 16, &rec));
+            assert!(seg.debug_write(ctrl0, &(16 + 40u64).to_ne_bytes()));
+        }
+        // A message in pieces announcing 16 bytes, then sending 8 + 16.
+        "pieces-lie" => {
+            let (piece, first, frame, more) = (4, 8, 16, 1);
+            let mut rec = hdr(32, piece | first | frame | more).to_vec();
+            for w in [16u64, 1, 16, 1] {
+                rec.extend_from_slice(&w.to_le_bytes());
+            }
+            rec.extend_from_slice(&hdr(16, piece));
+            rec.extend_from_slice(&[7u8; 16]);
+            assert!(seg.debug_write(data0 + 16, &rec));
+            assert!(seg.debug_write(ctrl0, &(16 + 40 + 24u64).to_ne_bytes()));
+        }
         // Our "consumed" position in the victim's ring to us, far ahead of its tail.
         "head" => {
             assert!(seg.debug_write(ctrl1 + shm::ring::HEAD_OFFSET, &(1u64 << 40).to_ne_bytes()))
@@ -676,6 +699,34 @@ fn checksum(len: usize) -> u64 {
 }
 
 #[test]
+fn messages_of_1_16_and_256_mib_go_to_another_process_and_back() {
+    // Default options (1 MiB rings): PAIR to an echoing peer process; each message
+    // goes there in pieces, is put together, and comes back in pieces. At most two
+    // copies of the largest are alive here (sent, received), one in the peer.
+    let _w = watchdog(Duration::from_secs(900));
+    let domain = unique_domain("big-echo");
+    {
+        let ctx = Context::new();
+        let s = socket(&ctx, SocketType::Pair, &domain);
+        s.set_recv_timeout(Some(Duration::from_secs(600)));
+        s.connect(EP).unwrap();
+        let mut server = PEER.spawn("echo", &domain, &[]);
+        server.expect("READY");
+        for (k, size) in [1usize << 20, 16 << 20, 256 << 20].into_iter().enumerate() {
+            for (j, m) in common::big::shapes(size, k as u64).into_iter().enumerate() {
+                s.send(m.clone()).unwrap();
+                let back = s.recv().unwrap();
+                common::big::check(&back, &m, &format!("{size} bytes, shape {j}"));
+            }
+        }
+        exchange(&s, 10);
+        drop(s);
+        server.kill9();
+    }
+    assert_clean(&domain);
+}
+
+#[test]
 fn a_queued_subscription_larger_than_the_peers_ring_goes_in_pieces() {
     // A bound SUB subscribes before any peer exists; the PUB that connects chose a
     // 4 KiB ring. The big subscription goes in pieces when the connection comes, and
@@ -722,6 +773,7 @@ fn hostile(mode: &str) {
     {
         let ctx = Context::new();
         let pull = socket(&ctx, SocketType::Pull, &domain);
+        pull.set_max_msg_size(Some(1 << 20));
         let mon = pull.monitor();
         pull.bind(EP).unwrap();
         let mut good = PEER.spawn("good-pusher", &domain, &[]);
@@ -763,6 +815,16 @@ fn hostile_peer_bad_length() {
 #[test]
 fn hostile_peer_garbage() {
     hostile("garbage");
+}
+
+#[test]
+fn hostile_peer_announcing_a_huge_message_in_pieces() {
+    hostile("pieces-huge");
+}
+
+#[test]
+fn hostile_peer_lying_about_a_message_in_pieces() {
+    hostile("pieces-lie");
 }
 
 // ---------------------------------------------------------------------------------------
