@@ -709,9 +709,13 @@ struct Conn {
     endpoint: String,
     /// The connect that made it, if any.
     connecter: Option<u64>,
-    /// A ring not handed to the writer yet because queued messages are still being
-    /// flushed into it.
+    /// A ring not handed to the writer yet because queued messages (or the pieces of
+    /// one) are still being flushed into it.
     held_tx: Option<RingWriter>,
+    /// The socket closed while `held_tx` still had something to write: the connection
+    /// lingers until it is written, or until this time (`Some(None)`: no limit). Only
+    /// for accepted connections; a connect's linger is its `Connecter::closing`.
+    closing: Option<Option<Instant>>,
 }
 
 /// Where a new connection goes.
@@ -832,7 +836,9 @@ impl Engine {
 
     /// After shutdown: whether no connect lingers any more.
     pub(crate) fn finished(&self) -> bool {
-        self.shutting_down && !self.connecters.values().any(|c| c.closing.is_some())
+        self.shutting_down
+            && !self.connecters.values().any(|c| c.closing.is_some())
+            && !self.conns.values().any(|c| c.closing.is_some())
     }
 
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
@@ -852,6 +858,11 @@ impl Engine {
         }
         if self.conns.values().any(|c| c.held_tx.is_some()) {
             at(now + FLUSH_RETRY);
+        }
+        for c in self.conns.values() {
+            if let Some(Some(d)) = c.closing {
+                at(d);
+            }
         }
         if !self.accept_later.is_empty() {
             at(now + ACCEPT_RETRY);
@@ -944,6 +955,9 @@ impl Engine {
     /// messages queued for a connection not made yet linger: they go on until the
     /// queue is in a ring or `linger` passes.
     pub(crate) fn close_socket(&mut self, socket_id: u64, linger: Option<Duration>) {
+        // Rings a writer handed back (with a message still going in pieces) count as
+        // queued: take them in first.
+        self.handle_reflush();
         let ls: Vec<u64> = self
             .listeners
             .iter()
@@ -971,6 +985,14 @@ impl Engine {
             .map(|(t, _)| *t)
             .collect();
         for t in conns {
+            // An accepted connection with something still to write lingers too.
+            if let Some(c) = self.conns.get_mut(&t) {
+                if c.connecter.is_none() && c.held_tx.is_some() && linger != Some(Duration::ZERO) {
+                    c.closing = Some(linger.map(|l| Instant::now() + l));
+                    lock(&c.slot.inner).lingering = true;
+                    continue;
+                }
+            }
             self.drop_conn(t, None);
         }
     }
@@ -1006,9 +1028,10 @@ impl Engine {
 
     /// Whether a connection belongs to a lingering connect.
     fn lingers(&self, c: &Conn) -> bool {
-        c.connecter
-            .and_then(|id| self.connecters.get(&id))
-            .is_some_and(|k| k.closing.is_some())
+        c.closing.is_some()
+            || c.connecter
+                .and_then(|id| self.connecters.get(&id))
+                .is_some_and(|k| k.closing.is_some())
     }
 
     /// Ends the lingering connects whose queue is in a ring, or whose time is over.
@@ -1033,6 +1056,19 @@ impl Engine {
             .collect();
         for id in done {
             self.drop_connecter(id);
+        }
+        let done: Vec<Token> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                c.closing.is_some_and(|deadline| {
+                    c.held_tx.is_none() || deadline.is_some_and(|d| now >= d)
+                })
+            })
+            .map(|(t, _)| *t)
+            .collect();
+        for t in done {
+            self.drop_conn(t, None);
         }
     }
 
@@ -1201,6 +1237,7 @@ impl Engine {
                 endpoint: endpoint.to_owned(),
                 connecter,
                 held_tx,
+                closing: None,
             },
         );
         // The peer may have died before we registered.
