@@ -49,6 +49,16 @@
 //!   send HWM (messages); once connected, the ring bounds what is in flight (bytes,
 //!   [`shm::ShmOptions::ring_size`]). The receive HWM does not apply (the peer's ring
 //!   is the receive buffer).
+//! - Message size: any. A message the ring cannot hold at once goes in pieces
+//!   (`shm::ring`): the sending thread writes them while the reader makes room, for up
+//!   to 2 ms ([`PIECES_SPIN`]); if pieces are left then (the reader is slow, or is the
+//!   sending thread itself), the writer hands the ring to the background thread, which
+//!   writes the rest and then the messages queued behind it (in the slot's `pending`,
+//!   up to the send HWM), every millisecond ([`FLUSH_RETRY`]), and hands the ring back.
+//!   The send returns once the first piece is in the ring; a socket closed meanwhile
+//!   lingers until the last piece is written (or the linger time passes), on either
+//!   side. MAXMSGSIZE (per frame) bounds what the reader accepts from the peer: a
+//!   larger frame, in the ring or announced in pieces, is a protocol error.
 //! - Subscriptions travel as ordinary ring messages, ZMTP 3.0 style (first byte 1 =
 //!   subscribe, 0 = cancel), which is what PUB/XPUB read from their pipes; a connect's
 //!   pipe replays the subscriptions in force to every new connection after the first.
@@ -69,16 +79,12 @@
 //! emits `protocol-error` with the reason and closes the control socket (the peer sees
 //! HUP), and a connecting socket reconnects after the interval.
 //!
-//! Nothing is lost silently. A message larger than what a ring can hold fails at `send`
-//! with [`Error::MessageTooLarge`], the message handed back: checked against the
-//! smallest ring of the socket's connections and connects (a connect's ring size is its
-//! own option, so it is known before any connection exists), and again by the ring
-//! itself when it is written (a connection with a smaller ring may have arrived since the
-//! check). A message queued before its connection existed that cannot fit the ring the
-//! connection got (a subscription, which no call can fail later, written to a new
-//! connection of a bound socket whose peer chose a small ring) is dropped when the ipc
-//! thread flushes the queue, and the monitor says `message-dropped` with what was
-//! dropped and why ("N bytes: larger than the peer's ring of M bytes ...").
+//! Nothing is lost silently. A message queued before its connection existed that can
+//! never be written (an empty one) is dropped when the ipc thread flushes the queue,
+//! and the monitor says `message-dropped` with what was dropped and why.
+//! A message in pieces that the peer announces and never completes, or completes with
+//! more or fewer bytes or frames than announced, is a protocol error (or, if the peer
+//! just stops, costs what it sent until the connection ends); see `docs/shm-layout.md`.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;

@@ -30,28 +30,51 @@
 //!
 //! ```text
 //!  bits 0..32   len     payload bytes
-//!  bits 32..48  flags   MORE = 1 (another frame of the same message follows)
-//!                       PAD  = 2 (filler to the end of the data area; no payload)
+//!  bits 32..48  flags   MORE  = 1  (another frame / piece of the same message follows)
+//!                       PAD   = 2  (filler to the end of the data area; no payload)
+//!                       PIECE = 4  (a piece of a message too large for the ring)
+//!                       FIRST = 8  (pieces: the message's first piece)
+//!                       FRAME = 16 (pieces: the piece starts a frame)
 //!  bits 48..64  marker  0x4C57 ("LW"), catches most garbage early
 //! ```
 //!
 //! followed by `len` payload bytes, padded to a multiple of 8. A record never wraps:
-//! when a frame does not fit before the end of the data area, the writer fills the rest
-//! with a PAD record (its `len` is exactly the space left minus 8) and puts the frame
-//! at offset 0. A message is one or more frame records, all but the last with MORE;
-//! the writer publishes `tail` only at the end of a message, so the reader never sees
-//! half a message. Because at most one PAD can fall inside a message and a PAD is
-//! shorter than the record that caused it, a message whose records take `R` bytes with
-//! largest record `r` always fits an empty ring when `R + r <= N`; that is the size
-//! limit checked at send time (about half the ring for a single frame), so a send can
-//! never wait for space that will never come.
+//! when it does not fit before the end of the data area, the writer fills the rest
+//! with a PAD record (its `len` is exactly the space left minus 8) and puts the record
+//! at offset 0.
+//!
+//! A message is **in the ring** or **in pieces**. In the ring: one frame record per
+//! frame, all but the last with MORE; the writer publishes `tail` only at the end of a
+//! message, so the reader never sees half a message. Because at most one PAD can fall
+//! inside a message and a PAD is shorter than the record that caused it, a message
+//! whose records take `R` bytes with largest record `r` always fits an empty ring when
+//! `R + r <= N` (about half the ring for a single frame), so such a send never waits
+//! for space that will never come.
+//!
+//! A message that fails that rule goes **in pieces**: PIECE records of at most `N / 4`
+//! bytes each, each carrying bytes of one frame, published one by one and released by
+//! the reader as soon as it has copied them into the message it puts together. The
+//! first piece has FIRST and FRAME and its payload starts with `total: u64le` (payload
+//! bytes of the message) and `count: u64le` (frames); a piece with FRAME starts a frame
+//! with `frame_len: u64le`; the rest is frame bytes (a piece without FRAME carries at
+//! least one); the last piece has no MORE. Nothing else is written between the pieces
+//! of a message: [`RingWriter::try_send`] accepts the message once its first piece is
+//! written, [`RingWriter::continue_pieces`] writes the others as room appears, and
+//! every later send or reservation waits (`Full`) until the last one is written.
+//! The reader checks every announcement against what follows and bounds what it
+//! allocates by them, by what arrived and by its maximum frame size
+//! ([`RingReader::set_max_frame`], MAXMSGSIZE): see `docs/shm-layout.md`.
 //!
 //! # Trust
 //!
 //! The peer can write anything anywhere in the segment at any time. The reader copies
 //! `tail` and each header word once, validates the copy (alignment, `tail - head <= N`,
 //! marker, flags, the record inside the data area and before `tail`), and uses only the
-//! copy; payload bytes are copied out with atomic word loads. The writer validates every
+//! copy; payload bytes are copied out with atomic word loads. A message in pieces is
+//! refused as soon as a piece contradicts what was announced (a frame longer than its
+//! length or the total, more frames than the count, an end short of them, a frame
+//! above the maximum size); what the reader allocates for it grows with what arrived,
+//! never beyond the announcements. The writer validates every
 //! `head` it loads (`head_cache <= head <= tail`). A violation is a protocol error that
 //! sticks: the connection is finished. Every loop is bounded by `N / 8` records.
 //! The zero-copy paths ([`ReadGuard`], [`WriteGrant`]) hand out slices of the shared

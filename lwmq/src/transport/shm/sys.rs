@@ -141,7 +141,7 @@ fn futex_op(op: libc::c_int, private: bool) -> libc::c_int {
 }
 
 /// Sleeps while `*word == expected`, at most `timeout` (FUTEX_WAIT; `private` for a
-/// word in this process's own memory, see [`futex_op`]). Spurious returns are possible;
+/// word in this process's own memory, see `futex_op`). Spurious returns are possible;
 /// returns `false` only if the timeout expired.
 pub fn futex_wait(
     word: &AtomicU32,
