@@ -223,7 +223,7 @@ fn dealer_router_both_directions() {
         let sender = s.spawn(move || {
             each_message(|what, m| {
                 let mut routed = m.clone();
-                routed.push_front(bytes::Bytes::from_static(b"dealer-2"));
+                routed.push_front(lwmq::Bytes::from_static(b"dealer-2"));
                 router.send(routed).expect("send");
                 to_check.send((what.to_owned(), m)).expect("receiver alive");
             });

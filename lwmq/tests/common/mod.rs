@@ -130,7 +130,7 @@ pub const PARK_FOREVER: (&str, &str) = (lwmq::shm::wait::MAX_PARK_ENV, "86400000
 
 /// Large messages for the tests of messages larger than a shared-memory ring.
 pub mod big {
-    use bytes::Bytes;
+    use lwmq::Bytes;
     use lwmq::Message;
 
     /// `len` pseudo-random bytes (xorshift over `seed`): a shifted, dropped or

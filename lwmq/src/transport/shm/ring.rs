@@ -1677,7 +1677,10 @@ mod tests {
             input.extend_from_slice(&data);
             complete += usize::from(fuzz_reader(&input) > 0);
         }
-        assert!(cfg!(miri) || complete > 0, "some inputs were whole messages");
+        assert!(
+            cfg!(miri) || complete > 0,
+            "some inputs were whole messages"
+        );
     }
 
     #[test]
