@@ -251,12 +251,6 @@ impl Socket {
     fn send_until(&self, msg: Message, timeout: Option<Option<Duration>>) -> Result<(), SendError> {
         let mut core = self.core();
         let timeout = timeout.unwrap_or(core.options.send_timeout);
-        if let Err(error) = self.shared.check_size(msg.frames().iter().map(|f| f.len())) {
-            return Err(SendError {
-                error,
-                message: msg,
-            });
-        }
         let spin = self.shared.spin(&core.options);
         let core = &mut *core;
         let mut held = Some(msg);
@@ -488,7 +482,6 @@ impl Socket {
         let mut fill = Some(fill);
         {
             let mut core = self.core();
-            self.shared.check_size(std::iter::once(len))?;
             let timeout = core.options.send_timeout;
             let spin = self.shared.spin(&core.options);
             let core = &mut *core;
@@ -675,7 +668,9 @@ impl Socket {
     pub fn set_heartbeat_timeout(&self, t: Option<Duration>) {
         self.set(|o| o.heartbeat_timeout = t);
     }
-    /// Largest message accepted from a peer; larger ones close the connection.
+    /// Largest message accepted from a peer, per frame as libzmq's MAXMSGSIZE (tcp,
+    /// unix and `ipc://` peers); a larger one closes the connection as a protocol
+    /// error. Applies to connections made afterwards. `None` (the default): no limit.
     pub fn set_max_msg_size(&self, n: Option<u64>) {
         self.set(|o| o.max_msg_size = n);
     }
@@ -767,7 +762,8 @@ impl Socket {
     }
     /// `ipc://`: bytes of each shared-memory ring (one per direction and connection),
     /// rounded up to a power of two between 4 KiB and 1 GiB; the connecting side's
-    /// value is used. The largest message is about half of it. Default 1 MiB.
+    /// value is used. A message larger than about half of it goes through the ring in
+    /// pieces (any size goes; see `docs/shm-layout.md`). Default 1 MiB.
     /// Applies to endpoints bound or connected afterwards.
     pub fn set_ipc_ring_size(&self, bytes: usize) {
         self.set(|o| o.ipc.ring_size = bytes);

@@ -5,14 +5,14 @@
 //! sockets' threads through the rings.
 //!
 //! What the socket learns from here, through its [`super::Limits`]: waits spin first
-//! (a shared-memory peer answers in well under a microsecond), and the smallest ring of
-//! its connections bounds the size of a message (checked at send).
+//! (a shared-memory peer answers in well under a microsecond). Messages of any size
+//! go: one the ring cannot hold at once travels in pieces (see `shm::ring`).
 
 use std::sync::atomic::Ordering;
 
 use super::ipc_engine::{Slot, hello, pipe_over};
 use super::reactor::{Command, Listener, Target, ThreadBind, ThreadConnect};
-use super::shm::{self, ShmListener};
+use super::shm::ShmListener;
 use super::{Attachment, PipeMeta, Request, Transport};
 use crate::monitor::EventKind;
 use crate::{Endpoint, Error, Result, SocketType};
@@ -46,8 +46,6 @@ impl Transport for Ipc {
         let options = req.options;
         // Check the options now so that a bad one fails here, not in the thread.
         req.socket.signal.shared_doorbell()?;
-        let ring = options.ipc.effective_ring_size();
-        req.socket.limits.ring.fetch_min(ring, Ordering::Relaxed);
         req.socket.limits.spin.store(true, Ordering::Relaxed);
         let id = super::next_pipe_id();
         let keeps_pipe = !options.immediate && options.socket_type != SocketType::Router;
@@ -114,73 +112,4 @@ fn bind(req: &Request<'_>) -> Result<Attachment> {
         pipes: Vec::new(),
         handle: Box::new(ThreadBind { id }),
     })
-}
-
-/// Bytes a message takes in a ring, by the ring's own accounting
-/// ([`shm::ring::record_len`] per frame): the total and the largest record.
-fn ring_bytes(frames: impl Iterator<Item = usize> + Clone) -> (usize, usize) {
-    let rec = |len: usize| {
-        shm::ring::record_len(len)
-            .and_then(|r| usize::try_from(r).ok())
-            .unwrap_or(usize::MAX)
-    };
-    let total = frames
-        .clone()
-        .fold(0usize, |a, len| a.saturating_add(rec(len)));
-    let largest = frames.map(rec).max().unwrap_or(0);
-    (total, largest)
-}
-
-/// The ring's rule: a message fits a ring of `ring` bytes when its records plus its
-/// largest record (room for a wrap) fit; [`Error::MessageTooLarge`] otherwise
-/// (`usize::MAX`: no ring, no limit).
-pub(crate) fn check_frames(ring: usize, lens: impl Iterator<Item = usize> + Clone) -> Result<()> {
-    if ring == usize::MAX {
-        return Ok(());
-    }
-    let (total, largest) = ring_bytes(lens.clone());
-    if total.saturating_add(largest) > ring {
-        return Err(Error::MessageTooLarge {
-            size: lens.fold(0u64, |a, l| a.saturating_add(l as u64)),
-            limit: (ring / 2).saturating_sub(8) as u64,
-        });
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::Message;
-
-    fn lens(m: &Message) -> impl Iterator<Item = usize> + Clone + '_ {
-        m.frames().iter().map(|f| f.len())
-    }
-
-    #[test]
-    fn size_check_follows_the_ring_accounting() {
-        let big = Message::from(vec![0u8; 1 << 20]);
-        assert!(
-            check_frames(usize::MAX, lens(&big)).is_ok(),
-            "no ipc ring: no limit"
-        );
-        assert!(check_frames(4096, lens(&Message::from(vec![0u8; 2000]))).is_ok());
-        // The exact boundary, as the ring itself draws it.
-        let (mut ring, _) = shm::segment::heap_ring(4096);
-        for (len, fits) in [(2040, true), (2041, false)] {
-            let m = Message::from(vec![0u8; len]);
-            assert_eq!(check_frames(4096, lens(&m)).is_ok(), fits, "{len}");
-            assert_eq!(
-                !matches!(ring.try_send(&m), Err(shm::ShmSendError::TooLarge { .. })),
-                fits,
-                "the ring agrees at {len}"
-            );
-        }
-        match check_frames(4096, std::iter::once(4096)) {
-            Err(Error::MessageTooLarge { size, limit }) => {
-                assert_eq!((size, limit), (4096, 2040));
-            }
-            other => panic!("{other:?}"),
-        }
-    }
 }

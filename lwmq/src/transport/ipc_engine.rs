@@ -49,6 +49,16 @@
 //!   send HWM (messages); once connected, the ring bounds what is in flight (bytes,
 //!   [`shm::ShmOptions::ring_size`]). The receive HWM does not apply (the peer's ring
 //!   is the receive buffer).
+//! - Message size: any. A message the ring cannot hold at once goes in pieces
+//!   (`shm::ring`): the sending thread writes them while the reader makes room, for up
+//!   to 2 ms ([`PIECES_SPIN`]); if pieces are left then (the reader is slow, or is the
+//!   sending thread itself), the writer hands the ring to the background thread, which
+//!   writes the rest and then the messages queued behind it (in the slot's `pending`,
+//!   up to the send HWM), every millisecond ([`FLUSH_RETRY`]), and hands the ring back.
+//!   The send returns once the first piece is in the ring; a socket closed meanwhile
+//!   lingers until the last piece is written (or the linger time passes), on either
+//!   side. MAXMSGSIZE (per frame) bounds what the reader accepts from the peer: a
+//!   larger frame, in the ring or announced in pieces, is a protocol error.
 //! - Subscriptions travel as ordinary ring messages, ZMTP 3.0 style (first byte 1 =
 //!   subscribe, 0 = cancel), which is what PUB/XPUB read from their pipes; a connect's
 //!   pipe replays the subscriptions in force to every new connection after the first.
@@ -69,16 +79,12 @@
 //! emits `protocol-error` with the reason and closes the control socket (the peer sees
 //! HUP), and a connecting socket reconnects after the interval.
 //!
-//! Nothing is lost silently. A message larger than what a ring can hold fails at `send`
-//! with [`Error::MessageTooLarge`], the message handed back: checked against the
-//! smallest ring of the socket's connections and connects (a connect's ring size is its
-//! own option, so it is known before any connection exists), and again by the ring
-//! itself when it is written (a connection with a smaller ring may have arrived since the
-//! check). A message queued before its connection existed that cannot fit the ring the
-//! connection got (a subscription, which no call can fail later, written to a new
-//! connection of a bound socket whose peer chose a small ring) is dropped when the ipc
-//! thread flushes the queue, and the monitor says `message-dropped` with what was
-//! dropped and why ("N bytes: larger than the peer's ring of M bytes ...").
+//! Nothing is lost silently. A message queued before its connection existed that can
+//! never be written (an empty one) is dropped when the ipc thread flushes the queue,
+//! and the monitor says `message-dropped` with what was dropped and why.
+//! A message in pieces that the peer announces and never completes, or completes with
+//! more or fewer bytes or frames than announced, is a protocol error (or, if the peer
+//! just stops, costs what it sent until the connection ends); see `docs/shm-layout.md`.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -107,6 +113,9 @@ const MAX_ACCEPT_ERRORS: usize = 64;
 const ACCEPT_RETRY: Duration = Duration::from_millis(10);
 /// How often the thread retries flushing queued messages into a full ring.
 const FLUSH_RETRY: Duration = Duration::from_millis(1);
+/// How long a sending thread keeps writing the pieces of a message larger than the
+/// ring while the reader makes room, before it hands the rest to the background thread.
+const PIECES_SPIN: Duration = Duration::from_millis(2);
 
 use crate::transport::lock;
 
@@ -265,7 +274,12 @@ impl IpcWriter {
                 r = tx.try_send(&msg);
             }
             match r {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    if tx.has_unfinished() {
+                        self.drive();
+                    }
+                    return Ok(());
+                }
                 Err(ShmSendError::Full) => return Err(WriteError::Full(msg)),
                 Err(e @ (ShmSendError::TooLarge { .. } | ShmSendError::Empty)) => {
                     // Socket::send checks sizes first, against the rings it knew of;
@@ -298,6 +312,57 @@ impl IpcWriter {
         }
         inner.pending.push_back(msg);
         Ok(())
+    }
+}
+
+impl IpcWriter {
+    /// Writes the rest of a message going in pieces (accepted by the ring, first piece
+    /// written) while the reader makes room, for up to [`PIECES_SPIN`]; then, if pieces
+    /// are left (the reader is busy, or is this very thread), hands the ring to the
+    /// background thread, which writes them and the messages queued meanwhile, in
+    /// order, and gives the ring back. Either way the writer keeps no unfinished
+    /// message: closing it never cuts one.
+    fn drive(&mut self) {
+        let Some((mut tx, conn)) = self.tx.take() else {
+            return;
+        };
+        let start = Instant::now();
+        let mut turns = 0u32;
+        loop {
+            match tx.continue_pieces() {
+                Ok(true) => {
+                    self.tx = Some((tx, conn));
+                    return;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    conn.end(Failure::Protocol(e.to_string()));
+                    return;
+                }
+            }
+            if !conn.alive() {
+                return;
+            }
+            turns += 1;
+            if turns % 64 == 0 {
+                if start.elapsed() >= PIECES_SPIN {
+                    break;
+                }
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+        tx.arm_space_notification();
+        match conn.io.upgrade() {
+            Some(io) => {
+                lock(&io.reflush).push((Arc::downgrade(&self.slot), tx, conn));
+                io.wake();
+            }
+            // No background thread (unit tests): keep the ring; the next write
+            // continues the pieces first.
+            None => self.tx = Some((tx, conn)),
+        }
     }
 }
 
@@ -650,9 +715,13 @@ struct Conn {
     endpoint: String,
     /// The connect that made it, if any.
     connecter: Option<u64>,
-    /// A ring not handed to the writer yet because queued messages are still being
-    /// flushed into it.
+    /// A ring not handed to the writer yet because queued messages (or the pieces of
+    /// one) are still being flushed into it.
     held_tx: Option<RingWriter>,
+    /// The socket closed while `held_tx` still had something to write: the connection
+    /// lingers until it is written, or until this time (`Some(None)`: no limit). Only
+    /// for accepted connections; a connect's linger is its `Connecter::closing`.
+    closing: Option<Option<Instant>>,
 }
 
 /// Where a new connection goes.
@@ -662,6 +731,8 @@ struct Target<'a> {
     endpoint: &'a str,
     /// The connect that made it, if any.
     connecter: Option<u64>,
+    /// MAXMSGSIZE of the socket (per frame): what the peer may send us.
+    max_msg_size: Option<u64>,
 }
 
 /// The ipc half of the background thread (see the module docs).
@@ -771,7 +842,9 @@ impl Engine {
 
     /// After shutdown: whether no connect lingers any more.
     pub(crate) fn finished(&self) -> bool {
-        self.shutting_down && !self.connecters.values().any(|c| c.closing.is_some())
+        self.shutting_down
+            && !self.connecters.values().any(|c| c.closing.is_some())
+            && !self.conns.values().any(|c| c.closing.is_some())
     }
 
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
@@ -791,6 +864,11 @@ impl Engine {
         }
         if self.conns.values().any(|c| c.held_tx.is_some()) {
             at(now + FLUSH_RETRY);
+        }
+        for c in self.conns.values() {
+            if let Some(Some(d)) = c.closing {
+                at(d);
+            }
         }
         if !self.accept_later.is_empty() {
             at(now + ACCEPT_RETRY);
@@ -883,6 +961,9 @@ impl Engine {
     /// messages queued for a connection not made yet linger: they go on until the
     /// queue is in a ring or `linger` passes.
     pub(crate) fn close_socket(&mut self, socket_id: u64, linger: Option<Duration>) {
+        // Rings a writer handed back (with a message still going in pieces) count as
+        // queued: take them in first.
+        self.handle_reflush();
         let ls: Vec<u64> = self
             .listeners
             .iter()
@@ -910,6 +991,14 @@ impl Engine {
             .map(|(t, _)| *t)
             .collect();
         for t in conns {
+            // An accepted connection with something still to write lingers too.
+            if let Some(c) = self.conns.get_mut(&t) {
+                if c.connecter.is_none() && c.held_tx.is_some() && linger != Some(Duration::ZERO) {
+                    c.closing = Some(linger.map(|l| Instant::now() + l));
+                    lock(&c.slot.inner).lingering = true;
+                    continue;
+                }
+            }
             self.drop_conn(t, None);
         }
     }
@@ -945,9 +1034,10 @@ impl Engine {
 
     /// Whether a connection belongs to a lingering connect.
     fn lingers(&self, c: &Conn) -> bool {
-        c.connecter
-            .and_then(|id| self.connecters.get(&id))
-            .is_some_and(|k| k.closing.is_some())
+        c.closing.is_some()
+            || c.connecter
+                .and_then(|id| self.connecters.get(&id))
+                .is_some_and(|k| k.closing.is_some())
     }
 
     /// Ends the lingering connects whose queue is in a ring, or whose time is over.
@@ -972,6 +1062,19 @@ impl Engine {
             .collect();
         for id in done {
             self.drop_connecter(id);
+        }
+        let done: Vec<Token> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                c.closing.is_some_and(|deadline| {
+                    c.held_tx.is_none() || deadline.is_some_and(|d| now >= d)
+                })
+            })
+            .map(|(t, _)| *t)
+            .collect();
+        for t in done {
+            self.drop_conn(t, None);
         }
     }
 
@@ -1019,11 +1122,12 @@ impl Engine {
             match l.listener.accept() {
                 Ok(None) => return,
                 Ok(Some(conn)) => {
-                    let (socket, endpoint, hwm, conflate) = (
+                    let (socket, endpoint, hwm, conflate, max_msg_size) = (
                         l.socket.clone(),
                         l.listener.endpoint().to_owned(),
                         l.options.send_hwm,
                         l.options.conflate,
+                        l.options.max_msg_size,
                     );
                     socket.monitors.emit(
                         EventKind::Accepted,
@@ -1041,6 +1145,7 @@ impl Engine {
                         socket: &socket,
                         endpoint: &endpoint,
                         connecter: None,
+                        max_msg_size,
                     };
                     self.install(conn, to, Some(pipe));
                 }
@@ -1075,8 +1180,10 @@ impl Engine {
             socket,
             endpoint,
             connecter,
+            max_msg_size,
         } = to;
-        let (mut tx, rx, peer, link) = conn.into_parts();
+        let (mut tx, mut rx, peer, link) = conn.into_parts();
+        rx.set_max_frame(max_msg_size);
         let token = self.token();
         let fd = link.control_fd();
         if let Err(e) = self
@@ -1086,10 +1193,6 @@ impl Engine {
             tracing::error!("ipc: cannot watch the connection to {endpoint}: {e}");
             return None;
         }
-        socket
-            .limits
-            .ring
-            .fetch_min(tx.capacity(), Ordering::Relaxed);
         let state = Arc::new(ConnState {
             alive: AtomicBool::new(true),
             key: token,
@@ -1140,6 +1243,7 @@ impl Engine {
                 endpoint: endpoint.to_owned(),
                 connecter,
                 held_tx,
+                closing: None,
             },
         );
         // The peer may have died before we registered.
@@ -1300,6 +1404,7 @@ impl Engine {
                     socket: &socket,
                     endpoint: &uri,
                     connecter: Some(id),
+                    max_msg_size: c.options.max_msg_size,
                 };
                 if let Some(t) = self.install(conn, to, deliver) {
                     if let Some(c) = self.connecters.get_mut(&id) {
@@ -1432,8 +1537,8 @@ impl Engine {
     }
 }
 
-/// Writes queued messages into a ring, oldest first; true once none is left. A message
-/// that can never fit the ring is dropped and reported on `socket`'s monitors
+/// Writes queued messages into a ring, oldest first (after the pieces of one going in
+/// pieces); true once none is left, nor any piece. A message that can never fit the ring is dropped and reported on `socket`'s monitors
 /// (`message-dropped`, see the module docs).
 fn flush(
     tx: &mut RingWriter,
@@ -1441,7 +1546,22 @@ fn flush(
     socket: &SocketHandle,
     endpoint: &str,
 ) -> bool {
-    while let Some(m) = pending.front() {
+    // Bounded: every turn takes a message off the queue or returns.
+    loop {
+        let Some(m) = pending.front() else {
+            // The last message may still be going in pieces.
+            return match tx.continue_pieces() {
+                Ok(true) => true,
+                Ok(false) => {
+                    tx.arm_space_notification();
+                    false
+                }
+                Err(e) => {
+                    tracing::warn!("ipc: the ring failed while flushing: {e}");
+                    false
+                }
+            };
+        };
         match tx.try_send(m) {
             Ok(()) => {}
             Err(ShmSendError::Full) => {
@@ -1475,7 +1595,6 @@ fn flush(
         }
         pending.pop_front();
     }
-    true
 }
 
 #[cfg(test)]
@@ -1483,9 +1602,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_message_the_ring_can_never_take_fails_its_write_and_comes_back() {
-        // A writer whose connection's ring (4 KiB) is smaller than what the socket's
-        // size check knew of when the message was sent.
+    fn a_message_larger_than_the_ring_goes_in_pieces_and_nothing_overtakes_it() {
+        // A writer over a 4 KiB ring, no background thread: the writer drives the
+        // pieces while a reader thread drains the ring.
         let slot = Slot::new(10, true);
         let (tx, mut rx) = shm::segment::heap_ring(4096);
         let state = Arc::new(ConnState {
@@ -1501,21 +1620,41 @@ mod tests {
             version: 0,
             tx: None,
         };
-        let big = Message::from(vec![7u8; 3000]);
-        match w.try_write(big.clone()) {
-            Err(WriteError::Unsendable(m, Error::MessageTooLarge { size, limit })) => {
-                assert_eq!(m, big, "the message comes back");
-                assert_eq!((size, limit), (3000, 2040));
+        let big = Message::from_frames([
+            (0..100_000u32).map(|i| i as u8).collect::<Vec<u8>>(),
+            vec![],
+            vec![5u8; 9000],
+        ]);
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while got.len() < 3 && Instant::now() < deadline {
+                match rx.try_recv().unwrap() {
+                    Some(m) => got.push(m),
+                    None => std::thread::yield_now(),
+                }
             }
-            other => panic!("{other:?}"),
+            got
+        });
+        w.try_write(Message::from("first")).unwrap();
+        w.try_write(big.clone()).unwrap();
+        // Whatever the writer did not finish within its spin, the next write finishes
+        // first (here, without a background thread, it keeps the ring).
+        loop {
+            match w.try_write(Message::from("last")) {
+                Ok(()) => break,
+                Err(WriteError::Full(_)) => std::thread::yield_now(),
+                Err(e) => panic!("{e:?}"),
+            }
         }
+        let got = reader.join().unwrap();
+        assert_eq!(got.len(), 3, "watchdog: the reader gave up");
+        assert_eq!(got[0], Message::from("first"));
+        assert_eq!(got[1], big);
+        assert_eq!(got[2], Message::from("last"));
         match w.try_write(Message::new()) {
             Err(WriteError::Unsendable(m, Error::InvalidArgument(_))) => assert!(m.is_empty()),
             other => panic!("{other:?}"),
         }
-        // The writer still works, and nothing was written for the refused ones.
-        w.try_write(Message::from("small")).unwrap();
-        assert_eq!(rx.try_recv().unwrap(), Some(Message::from("small")));
-        assert_eq!(rx.try_recv().unwrap(), None);
     }
 }

@@ -196,9 +196,6 @@ pub(crate) struct SocketHandle {
 /// knowing which transport said it.
 #[derive(Debug)]
 pub(crate) struct Limits {
-    /// The smallest shared-memory ring (bytes) of any connection or connect of the
-    /// socket: a message that cannot fit it fails at send (`usize::MAX`: none).
-    pub ring: Arc<AtomicUsize>,
     /// Whether a waiting call should spin before it parks (a shared-memory or inproc
     /// peer may answer in well under a microsecond).
     pub spin: AtomicBool,
@@ -216,7 +213,6 @@ impl SocketHandle {
             has_mail: AtomicBool::new(false),
             monitors: Monitors::default(),
             limits: Limits {
-                ring: Arc::new(AtomicUsize::new(usize::MAX)),
                 spin: AtomicBool::new(false),
             },
             recv_calls: Arc::new(AtomicU64::new(0)),
@@ -281,12 +277,6 @@ impl SocketHandle {
         } else {
             Duration::ZERO
         }
-    }
-
-    /// Fails with [`Error::MessageTooLarge`] if a message of frames of these lengths
-    /// can never go through every transport of this socket.
-    pub(crate) fn check_size(&self, lens: impl Iterator<Item = usize> + Clone) -> Result<()> {
-        ipc::check_frames(self.limits.ring.load(Ordering::Relaxed), lens)
     }
 }
 

@@ -128,3 +128,47 @@ pub fn in_own_process(test: &str, env: &[(&str, &str)], body: impl FnOnce()) {
 /// itself (a park lasts a day): a lost wake-up is then a hang (give the test a
 /// [`watchdog`]), not a 100 ms delay.
 pub const PARK_FOREVER: (&str, &str) = (lwmq::shm::wait::MAX_PARK_ENV, "86400000");
+
+/// Large messages for the tests of messages larger than a shared-memory ring.
+pub mod big {
+    use lwmq::Bytes;
+    use lwmq::Message;
+
+    /// `len` pseudo-random bytes (xorshift over `seed`): a shifted, dropped or
+    /// duplicated piece never compares equal.
+    pub fn pattern(len: usize, seed: u64) -> Bytes {
+        let mut v = vec![0u8; len];
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        for c in v.chunks_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            c.copy_from_slice(&x.to_le_bytes()[..c.len()]);
+        }
+        v.into()
+    }
+
+    /// Two messages of `size` payload bytes over one buffer (no copy of it): one frame,
+    /// and five frames (half, empty, a quarter, a quarter less 3, 3 bytes).
+    pub fn shapes(size: usize, seed: u64) -> [Message; 2] {
+        let b = pattern(size, seed);
+        let (h, q) = (size / 2, size / 4);
+        let multi = Message::from_frames([
+            b.slice(..h),
+            Bytes::new(),
+            b.slice(h..h + q),
+            b.slice(h + q..size - 3),
+            b.slice(size - 3..),
+        ]);
+        [Message::from(b), multi]
+    }
+
+    /// Whether `got` is `want`, frame for frame (without printing megabytes).
+    pub fn check(got: &Message, want: &Message, what: &str) {
+        let lens = |m: &Message| m.frames().iter().map(|f| f.len()).collect::<Vec<_>>();
+        assert_eq!(lens(got), lens(want), "{what}: frame lengths");
+        for (i, (g, w)) in got.frames().iter().zip(want.frames()).enumerate() {
+            assert!(g == w, "{what}: frame {i} differs");
+        }
+    }
+}

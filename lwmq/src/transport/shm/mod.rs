@@ -125,8 +125,9 @@ impl AllowedPeers {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShmOptions {
     /// Bytes of each ring (one per direction), rounded up to a power of two between
-    /// 4 KiB and 1 GiB. The connecting side's value is used for a connection. The
-    /// largest message is about half of it ([`RingWriter::max_message_size`]).
+    /// 4 KiB and 1 GiB. The connecting side's value is used for a connection. A
+    /// message larger than about half of it ([`RingWriter::max_message_size`]) goes
+    /// in pieces.
     /// Default 1 MiB.
     pub ring_size: usize,
     /// High-water mark in messages for the socket layer's queue (the ring itself is

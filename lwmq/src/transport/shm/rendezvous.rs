@@ -886,10 +886,32 @@ impl ShmConnection {
     /// Sends a message, waiting (spin, then park on our doorbell) while the ring is full.
     /// `timeout: None` waits for ever; the peer's death ends the wait with
     /// [`Error::Closed`].
+    ///
+    /// A message larger than the ring goes in pieces ([`RingWriter::try_send`]): this
+    /// waits until the last piece is written. If the timeout passes in between, the
+    /// error is [`Error::Timeout`] although the message is on its way: its remaining
+    /// pieces go first with the next send (or [`RingWriter::continue_pieces`]).
     pub fn send(&mut self, msg: &Message, timeout: Option<Duration>) -> Result<()> {
         let deadline = timeout.map(|t| Instant::now() + t);
+        self.send_step(deadline, &mut |tx| tx.try_send(msg))?;
+        if self.tx.has_unfinished() {
+            self.send_step(deadline, &mut |tx| match tx.continue_pieces() {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(ShmSendError::Full),
+                Err(e) => Err(e),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Runs `step` until it is not `Full`, waiting for space in between.
+    fn send_step(
+        &mut self,
+        deadline: Option<Instant>,
+        step: &mut dyn FnMut(&mut RingWriter) -> std::result::Result<(), ShmSendError>,
+    ) -> Result<()> {
         loop {
-            match self.tx.try_send(msg) {
+            match step(&mut self.tx) {
                 Ok(()) => return Ok(()),
                 Err(ShmSendError::Full) => {}
                 Err(e) => return Err(e.into()),
@@ -897,12 +919,12 @@ impl ShmConnection {
             let slice = slice_deadline(deadline);
             let tx = &mut self.tx;
             let r = self.bell.wait_until(self.spin, Some(slice), || {
-                match tx.try_send(msg) {
+                match step(tx) {
                     Err(ShmSendError::Full) => {}
                     r => return Some(r),
                 }
                 tx.arm_space_notification();
-                match tx.try_send(msg) {
+                match step(tx) {
                     Err(ShmSendError::Full) => None,
                     r => Some(r),
                 }

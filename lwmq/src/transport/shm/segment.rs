@@ -257,6 +257,11 @@ pub fn fuzz_reader(input: &[u8]) -> usize {
     }
     let mut reader = RingReader::new(seg.ring(0), None);
     reader.set_position_for_fuzzing(head);
+    // The low bits of `head` (unused as a position) pick a maximum frame size.
+    reader.set_max_frame(match head & 7 {
+        0 => None,
+        k => Some(1 << (2 * k)),
+    });
     let mut got = 0;
     for i in 0..SIZE {
         let r = if i % 2 == 0 {
