@@ -1,19 +1,19 @@
 //! The synchronization primitives of lock-free code in this crate: std's in a normal
-//! build, [loom]'s under `cfg(loom)`.
+//! build, [loom]'s under `cfg(lwmq_loom)`.
 //!
 //! Lock-free code (the stream pipe's [`spsc`](crate::transport::spsc) queue, the
 //! doorbell protocol's steps) takes its `Arc`, atomics, fences, `Mutex`, `thread` and
 //! `UnsafeCell` from here instead of from `std`. A normal build gets exactly std's types
 //! (re-exports; [`UnsafeCell`] is a zero-cost wrapper), so nothing changes at run time.
-//! Built with `RUSTFLAGS="--cfg loom"` (see `scripts/concurrency`) the same code runs on
+//! Built with `RUSTFLAGS="--cfg lwmq_loom"` (see `scripts/concurrency`) the same code runs on
 //! loom's types, and a `loom::model` test explores every interleaving, and every value
 //! the C11 memory model lets each load return, of a small scenario.
 //!
 //! Two rules for code that uses this module:
 //!
 //! - Loom's types only work inside `loom::model`. Tests of a module that uses them
-//!   are `#[cfg(not(loom))]` (std tests, run as usual and under Miri) or
-//!   `#[cfg(loom)]` (models, run by `scripts/concurrency`).
+//!   are `#[cfg(not(lwmq_loom))]` (std tests, run as usual and under Miri) or
+//!   `#[cfg(lwmq_loom)]` (models, run by `scripts/concurrency`).
 //! - Loom models SeqCst *fences* but treats SeqCst loads and stores as AcqRel, so a
 //!   store-then-load handshake (announce a flag, then look at the other side's
 //!   position) must put a `fence(SeqCst)` between the two, as every one in this crate
@@ -38,7 +38,7 @@ pub(crate) mod shared {
     pub(crate) use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering, fence};
 }
 
-#[cfg(not(loom))]
+#[cfg(not(lwmq_loom))]
 mod imp {
     pub(crate) use std::sync::{Arc, Condvar, Mutex};
     pub(crate) use std::thread;
@@ -80,7 +80,7 @@ mod imp {
     }
 }
 
-#[cfg(loom)]
+#[cfg(lwmq_loom)]
 mod imp {
     pub(crate) use loom::cell::UnsafeCell;
     pub(crate) use loom::sync::{Arc, Condvar, Mutex};
@@ -105,7 +105,7 @@ pub(crate) use imp::*;
 /// switched out while it could have gone on), unless `LOOM_MAX_PREEMPTIONS` says
 /// otherwise: bugs need few preemptions, and the unbounded state space of the queue's
 /// models takes hours.
-#[cfg(all(test, loom))]
+#[cfg(all(test, lwmq_loom))]
 pub(crate) fn model(f: impl Fn() + Sync + Send + 'static) {
     let mut builder = loom::model::Builder::new();
     builder.preemption_bound.get_or_insert(3);

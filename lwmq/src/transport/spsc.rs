@@ -308,14 +308,14 @@ impl<T> Producer<T> {
     /// Items pushed and not yet known to be popped (pushed but unflushed ones count;
     /// popped ones the consumer has not published yet do too). A hint: the consumer
     /// moves on meanwhile.
-    #[cfg(any(test, loom))]
+    #[cfg(any(test, lwmq_loom))]
     pub(crate) fn len_hint(&self) -> usize {
         self.write
             .wrapping_sub(self.shared.head.load(Ordering::Relaxed))
     }
 
     /// Whether [`push`](Self::push) would hand its item back now.
-    #[cfg(any(test, loom))]
+    #[cfg(any(test, lwmq_loom))]
     pub(crate) fn is_full(&mut self) -> bool {
         if self.closed {
             return true;
@@ -634,7 +634,7 @@ fn recv_blocking<T>(c: &mut Consumer<T>, consumer_ev: &Event, producer_ev: &Even
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(lwmq_loom)))]
 mod tests {
     use super::*;
     use std::sync::mpsc;
@@ -948,7 +948,7 @@ mod tests {
 /// Loom models (`scripts/concurrency`): every interleaving of a few pushes and pops,
 /// with the threads really sleeping on [`Event`]s, so a lost wake-up is a deadlock that
 /// loom reports.
-#[cfg(all(test, loom))]
+#[cfg(all(test, lwmq_loom))]
 mod loom_tests {
     use super::*;
     use crate::sync::atomic::AtomicUsize;

@@ -95,7 +95,7 @@ impl BellWord for AtomicU32 {
     }
 }
 
-#[cfg(loom)]
+#[cfg(lwmq_loom)]
 impl BellWord for crate::sync::atomic::AtomicU32 {
     fn load(&self, order: Ordering) -> u32 {
         crate::sync::atomic::AtomicU32::load(self, order)
@@ -637,7 +637,7 @@ pub(crate) mod tests {
 /// the way the kernel implements it: FUTEX_WAIT compares the word and goes to sleep
 /// under one lock, FUTEX_WAKE takes that lock to wake the sleepers; there is no timeout,
 /// so a lost wake-up is a deadlock, which loom reports.
-#[cfg(all(test, loom))]
+#[cfg(all(test, lwmq_loom))]
 mod loom_tests {
     use super::{BellWord, protocol};
     use crate::sync::atomic::{AtomicU32, Ordering};
