@@ -37,6 +37,10 @@ pub(crate) struct Hub {
     dns: Mutex<Option<DnsConfig>>,
     /// The context's domain (see [`Hub::domain`]); `None`: `LWMQ_DOMAIN` or `default`.
     domain: Mutex<Option<String>>,
+    /// How long the background thread keeps looking for work before it sleeps (see
+    /// [`reactor::IoSpin`]); `None`: `LWMQ_IO_SPIN_US` or the default. Set before the
+    /// background thread starts.
+    io_spin: Mutex<Option<Duration>>,
 }
 
 impl Hub {
@@ -123,6 +127,12 @@ impl Hub {
         });
     }
 
+    /// Sets how long the background thread looks for more work before it sleeps.
+    /// Takes effect for a background thread not started yet.
+    pub(crate) fn set_io_spin(&self, spin: Duration) {
+        *lock(&self.io_spin) = Some(spin);
+    }
+
     /// Sets the context's domain.
     pub(crate) fn set_domain(&self, domain: String) {
         *lock(&self.domain) = Some(domain);
@@ -182,7 +192,8 @@ impl Hub {
         let mut r = lock(&self.reactor);
         if r.is_none() {
             let dns = lock(&self.dns).clone().unwrap_or_else(DnsConfig::from_env);
-            *r = Some(reactor::start(dns)?);
+            let spin = lock(&self.io_spin).unwrap_or_else(reactor::IoSpin::from_env);
+            *r = Some(reactor::start(dns, spin)?);
         }
         match r.as_ref() {
             Some(t) => Ok(t.shared().clone()),
