@@ -29,6 +29,11 @@ const INPUT_MIN_SPARE: usize = 4 * 1024;
 /// as the bytes come.
 const INPUT_MAX_AHEAD: usize = 8 * 1024 * 1024;
 
+/// The largest receive buffer [`Connection::input_buffer`] keeps for reuse after the
+/// frame it held was handed out (larger ones go back to the allocator with the frame);
+/// a connection keeps at most two.
+const INPUT_KEEP_MAX: usize = 32 * 1024 * 1024;
+
 /// Handshake command frames are accepted up to this size even when the maximum message
 /// size is smaller.
 const HANDSHAKE_FRAME_LIMIT: u64 = 64 * 1024;
@@ -60,6 +65,12 @@ pub struct Connection {
     state: State,
     /// Received bytes not consumed yet.
     input: BytesMut,
+    /// How large `input`'s allocation is (its capacity when it was made).
+    input_alloc: usize,
+    /// Earlier receive buffers of large frames, emptied, whose allocations serve later
+    /// large frames once the application has dropped what was cut from them (see
+    /// [`Connection::make_room`]).
+    input_spares: [BytesMut; 2],
     /// Whether the second part of our greeting is queued.
     sent_greeting_rest: bool,
     /// The negotiated ZMTP minor version (valid once the greeting is parsed).
@@ -94,6 +105,8 @@ impl Connection {
             config,
             state: State::Greeting,
             input: BytesMut::new(),
+            input_alloc: 0,
+            input_spares: [BytesMut::new(), BytesMut::new()],
             sent_greeting_rest: greeting_sent,
             minor: greeting::MINOR,
             out: Transmit::default(),
@@ -149,9 +162,46 @@ impl Connection {
         }
         let spare = self.input.capacity() - self.input.len();
         if spare < want {
-            self.input.reserve(want.max(INPUT_CHUNK));
+            self.make_room(want.max(INPUT_CHUNK));
         }
         &mut self.input
+    }
+
+    /// Room for `need` more bytes in the receive buffer. The frames cut from a buffer
+    /// keep its allocation alive while the application holds them, so a new buffer is
+    /// needed while the last large message is still in use; the ones before are
+    /// usually free again by then. So a large buffer being replaced is kept (emptied,
+    /// up to two of them) and taken back for a later large frame once nothing cut from
+    /// it is alive: large messages in a row land in memory already touched, with no
+    /// allocation and no page faults each.
+    fn make_room(&mut self, need: usize) {
+        // Nothing cut from the current buffer alive: it takes the bytes in place.
+        if self.input.try_reclaim(need) {
+            return;
+        }
+        let len = self.input.len();
+        let mut next = BytesMut::new();
+        if need > INPUT_CHUNK {
+            for spare in &mut self.input_spares {
+                if spare.try_reclaim(len + need) {
+                    next = std::mem::take(spare);
+                    break;
+                }
+            }
+        }
+        if next.capacity() < len + need {
+            next = BytesMut::with_capacity(len + need);
+        }
+        next.extend_from_slice(&self.input);
+        let mut old = std::mem::replace(&mut self.input, next);
+        let old_alloc = std::mem::replace(&mut self.input_alloc, self.input.capacity());
+        if old_alloc > INPUT_CHUNK && old_alloc <= INPUT_KEEP_MAX {
+            old.clear();
+            // In place of the one kept longest.
+            self.input_spares.rotate_left(1);
+            let last = self.input_spares.len() - 1;
+            self.input_spares[last] = old;
+        }
     }
 
     /// Whether the bytes of a frame of more than 256 KiB are arriving: then reading
