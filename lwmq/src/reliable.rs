@@ -18,11 +18,10 @@
 //! Threads: the counters are written by the socket's user thread only and read by any
 //! thread (`Socket::reqrep_stats`, the introspection thread for `lwmq ls`).
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::hash::BuildHasher as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use hashbrown::{DefaultHashBuilder, HashTable};
@@ -159,29 +158,29 @@ pub trait ReplyCache: Send + fmt::Debug {
 }
 
 /// The default [`ReplyCache`]: in memory, at most `max_entries` replies, each served
-/// for at most `max_age` (the oldest go first).
+/// for at most `max_age` (the oldest go first; ages are measured on the kernel's coarse
+/// clock, to a few milliseconds).
 ///
 /// Made for the round trip's hot path: a lookup that finds nothing (every request's
-/// first copy) reads no clock and allocates nothing; a put reads the clock once, and
-/// once the cache is full (or entries age out) it reuses the place of the entry that
-/// goes, its key and its reply buffer, so it allocates nothing either (replies of up
-/// to 512 bytes are copied into that buffer, larger ones shared).
+/// first copy) reads no clock and allocates nothing; a put reads the coarse clock once
+/// and, once the cache is full (or entries age out), writes over the place of the entry
+/// that goes, reusing its key and its reply buffer: nothing is allocated either
+/// (replies of up to 512 bytes are copied into that buffer, larger ones shared).
 #[derive(Debug)]
 pub struct MemoryReplyCache {
     max_entries: usize,
     max_age: Duration,
-    /// The entries in the order they were put, oldest first (at most `max_entries`,
-    /// live or forgotten).
-    ring: VecDeque<Entry>,
-    /// The sequence number of `ring[0]` (entry `s` is `ring[s - first]`).
+    /// The entries, a ring: entry `s` (a sequence number) is at `ring[s % max_entries]`;
+    /// those from `first` to `next` (at most `max_entries`) are in it, live or
+    /// forgotten. It grows up to `max_entries` places, then its places are reused.
+    ring: Vec<Entry>,
     first: u64,
+    next: u64,
     /// The sequence numbers of the live entries, by the hash of their key.
     index: HashTable<u64>,
     hasher: DefaultHashBuilder,
     /// How many entries are live.
     live: usize,
-    /// An entry that went, for the next put to reuse.
-    spare: Option<Entry>,
 }
 
 /// One answered request of a [`MemoryReplyCache`].
@@ -190,7 +189,8 @@ struct Entry {
     key: RequestKey,
     /// The hash of `key` (to find its index slot again without hashing).
     hash: u64,
-    at: Instant,
+    /// When it was put, on [`crate::sys::coarse_now`]'s clock.
+    at: Duration,
     reply: KeptFrames,
     /// Still in the index (not replaced by a newer reply to the same key, nor found
     /// too old).
@@ -203,12 +203,12 @@ impl MemoryReplyCache {
         MemoryReplyCache {
             max_entries,
             max_age,
-            ring: VecDeque::new(),
+            ring: Vec::new(),
             first: 0,
+            next: 0,
             index: HashTable::new(),
             hasher: DefaultHashBuilder::default(),
             live: 0,
-            spare: None,
         }
     }
 
@@ -223,18 +223,15 @@ impl MemoryReplyCache {
         self.live == 0
     }
 
-    /// The sequence number of the live entry for `key`.
-    fn find(&self, hash: u64, key: &RequestKey) -> Option<u64> {
-        let (ring, first) = (&self.ring, self.first);
-        self.index
-            .find(hash, |&s| ring[(s - first) as usize].key == *key)
-            .copied()
+    /// The place of entry `seq` in the ring.
+    fn place(&self, seq: u64) -> usize {
+        place(seq, self.max_entries)
     }
 
     /// Takes entry `seq` out of the index (it stays in the ring until its turn).
     fn forget(&mut self, seq: u64) {
-        let (ring, first) = (&mut self.ring, self.first);
-        let e = &mut ring[(seq - first) as usize];
+        let i = self.place(seq);
+        let e = &mut self.ring[i];
         if let Ok(slot) = self.index.find_entry(e.hash, |&s| s == seq) {
             slot.remove();
         }
@@ -242,25 +239,30 @@ impl MemoryReplyCache {
         self.live -= 1;
     }
 
-    /// Drops entries from the front: forgotten ones, ones older than `max_age`, and as
-    /// many as needed to make room for one more. The last one dropped is kept as the
-    /// spare.
-    fn expire(&mut self, now: Instant) {
-        while let Some(front) = self.ring.front() {
+    /// Lets entries go from the front: forgotten ones, ones older than `max_age`, and
+    /// as many as needed to make room for one more.
+    fn expire(&mut self, now: Duration) {
+        while self.first < self.next {
+            let front = &self.ring[self.place(self.first)];
             let live = front.live;
             let go = !live
-                || self.ring.len() >= self.max_entries
-                || now.saturating_duration_since(front.at) > self.max_age;
+                || self.next - self.first >= self.max_entries as u64
+                || now.saturating_sub(front.at) > self.max_age;
             if !go {
                 break;
             }
             if live {
                 self.forget(self.first);
             }
-            self.spare = self.ring.pop_front();
             self.first += 1;
         }
     }
+}
+
+/// The place of entry `seq` in a ring of `n` places.
+fn place(seq: u64, n: usize) -> usize {
+    // The remainder is below `n`, a usize.
+    (seq % n as u64) as usize
 }
 
 impl Default for MemoryReplyCache {
@@ -271,10 +273,12 @@ impl Default for MemoryReplyCache {
 
 impl ReplyCache for MemoryReplyCache {
     fn get(&mut self, key: &RequestKey) -> Option<Message> {
-        let seq = self.find(self.hasher.hash_one(key), key)?;
+        let hash = self.hasher.hash_one(key);
+        let (ring, n) = (&self.ring, self.max_entries);
+        let seq = *self.index.find(hash, |&s| ring[place(s, n)].key == *key)?;
         // Found: only now is the clock read (a miss is the common case).
-        let e = &self.ring[(seq - self.first) as usize];
-        if e.at.elapsed() > self.max_age {
+        let e = &self.ring[self.place(seq)];
+        if crate::sys::coarse_now().saturating_sub(e.at) > self.max_age {
             self.forget(seq);
             return None;
         }
@@ -285,39 +289,53 @@ impl ReplyCache for MemoryReplyCache {
         if self.max_entries == 0 {
             return;
         }
-        let now = Instant::now();
-        let hash = self.hasher.hash_one(key);
-        if let Some(old) = self.find(hash, key) {
-            self.forget(old);
-        }
+        let now = crate::sys::coarse_now();
         self.expire(now);
-        let entry = match self.spare.take() {
-            Some(mut e) => {
-                e.key.clone_from(key);
-                e.hash = hash;
-                e.at = now;
-                e.reply.keep(reply.frames());
-                e.live = true;
-                e
+        let seq = self.next;
+        self.next += 1;
+        let hash = self.hasher.hash_one(key);
+        let (ring, n) = (&mut self.ring, self.max_entries);
+        // One look in the index: a reply put before to the same key is forgotten.
+        match self.index.entry(
+            hash,
+            |&s| ring[place(s, n)].key == *key,
+            |&s| ring[place(s, n)].hash,
+        ) {
+            hashbrown::hash_table::Entry::Occupied(mut o) => {
+                let old = std::mem::replace(o.get_mut(), seq);
+                ring[place(old, n)].live = false;
             }
-            None => {
-                let mut reply_frames = KeptFrames::default();
-                reply_frames.keep(reply.frames());
-                Entry {
-                    key: key.clone(),
-                    hash,
-                    at: now,
-                    reply: reply_frames,
-                    live: true,
-                }
+            hashbrown::hash_table::Entry::Vacant(v) => {
+                v.insert(seq);
+                self.live += 1;
             }
-        };
-        let seq = self.first + self.ring.len() as u64;
-        self.ring.push_back(entry);
-        self.live += 1;
-        let (ring, first) = (&self.ring, self.first);
-        self.index
-            .insert_unique(hash, seq, |&s| ring[(s - first) as usize].hash);
+        }
+        let i = place(seq, n);
+        if let Some(e) = ring.get_mut(i) {
+            // The place of an entry that went: reused, with its buffers.
+            e.key.request_id = key.request_id;
+            e.key.fingerprint = key.fingerprint;
+            // Most often the same requester's again: no count to take and drop.
+            if e.key.requester.as_ptr() != key.requester.as_ptr()
+                || e.key.requester.len() != key.requester.len()
+            {
+                e.key.requester = key.requester.clone();
+            }
+            e.hash = hash;
+            e.at = now;
+            e.reply.keep(reply.frames());
+            e.live = true;
+        } else {
+            let mut kept = KeptFrames::default();
+            kept.keep(reply.frames());
+            ring.push(Entry {
+                key: key.clone(),
+                hash,
+                at: now,
+                reply: kept,
+                live: true,
+            });
+        }
     }
 }
 
