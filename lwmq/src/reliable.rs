@@ -170,10 +170,14 @@ pub trait ReplyCache: Send + fmt::Debug {
 pub struct MemoryReplyCache {
     max_entries: usize,
     max_age: Duration,
-    /// The entries, a ring: entry `s` (a sequence number) is at `ring[s % max_entries]`;
-    /// those from `first` to `next` (at most `max_entries`) are in it, live or
-    /// forgotten. It grows up to `max_entries` places, then its places are reused.
+    /// The entries, a ring: entry `s` (a sequence number) is at `ring[s & mask]`; those
+    /// from `first` to `next` (at most `max_entries`) are in it, live or forgotten. It
+    /// grows as entries come, up to `mask + 1` places at most, then its places are
+    /// reused.
     ring: Vec<Entry>,
+    /// `max_entries` rounded up to a power of two, minus one (a mask, not a division,
+    /// on the hot path).
+    mask: u64,
     first: u64,
     next: u64,
     /// The sequence numbers of the live entries, by the hash of their key.
@@ -204,6 +208,9 @@ impl MemoryReplyCache {
             max_entries,
             max_age,
             ring: Vec::new(),
+            mask: (max_entries as u64)
+                .checked_next_power_of_two()
+                .map_or(u64::MAX, |p| p - 1),
             first: 0,
             next: 0,
             index: HashTable::new(),
@@ -225,7 +232,7 @@ impl MemoryReplyCache {
 
     /// The place of entry `seq` in the ring.
     fn place(&self, seq: u64) -> usize {
-        place(seq, self.max_entries)
+        place(seq, self.mask)
     }
 
     /// Takes entry `seq` out of the index (it stays in the ring until its turn).
@@ -259,10 +266,10 @@ impl MemoryReplyCache {
     }
 }
 
-/// The place of entry `seq` in a ring of `n` places.
-fn place(seq: u64, n: usize) -> usize {
-    // The remainder is below `n`, a usize.
-    (seq % n as u64) as usize
+/// The place of entry `seq` in a ring of `mask + 1` places.
+fn place(seq: u64, mask: u64) -> usize {
+    // Below the ring's length (a usize) or the next place to push.
+    (seq & mask) as usize
 }
 
 impl Default for MemoryReplyCache {
@@ -274,8 +281,10 @@ impl Default for MemoryReplyCache {
 impl ReplyCache for MemoryReplyCache {
     fn get(&mut self, key: &RequestKey) -> Option<Message> {
         let hash = self.hasher.hash_one(key);
-        let (ring, n) = (&self.ring, self.max_entries);
-        let seq = *self.index.find(hash, |&s| ring[place(s, n)].key == *key)?;
+        let (ring, mask) = (&self.ring, self.mask);
+        let seq = *self
+            .index
+            .find(hash, |&s| ring[place(s, mask)].key == *key)?;
         // Found: only now is the clock read (a miss is the common case).
         let e = &self.ring[self.place(seq)];
         if crate::sys::coarse_now().saturating_sub(e.at) > self.max_age {
@@ -294,23 +303,23 @@ impl ReplyCache for MemoryReplyCache {
         let seq = self.next;
         self.next += 1;
         let hash = self.hasher.hash_one(key);
-        let (ring, n) = (&mut self.ring, self.max_entries);
+        let (ring, mask) = (&mut self.ring, self.mask);
         // One look in the index: a reply put before to the same key is forgotten.
         match self.index.entry(
             hash,
-            |&s| ring[place(s, n)].key == *key,
-            |&s| ring[place(s, n)].hash,
+            |&s| ring[place(s, mask)].key == *key,
+            |&s| ring[place(s, mask)].hash,
         ) {
             hashbrown::hash_table::Entry::Occupied(mut o) => {
                 let old = std::mem::replace(o.get_mut(), seq);
-                ring[place(old, n)].live = false;
+                ring[place(old, mask)].live = false;
             }
             hashbrown::hash_table::Entry::Vacant(v) => {
                 v.insert(seq);
                 self.live += 1;
             }
         }
-        let i = place(seq, n);
+        let i = place(seq, mask);
         if let Some(e) = ring.get_mut(i) {
             // The place of an entry that went: reused, with its buffers.
             e.key.request_id = key.request_id;
@@ -453,7 +462,8 @@ mod tests {
 
     #[test]
     fn cache_keeps_serving_while_it_reuses_its_entries() {
-        let mut c = MemoryReplyCache::new(8, Duration::from_secs(60));
+        // Six entries in a ring of eight places: bounded by the count, not the places.
+        let mut c = MemoryReplyCache::new(6, Duration::from_secs(60));
         let big = Message::from(vec![Bytes::from(vec![1u8; 2000]), Bytes::from("tail")]);
         for id in 0..100u32 {
             let reply = if id % 3 == 0 {
@@ -462,14 +472,14 @@ mod tests {
                 Message::from(vec![Bytes::from(id.to_string()), Bytes::new()])
             };
             c.put(&key(id), &reply);
-            assert!(c.len() <= 8);
+            assert!(c.len() <= 6);
             assert_eq!(c.get(&key(id)), Some(reply), "request {id}");
-            if id >= 8 {
-                assert!(c.get(&key(id - 8)).is_none(), "request {} went", id - 8);
-                assert!(c.get(&key(id - 7)).is_some(), "request {} stays", id - 7);
+            if id >= 6 {
+                assert!(c.get(&key(id - 6)).is_none(), "request {} went", id - 6);
+                assert!(c.get(&key(id - 5)).is_some(), "request {} stays", id - 5);
             }
         }
-        assert_eq!(c.len(), 8);
+        assert_eq!(c.len(), 6);
         // The same request id from another requester, or with another body, is
         // another key.
         let mut other = key(99);
