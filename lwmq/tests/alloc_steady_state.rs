@@ -76,11 +76,15 @@ fn allocations(endpoint: &str) -> u64 {
         });
         sender.unwrap();
     };
-    run(WARM_UP);
+    counted(run, WARM_UP, MEASURED)
+}
+
+/// Allocations during `run(measured)`, after `run(warm_up)`.
+fn counted(run: impl Fn(usize), warm_up: usize, measured: usize) -> u64 {
+    run(warm_up);
     let before = ALLOCS.load(Ordering::Relaxed);
-    run(MEASURED);
-    let after = ALLOCS.load(Ordering::Relaxed);
-    after - before
+    run(measured);
+    ALLOCS.load(Ordering::Relaxed) - before
 }
 
 /// Round trips in the REQ/REP tests: the warm-up fills the REP's reply cache (1024
@@ -123,14 +127,11 @@ fn round_trip_allocations(endpoint: &str, resend: bool) -> u64 {
         });
         server.unwrap();
     };
-    run(RT_WARM_UP);
-    let before = ALLOCS.load(Ordering::Relaxed);
-    run(RT_MEASURED);
-    let after = ALLOCS.load(Ordering::Relaxed);
+    let n = counted(run, RT_WARM_UP, RT_MEASURED);
     // Every request was handled once and none answered from the cache.
     let s = rep.reqrep_stats();
     assert_eq!((s.replies_from_cache, s.duplicates_dropped), (0, 0));
-    after - before
+    n
 }
 
 #[test]
