@@ -368,30 +368,38 @@ impl Socket {
         // A zero timeout (try_recv) asks once, lets time pass once, and asks again: it
         // never gives the exchange up by itself.
         let poll_once = timeout == Some(Duration::ZERO);
-        let deadline = if poll_once { None } else { deadline(timeout) };
+        // One clock read per turn of the loop: the tick's, which also sets the
+        // deadline (on the first turn) and starts the wait's spin.
+        let mut deadline = None;
+        let mut first = true;
         loop {
             if let Some(r) = attempt(core) {
                 return r;
             }
             let now = Instant::now();
+            if first {
+                first = false;
+                deadline = timeout.filter(|_| !poll_once).map(|t| now + t);
+            }
             if deadline.is_some_and(|d| now >= d) {
                 return Err(core.pattern.recv_timed_out());
             }
             core.pattern.tick(now)?;
-            if let Some(r) = attempt(core) {
-                return r;
-            }
             if poll_once {
-                return Err(Error::WouldBlock);
+                return match attempt(core) {
+                    Some(r) => r,
+                    None => Err(Error::WouldBlock),
+                };
             }
             let wake = match (deadline, core.pattern.timer()) {
                 (Some(d), Some(t)) => Some(d.min(t)),
                 (d, t) => d.or(t),
             };
+            // The wait asks first thing: no look of our own after the tick.
             let got = self
                 .shared
                 .signal
-                .wait_until(spin, wake, || attempt(&mut *core));
+                .wait_from(now, spin, wake, || attempt(&mut *core));
             if let Some(r) = got {
                 return r;
             }

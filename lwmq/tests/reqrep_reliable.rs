@@ -537,9 +537,9 @@ impl lwmq::ReplyCache for SharedCache {
     fn get(&mut self, key: &lwmq::RequestKey) -> Option<Message> {
         self.0.lock().ok()?.get(key).cloned()
     }
-    fn put(&mut self, key: lwmq::RequestKey, reply: Message) {
+    fn put(&mut self, key: &lwmq::RequestKey, reply: &Message) {
         if let Ok(mut m) = self.0.lock() {
-            m.insert(key, reply);
+            m.insert(key.clone(), reply.clone());
         }
     }
 }

@@ -35,26 +35,27 @@ use bytes::{BufMut as _, Bytes, BytesMut};
 use super::{Pattern, PatternOptions, PipeId, Pipes, check_not_empty, split_envelope};
 use crate::message::FrameVec;
 use crate::monitor::EventKind;
-use crate::reliable::{Count, MemoryReplyCache, ReplyCache, RequestKey, fingerprint};
+use crate::reliable::{Count, KeptFrames, MemoryReplyCache, ReplyCache, RequestKey, fingerprint};
 use crate::transport::{Pipe, SocketHandle, WriteError};
 use crate::{Error, Message, Result, SendError};
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 enum ReqState {
     /// May send a request.
     Ready,
     /// Waiting for the reply to the request sent on `pipe` with `id`.
     Waiting { pipe: PipeId, id: u32 },
-    /// With resend: waiting for the reply to the exchange's request.
-    Resending(Box<Exchange>),
+    /// With resend: waiting for the reply to the exchange's request ([`Req::ex`]).
+    Resending,
 }
 
-/// One request of a REQ with resend, until its reply or until it is given up.
-#[derive(Debug)]
+/// One request of a REQ with resend, until its reply or until it is given up. The REQ
+/// keeps one and reuses it from request to request (nothing allocated per request).
+#[derive(Debug, Default)]
 struct Exchange {
     id: u32,
-    /// The request as it goes on the wire: id frame, delimiter, body.
-    wire: Message,
+    /// The request's body, for the resends (which put the id and delimiter back).
+    body: KeptFrames,
     /// Rounds started (the first send starts the first).
     rounds: u32,
     /// Times the request was written to a pipe.
@@ -82,7 +83,22 @@ pub(crate) struct Req {
     resend: Option<Duration>,
     attempts: u32,
     reporter: Reporter,
+    /// With resend: the current exchange (live while the state is `Resending`).
+    ex: Exchange,
+    /// Where the next request's body is kept, swapped into `ex` once the request went
+    /// (a send that fails leaves the current exchange as it is).
+    next_body: KeptFrames,
+    /// The buffer request id frames are cut from (see [`Req::id_frame`]).
+    ids: BytesMut,
+    /// A pipe came or went (or the socket's clock ticked) since the exchange's carrier
+    /// was last looked at: the receive looks again. The wait's spinning loop calls the
+    /// receive over and over, and looks at the carrier only then.
+    pipes_changed: bool,
 }
+
+/// Bytes of request id frames cut from one buffer: 256 ids, then the buffer is reused
+/// if every frame cut from it is gone (the replies to them came), else a new one made.
+const ID_BUFFER: usize = 1024;
 
 impl Default for Req {
     fn default() -> Self {
@@ -138,10 +154,34 @@ impl Default for Reporter {
     }
 }
 
+impl Exchange {
+    /// Begins the exchange of request `id`, just sent on `pipe` (its body is in `body`).
+    fn start(&mut self, id: u32, pipe: PipeId) {
+        self.id = id;
+        self.rounds = 1;
+        self.sent = 1;
+        self.peers.clear();
+        self.peers.push(pipe);
+        self.carrier = Some(pipe);
+        self.last = Some(pipe);
+        self.want_send = false;
+        self.due = None;
+    }
+
+    /// The request as it goes on the wire again: id frame, delimiter, body (a new
+    /// message: resends are rare).
+    fn wire(&self) -> Message {
+        let mut m = Message::from(self.body.frames());
+        m.push_front(Bytes::new());
+        m.push_front(Bytes::copy_from_slice(&self.id.to_ne_bytes()));
+        m
+    }
+}
+
 /// Writes the exchange's request to the next pipe that takes it. `Err` only for a
 /// request no pipe can ever take (larger than a ring).
 fn send_round(pipes: &mut Pipes, ex: &mut Exchange, reporter: &Reporter) -> Result<()> {
-    match pipes.write_balanced(ex.wire.clone()) {
+    match pipes.write_balanced(ex.wire()) {
         Ok(p) => {
             ex.sent += 1;
             let elsewhere = ex.last != Some(p);
@@ -213,14 +253,33 @@ impl Req {
             resend: None,
             attempts: crate::reliable::DEFAULT_REQ_RESEND_ATTEMPTS,
             reporter,
+            ex: Exchange::default(),
+            next_body: KeptFrames::default(),
+            ids: BytesMut::new(),
+            pipes_changed: false,
         }
+    }
+
+    /// A 4-byte frame with request id `id`, cut from the shared buffer `ids`: no
+    /// allocation of its own (one per [`ID_BUFFER`] bytes at most, none in steady
+    /// state, when the buffer is reclaimed).
+    fn id_frame(&mut self, id: u32) -> Bytes {
+        if self.ids.capacity() < 4 {
+            self.ids.reserve(ID_BUFFER);
+        }
+        self.ids.put_slice(&id.to_ne_bytes());
+        self.ids.split().freeze()
     }
 
     /// Ends the current exchange: the error the caller returns.
     fn give_up(&mut self) -> Error {
-        let ReqState::Resending(ex) = std::mem::replace(&mut self.state, ReqState::Ready) else {
+        if !matches!(
+            std::mem::replace(&mut self.state, ReqState::Ready),
+            ReqState::Resending
+        ) {
             return Error::Timeout;
-        };
+        }
+        let ex = &self.ex;
         self.reporter
             .report(Count::GivenUp, &self.pipes, ex.last, || {
                 format!(
@@ -237,14 +296,9 @@ impl Req {
     }
 
     fn recv_resending(&mut self) -> Result<Message> {
-        let ReqState::Resending(ex) = &mut self.state else {
-            return Err(Error::WouldBlock);
-        };
-        // `gone` is not needed here: the carrier is looked up in the live pipes.
-        self.pipes.gone.clear();
         while let Some((from, msg)) = self.pipes.read_fair() {
             match parse_reply(msg) {
-                Some((id, body)) if id == ex.id => {
+                Some((id, body)) if id == self.ex.id => {
                     self.state = ReqState::Ready;
                     return Ok(body);
                 }
@@ -263,19 +317,26 @@ impl Req {
                 }
             }
         }
-        // The connection that carried the request went away: the round ends now.
-        self.pipes.prune_closed();
-        self.pipes.gone.clear();
-        if ex.carrier.is_some_and(|p| !self.pipes.contains(p)) {
-            ex.carrier = None;
-            if ex.rounds < self.attempts {
-                ex.rounds += 1;
-                ex.want_send = true;
-                ex.due = None;
+        // The connection that carried the request went away: the round ends now. Looked
+        // at only when a pipe came or went, or the clock ticked (once per receive call,
+        // and when a round ends), not on every spin of a wait. (`gone` is not needed
+        // otherwise: the carrier is looked up in the live pipes.)
+        if self.pipes_changed || !self.pipes.gone.is_empty() {
+            self.pipes_changed = false;
+            self.pipes.prune_closed();
+            self.pipes.gone.clear();
+            let ex = &mut self.ex;
+            if ex.carrier.is_some_and(|p| !self.pipes.contains(p)) {
+                ex.carrier = None;
+                if ex.rounds < self.attempts {
+                    ex.rounds += 1;
+                    ex.want_send = true;
+                    ex.due = None;
+                }
             }
         }
-        if ex.want_send {
-            if let Err(e) = send_round(&mut self.pipes, ex, &self.reporter) {
+        if self.ex.want_send {
+            if let Err(e) = send_round(&mut self.pipes, &mut self.ex, &self.reporter) {
                 self.state = ReqState::Ready;
                 self.reporter.handle.reqrep.add(Count::GivenUp);
                 return Err(e);
@@ -288,9 +349,11 @@ impl Req {
 impl Pattern for Req {
     fn attach(&mut self, id: PipeId, pipe: Pipe) {
         self.pipes.add(id, pipe);
+        self.pipes_changed = true;
     }
     fn detach(&mut self, id: PipeId) {
         self.pipes.remove(id);
+        self.pipes_changed = true;
     }
     fn configure(&mut self, opts: &PatternOptions) {
         self.correlate = opts.req_correlate;
@@ -310,30 +373,27 @@ impl Pattern for Req {
         }
         let msg = check_not_empty(msg)?;
         let id = self.next_id.wrapping_add(1);
-        let correlate = self.correlate || self.resend.is_some();
+        let resend = self.resend.is_some();
+        let correlate = self.correlate || resend;
+        // With resend the body is kept for the next rounds (copied when small).
+        if resend {
+            self.next_body.keep(msg.frames());
+        }
         let mut wire = msg;
         wire.push_front(Bytes::new());
         if correlate {
-            wire.push_front(Bytes::copy_from_slice(&id.to_ne_bytes()));
+            let frame = self.id_frame(id);
+            wire.push_front(frame);
         }
-        // With resend the request is kept for the next rounds (its frames are shared).
-        let kept = self.resend.map(|_| wire.clone());
         match self.pipes.write_balanced(wire) {
             Ok(pipe) => {
                 self.next_id = id;
-                self.state = match kept {
-                    Some(wire) => ReqState::Resending(Box::new(Exchange {
-                        id,
-                        wire,
-                        rounds: 1,
-                        sent: 1,
-                        peers: vec![pipe],
-                        carrier: Some(pipe),
-                        last: Some(pipe),
-                        want_send: false,
-                        due: None,
-                    })),
-                    None => ReqState::Waiting { pipe, id },
+                self.state = if resend {
+                    std::mem::swap(&mut self.ex.body, &mut self.next_body);
+                    self.ex.start(id, pipe);
+                    ReqState::Resending
+                } else {
+                    ReqState::Waiting { pipe, id }
                 };
                 Ok(())
             }
@@ -353,7 +413,7 @@ impl Pattern for Req {
                     "a REQ socket must send a request before receiving".into(),
                 ));
             }
-            ReqState::Resending(_) => return self.recv_resending(),
+            ReqState::Resending => return self.recv_resending(),
             ReqState::Waiting { pipe, id } => (pipe, id),
         };
         self.pipes.gone.clear();
@@ -411,11 +471,11 @@ impl Pattern for Req {
         (matches!(self.state, ReqState::Ready) || self.relaxed) && self.pipes.any_writable()
     }
     fn timed(&self) -> bool {
-        self.resend.is_some() || matches!(self.state, ReqState::Resending(_))
+        self.resend.is_some() || matches!(self.state, ReqState::Resending)
     }
     fn timer(&self) -> Option<Instant> {
-        match &self.state {
-            ReqState::Resending(ex) => ex.due,
+        match self.state {
+            ReqState::Resending => self.ex.due,
             _ => None,
         }
     }
@@ -423,9 +483,12 @@ impl Pattern for Req {
         let Some(interval) = self.resend else {
             return Ok(());
         };
-        let ReqState::Resending(ex) = &mut self.state else {
+        if !matches!(self.state, ReqState::Resending) {
             return Ok(());
-        };
+        }
+        // The receive looks at the carrier again after a tick (see `pipes_changed`).
+        self.pipes_changed = true;
+        let ex = &mut self.ex;
         let due = *ex
             .due
             .get_or_insert_with(|| now.checked_add(interval).unwrap_or(now));
@@ -447,7 +510,7 @@ impl Pattern for Req {
     }
     fn recv_timed_out(&mut self) -> Error {
         match self.state {
-            ReqState::Resending(_) => self.give_up(),
+            ReqState::Resending => self.give_up(),
             _ => Error::Timeout,
         }
     }
@@ -479,6 +542,23 @@ pub(crate) struct Rep {
     /// The size and age the default cache was made with (`None`: the user's cache).
     cache_bounds: Option<(usize, Duration)>,
     reporter: Reporter,
+    /// The requester of each pipe's direct requests (see [`request_key`]).
+    requesters: Requesters,
+}
+
+/// The requester part of the [`RequestKey`] of requests that come straight from a pipe's
+/// peer (no ROUTER in between), made once per pipe: such a request's key costs no
+/// allocation. (One that came through ROUTERs has its hops in its key, made for it.)
+#[derive(Debug, Default)]
+struct Requesters(Vec<(PipeId, Bytes)>);
+
+impl Requesters {
+    /// Forgets the pipes the REP no longer has.
+    fn forget(&mut self, gone: impl IntoIterator<Item = PipeId>) {
+        for id in gone {
+            self.0.retain(|(p, _)| *p != id);
+        }
+    }
 }
 
 impl Default for Rep {
@@ -491,6 +571,7 @@ impl Default for Rep {
 /// without one (libzmq's plain REQ).
 fn request_key(
     pipes: &Pipes,
+    known: &mut Requesters,
     pipe: PipeId,
     envelope: &[Bytes],
     body: &Message,
@@ -501,6 +582,27 @@ fn request_key(
     }
     let request_id = u32::from_ne_bytes(envelope[n - 2].as_ref().try_into().ok()?);
     let hops = &envelope[..n - 2];
+    let requester = if !hops.is_empty() {
+        requester(pipes, pipe, hops)
+    } else if let Some((_, r)) = known.0.iter().find(|(p, _)| *p == pipe) {
+        r.clone()
+    } else {
+        let r = requester(pipes, pipe, hops);
+        // Only for a pipe the REP has (a request read ahead may outlive its pipe).
+        if pipes.contains(pipe) {
+            known.0.push((pipe, r.clone()));
+        }
+        r
+    };
+    Some(RequestKey {
+        requester,
+        request_id,
+        fingerprint: fingerprint(body.frames()),
+    })
+}
+
+/// The requester of a request that came on `pipe` through `hops` (see [`RequestKey`]).
+fn requester(pipes: &Pipes, pipe: PipeId, hops: &[Bytes]) -> Bytes {
     let mut r = BytesMut::new();
     let rid = pipes
         .meta(pipe)
@@ -520,11 +622,7 @@ fn request_key(
         r.put_u32(h.len() as u32);
         r.put_slice(h);
     }
-    Some(RequestKey {
-        requester: r.freeze(),
-        request_id,
-        fingerprint: fingerprint(body.frames()),
-    })
+    r.freeze()
 }
 
 impl Rep {
@@ -537,6 +635,7 @@ impl Rep {
             cache: Box::new(MemoryReplyCache::new(o.rep_cache_size, o.rep_cache_age)),
             cache_bounds: Some((o.rep_cache_size, o.rep_cache_age)),
             reporter,
+            requesters: Requesters::default(),
         }
     }
 
@@ -557,12 +656,18 @@ impl Rep {
             let Some(i) = self.pipes.list.iter().position(|(p, _)| *p == pipe) else {
                 return;
             };
+            // Nothing queued (the common case): done, without a read's bookkeeping.
+            if self.pipes.list[i].1.reader.is_empty() {
+                return;
+            }
             let Ok(Some(msg)) = self.pipes.list[i].1.reader.try_read() else {
                 return;
             };
             read += 1;
             let copy = split_envelope(msg.clone())
-                .and_then(|(env, body)| request_key(&self.pipes, pipe, &env, &body))
+                .and_then(|(env, body)| {
+                    request_key(&self.pipes, &mut self.requesters, pipe, &env, &body)
+                })
                 .is_some_and(|k| &k == key);
             if copy {
                 self.reporter
@@ -586,6 +691,7 @@ impl Pattern for Rep {
     fn detach(&mut self, id: PipeId) {
         self.pipes.remove(id);
         self.ahead.retain(|(p, _)| *p != id);
+        self.requesters.forget([id]);
     }
     fn configure(&mut self, opts: &PatternOptions) {
         let bounds = (opts.rep_cache_size, opts.rep_cache_age);
@@ -612,8 +718,12 @@ impl Pattern for Rep {
                 message: msg,
             });
         };
+        // Remembered before it goes: the write takes the message. (A reply that can
+        // never go is followed by another one, put again under the same key.)
+        if let Some(k) = key.as_ref().filter(|_| self.dedup()) {
+            self.cache.put(k, &msg);
+        }
         let envelope_len = envelope.len();
-        let kept = key.as_ref().map(|_| msg.clone());
         let mut frames = envelope;
         frames.extend(msg);
         match self.pipes.write_to(pipe, Message::from(frames)) {
@@ -640,11 +750,8 @@ impl Pattern for Rep {
         }
         // Answered (even if the reply was dropped: a copy that comes again, by another
         // way, is answered from the cache).
-        if let (Some(key), Some(reply), true) = (key, kept, self.dedup()) {
-            if in_turn {
-                self.drop_queued_copies(pipe, &key);
-            }
-            self.cache.put(key, reply);
+        if let (Some(key), true, true) = (key, in_turn, self.dedup()) {
+            self.drop_queued_copies(pipe, &key);
         }
         Ok(())
     }
@@ -654,7 +761,10 @@ impl Pattern for Rep {
                 "a REP socket must send the reply before receiving again".into(),
             ));
         }
-        self.pipes.gone.clear();
+        if !self.pipes.gone.is_empty() {
+            let gone = self.pipes.gone.drain(..).map(|(id, _)| id);
+            self.requesters.forget(gone);
+        }
         loop {
             let (next, in_turn) = match self.ahead.pop_front() {
                 Some(m) => (Some(m), false),
@@ -672,7 +782,7 @@ impl Pattern for Rep {
                 continue;
             };
             let key = if self.dedup() {
-                request_key(&self.pipes, pipe, &envelope, &body)
+                request_key(&self.pipes, &mut self.requesters, pipe, &envelope, &body)
             } else {
                 None
             };

@@ -367,6 +367,17 @@ impl Signal {
         self.bell().wait_until(spin, deadline, ready)
     }
 
+    /// As [`Signal::wait_until`], for a caller that has just read the clock (`now`).
+    pub(crate) fn wait_from<T>(
+        &self,
+        now: Instant,
+        spin: Duration,
+        deadline: Option<Instant>,
+        ready: impl FnMut() -> Option<T>,
+    ) -> Option<T> {
+        self.bell().wait_from(now, spin, deadline, ready)
+    }
+
     /// As [`Signal::wait_until`], parked on several signals at once (any ring wakes).
     pub(crate) fn wait_any<T>(
         signals: &[&Signal],

@@ -305,9 +305,20 @@ impl Doorbell {
         &self,
         spin: Duration,
         deadline: Option<Instant>,
+        ready: impl FnMut() -> Option<T>,
+    ) -> Option<T> {
+        self.wait_from(Instant::now(), spin, deadline, ready)
+    }
+
+    /// As [`Doorbell::wait_until`], for a caller that has just read the clock: the
+    /// spin counts from `start` (one clock read less on the way to a wait).
+    pub fn wait_from<T>(
+        &self,
+        start: Instant,
+        spin: Duration,
+        deadline: Option<Instant>,
         mut ready: impl FnMut() -> Option<T>,
     ) -> Option<T> {
-        let start = Instant::now();
         let mut i = 0u32;
         // No spin asked: straight to the announce-recheck-park loop below.
         while !spin.is_zero() {
