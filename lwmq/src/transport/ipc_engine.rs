@@ -746,6 +746,10 @@ pub(crate) struct Engine {
     next_token: usize,
     /// Listeners to accept on again after [`ACCEPT_RETRY`].
     accept_later: Vec<u64>,
+    /// What `handle_reflush` swaps with the shared list (kept, so that a ring handed
+    /// back for every large message allocates nothing).
+    #[allow(clippy::type_complexity)]
+    reflush_spare: Vec<(Weak<Slot>, RingWriter, Arc<ConnState>)>,
     /// Shutdown asked: exit once no connect lingers.
     shutting_down: bool,
 }
@@ -802,6 +806,7 @@ impl Engine {
             conns: HashMap::new(),
             next_token: 1,
             accept_later: Vec::new(),
+            reflush_spare: Vec::new(),
             shutting_down: false,
         }
     }
@@ -1452,8 +1457,9 @@ impl Engine {
 
     /// Rings writers handed back so that queued control messages go first.
     fn handle_reflush(&mut self) {
-        let back = std::mem::take(&mut *lock(&self.shared.reflush));
-        for (slot, tx, state) in back {
+        let mut back = std::mem::take(&mut self.reflush_spare);
+        std::mem::swap(&mut back, &mut *lock(&self.shared.reflush));
+        for (slot, tx, state) in back.drain(..) {
             let Some(slot) = slot.upgrade() else { continue };
             if let Some(c) = self.conns.get_mut(&state.key) {
                 if Arc::ptr_eq(&c.state, &state) && Arc::ptr_eq(&c.slot, &slot) {
@@ -1461,6 +1467,7 @@ impl Engine {
                 }
             }
         }
+        self.reflush_spare = back;
     }
 
     /// Ends a connection: `peer_gone` when its control socket hung up.
