@@ -1283,25 +1283,19 @@ impl Engine {
             }
         }
         // Flush queued messages into rings that were full.
-        let held: Vec<Token> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.held_tx.is_some())
-            .map(|(t, _)| *t)
-            .collect();
-        for t in held {
-            if let Some(c) = self.conns.get_mut(&t) {
-                if let Some(mut tx) = c.held_tx.take() {
-                    let mut inner = lock(&c.slot.inner);
-                    if flush(&mut tx, &mut inner.pending, &c.socket, &c.endpoint) {
-                        inner.tx = Some((tx, c.state.clone()));
-                        drop(inner);
-                        c.slot.changed();
-                        c.socket.signal.notify();
-                    } else {
-                        drop(inner);
-                        c.held_tx = Some(tx);
-                    }
+        // (No list of them first: this runs every FLUSH_RETRY while a ring is held,
+        // and allocated each time.)
+        for c in self.conns.values_mut() {
+            if let Some(mut tx) = c.held_tx.take() {
+                let mut inner = lock(&c.slot.inner);
+                if flush(&mut tx, &mut inner.pending, &c.socket, &c.endpoint) {
+                    inner.tx = Some((tx, c.state.clone()));
+                    drop(inner);
+                    c.slot.changed();
+                    c.socket.signal.notify();
+                } else {
+                    drop(inner);
+                    c.held_tx = Some(tx);
                 }
             }
         }
