@@ -21,7 +21,8 @@
 //! number of bytes in use, at most `N`. Each side keeps a private copy of the other's
 //! position (`head_cache`, `tail_cache`) and reloads it only when the copy says "full"
 //! or "empty", so a busy ring moves a control line between the caches once per batch,
-//! not once per message; the hot path makes no system call.
+//! not once per message; the hot path makes no system call. The reader publishes its
+//! `head` per batch too (see `RingReader::release`).
 //!
 //! # Records (in the data area, `N` bytes)
 //!
