@@ -1450,6 +1450,47 @@ mod tests {
     }
 
     #[test]
+    fn head_is_published_per_batch_and_always_once_drained() {
+        let ring = 8192u64;
+        let (mut w, mut r) = heap_ring(ring as usize);
+        let m = Message::from(vec![3u8; 56]); // 64-byte records
+        let mut sent = 0u64;
+        while w.try_send(&m).is_ok() {
+            sent += 1;
+        }
+        assert_eq!(sent, ring / 64);
+        assert_eq!(w.free_space().unwrap(), 0);
+        // Behind the writer: progress is shown an eighth of the ring at a time.
+        let mut got = 0u64;
+        while got * 64 < ring / 2 {
+            assert!(r.try_recv().unwrap().is_some());
+            got += 1;
+            let free = w.free_space().unwrap() as u64;
+            if got == 1 {
+                assert_eq!(free, 0, "published per message while behind");
+            }
+            assert!(free <= got * 64, "more space than consumed: {free}");
+            assert!(
+                got * 64 - free < ring / 8,
+                "{} consumed, {free} shown",
+                got * 64
+            );
+        }
+        // Drained: everything is shown before the reader can find the ring empty.
+        while r.try_recv().unwrap().is_some() {
+            got += 1;
+        }
+        assert_eq!(got, sent);
+        assert_eq!(w.free_space().unwrap() as u64, ring);
+        // Caught up with each message (a ping-pong): each one is shown at once.
+        for _ in 0..3 {
+            w.try_send(&m).unwrap();
+            assert!(r.try_recv().unwrap().is_some());
+            assert_eq!(w.free_space().unwrap() as u64, ring);
+        }
+    }
+
+    #[test]
     fn too_large_is_an_error_not_a_hang() {
         let (mut w, mut r) = heap_ring(4096);
         let limit = w.max_message_size();
