@@ -44,6 +44,9 @@ pub struct Summary {
     pub slowest_sub_msgs_per_s: Option<f64>,
     /// pubsub: received / sent, averaged over subscribers (PUB drops at the HWM).
     pub delivered: Option<f64>,
+    /// Page faults per message in steady state, all sides together.
+    #[serde(default)]
+    pub faults_per_msg: Option<f64>,
 }
 
 fn median(mut v: Vec<f64>) -> Option<f64> {
@@ -142,6 +145,7 @@ pub fn summarize(plan: &Plan, runs: &[Run]) -> Vec<Summary> {
                 gb_per_s: gb,
                 slowest_sub_msgs_per_s: slowest,
                 delivered,
+                faults_per_msg: median(ok.iter().filter_map(|r| r.faults_per_msg).collect()),
             });
         }
     }
@@ -184,6 +188,16 @@ fn si(v: Option<f64>) -> String {
         Some(x) if x >= 1e3 => format!("{:.1} k", x / 1e3),
         Some(x) => format!("{x:.0}"),
         None => "—".into(),
+    }
+}
+
+/// Page faults per message: `0` when none at all, otherwise three significant digits.
+fn faults(f: Option<f64>) -> String {
+    match f {
+        None => "—".into(),
+        Some(0.0) => "0".into(),
+        Some(v) if v >= 100.0 => format!("{v:.0}"),
+        Some(v) => format!("{v:.3}"),
     }
 }
 
@@ -255,7 +269,9 @@ pub fn markdown(res: &Results) -> String {
          with lwmq on the URI scheme the row's user would type (tcp↔tcp, inproc↔inproc, \
          ipc/shm↔lwmq ipc-spin, tcp-curve↔tcp-curve); *best* with lwmq's best transport \
          in that table through its `Socket` (the transport-only `ipc-raw-*` rows are not \
-         compared).\n"
+         compared). *faults/msg*: page faults (minor + major, getrusage) per message in \
+         steady state, every side's process together (after the warm-up round trips, or \
+         the first tenth of a stream).\n"
     );
     let sizes = |sc: &str| -> Vec<usize> {
         p.cases
@@ -296,19 +312,19 @@ pub fn markdown(res: &Results) -> String {
                 "rtt" => {
                     let _ = writeln!(
                         s,
-                        "| contender | transport | median | p99 | p99.9 | max | × same scheme | × best | ok |\n|---|---|--:|--:|--:|--:|--:|--:|--:|"
+                        "| contender | transport | median | p99 | p99.9 | max | × same scheme | × best | faults/msg | ok |\n|---|---|--:|--:|--:|--:|--:|--:|--:|--:|"
                     );
                 }
                 "thr" => {
                     let _ = writeln!(
                         s,
-                        "| contender | transport | msgs/s | GB/s | × same scheme | × best | ok |\n|---|---|--:|--:|--:|--:|--:|"
+                        "| contender | transport | msgs/s | GB/s | × same scheme | × best | faults/msg | ok |\n|---|---|--:|--:|--:|--:|--:|--:|"
                     );
                 }
                 _ => {
                     let _ = writeln!(
                         s,
-                        "| contender | transport | msgs/s per sub (mean) | slowest sub | delivered | × same scheme | × best | ok |\n|---|---|--:|--:|--:|--:|--:|--:|"
+                        "| contender | transport | msgs/s per sub (mean) | slowest sub | delivered | × same scheme | × best | faults/msg | ok |\n|---|---|--:|--:|--:|--:|--:|--:|--:|"
                     );
                 }
             }
@@ -323,6 +339,7 @@ pub fn markdown(res: &Results) -> String {
                     )
                 };
                 let ok = format!("{}/{}", x.reps_ok, x.reps);
+                let pf = faults(x.faults_per_msg);
                 let name = if x.contender == "lwmq" {
                     format!("**{}**", x.contender)
                 } else {
@@ -332,7 +349,7 @@ pub fn markdown(res: &Results) -> String {
                     "rtt" => {
                         let _ = writeln!(
                             s,
-                            "| {name} | {} | {} | {} | {} | {} | {same} | {vs_best} | {ok} |",
+                            "| {name} | {} | {} | {} | {} | {} | {same} | {vs_best} | {pf} | {ok} |",
                             x.transport,
                             us(x.median_ns),
                             us(x.p99_ns),
@@ -343,7 +360,7 @@ pub fn markdown(res: &Results) -> String {
                     "thr" => {
                         let _ = writeln!(
                             s,
-                            "| {name} | {} | {} | {} | {same} | {vs_best} | {ok} |",
+                            "| {name} | {} | {} | {} | {same} | {vs_best} | {pf} | {ok} |",
                             x.transport,
                             si(x.msgs_per_s),
                             x.gb_per_s.map_or("—".into(), |g| format!("{g:.3}"))
@@ -352,7 +369,7 @@ pub fn markdown(res: &Results) -> String {
                     _ => {
                         let _ = writeln!(
                             s,
-                            "| {name} | {} | {} | {} | {} | {same} | {vs_best} | {ok} |",
+                            "| {name} | {} | {} | {} | {} | {same} | {vs_best} | {pf} | {ok} |",
                             x.transport,
                             si(x.msgs_per_s),
                             si(x.slowest_sub_msgs_per_s),

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::scenario::{Latency, Rate, Report};
+use crate::scenario::{Faults, Latency, Rate, Report};
 
 /// One way of running one contender: a transport and how it is pinned.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -97,6 +97,8 @@ pub fn all_variants() -> Vec<Variant> {
     let mut v = vec![
         variant("lwmq", "ipc-spin", false, true, &all),
         variant("lwmq", "ipc-park", false, true, &all),
+        // send_with/recv_with: round trip between PAIRs, PUSH/PULL (see drivers/lwmq.rs).
+        variant("lwmq", "ipc-loan", false, true, &pair),
         variant("lwmq", "tcp", false, false, &all),
         curve_variant("lwmq"),
         variant("lwmq", "unix", false, false, &all),
@@ -235,6 +237,10 @@ pub struct Run {
     pub sent: Option<u64>,
     /// Each subscriber's rate (pubsub).
     pub subs: Vec<Rate>,
+    /// Page faults (minor + major) per message in steady state, all sides together
+    /// (each side's count over its measured messages; see `scenario::Faults`).
+    #[serde(default)]
+    pub faults_per_msg: Option<f64>,
 }
 
 /// The peer processes of one run and the channel their stdout lines arrive on.
@@ -247,6 +253,10 @@ struct Group {
     tx: mpsc::Sender<(usize, Option<String>)>,
     rx: mpsc::Receiver<(usize, Option<String>)>,
     deadline: Instant,
+    /// The page-fault counts the peers reported so far.
+    faults: Vec<Faults>,
+    /// Which children's stdout has ended.
+    ended: Vec<bool>,
 }
 
 impl Group {
@@ -260,6 +270,8 @@ impl Group {
             tx,
             rx,
             deadline: Instant::now() + timeout,
+            faults: Vec::new(),
+            ended: Vec::new(),
         })
     }
 
@@ -289,6 +301,7 @@ impl Group {
             }
         });
         self.stdins.push(child.stdin.take());
+        self.ended.push(false);
         self.children.push((label.to_owned(), child));
         let tx = self.tx.clone();
         std::thread::spawn(move || {
@@ -321,14 +334,36 @@ impl Group {
                 Some(l) => {
                     let r: Report = serde_json::from_str(&l)
                         .with_context(|| format!("{label} printed something else: {l:?}"))?;
-                    return Ok((idx, r));
+                    match r {
+                        Report::Faults(f) => self.faults.push(f),
+                        r => return Ok((idx, r)),
+                    }
                 }
                 None => {
+                    self.ended[idx] = true;
                     let status = self.children[idx].1.wait()?;
                     if !status.success() {
                         bail!("{label} failed ({status}){}", self.why(idx));
                     }
                 }
+            }
+        }
+    }
+
+    /// After `reap`: the page-fault reports still in the peers' output, for up to
+    /// `grace`.
+    fn drain(&mut self, grace: Duration) {
+        let until = Instant::now() + grace;
+        while self.ended.iter().any(|e| !e) {
+            let left = until.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok((idx, None)) => self.ended[idx] = true,
+                Ok((_, Some(l))) => {
+                    if let Ok(Report::Faults(f)) = serde_json::from_str(&l) {
+                        self.faults.push(f);
+                    }
+                }
+                Err(_) => return,
             }
         }
     }
@@ -407,6 +442,7 @@ struct Outcome {
     rate: Option<Rate>,
     sent: Option<u64>,
     subs: Vec<Rate>,
+    faults_per_msg: Option<f64>,
 }
 
 fn common_args(plan: &Plan, v: &Variant, case: &Case, name: &str) -> Vec<String> {
@@ -450,6 +486,16 @@ fn run_one(plan: &Plan, v: &Variant, case: &Case, name: &str, pinned: bool) -> R
         rate: None,
         sent: None,
         subs: Vec::new(),
+        faults_per_msg: None,
+    };
+    // Sides that report page faults: the one process of an in-process pair (its
+    // count covers both threads), each process otherwise.
+    let sides = if v.in_process {
+        1
+    } else if case.scenario == "pubsub" {
+        1 + plan.subs
+    } else {
+        2
     };
     let cores =
         |c: &'static str| -> Vec<&'static str> { if pinned { vec!["--cores", c] } else { vec![] } };
@@ -533,6 +579,16 @@ fn run_one(plan: &Plan, v: &Variant, case: &Case, name: &str, pinned: bool) -> R
     if !failures.is_empty() {
         bail!("{}", failures.join("; "));
     }
+    g.drain(Duration::from_secs(2));
+    // Per message of the run: the sum of each side's faults per message it counted
+    // (unknown if a side did not report, e.g. its end marker was lost).
+    if g.faults.len() == sides {
+        out.faults_per_msg = g
+            .faults
+            .iter()
+            .map(Faults::per_message)
+            .sum::<Option<f64>>();
+    }
     check(case, &out)?;
     Ok(out)
 }
@@ -609,9 +665,11 @@ pub fn run(plan: &Plan, mut progress: impl FnMut(&Run)) -> Vec<Run> {
                     rate: None,
                     sent: None,
                     subs: Vec::new(),
+                    faults_per_msg: None,
                 };
                 match res {
                     Ok(o) => {
+                        r.faults_per_msg = o.faults_per_msg;
                         r.latency = o.latency;
                         r.rate = o.rate;
                         r.sent = o.sent;

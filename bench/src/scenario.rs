@@ -60,14 +60,109 @@ pub struct Rate {
     pub gaps: u64,
 }
 
+/// Page faults one side took over its measured messages (getrusage of its process:
+/// every thread of it, the library's background threads included).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct Faults {
+    /// Minor and major page faults.
+    pub minor: u64,
+    pub major: u64,
+    /// Messages (round trips, sends or receives) they were counted over.
+    pub messages: u64,
+}
+
+impl Faults {
+    /// Page faults per message, or `None` if nothing was counted.
+    pub fn per_message(&self) -> Option<f64> {
+        (self.messages > 0).then(|| (self.minor + self.major) as f64 / self.messages as f64)
+    }
+}
+
+/// This process's page faults so far: (minor, major).
+fn faults_now() -> (u64, u64) {
+    // SAFETY: `ru` is plain data owned by this frame; getrusage only writes into it.
+    unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        if libc::getrusage(libc::RUSAGE_SELF, &mut ru) != 0 {
+            return (0, 0);
+        }
+        (ru.ru_minflt as u64, ru.ru_majflt as u64)
+    }
+}
+
+/// Counts page faults from the first message after a warm-up (a tenth of the run, so
+/// buffers that grow at the start are not counted: steady state) to the end.
+struct FaultCount {
+    since: Instant,
+    warmup: Duration,
+    start: Option<(u64, u64)>,
+    ticks: u64,
+    messages: u64,
+}
+
+impl FaultCount {
+    fn after(warmup: Duration) -> FaultCount {
+        FaultCount {
+            since: Instant::now(),
+            warmup,
+            start: None,
+            ticks: 0,
+            messages: 0,
+        }
+    }
+
+    /// Counting from now on.
+    fn now() -> FaultCount {
+        let mut c = FaultCount::after(Duration::ZERO);
+        c.start = Some(faults_now());
+        c
+    }
+
+    /// One message went by (after the first thousand, the clock is read every 64
+    /// messages only: cheap for small messages, soon enough for large ones).
+    fn tick(&mut self) {
+        if self.start.is_some() {
+            self.messages += 1;
+            return;
+        }
+        self.ticks += 1;
+        if (self.ticks < 1024 || self.ticks.is_multiple_of(64))
+            && self.since.elapsed() >= self.warmup
+        {
+            self.start = Some(faults_now());
+        }
+    }
+
+    fn done(&self) -> Faults {
+        let (minor, major) = match self.start {
+            Some((a, b)) => {
+                let (c, d) = faults_now();
+                (c.saturating_sub(a), d.saturating_sub(b))
+            }
+            None => (0, 0),
+        };
+        Faults {
+            minor,
+            major,
+            messages: self.messages,
+        }
+    }
+}
+
 /// One line from a peer process.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Report {
-    Ready { endpoint: String },
+    Ready {
+        endpoint: String,
+    },
     Latency(Latency),
     Rate(Rate),
-    Sent { sent: u64 },
+    Sent {
+        sent: u64,
+    },
+    /// A side's page faults over its measured messages (after its other reports).
+    Faults(Faults),
 }
 
 /// Arguments of one peer process (or, for inproc, of both sides in one process).
@@ -176,14 +271,23 @@ fn message(size: usize, kind: u8) -> Vec<u8> {
 }
 
 /// Round-trip server: echoes every data message until the end marker.
-pub fn rtt_server(peer: &mut dyn Peer, size: usize) -> Result<()> {
+/// Returns the page faults over the requests after the client's `warmup` ones.
+pub fn rtt_server(peer: &mut dyn Peer, size: usize, warmup: u64) -> Result<Faults> {
     let reply = message(size, DATA);
     let mut head = [0u8; HEAD];
+    let mut served = 0u64;
+    let mut faults = FaultCount::now();
     loop {
         let n = peer.recv(&mut head)?;
         match head[0] {
-            END => return Ok(()),
+            END => return Ok(faults.done()),
             DATA => {
+                served += 1;
+                if served == warmup {
+                    faults = FaultCount::now();
+                } else {
+                    faults.tick();
+                }
                 ensure!(
                     n == size,
                     "round trip: request of {n} bytes, expected {size}"
@@ -202,7 +306,7 @@ pub fn rtt_client(
     size: usize,
     duration: Duration,
     warmup: u64,
-) -> Result<Latency> {
+) -> Result<(Latency, Faults)> {
     let req = message(size, DATA);
     let mut head = [0u8; HEAD];
     let mut hist =
@@ -221,36 +325,44 @@ pub fn rtt_client(
         one(peer)?;
     }
     let start = Instant::now();
+    let mut faults = FaultCount::now();
     loop {
         let t0 = Instant::now();
         one(peer)?;
+        faults.tick();
         let t1 = Instant::now();
         hist.saturating_record((t1 - t0).as_nanos().max(1) as u64);
         if t1 - start >= duration {
             break;
         }
     }
+    let faults = faults.done();
     peer.send(&message(HEAD, END))?;
-    Ok(Latency {
-        round_trips: hist.len(),
-        min_ns: hist.min(),
-        median_ns: hist.value_at_quantile(0.5),
-        p99_ns: hist.value_at_quantile(0.99),
-        p999_ns: hist.value_at_quantile(0.999),
-        max_ns: hist.max(),
-        mean_ns: hist.mean(),
-    })
+    Ok((
+        Latency {
+            round_trips: hist.len(),
+            min_ns: hist.min(),
+            median_ns: hist.value_at_quantile(0.5),
+            p99_ns: hist.value_at_quantile(0.99),
+            p999_ns: hist.value_at_quantile(0.999),
+            max_ns: hist.max(),
+            mean_ns: hist.mean(),
+        },
+        faults,
+    ))
 }
 
 /// Stream sender: data messages for `duration`, then the end marker. Returns the
-/// number of data messages sent.
-pub fn stream_send(peer: &mut dyn Peer, size: usize, duration: Duration) -> Result<u64> {
+/// number of data messages sent and the page faults after the first tenth of the run.
+pub fn stream_send(peer: &mut dyn Peer, size: usize, duration: Duration) -> Result<(u64, Faults)> {
     let mut msg = message(size, DATA);
     let start = Instant::now();
     let mut seq: u64 = 0;
+    let mut faults = FaultCount::after(duration / 10);
     loop {
         msg[1..9].copy_from_slice(&seq.to_le_bytes());
         peer.send(&msg)?;
+        faults.tick();
         seq += 1;
         // Look at the clock every 64 messages: cheap next to a send, fine-grained
         // enough for a duration of a tenth of a second or more.
@@ -258,12 +370,20 @@ pub fn stream_send(peer: &mut dyn Peer, size: usize, duration: Duration) -> Resu
             break;
         }
     }
+    let faults = faults.done();
     peer.send(&message(HEAD, END))?;
-    Ok(seq)
+    Ok((seq, faults))
 }
 
-/// Stream receiver: counts data messages from the first one to the end marker.
-pub fn stream_recv(peer: &mut dyn Peer, size: usize, stamp_each: bool) -> Result<Rate> {
+/// Stream receiver: counts data messages from the first one to the end marker; page
+/// faults from a tenth of `duration` after the first one.
+pub fn stream_recv(
+    peer: &mut dyn Peer,
+    size: usize,
+    duration: Duration,
+    stamp_each: bool,
+) -> Result<(Rate, Faults)> {
+    let mut faults = FaultCount::after(duration / 10);
     let mut head = [0u8; HEAD];
     let mut first: Option<Instant> = None;
     let mut last = Instant::now();
@@ -279,11 +399,13 @@ pub fn stream_recv(peer: &mut dyn Peer, size: usize, stamp_each: bool) -> Result
                 let seq = u64::from_le_bytes(head[1..9].try_into().expect("8 bytes"));
                 if first.is_none() {
                     first = Some(Instant::now());
+                    faults = FaultCount::after(duration / 10);
                 } else if seq != expect {
                     gaps += 1;
                 }
                 expect = seq + 1;
                 received += 1;
+                faults.tick();
                 if stamp_each {
                     last = Instant::now();
                 }
@@ -309,17 +431,20 @@ pub fn stream_recv(peer: &mut dyn Peer, size: usize, stamp_each: bool) -> Result
     } else {
         0.0
     };
-    Ok(Rate {
-        received,
-        seconds,
-        msgs_per_s,
-        gb_per_s: msgs_per_s * size as f64 / 1e9,
-        gaps,
-    })
+    Ok((
+        Rate {
+            received,
+            seconds,
+            msgs_per_s,
+            gb_per_s: msgs_per_s * size as f64 / 1e9,
+            gaps,
+        },
+        faults.done(),
+    ))
 }
 
 /// Subscriber: waits for the publisher's warm-up, says ready, then measures.
-fn subscriber(peer: &mut dyn Peer, size: usize) -> Result<Rate> {
+fn subscriber(peer: &mut dyn Peer, size: usize, duration: Duration) -> Result<(Rate, Faults)> {
     let mut head = [0u8; HEAD];
     loop {
         peer.recv(&mut head)?;
@@ -332,12 +457,17 @@ fn subscriber(peer: &mut dyn Peer, size: usize) -> Result<Rate> {
     })?;
     // Each message is stamped: the end marker is repeated by the publisher every few
     // milliseconds and may be dropped, so its arrival is not the end of the data.
-    stream_recv(peer, size, true)
+    stream_recv(peer, size, duration, true)
 }
 
 /// Publisher: warm-up messages until the runner says `go` (every subscriber has seen
 /// one), the measured stream, then end markers until the runner closes stdin.
-fn publisher(peer: &mut dyn Peer, size: usize, duration: Duration, c: &Control) -> Result<u64> {
+fn publisher(
+    peer: &mut dyn Peer,
+    size: usize,
+    duration: Duration,
+    c: &Control,
+) -> Result<(u64, Faults)> {
     let warm = message(HEAD, WARMUP);
     let start = Instant::now();
     while !c.go.load(Ordering::Acquire) {
@@ -348,14 +478,14 @@ fn publisher(peer: &mut dyn Peer, size: usize, duration: Duration, c: &Control) 
             "publisher: no go from the runner within 60 s"
         );
     }
-    let sent = stream_send(peer, size, duration)?;
+    let (sent, faults) = stream_send(peer, size, duration)?;
     let end = message(HEAD, END);
     let start = Instant::now();
     while !c.eof.load(Ordering::Acquire) && start.elapsed() < Duration::from_secs(60) {
         peer.send(&end)?;
         std::thread::sleep(Duration::from_millis(5));
     }
-    Ok(sent)
+    Ok((sent, faults))
 }
 
 /// Runs one peer process (`lwmq-bench peer ...`).
@@ -385,33 +515,39 @@ pub fn run_peer(a: &PeerArgs) -> Result<()> {
             // normal end, even if the end marker was discarded when the client closed.
             REPORTED.store(true, Ordering::Release);
             let mut p = bind(Kind::Rep)?;
-            rtt_server(p.as_mut(), size)?;
+            let f = rtt_server(p.as_mut(), size, a.warmup)?;
+            emit(&Report::Faults(f))?;
             wait_eof(&c);
         }
         "rtt-client" => {
             let mut p = connect(Kind::Req)?;
-            let l = rtt_client(p.as_mut(), size, a.duration, a.warmup)?;
+            let (l, f) = rtt_client(p.as_mut(), size, a.duration, a.warmup)?;
+            emit(&Report::Faults(f))?;
             emit(&Report::Latency(l))?;
         }
         "thr-pull" => {
             let mut p = bind(Kind::Pull)?;
-            let r = stream_recv(p.as_mut(), size, false)?;
+            let (r, f) = stream_recv(p.as_mut(), size, a.duration, false)?;
+            emit(&Report::Faults(f))?;
             emit(&Report::Rate(r))?;
         }
         "thr-push" => {
             let mut p = connect(Kind::Push)?;
-            let sent = stream_send(p.as_mut(), size, a.duration)?;
+            let (sent, f) = stream_send(p.as_mut(), size, a.duration)?;
+            emit(&Report::Faults(f))?;
             emit(&Report::Sent { sent })?;
             wait_eof(&c);
         }
         "pub" => {
             let mut p = bind(Kind::Pub)?;
-            let sent = publisher(p.as_mut(), size, a.duration, &c)?;
+            let (sent, f) = publisher(p.as_mut(), size, a.duration, &c)?;
+            emit(&Report::Faults(f))?;
             emit(&Report::Sent { sent })?;
         }
         "sub" => {
             let mut p = connect(Kind::Sub)?;
-            let r = subscriber(p.as_mut(), size)?;
+            let (r, f) = subscriber(p.as_mut(), size, a.duration)?;
+            emit(&Report::Faults(f))?;
             emit(&Report::Rate(r))?;
         }
         other => bail!("unknown role {other:?}"),
@@ -438,15 +574,14 @@ fn run_pair(a: &PeerArgs) -> Result<()> {
         // The other side waits for this; if it has gone, its own error is reported.
         let _ = tx.send(ep);
         match bind_kind {
+            // Its faults are not reported: the other side's count is the process's.
             Kind::Rep => {
-                rtt_server(p.as_mut(), args.size)?;
+                rtt_server(p.as_mut(), args.size, args.warmup)?;
                 Ok(None)
             }
-            _ => Ok(Some(Report::Rate(stream_recv(
-                p.as_mut(),
-                args.size,
-                false,
-            )?))),
+            _ => Ok(Some(Report::Rate(
+                stream_recv(p.as_mut(), args.size, args.duration, false)?.0,
+            ))),
         }
     });
     if let Some(&core) = a.cores.get(1) {
@@ -456,15 +591,16 @@ fn run_pair(a: &PeerArgs) -> Result<()> {
         .recv_timeout(Duration::from_secs(30))
         .context("the binding thread did not bind")?;
     let mut p = driver.connect(connect_kind, &a.transport, &ep, a.size)?;
+    // This side's page faults are those of the whole process: both sides.
     let mine = match connect_kind {
-        Kind::Req => Some(Report::Latency(rtt_client(
-            p.as_mut(),
-            a.size,
-            a.duration,
-            a.warmup,
-        )?)),
+        Kind::Req => {
+            let (l, f) = rtt_client(p.as_mut(), a.size, a.duration, a.warmup)?;
+            emit(&Report::Faults(f))?;
+            Some(Report::Latency(l))
+        }
         _ => {
-            let sent = stream_send(p.as_mut(), a.size, a.duration)?;
+            let (sent, f) = stream_send(p.as_mut(), a.size, a.duration)?;
+            emit(&Report::Faults(f))?;
             emit(&Report::Sent { sent })?;
             None
         }

@@ -9,6 +9,12 @@
 //! One `lwmq::Context` per process. Sends copy the buffer into a new `Message` (one
 //! allocation and one copy, like `zmq_send`); receives take the message the socket
 //! hands out.
+//!
+//! `ipc-loan` is `ipc-spin` through the in-place API, as iceoryx2 is measured with its
+//! loaned samples: `Socket::send_with` copies the buffer straight into the peer's ring
+//! (one copy, no allocation) and `Socket::recv_with` reads the message in the ring
+//! (only the scenario's head bytes are copied). The in-place path is PAIR, PUSH/PULL
+//! and DEALER's, so its round trip runs between two PAIR sockets.
 
 use std::time::Duration;
 
@@ -29,7 +35,9 @@ impl Lwmq {
     }
 
     fn socket(&self, kind: Kind, transport: &str, max_size: usize) -> Result<lwmq::Socket> {
+        let loan = transport == "ipc-loan";
         let t = match kind {
+            Kind::Req | Kind::Rep if loan => SocketType::Pair,
             Kind::Req => SocketType::Req,
             Kind::Rep => SocketType::Rep,
             Kind::Push => SocketType::Push,
@@ -102,7 +110,7 @@ fn configure_transport(s: &lwmq::Socket, transport: &str, max_size: usize) -> Re
         bail!("{why}");
     }
     let spin = match transport {
-        "ipc-spin" => SPIN_FOREVER,
+        "ipc-spin" | "ipc-loan" => SPIN_FOREVER,
         "ipc-park" => Duration::ZERO,
         _ => return Ok(()),
     };
@@ -130,16 +138,34 @@ pub fn version() -> String {
 
 struct LwmqPeer {
     socket: lwmq::Socket,
+    /// `ipc-loan`: `send_with`/`recv_with`.
+    loan: bool,
 }
 
 impl Peer for LwmqPeer {
     fn send(&mut self, msg: &[u8]) -> Result<()> {
+        if self.loan {
+            return self
+                .socket
+                .send_with(msg.len(), |buf| buf.copy_from_slice(msg))
+                .map_err(|e| anyhow!("lwmq send_with: {e}"));
+        }
         self.socket
             .send(Bytes::copy_from_slice(msg))
             .map_err(|e| anyhow!("lwmq send: {e}"))
     }
 
     fn recv(&mut self, head: &mut [u8]) -> Result<usize> {
+        if self.loan {
+            let got = self
+                .socket
+                .recv_with(|frames| match frames.len() {
+                    1 => Ok(frames.frame(0).map_or(0, |f| copy_head(f, head))),
+                    n => Err(n),
+                })
+                .map_err(|e| anyhow!("lwmq recv_with: {e}"))?;
+            return got.map_err(|n| anyhow!("expected a single-frame message, got {n} frames"));
+        }
         let m = self.socket.recv().map_err(|e| anyhow!("lwmq recv: {e}"))?;
         match m.frames() {
             [frame] => Ok(copy_head(frame, head)),
@@ -165,7 +191,7 @@ impl Driver for Lwmq {
         let addr = match split_resend(transport).0 {
             "tcp" | "tcp-curve" => "tcp://127.0.0.1:0".to_owned(),
             "unix" => format!("unix://@lwmq-bench/{name}"),
-            "ipc-spin" | "ipc-park" => format!("ipc://lwmq-bench-{name}"),
+            "ipc-spin" | "ipc-park" | "ipc-loan" => format!("ipc://lwmq-bench-{name}"),
             "inproc" => format!("inproc://{name}"),
             other => bail!("lwmq has no transport {other:?} here"),
         };
@@ -176,7 +202,8 @@ impl Driver for Lwmq {
         let endpoint = socket
             .bind(&addr)
             .map_err(|e| anyhow!("lwmq bind {addr}: {e}"))?;
-        Ok((Box::new(LwmqPeer { socket }), endpoint))
+        let loan = transport == "ipc-loan";
+        Ok((Box::new(LwmqPeer { socket, loan }), endpoint))
     }
 
     fn connect(
@@ -197,6 +224,7 @@ impl Driver for Lwmq {
             .connect(endpoint)
             .map_err(|e| anyhow!("lwmq connect {endpoint}: {e}"))
             .context("lwmq driver")?;
-        Ok(Box::new(LwmqPeer { socket }))
+        let loan = transport == "ipc-loan";
+        Ok(Box::new(LwmqPeer { socket, loan }))
     }
 }

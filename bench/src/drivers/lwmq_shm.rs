@@ -46,6 +46,10 @@ fn socket_type(kind: Kind) -> SocketType {
 }
 
 /// The binding side holds the listener until its one peer has connected.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per peer, made once; the connection is used in place"
+)]
 enum Conn {
     Listening(ShmListener),
     Connected(ShmConnection),

@@ -746,6 +746,10 @@ pub(crate) struct Engine {
     next_token: usize,
     /// Listeners to accept on again after [`ACCEPT_RETRY`].
     accept_later: Vec<u64>,
+    /// What `handle_reflush` swaps with the shared list (kept, so that a ring handed
+    /// back for every large message allocates nothing).
+    #[allow(clippy::type_complexity)]
+    reflush_spare: Vec<(Weak<Slot>, RingWriter, Arc<ConnState>)>,
     /// Shutdown asked: exit once no connect lingers.
     shutting_down: bool,
 }
@@ -802,6 +806,7 @@ impl Engine {
             conns: HashMap::new(),
             next_token: 1,
             accept_later: Vec::new(),
+            reflush_spare: Vec::new(),
             shutting_down: false,
         }
     }
@@ -1278,25 +1283,19 @@ impl Engine {
             }
         }
         // Flush queued messages into rings that were full.
-        let held: Vec<Token> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.held_tx.is_some())
-            .map(|(t, _)| *t)
-            .collect();
-        for t in held {
-            if let Some(c) = self.conns.get_mut(&t) {
-                if let Some(mut tx) = c.held_tx.take() {
-                    let mut inner = lock(&c.slot.inner);
-                    if flush(&mut tx, &mut inner.pending, &c.socket, &c.endpoint) {
-                        inner.tx = Some((tx, c.state.clone()));
-                        drop(inner);
-                        c.slot.changed();
-                        c.socket.signal.notify();
-                    } else {
-                        drop(inner);
-                        c.held_tx = Some(tx);
-                    }
+        // (No list of them first: this runs every FLUSH_RETRY while a ring is held,
+        // and allocated each time.)
+        for c in self.conns.values_mut() {
+            if let Some(mut tx) = c.held_tx.take() {
+                let mut inner = lock(&c.slot.inner);
+                if flush(&mut tx, &mut inner.pending, &c.socket, &c.endpoint) {
+                    inner.tx = Some((tx, c.state.clone()));
+                    drop(inner);
+                    c.slot.changed();
+                    c.socket.signal.notify();
+                } else {
+                    drop(inner);
+                    c.held_tx = Some(tx);
                 }
             }
         }
@@ -1452,8 +1451,9 @@ impl Engine {
 
     /// Rings writers handed back so that queued control messages go first.
     fn handle_reflush(&mut self) {
-        let back = std::mem::take(&mut *lock(&self.shared.reflush));
-        for (slot, tx, state) in back {
+        let mut back = std::mem::take(&mut self.reflush_spare);
+        std::mem::swap(&mut back, &mut *lock(&self.shared.reflush));
+        for (slot, tx, state) in back.drain(..) {
             let Some(slot) = slot.upgrade() else { continue };
             if let Some(c) = self.conns.get_mut(&state.key) {
                 if Arc::ptr_eq(&c.state, &state) && Arc::ptr_eq(&c.slot, &slot) {
@@ -1461,6 +1461,7 @@ impl Engine {
                 }
             }
         }
+        self.reflush_spare = back;
     }
 
     /// Ends a connection: `peer_gone` when its control socket hung up.
