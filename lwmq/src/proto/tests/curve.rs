@@ -745,6 +745,18 @@ fn nacl_box(to: &[u8; 32], from: &[u8; 32], nonce: &[u8], plain: &[u8]) -> Vec<u
     b.encrypt(nonce.into(), plain).unwrap()
 }
 
+/// A long nonce and the box under it: `N16 + Box[plain](from -> to)`, nonce
+/// `prefix` + `N16` (WELCOME's box and the vouch).
+fn long_box(
+    prefix: &[u8; 8],
+    n: &[u8; 16],
+    to: &[u8; 32],
+    from: &[u8; 32],
+    plain: &[u8],
+) -> Vec<u8> {
+    cat(&[n, &nacl_box(to, from, &cat(&[prefix, n]), plain)])
+}
+
 fn nacl_secretbox(key: &[u8; 32], nonce: &[u8], plain: &[u8]) -> Vec<u8> {
     use crypto_box::aead::{Aead, KeyInit};
     crypto_secretbox::XSalsa20Poly1305::new(key.into())
@@ -866,11 +878,11 @@ fn rfc26_commands_byte_for_byte() {
     assert_eq!(cookie.len(), 96);
     let welcome = cat(&[
         b"\x07WELCOME",
-        &welcome_nonce,
-        &nacl_box(
+        &long_box(
+            b"WELCOME-",
+            &welcome_nonce,
             &c_short,
             &s_sec,
-            &cat(&[b"WELCOME-", &welcome_nonce]),
             &cat(&[&s_short, &cookie]),
         ),
     ]);
@@ -880,15 +892,13 @@ fn rfc26_commands_byte_for_byte() {
     // INITIATE: name, the cookie, short nonce 2, Box[C + vouch + metadata](C'->S') with
     // nonce "CurveZMQINITIATE" + 2; vouch = nonce + Box[C' + S](C->S'), "VOUCH---".
     let n2 = 2u64.to_be_bytes();
-    let vouch = cat(&[
+    let vouch = long_box(
+        b"VOUCH---",
         &vouch_nonce,
-        &nacl_box(
-            &s_short,
-            &c_sec,
-            &cat(&[b"VOUCH---", &vouch_nonce]),
-            &cat(&[&c_short, &s_pub]),
-        ),
-    ]);
+        &s_short,
+        &c_sec,
+        &cat(&[&c_short, &s_pub]),
+    );
     assert_eq!(vouch.len(), 96);
     // A DEALER's metadata, as libzmq's: Socket-Type, and Identity (empty).
     let client_md = cat(&[
