@@ -160,7 +160,9 @@ fn a_wrong_server_key_fails_as_auth_and_is_retried_with_a_growing_interval() {
     client.set_curve_server_key(&not_the_server.public);
     let cmon = client.monitor();
     client.connect(&ep).unwrap();
-    // The server cannot open our HELLO and closes without a word (RFC 26).
+    // The server cannot open our HELLO and refuses it with ERROR "400"; the keys do not
+    // match, which the client retries with a growing interval (the server may be
+    // restarting with its key).
     let ours = cmon
         .wait_for(EventKind::HandshakeFailedAuth, GUARD)
         .expect("the client reports a failed authentication");

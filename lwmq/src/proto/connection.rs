@@ -635,12 +635,12 @@ impl Connection {
         }
         match self.cipher.as_mut() {
             None => self.out.command(cmd),
-            Some(c) => match c.seal(false, true, &cmd.encode()) {
-                Ok(m) => {
-                    self.out.data_frame(false, m);
+            Some(c) => {
+                let body = cmd.encode();
+                if let Err(e) = seal(&mut self.out, c, false, true, &body) {
+                    self.fail(e);
                 }
-                Err(e) => self.fail(e),
-            },
+            }
         }
     }
 
@@ -654,11 +654,8 @@ impl Connection {
         match self.cipher.as_mut() {
             None => self.out.data_frame(more, body),
             Some(c) => {
-                match c.seal(more, false, &body) {
-                    Ok(m) => {
-                        self.out.data_frame(false, m);
-                    }
-                    Err(e) => self.fail(e),
+                if let Err(e) = seal(&mut self.out, c, more, false, &body) {
+                    self.fail(e);
                 }
                 Some(body)
             }
@@ -684,4 +681,18 @@ impl Connection {
         self.partial.clear();
         self.input.clear();
     }
+}
+
+/// Queues one frame sealed into a MESSAGE, written and encrypted in `out`'s buffer.
+/// libzmq sends MESSAGE as a data frame without flags; MORE travels inside the box.
+fn seal(
+    out: &mut Transmit,
+    cipher: &mut Cipher,
+    more: bool,
+    command: bool,
+    body: &[u8],
+) -> Result<(), ProtoError> {
+    out.data_frame_built(false, Cipher::sealed_len(body.len()), |buf| {
+        cipher.seal_into(more, command, body, buf)
+    })
 }

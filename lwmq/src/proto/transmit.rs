@@ -81,6 +81,29 @@ impl Transmit {
         }
     }
 
+    /// Queues a data frame of `len` bytes that `build` appends to the coalescing buffer
+    /// (and may change there: CURVE encrypts its MESSAGE in place), whatever its size:
+    /// such a body has no buffer of its own to hand over. An error from `build` queues
+    /// nothing.
+    pub(crate) fn data_frame_built<E>(
+        &mut self,
+        more: bool,
+        len: usize,
+        build: impl FnOnce(&mut BytesMut) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.room(MAX_HEADER + len);
+        let before = self.tail.len();
+        frame::encode_header(&mut self.tail, more, false, len);
+        let body_at = self.tail.len();
+        if let Err(e) = build(&mut self.tail) {
+            self.tail.truncate(before);
+            return Err(e);
+        }
+        debug_assert_eq!(self.tail.len() - body_at, len);
+        self.len += self.tail.len() - before;
+        Ok(())
+    }
+
     /// Drops everything queued.
     pub(crate) fn clear(&mut self) {
         self.chunks.clear();

@@ -13,11 +13,13 @@ OPTIONS
 
 ROLE
   serve    echo every message until stdin closes; a line "COUNT" on stdin is answered
-           with "EVENTS accepted=A connected=C disconnected=D succeeded=S failed=F"
-           (monitor events so far: handshakes succeeded and failed)
+           with "EVENTS accepted=A auth=U connected=C disconnected=D failed=F
+           succeeded=S" (monitor events so far: handshakes succeeded and failed, U of
+           the failures handshake-failed-auth)
   client   send each of the SAMPLES below and expect it back unchanged; print "OK"
   try      send one message and wait up to 3 s for the reply: print "REPLY" or
-           "NOREPLY" (also when the message cannot go within 3 s)
+           "NOREPLY" (also when the message cannot go within 3 s), then the EVENTS
+           line as for "serve"
 
 Prints "ENDPOINT <uri>" once bound or connected.
 """
@@ -92,7 +94,14 @@ def main():
         s.connect(endpoint)
     print("ENDPOINT %s" % s.getsockopt_string(zmq.LAST_ENDPOINT), flush=True)
 
-    counts = {"accepted": 0, "connected": 0, "disconnected": 0, "succeeded": 0, "failed": 0}
+    counts = {
+        "accepted": 0,
+        "auth": 0,
+        "connected": 0,
+        "disconnected": 0,
+        "succeeded": 0,
+        "failed": 0,
+    }
     kinds = {
         zmq.EVENT_ACCEPTED: "accepted",
         zmq.EVENT_CONNECTED: "connected",
@@ -109,6 +118,15 @@ def main():
             k = kinds.get(ev["event"])
             if k:
                 counts[k] += 1
+            if ev["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                counts["auth"] += 1
+
+    def print_counts():
+        drain_monitor()
+        print(
+            "EVENTS " + " ".join("%s=%d" % kv for kv in sorted(counts.items())),
+            flush=True,
+        )
 
     if role == "serve":
         poller = zmq.Poller()
@@ -127,11 +145,7 @@ def main():
                     if not line:
                         done = True
                         break
-                    drain_monitor()
-                    print(
-                        "EVENTS " + " ".join("%s=%d" % kv for kv in sorted(counts.items())),
-                        flush=True,
-                    )
+                    print_counts()
     elif role == "client":
         s.rcvtimeo = 60000
         for n, want in enumerate(SAMPLES):
@@ -156,6 +170,7 @@ def main():
                 print("REPLY", flush=True)
             else:
                 print("NOREPLY", flush=True)
+        print_counts()
     else:
         fail("unknown role %r" % role)
     s.close(linger=0)

@@ -343,7 +343,7 @@ fn rejected_client_key_gets_error_400_and_both_sides_fail_as_auth() {
 }
 
 #[test]
-fn wrong_server_key_fails_at_hello_without_an_answer() {
+fn wrong_server_key_fails_at_hello_with_error_400() {
     let ck = CurveKeyPair::generate();
     let sk = CurveKeyPair::generate();
     let other = CurveKeyPair::generate();
@@ -354,15 +354,25 @@ fn wrong_server_key_fails_at_hello_without_an_answer() {
         matches!(e, ProtoError::Crypto(m) if m.contains("HELLO")),
         "{e}"
     );
-    // The server said nothing beyond its greeting (RFC 26), and asked nothing.
-    assert_eq!(l.b_out.len(), greeting::GREETING_LEN);
+    // The server sent its greeting and one ERROR "400" (no WELCOME), and asked nothing:
+    // what makes libzmq's client stop reconnecting.
+    let mut after = BytesMut::from(&l.b_out[greeting::GREETING_LEN..]);
+    let f = frame::decode(&mut after, None).unwrap().expect("one frame");
+    assert!(f.command);
+    assert_eq!(&f.body[..], b"\x05ERROR\x03400");
+    assert!(after.is_empty(), "nothing after the ERROR");
     assert!(
         !l.b_events
             .iter()
             .any(|e| matches!(e, Event::AuthRequest { .. }))
     );
-    // The client just waits (its owner sees the stream close).
-    assert!(!l.a.is_closed());
+    // The client fails on the keys (its owner retries that with a growing interval),
+    // with a hint at the server key.
+    let e = closed_with(&l.a_events).expect("client closed");
+    assert!(
+        matches!(e, ProtoError::Crypto(m) if m.contains("status 400") && m.contains("server key")),
+        "{e}"
+    );
 }
 
 #[test]
@@ -707,4 +717,253 @@ fn debug_output_redacts_curve_secrets() {
     let s = format!("{c:?}");
     assert!(!s.contains(&k.secret.to_z85()), "{s}");
     assert!(s.contains(&k.public.to_z85()), "{s}");
+}
+
+// ---------------------------------------------------------------------------------------
+// RFC 26 byte vectors
+
+/// Decodes the frames of a stream after its 64-byte greeting: (command flag, body).
+fn frames_after_greeting(stream: &[u8]) -> Vec<(bool, Bytes)> {
+    let mut b = BytesMut::from(&stream[greeting::GREETING_LEN..]);
+    let mut out = Vec::new();
+    while let Some(f) = frame::decode(&mut b, None).unwrap() {
+        assert!(!f.more, "no CURVE frame has the outer MORE flag");
+        out.push((f.command, f.body));
+    }
+    assert!(b.is_empty(), "a partial frame at the end");
+    out
+}
+
+/// `Box[plain](from's secret -> to's public)` as NaCl lays it out (MAC, then
+/// ciphertext), made by RustCrypto's `crypto_box`, independently of lwmq's code.
+fn nacl_box(to: &[u8; 32], from: &[u8; 32], nonce: &[u8], plain: &[u8]) -> Vec<u8> {
+    use crypto_box::aead::Aead;
+    let b = crypto_box::SalsaBox::new(
+        &crypto_box::PublicKey::from(*to),
+        &crypto_box::SecretKey::from(*from),
+    );
+    b.encrypt(nonce.into(), plain).unwrap()
+}
+
+/// A long nonce and the box under it: `N16 + Box[plain](from -> to)`, nonce
+/// `prefix` + `N16` (WELCOME's box and the vouch).
+fn long_box(
+    prefix: &[u8; 8],
+    n: &[u8; 16],
+    to: &[u8; 32],
+    from: &[u8; 32],
+    plain: &[u8],
+) -> Vec<u8> {
+    cat(&[n, &nacl_box(to, from, &cat(&[prefix, n]), plain)])
+}
+
+fn nacl_secretbox(key: &[u8; 32], nonce: &[u8], plain: &[u8]) -> Vec<u8> {
+    use crypto_box::aead::{Aead, KeyInit};
+    crypto_secretbox::XSalsa20Poly1305::new(key.into())
+        .encrypt(nonce.into(), plain)
+        .unwrap()
+}
+
+fn public_of(secret: &[u8; 32]) -> [u8; 32] {
+    *crypto_box::SecretKey::from(*secret).public_key().as_bytes()
+}
+
+fn cat(parts: &[&[u8]]) -> Vec<u8> {
+    parts.concat()
+}
+
+/// One ZMTP metadata property (RFC 23/37): name length, name, value length (u32 BE),
+/// value.
+fn property(name: &str, value: &[u8]) -> Vec<u8> {
+    cat(&[
+        &[name.len() as u8],
+        name.as_bytes(),
+        &(value.len() as u32).to_be_bytes(),
+        value,
+    ])
+}
+
+/// Every handshake command and the first MESSAGEs each way, byte for byte, against RFC
+/// 26's layouts with libzmq's choices where the RFC leaves them open: short nonces from
+/// 1 (client HELLO 1, INITIATE 2, first MESSAGE 3; server READY 1, first MESSAGE 2),
+/// handshake commands as command frames, MESSAGE as a data frame without flags, MORE
+/// and COMMAND in the flags byte inside the box. The boxes are built here with
+/// `crypto_box` from the same keys and nonces (the test supplies the "random" ones).
+#[test]
+fn rfc26_commands_byte_for_byte() {
+    use crate::proto::mechanism::curve::test_random;
+    // Long-term keys: libzmq's documented test keys (doc/zmq_curve.adoc).
+    let c = CurveKeyPair::from_secret(
+        CurveSecretKey::from_z85("D:)Q[IlAW!ahhC2ac:9*A}h:p?([4%wOTJ%JR%cs").unwrap(),
+    );
+    let s = CurveKeyPair::from_secret(
+        CurveSecretKey::from_z85("JTKVSB%%)wK0E.X)V>+}o?pNmC{O&4W4b!Ni{Lh6").unwrap(),
+    );
+    let (c_sec, c_pub) = (*c.secret.as_bytes(), *c.public.as_bytes());
+    let (s_sec, s_pub) = (*s.secret.as_bytes(), *s.public.as_bytes());
+    // What the handshake draws, in order: c', s', the cookie key K, the cookie nonce,
+    // the WELCOME nonce, the vouch nonce.
+    let c_short_sec = [0x11u8; 32];
+    let s_short_sec = [0x22u8; 32];
+    let cookie_key = [0x33u8; 32];
+    let cookie_nonce = [0x44u8; 16];
+    let welcome_nonce = [0x55u8; 16];
+    let vouch_nonce = [0x66u8; 16];
+    let (c_short, s_short) = (public_of(&c_short_sec), public_of(&s_short_sec));
+    test_random::supply([
+        c_short_sec.to_vec(),
+        s_short_sec.to_vec(),
+        cookie_key.to_vec(),
+        cookie_nonce.to_vec(),
+        welcome_nonce.to_vec(),
+        vouch_nonce.to_vec(),
+    ]);
+
+    let mut l = Link::new(client(Dealer, &c, &s.public), server(Dealer, &s));
+    l.drive_accepting(true);
+    assert!(
+        l.a.is_ready() && l.b.is_ready(),
+        "{:?} {:?}",
+        l.a_events,
+        l.b_events
+    );
+    assert_eq!(test_random::left(), 0, "every supplied draw was used");
+    l.a.send(Message::from_frames([
+        Bytes::from_static(b"one"),
+        Bytes::from_static(b"two"),
+    ]))
+    .unwrap();
+    l.b.send(Message::from(Bytes::from_static(b"back")))
+        .unwrap();
+    l.drive();
+
+    let client_frames = frames_after_greeting(&l.a_out);
+    let server_frames = frames_after_greeting(&l.b_out);
+    assert_eq!(client_frames.len(), 4, "HELLO, INITIATE, two MESSAGEs");
+    assert_eq!(server_frames.len(), 3, "WELCOME, READY, one MESSAGE");
+    for (i, (command, _)) in client_frames.iter().chain(&server_frames).enumerate() {
+        let handshake = i < 2 || (4..6).contains(&i);
+        assert_eq!(*command, handshake, "frame {i}: command flag");
+    }
+
+    // HELLO (200 bytes): name, version 1.0, 72 bytes of padding, C', short nonce 1,
+    // Box[64 zeros](C'->S) with nonce "CurveZMQHELLO---" + 1.
+    let n1 = 1u64.to_be_bytes();
+    let hello = cat(&[
+        b"\x05HELLO",
+        &[1, 0],
+        &[0; 72],
+        &c_short,
+        &n1,
+        &nacl_box(
+            &s_pub,
+            &c_short_sec,
+            &cat(&[b"CurveZMQHELLO---", &n1]),
+            &[0; 64],
+        ),
+    ]);
+    assert_eq!(hello.len(), 200);
+    assert_eq!(&client_frames[0].1[..], &hello[..], "HELLO");
+
+    // WELCOME (168 bytes): name, a 16-byte nonce, Box[S' + cookie](S->C') with nonce
+    // "WELCOME-" + it; cookie = nonce + SecretBox[C' + s'](K), nonce "COOKIE--" + it.
+    let cookie = cat(&[
+        &cookie_nonce,
+        &nacl_secretbox(
+            &cookie_key,
+            &cat(&[b"COOKIE--", &cookie_nonce]),
+            &cat(&[&c_short, &s_short_sec]),
+        ),
+    ]);
+    assert_eq!(cookie.len(), 96);
+    let welcome = cat(&[
+        b"\x07WELCOME",
+        &long_box(
+            b"WELCOME-",
+            &welcome_nonce,
+            &c_short,
+            &s_sec,
+            &cat(&[&s_short, &cookie]),
+        ),
+    ]);
+    assert_eq!(welcome.len(), 168);
+    assert_eq!(&server_frames[0].1[..], &welcome[..], "WELCOME");
+
+    // INITIATE: name, the cookie, short nonce 2, Box[C + vouch + metadata](C'->S') with
+    // nonce "CurveZMQINITIATE" + 2; vouch = nonce + Box[C' + S](C->S'), "VOUCH---".
+    let n2 = 2u64.to_be_bytes();
+    let vouch = long_box(
+        b"VOUCH---",
+        &vouch_nonce,
+        &s_short,
+        &c_sec,
+        &cat(&[&c_short, &s_pub]),
+    );
+    assert_eq!(vouch.len(), 96);
+    // A DEALER's metadata, as libzmq's: Socket-Type, and Identity (empty).
+    let client_md = cat(&[
+        &property("Socket-Type", b"DEALER"),
+        &property("Identity", b""),
+    ]);
+    let initiate = cat(&[
+        b"\x08INITIATE",
+        &cookie,
+        &n2,
+        &nacl_box(
+            &s_short,
+            &c_short_sec,
+            &cat(&[b"CurveZMQINITIATE", &n2]),
+            &cat(&[&c_pub, &vouch, &client_md]),
+        ),
+    ]);
+    assert_eq!(initiate.len(), 9 + 96 + 8 + 16 + 32 + 96 + client_md.len());
+    assert_eq!(&client_frames[1].1[..], &initiate[..], "INITIATE");
+
+    // READY: name, short nonce 1, Box[metadata](S'->C') with nonce "CurveZMQREADY---" + 1.
+    let server_md = cat(&[
+        &property("Socket-Type", b"DEALER"),
+        &property("Identity", b""),
+    ]);
+    let ready = cat(&[
+        b"\x05READY",
+        &n1,
+        &nacl_box(
+            &c_short,
+            &s_short_sec,
+            &cat(&[b"CurveZMQREADY---", &n1]),
+            &server_md,
+        ),
+    ]);
+    assert_eq!(&server_frames[1].1[..], &ready[..], "READY");
+
+    // MESSAGE: name, short nonce, Box[flags + frame](C'->S') with nonce
+    // "CurveZMQMESSAGEC" + n from the client (3, 4...), "CurveZMQMESSAGES" + n from the
+    // server (2...); flags bit 0 is MORE.
+    let message = |prefix: &[u8], n: u64, to: &[u8; 32], from: &[u8; 32], plain: &[u8]| {
+        let nb = n.to_be_bytes();
+        cat(&[
+            b"\x07MESSAGE",
+            &nb,
+            &nacl_box(to, from, &cat(&[prefix, &nb]), plain),
+        ])
+    };
+    let m1 = message(b"CurveZMQMESSAGEC", 3, &s_short, &c_short_sec, b"\x01one");
+    let m2 = message(b"CurveZMQMESSAGEC", 4, &s_short, &c_short_sec, b"\x00two");
+    let m3 = message(b"CurveZMQMESSAGES", 2, &c_short, &s_short_sec, b"\x00back");
+    assert_eq!(
+        &client_frames[2].1[..],
+        &m1[..],
+        "first MESSAGE from the client"
+    );
+    assert_eq!(
+        &client_frames[3].1[..],
+        &m2[..],
+        "second MESSAGE from the client"
+    );
+    assert_eq!(
+        &server_frames[2].1[..],
+        &m3[..],
+        "first MESSAGE from the server"
+    );
+    assert_eq!(m1.len(), 8 + 8 + 16 + 1 + 3);
 }
