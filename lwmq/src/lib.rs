@@ -127,7 +127,7 @@ pub use endpoint::Endpoint;
 pub use error::{Error, Result, SendError};
 pub use frames::Frames;
 pub use message::{Message, PeerProperties};
-pub use monitor::{EventKind, Monitor, MonitorEvent};
+pub use monitor::{EventKind, Monitor, MonitorEvent, NextEvent};
 pub use options::{DEFAULT_HWM, DEFAULT_LINGER, DEFAULT_RECONNECT_INTERVAL};
 pub use poll::{PollItem, poll};
 pub use proto::z85;
@@ -138,4 +138,5 @@ pub use reliable::{
     ReplyCache, ReqRepStats, RequestKey,
 };
 pub use socket::Socket;
+pub use socket::aio;
 pub use socket_type::SocketType;

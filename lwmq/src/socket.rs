@@ -25,6 +25,8 @@ use crate::pattern::{self, Pattern};
 use crate::transport::{self, Attached, Hub, Request, SocketHandle, lock};
 use crate::{Endpoint, Error, Message, Result, SendError, SocketType};
 
+pub mod aio;
+
 /// One bind or connect of a socket.
 #[derive(Debug)]
 struct EndpointEntry {
@@ -773,6 +775,15 @@ impl Socket {
     /// a kernel wake-up). Default 50 µs.
     pub fn set_ipc_spin(&self, t: Duration) {
         self.set(|o| o.ipc.spin = t);
+    }
+    /// Async: how long a future of this socket (`recv_async`, `send_async`, its streams
+    /// and sinks) keeps trying before it returns `Pending` and lets its task sleep.
+    /// Default zero: never (a future that finds nothing to do registers its waker at
+    /// once). A few microseconds make an `ipc://` round trip as fast as a blocking one,
+    /// at the cost of the executor thread busy-waiting for that long each time. See
+    /// [`crate::aio`].
+    pub fn set_async_spin(&self, t: Duration) {
+        self.set(|o| o.async_spin = t);
     }
     /// `ipc://`: which users' processes may connect to us or be connected to (checked
     /// with SO_PEERCRED), or which groups' members (the peer's effective gid or one of
