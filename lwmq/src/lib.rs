@@ -52,6 +52,26 @@
 //! `typed` sends and receives serde values as MessagePack, the encoding of the `lwmq`
 //! tool's `--json`.
 //!
+//! # Async
+//!
+//! Every socket also sends and receives asynchronously, on any executor (tokio, smol,
+//! your own): lwmq spawns no runtime and no thread per socket; a future registers its
+//! task's waker on the socket's one wake-up signal. Receives and sends are
+//! cancellation-safe, sockets are `futures` streams and sinks (feature `async`, on by
+//! default), and monitors have [`Monitor::recv_async`]. See [`aio`].
+//!
+//! ```no_run
+//! # async fn run() -> lwmq::Result<()> {
+//! let ctx = lwmq::Context::new();
+//! let rep = ctx.socket(lwmq::SocketType::Rep)?;
+//! rep.bind("tcp://127.0.0.1:5555")?;
+//! loop {
+//!     let request = rep.recv_async().await?; // the task sleeps; no thread waits
+//!     rep.send_async(request).await?;
+//! }
+//! # }
+//! ```
+//!
 //! # Reliable request/reply
 //!
 //! A REQ can resend and fail over by itself ([`Socket::set_req_resend_interval`]), and

@@ -135,7 +135,9 @@ impl fmt::Display for MonitorEvent {
 /// ([`Monitor::recv_async`], and `futures_core::Stream` with the `async` feature).
 #[derive(Debug)]
 pub struct Monitor {
-    rx: Receiver<MonitorEvent>,
+    /// Behind a lock only so that a `Monitor` is `Sync`: a task holding a
+    /// [`NextEvent`] across an `.await` may then move between threads.
+    rx: Mutex<Receiver<MonitorEvent>>,
     /// The waker of the task awaiting the next event, woken after each event is queued
     /// and when the socket goes.
     waker: Arc<Mutex<Option<Waker>>>,
@@ -169,15 +171,20 @@ impl Monitor {
     /// The next event, waiting up to `timeout` (`None`: until one comes or the socket
     /// is gone). Returns `None` on timeout or when the socket is gone.
     pub fn recv(&self, timeout: Option<Duration>) -> Option<MonitorEvent> {
+        let rx = self.rx();
         match timeout {
-            None => self.rx.recv().ok(),
-            Some(t) => self.rx.recv_timeout(t).ok(),
+            None => rx.recv().ok(),
+            Some(t) => rx.recv_timeout(t).ok(),
         }
     }
 
     /// The next event if one is waiting.
     pub fn try_recv(&self) -> Option<MonitorEvent> {
-        self.rx.try_recv().ok()
+        self.rx().try_recv().ok()
+    }
+
+    fn rx(&self) -> std::sync::MutexGuard<'_, Receiver<MonitorEvent>> {
+        self.rx.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The next event, asynchronously (`None` once the socket is gone). Cancellation
@@ -189,7 +196,7 @@ impl Monitor {
     /// Polls for the next event: look, register the waker, look again (the emitter
     /// queues, then takes the waker under its lock, so one of the looks sees it).
     pub fn poll_event(&self, cx: &mut Context<'_>) -> Poll<Option<MonitorEvent>> {
-        let look = || match self.rx.try_recv() {
+        let look = || match self.rx().try_recv() {
             Ok(e) => Some(Some(e)),
             Err(TryRecvError::Disconnected) => Some(None),
             Err(TryRecvError::Empty) => None,
@@ -259,7 +266,10 @@ impl Monitors {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push((tx, waker.clone()));
-        Monitor { rx, waker }
+        Monitor {
+            rx: Mutex::new(rx),
+            waker,
+        }
     }
 
     /// Whether no monitor is attached (a sender that went away counts until the next

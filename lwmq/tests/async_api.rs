@@ -638,3 +638,30 @@ fn thousand_sockets_without_a_thread_each() {
         },
     );
 }
+
+/// The futures, streams and sinks can move between a multi-thread runtime's workers
+/// (a compile-time check: `tokio::spawn` needs `Send`).
+#[test]
+fn futures_are_send() {
+    fn send<T: Send>(_: T) {}
+    let ctx = Context::new();
+    let s = ctx.socket(SocketType::Pair).unwrap();
+    let mon = s.monitor();
+    send(s.recv_async());
+    send(s.send_async("x"));
+    send(s.recv_with_async(|f| f.len()));
+    send(s.send_with_async(1, |b| b[0] = 1));
+    send(s.stream());
+    send(s.sink());
+    send(mon.recv_async());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let _w = common::watchdog(LIMIT);
+    // A monitor awaited inside a spawned task sees the socket's bind.
+    let task = rt.spawn(async move { mon.recv_async().await.map(|e| e.kind) });
+    s.bind("tcp://127.0.0.1:0").unwrap();
+    assert_eq!(rt.block_on(task).unwrap(), Some(EventKind::Listening));
+}

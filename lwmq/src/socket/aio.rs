@@ -518,8 +518,12 @@ pub struct RecvStream<'a> {
 impl RecvStream<'_> {
     /// The next message (`None` once the context is terminated).
     pub fn poll_next_message(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message>>> {
+        let mut counted = false;
         self.socket.poll_async(cx, &mut self.reg, |s, core| {
-            s.shared.note_recv_call();
+            if !counted {
+                s.shared.note_recv_call();
+                counted = true;
+            }
             match s.attempt_recv(core)? {
                 Err(Error::Closed) => Some(None),
                 r => Some(Some(r)),
