@@ -121,6 +121,50 @@ impl Socket {
         }
     }
 
+    /// One look for a message (every receive, blocking or async): `None` when there
+    /// is none now.
+    #[inline]
+    fn attempt_pattern_recv(&self, core: &mut Core) -> Option<Result<Message>> {
+        if let Err(e) = self.check_open() {
+            return Some(Err(e));
+        }
+        self.absorb_mailbox(core);
+        match core.pattern.recv() {
+            Ok(m) => Some(Ok(m)),
+            Err(Error::WouldBlock) => None,
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    /// One try to send `held` (every send, blocking or async): `None` when it cannot
+    /// go now, with the message put back into `held`.
+    #[inline]
+    fn attempt_send(
+        &self,
+        core: &mut Core,
+        held: &mut Option<Message>,
+    ) -> Option<Result<(), SendError>> {
+        let msg = held.take()?;
+        if self.hub.is_terminated() {
+            return Some(Err(SendError {
+                error: Error::Closed,
+                message: msg,
+            }));
+        }
+        self.absorb_mailbox(core);
+        match core.pattern.send(msg) {
+            Ok(()) => Some(Ok(())),
+            Err(SendError {
+                error: Error::WouldBlock,
+                message,
+            }) => {
+                *held = Some(message);
+                None
+            }
+            Err(e) => Some(Err(e)),
+        }
+    }
+
     /// Binds to an endpoint and returns the endpoint actually bound (for
     /// `tcp://*:0`, the port the system picked). A socket may bind many endpoints.
     pub fn bind(&self, uri: &str) -> Result<String> {
@@ -256,27 +300,7 @@ impl Socket {
         let spin = self.shared.spin(&core.options);
         let core = &mut *core;
         let mut held = Some(msg);
-        let mut attempt = || -> Option<Result<(), SendError>> {
-            let msg = held.take()?;
-            if self.hub.is_terminated() {
-                return Some(Err(SendError {
-                    error: Error::Closed,
-                    message: msg,
-                }));
-            }
-            self.absorb_mailbox(core);
-            match core.pattern.send(msg) {
-                Ok(()) => Some(Ok(())),
-                Err(SendError {
-                    error: Error::WouldBlock,
-                    message,
-                }) => {
-                    held = Some(message);
-                    None
-                }
-                Err(e) => Some(Err(e)),
-            }
-        };
+        let mut attempt = || self.attempt_send(core, &mut held);
         if let Some(r) = attempt() {
             return r;
         }
@@ -328,17 +352,7 @@ impl Socket {
         }
         let spin = self.shared.spin(&core.options);
         let core = &mut *core;
-        let mut attempt = || -> Option<Result<Message>> {
-            if let Err(e) = self.check_open() {
-                return Some(Err(e));
-            }
-            self.absorb_mailbox(core);
-            match core.pattern.recv() {
-                Ok(m) => Some(Ok(m)),
-                Err(Error::WouldBlock) => None,
-                Err(e) => Some(Err(e)),
-            }
-        };
+        let mut attempt = || self.attempt_pattern_recv(core);
         if let Some(r) = attempt() {
             return r;
         }
@@ -356,17 +370,7 @@ impl Socket {
     /// ends at the pattern's timer as well as at the deadline.
     fn recv_timed(&self, core: &mut Core, timeout: Option<Duration>) -> Result<Message> {
         let spin = self.shared.spin(&core.options);
-        let attempt = |core: &mut Core| -> Option<Result<Message>> {
-            if let Err(e) = self.check_open() {
-                return Some(Err(e));
-            }
-            self.absorb_mailbox(core);
-            match core.pattern.recv() {
-                Ok(m) => Some(Ok(m)),
-                Err(Error::WouldBlock) => None,
-                Err(e) => Some(Err(e)),
-            }
-        };
+        let attempt = |core: &mut Core| self.attempt_pattern_recv(core);
         // A zero timeout (try_recv) asks once, lets time pass once, and asks again: it
         // never gives the exchange up by itself.
         let poll_once = timeout == Some(Duration::ZERO);

@@ -180,14 +180,8 @@ impl Socket {
         if let Some(e) = core.prefetched_error.take() {
             return Some(Err(e));
         }
-        if let Err(e) = self.check_open() {
-            return Some(Err(e));
-        }
-        self.absorb_mailbox(core);
-        match core.pattern.recv() {
-            Ok(m) => return Some(Ok(m)),
-            Err(Error::WouldBlock) => {}
-            Err(e) => return Some(Err(e)),
+        if let Some(r) = self.attempt_pattern_recv(core) {
+            return Some(r);
         }
         if !core.pattern.timed() {
             return None;
@@ -195,38 +189,7 @@ impl Socket {
         if let Err(e) = core.pattern.tick(Instant::now()) {
             return Some(Err(e));
         }
-        match core.pattern.recv() {
-            Ok(m) => Some(Ok(m)),
-            Err(Error::WouldBlock) => None,
-            Err(e) => Some(Err(e)),
-        }
-    }
-
-    /// The send step of a future: sends `held`, or puts it back.
-    fn attempt_send(
-        &self,
-        core: &mut Core,
-        held: &mut Option<Message>,
-    ) -> Option<Result<(), SendError>> {
-        let msg = held.take()?;
-        if self.hub.is_terminated() {
-            return Some(Err(SendError {
-                error: Error::Closed,
-                message: msg,
-            }));
-        }
-        self.absorb_mailbox(core);
-        match core.pattern.send(msg) {
-            Ok(()) => Some(Ok(())),
-            Err(SendError {
-                error: Error::WouldBlock,
-                message,
-            }) => {
-                *held = Some(message);
-                None
-            }
-            Err(e) => Some(Err(e)),
-        }
+        self.attempt_pattern_recv(core)
     }
 
     /// Receives a message, asynchronously: completes when one is there. Cancellation
