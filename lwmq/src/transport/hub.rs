@@ -40,6 +40,10 @@ pub(crate) struct Hub {
     /// The doorbell watcher of the sockets' futures (see [`super::waiter`]), started
     /// on first use.
     waiter: Mutex<Option<crate::worker::Worker<super::waiter::WaiterShared>>>,
+    /// How long the background thread keeps looking for work before it sleeps (see
+    /// [`reactor::IoSpin`]); `None`: `LWMQ_IO_SPIN_US` or the default. Set before the
+    /// background thread starts.
+    io_spin: Mutex<Option<Duration>>,
 }
 
 impl Hub {
@@ -126,6 +130,12 @@ impl Hub {
         });
     }
 
+    /// Sets how long the background thread looks for more work before it sleeps.
+    /// Takes effect for a background thread not started yet.
+    pub(crate) fn set_io_spin(&self, spin: Duration) {
+        *lock(&self.io_spin) = Some(spin);
+    }
+
     /// Sets the context's domain.
     pub(crate) fn set_domain(&self, domain: String) {
         *lock(&self.domain) = Some(domain);
@@ -197,7 +207,8 @@ impl Hub {
         let mut r = lock(&self.reactor);
         if r.is_none() {
             let dns = lock(&self.dns).clone().unwrap_or_else(DnsConfig::from_env);
-            *r = Some(reactor::start(dns)?);
+            let spin = lock(&self.io_spin).unwrap_or_else(reactor::IoSpin::from_env);
+            *r = Some(reactor::start(dns, spin)?);
         }
         match r.as_ref() {
             Some(t) => Ok(t.shared().clone()),

@@ -194,7 +194,7 @@ pub(crate) type Reactor = crate::worker::Worker<ReactorShared>;
 
 /// Starts the background thread of a context; `dns` says where its connects look
 /// names up (on the resolver thread, [`super::dns`]).
-pub(crate) fn start(dns: super::dns::DnsConfig) -> Result<Reactor> {
+pub(crate) fn start(dns: super::dns::DnsConfig, spin: Duration) -> Result<Reactor> {
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let shared = Arc::new(ReactorShared {
@@ -212,6 +212,7 @@ pub(crate) fn start(dns: super::dns::DnsConfig) -> Result<Reactor> {
         stream,
         ipc,
         shutting_down: false,
+        spin: IoSpin::new(spin),
     };
     let worker = crate::worker::Worker::spawn(
         "lwmq-io",
@@ -228,6 +229,89 @@ struct Run {
     stream: stream_engine::Engine,
     ipc: ipc_engine::Engine,
     shutting_down: bool,
+    spin: IoSpin,
+}
+
+/// How the background thread waits for work: it first keeps polling without sleeping
+/// (yielding the CPU between polls to any other thread that wants it) for up to a
+/// window (`ContextBuilder::io_spin`), then sleeps in the poll. It spins only when,
+/// since it last slept, it wrote to a stream of a socket that also receives (PAIR,
+/// REQ, REP, DEALER, ROUTER: an answer may be on its way), and the last gap between
+/// its work was shorter than the window. Work that comes further apart sends it to
+/// sleep at once, so a quiet context costs nothing; streams in one direction (PUB to
+/// SUB, PUSH to PULL) never spin, leaving the CPU to the threads that produce and
+/// consume them and the batching of their writes as it was; a request/reply exchange
+/// saves the wake-up of a sleeping thread at both ends of each hop that comes within
+/// the window.
+#[derive(Debug)]
+pub(crate) struct IoSpin {
+    window: Duration,
+    /// Whether the last gap between work was shorter than the window.
+    keen: bool,
+    /// Whether a stream was written since the thread last slept.
+    wrote: bool,
+}
+
+impl IoSpin {
+    /// The window when neither the context nor `LWMQ_IO_SPIN_US` says otherwise.
+    pub(crate) const DEFAULT: Duration = Duration::from_micros(50);
+
+    fn new(window: Duration) -> IoSpin {
+        IoSpin {
+            window,
+            keen: false,
+            wrote: false,
+        }
+    }
+
+    /// The window `LWMQ_IO_SPIN_US` asks for (microseconds), else [`IoSpin::DEFAULT`].
+    pub(crate) fn from_env() -> Duration {
+        match std::env::var("LWMQ_IO_SPIN_US") {
+            Err(_) => IoSpin::DEFAULT,
+            Ok(v) => match v.trim().parse::<u64>() {
+                Ok(us) => Duration::from_micros(us),
+                Err(_) => {
+                    tracing::warn!(
+                        "LWMQ_IO_SPIN_US={v:?} is not a number of microseconds; using {} us",
+                        IoSpin::DEFAULT.as_micros()
+                    );
+                    IoSpin::DEFAULT
+                }
+            },
+        }
+    }
+
+    /// Waits for events for up to `timeout` (`None`: until one comes), spinning first
+    /// when the last gap was short.
+    fn wait(
+        &mut self,
+        poll: &mut Poll,
+        events: &mut Events,
+        timeout: Option<Duration>,
+    ) -> std::io::Result<()> {
+        if timeout == Some(Duration::ZERO) || self.window.is_zero() {
+            return poll.poll(events, timeout);
+        }
+        let idle = Instant::now();
+        if self.keen && self.wrote {
+            let window = timeout.map_or(self.window, |t| t.min(self.window));
+            loop {
+                poll.poll(events, Some(Duration::ZERO))?;
+                if !events.is_empty() || idle.elapsed() >= window {
+                    break;
+                }
+                std::thread::yield_now();
+            }
+            if !events.is_empty() {
+                return Ok(());
+            }
+        }
+        let left = timeout.map(|t| t.saturating_sub(idle.elapsed()));
+        let r = poll.poll(events, left);
+        self.keen = idle.elapsed() < self.window;
+        self.wrote = false;
+        r
+    }
 }
 
 impl Run {
@@ -244,7 +328,8 @@ impl Run {
                 };
                 d.map(|d| d.saturating_duration_since(Instant::now()) + Duration::from_micros(100))
             };
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
+            self.spin.wrote |= self.stream.take_wrote();
+            if let Err(e) = self.spin.wait(&mut self.poll, &mut events, timeout) {
                 if e.kind() != std::io::ErrorKind::Interrupted {
                     tracing::error!("background thread poll failed: {e}");
                     return;

@@ -474,6 +474,24 @@ pub(crate) struct Engine {
     dns: Option<dns::Resolver>,
     /// Numbers lookups, so that an answer to an older one is recognized.
     next_lookup: u64,
+    /// Whether a connection wrote since the background thread last took this (for its
+    /// spin: [`super::reactor::IoSpin`]).
+    wrote: bool,
+}
+
+/// Whether a socket of this type both sends and receives messages, so that what it
+/// writes may well be answered soon (request/reply, pairs): the background thread
+/// spins for such answers ([`super::reactor::IoSpin`]). A PUB or PUSH only writes: its
+/// thread sleeps, and the messages its socket queues meanwhile go out in bigger writes.
+fn expects_answers(t: SocketType) -> bool {
+    matches!(
+        t,
+        SocketType::Pair
+            | SocketType::Req
+            | SocketType::Rep
+            | SocketType::Dealer
+            | SocketType::Router
+    )
 }
 
 /// `proto`'s configuration for a connection of a socket with these options. Fails only
@@ -550,6 +568,7 @@ impl Engine {
             dns_config,
             dns: None,
             next_lookup: 0,
+            wrote: false,
         }
     }
 
@@ -591,6 +610,11 @@ impl Engine {
             self.drive(t);
         }
         self.spare_tokens = again;
+    }
+
+    /// Whether a connection wrote since the last call.
+    pub(crate) fn take_wrote(&mut self) -> bool {
+        std::mem::take(&mut self.wrote)
     }
 
     /// Whether connections stopped only because their turn was over (edge-triggered
@@ -1924,7 +1948,10 @@ impl Engine {
             }
             // 4. Write.
             match Self::flush(c) {
-                Ok(wrote) => progress |= wrote,
+                Ok(wrote) => {
+                    progress |= wrote;
+                    self.wrote |= wrote && expects_answers(c.socket.socket_type);
+                }
                 Err(e) => {
                     tracing::debug!("write to {} failed: {e}", c.endpoint);
                     c.eof = true;
