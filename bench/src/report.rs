@@ -161,6 +161,8 @@ pub fn counterpart(transport: &str) -> &'static str {
         "tcp" | "tcp-resend" => "tcp",
         "tcp-curve" => "tcp-curve",
         "inproc" | "inproc-resend" => "inproc",
+        "async-tcp" => "async-tcp",
+        t if t.starts_with("async-") => "async-ipc-spin",
         _ => "ipc-spin",
     }
 }

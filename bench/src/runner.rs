@@ -90,6 +90,21 @@ fn resend_variant(t: &str, in_process: bool, pin_auto: bool) -> Variant {
     v
 }
 
+/// `async-*`: a contender's async API on tokio, for the 64 B round trip and throughput.
+fn async_variant(c: &str, t: &str, pin_auto: bool) -> Variant {
+    let mut v = variant(c, t, false, pin_auto, &["rtt", "thr"]);
+    v.only = Some(
+        [("rtt", 64), ("thr", 64)]
+            .iter()
+            .map(|&(sc, size)| Case {
+                scenario: sc.into(),
+                size,
+            })
+            .collect(),
+    );
+    v
+}
+
 /// Every variant the harness knows, in table order.
 pub fn all_variants() -> Vec<Variant> {
     let all = ["rtt", "thr", "pubsub"];
@@ -121,6 +136,17 @@ pub fn all_variants() -> Vec<Variant> {
         curve_variant("omq"),
         variant("omq", "inproc", true, false, &pair),
         variant("iceoryx2", "shm", false, true, &["rtt"]),
+        // The async APIs on tokio (each call `block_on` of the socket's future), at the
+        // round trip and the 64 B throughput.
+        async_variant("lwmq", "async-ipc-spin", true),
+        async_variant("lwmq", "async-ipc-park", false),
+        async_variant("lwmq", "async-tcp", false),
+        async_variant("zeromq-rs", "async-ipc", false),
+        async_variant("zeromq-rs", "async-tcp", false),
+        async_variant("omq", "async-shm-spin", false),
+        async_variant("omq", "async-shm", false),
+        async_variant("omq", "async-ipc", false),
+        async_variant("omq", "async-tcp", false),
     ];
     if cfg!(feature = "lwmq-shm-raw") {
         v.insert(2, variant("lwmq", "ipc-raw-spin", false, true, &pair));

@@ -52,6 +52,26 @@
 //! `typed` sends and receives serde values as MessagePack, the encoding of the `lwmq`
 //! tool's `--json`.
 //!
+//! # Async
+//!
+//! Every socket also sends and receives asynchronously, on any executor (tokio, smol,
+//! your own): lwmq spawns no runtime and no thread per socket; a future registers its
+//! task's waker on the socket's one wake-up signal. Receives and sends are
+//! cancellation-safe, sockets are `futures` streams and sinks (feature `async`, on by
+//! default), and monitors have [`Monitor::recv_async`]. See [`aio`].
+//!
+//! ```no_run
+//! # async fn run() -> lwmq::Result<()> {
+//! let ctx = lwmq::Context::new();
+//! let rep = ctx.socket(lwmq::SocketType::Rep)?;
+//! rep.bind("tcp://127.0.0.1:5555")?;
+//! loop {
+//!     let request = rep.recv_async().await?; // the task sleeps; no thread waits
+//!     rep.send_async(request).await?;
+//! }
+//! # }
+//! ```
+//!
 //! # Reliable request/reply
 //!
 //! A REQ can resend and fail over by itself ([`Socket::set_req_resend_interval`]), and
@@ -127,7 +147,7 @@ pub use endpoint::Endpoint;
 pub use error::{Error, Result, SendError};
 pub use frames::Frames;
 pub use message::{Message, PeerProperties};
-pub use monitor::{EventKind, Monitor, MonitorEvent};
+pub use monitor::{EventKind, Monitor, MonitorEvent, NextEvent};
 pub use options::{DEFAULT_HWM, DEFAULT_LINGER, DEFAULT_RECONNECT_INTERVAL};
 pub use poll::{PollItem, poll};
 pub use proto::z85;
@@ -138,4 +158,5 @@ pub use reliable::{
     ReplyCache, ReqRepStats, RequestKey,
 };
 pub use socket::Socket;
+pub use socket::aio;
 pub use socket_type::SocketType;

@@ -6,8 +6,11 @@
 //! and a dropped monitor is forgotten at the next event.
 
 use std::fmt;
-use std::sync::Mutex;
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 /// What happened.
@@ -128,25 +131,90 @@ impl fmt::Display for MonitorEvent {
     }
 }
 
-/// Receives a socket's events.
+/// Receives a socket's events: blocking ([`Monitor::recv`]), or async
+/// ([`Monitor::recv_async`], and `futures_core::Stream` with the `async` feature).
 #[derive(Debug)]
 pub struct Monitor {
-    rx: Receiver<MonitorEvent>,
+    /// Behind a lock only so that a `Monitor` is `Sync`: a task holding a
+    /// [`NextEvent`] across an `.await` may then move between threads.
+    rx: Mutex<Receiver<MonitorEvent>>,
+    /// The waker of the task awaiting the next event, woken after each event is queued
+    /// and when the socket goes.
+    waker: Arc<Mutex<Option<Waker>>>,
+}
+
+/// The future of [`Monitor::recv_async`].
+#[derive(Debug)]
+#[must_use = "futures do nothing unless awaited"]
+pub struct NextEvent<'a> {
+    monitor: &'a Monitor,
+}
+
+impl Future for NextEvent<'_> {
+    type Output = Option<MonitorEvent>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.monitor.poll_event(cx)
+    }
+}
+
+#[cfg(feature = "async")]
+impl futures_core::Stream for Monitor {
+    type Item = MonitorEvent;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<MonitorEvent>> {
+        self.poll_event(cx)
+    }
 }
 
 impl Monitor {
     /// The next event, waiting up to `timeout` (`None`: until one comes or the socket
     /// is gone). Returns `None` on timeout or when the socket is gone.
     pub fn recv(&self, timeout: Option<Duration>) -> Option<MonitorEvent> {
+        let rx = self.rx();
         match timeout {
-            None => self.rx.recv().ok(),
-            Some(t) => self.rx.recv_timeout(t).ok(),
+            None => rx.recv().ok(),
+            Some(t) => rx.recv_timeout(t).ok(),
         }
     }
 
     /// The next event if one is waiting.
     pub fn try_recv(&self) -> Option<MonitorEvent> {
-        self.rx.try_recv().ok()
+        self.rx().try_recv().ok()
+    }
+
+    fn rx(&self) -> std::sync::MutexGuard<'_, Receiver<MonitorEvent>> {
+        self.rx.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The next event, asynchronously (`None` once the socket is gone). Cancellation
+    /// safe: a dropped future took no event.
+    pub fn recv_async(&self) -> NextEvent<'_> {
+        NextEvent { monitor: self }
+    }
+
+    /// Polls for the next event: look, register the waker, look again (the emitter
+    /// queues, then takes the waker under its lock, so one of the looks sees it).
+    pub fn poll_event(&self, cx: &mut Context<'_>) -> Poll<Option<MonitorEvent>> {
+        let look = || match self.rx().try_recv() {
+            Ok(e) => Some(Some(e)),
+            Err(TryRecvError::Disconnected) => Some(None),
+            Err(TryRecvError::Empty) => None,
+        };
+        if let Some(r) = look() {
+            return Poll::Ready(r);
+        }
+        {
+            let mut w = self.waker.lock().unwrap_or_else(|p| p.into_inner());
+            match w.as_mut() {
+                Some(old) if old.will_wake(cx.waker()) => {}
+                _ => *w = Some(cx.waker().clone()),
+            }
+        }
+        match look() {
+            Some(r) => Poll::Ready(r),
+            None => Poll::Pending,
+        }
     }
 
     /// Waits up to `timeout` for an event of the given kind, skipping others.
@@ -162,20 +230,46 @@ impl Monitor {
     }
 }
 
+/// One monitor, from the emitting side: its queue and its waker.
+type Subscriber = (Sender<MonitorEvent>, Arc<Mutex<Option<Waker>>>);
+
+/// Wakes the task waiting on a monitor, if any.
+fn wake(w: &Mutex<Option<Waker>>) {
+    let taken = w.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let Some(w) = taken {
+        w.wake();
+    }
+}
+
 /// The monitors of one socket (shared with the I/O thread).
 #[derive(Debug, Default)]
 pub(crate) struct Monitors {
-    senders: Mutex<Vec<Sender<MonitorEvent>>>,
+    senders: Mutex<Vec<Subscriber>>,
+}
+
+impl Drop for Monitors {
+    fn drop(&mut self) {
+        // The queues disconnect now: wake their tasks to see it.
+        let subs = std::mem::take(self.senders.get_mut().unwrap_or_else(|p| p.into_inner()));
+        for (tx, w) in subs {
+            drop(tx);
+            wake(&w);
+        }
+    }
 }
 
 impl Monitors {
     pub(crate) fn add(&self) -> Monitor {
         let (tx, rx) = mpsc::channel();
+        let waker = Arc::new(Mutex::new(None));
         self.senders
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(tx);
-        Monitor { rx }
+            .push((tx, waker.clone()));
+        Monitor {
+            rx: Mutex::new(rx),
+            waker,
+        }
     }
 
     /// Whether no monitor is attached (a sender that went away counts until the next
@@ -198,6 +292,10 @@ impl Monitors {
             detail: detail.into(),
         };
         tracing::debug!("monitor: {event}");
-        senders.retain(|s| s.send(event.clone()).is_ok());
+        senders.retain(|(tx, w)| {
+            let open = tx.send(event.clone()).is_ok();
+            wake(w);
+            open
+        });
     }
 }

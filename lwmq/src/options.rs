@@ -105,6 +105,9 @@ pub(crate) struct Options {
     pub pattern: PatternOptions,
     /// `ipc://` (shared memory): ring size, spin, allowed users, domain.
     pub ipc: crate::transport::shm::ShmOptions,
+    /// How long a future of this socket tries again before it returns `Pending`
+    /// (zero, the default: not at all).
+    pub async_spin: Duration,
 }
 
 impl Options {
@@ -131,6 +134,7 @@ impl Options {
             zap: crate::auth::ZapSlot::default(),
             pattern: PatternOptions::default(),
             ipc: crate::transport::shm::ShmOptions::default(),
+            async_spin: Duration::ZERO,
         }
     }
 

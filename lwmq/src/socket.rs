@@ -25,6 +25,8 @@ use crate::pattern::{self, Pattern};
 use crate::transport::{self, Attached, Hub, Request, SocketHandle, lock};
 use crate::{Endpoint, Error, Message, Result, SendError, SocketType};
 
+pub mod aio;
+
 /// One bind or connect of a socket.
 #[derive(Debug)]
 struct EndpointEntry {
@@ -116,6 +118,50 @@ impl Socket {
     fn absorb_mailbox(&self, core: &mut Core) {
         for (id, pipe) in self.shared.take_mail() {
             core.pattern.attach(id, pipe);
+        }
+    }
+
+    /// One look for a message (every receive, blocking or async): `None` when there
+    /// is none now.
+    #[inline]
+    fn attempt_pattern_recv(&self, core: &mut Core) -> Option<Result<Message>> {
+        if let Err(e) = self.check_open() {
+            return Some(Err(e));
+        }
+        self.absorb_mailbox(core);
+        match core.pattern.recv() {
+            Ok(m) => Some(Ok(m)),
+            Err(Error::WouldBlock) => None,
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    /// One try to send `held` (every send, blocking or async): `None` when it cannot
+    /// go now, with the message put back into `held`.
+    #[inline]
+    fn attempt_send(
+        &self,
+        core: &mut Core,
+        held: &mut Option<Message>,
+    ) -> Option<Result<(), SendError>> {
+        let msg = held.take()?;
+        if self.hub.is_terminated() {
+            return Some(Err(SendError {
+                error: Error::Closed,
+                message: msg,
+            }));
+        }
+        self.absorb_mailbox(core);
+        match core.pattern.send(msg) {
+            Ok(()) => Some(Ok(())),
+            Err(SendError {
+                error: Error::WouldBlock,
+                message,
+            }) => {
+                *held = Some(message);
+                None
+            }
+            Err(e) => Some(Err(e)),
         }
     }
 
@@ -254,27 +300,7 @@ impl Socket {
         let spin = self.shared.spin(&core.options);
         let core = &mut *core;
         let mut held = Some(msg);
-        let mut attempt = || -> Option<Result<(), SendError>> {
-            let msg = held.take()?;
-            if self.hub.is_terminated() {
-                return Some(Err(SendError {
-                    error: Error::Closed,
-                    message: msg,
-                }));
-            }
-            self.absorb_mailbox(core);
-            match core.pattern.send(msg) {
-                Ok(()) => Some(Ok(())),
-                Err(SendError {
-                    error: Error::WouldBlock,
-                    message,
-                }) => {
-                    held = Some(message);
-                    None
-                }
-                Err(e) => Some(Err(e)),
-            }
-        };
+        let mut attempt = || self.attempt_send(core, &mut held);
         if let Some(r) = attempt() {
             return r;
         }
@@ -326,17 +352,7 @@ impl Socket {
         }
         let spin = self.shared.spin(&core.options);
         let core = &mut *core;
-        let mut attempt = || -> Option<Result<Message>> {
-            if let Err(e) = self.check_open() {
-                return Some(Err(e));
-            }
-            self.absorb_mailbox(core);
-            match core.pattern.recv() {
-                Ok(m) => Some(Ok(m)),
-                Err(Error::WouldBlock) => None,
-                Err(e) => Some(Err(e)),
-            }
-        };
+        let mut attempt = || self.attempt_pattern_recv(core);
         if let Some(r) = attempt() {
             return r;
         }
@@ -354,17 +370,7 @@ impl Socket {
     /// ends at the pattern's timer as well as at the deadline.
     fn recv_timed(&self, core: &mut Core, timeout: Option<Duration>) -> Result<Message> {
         let spin = self.shared.spin(&core.options);
-        let attempt = |core: &mut Core| -> Option<Result<Message>> {
-            if let Err(e) = self.check_open() {
-                return Some(Err(e));
-            }
-            self.absorb_mailbox(core);
-            match core.pattern.recv() {
-                Ok(m) => Some(Ok(m)),
-                Err(Error::WouldBlock) => None,
-                Err(e) => Some(Err(e)),
-            }
-        };
+        let attempt = |core: &mut Core| self.attempt_pattern_recv(core);
         // A zero timeout (try_recv) asks once, lets time pass once, and asks again: it
         // never gives the exchange up by itself.
         let poll_once = timeout == Some(Duration::ZERO);
@@ -781,6 +787,15 @@ impl Socket {
     /// a kernel wake-up). Default 50 µs.
     pub fn set_ipc_spin(&self, t: Duration) {
         self.set(|o| o.ipc.spin = t);
+    }
+    /// Async: how long a future of this socket (`recv_async`, `send_async`, its streams
+    /// and sinks) keeps trying before it returns `Pending` and lets its task sleep.
+    /// Default zero: never (a future that finds nothing to do registers its waker at
+    /// once). A few microseconds make an `ipc://` round trip as fast as a blocking one,
+    /// at the cost of the executor thread busy-waiting for that long each time. See
+    /// [`crate::aio`].
+    pub fn set_async_spin(&self, t: Duration) {
+        self.set(|o| o.async_spin = t);
     }
     /// `ipc://`: which users' processes may connect to us or be connected to (checked
     /// with SO_PEERCRED), or which groups' members (the peer's effective gid or one of

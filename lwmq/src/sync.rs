@@ -40,7 +40,7 @@ pub(crate) mod shared {
 
 #[cfg(not(lwmq_loom))]
 mod imp {
-    pub(crate) use std::sync::{Arc, Condvar, Mutex};
+    pub(crate) use std::sync::{Arc, Condvar, Mutex, MutexGuard};
     pub(crate) use std::thread;
 
     pub(crate) mod atomic {
@@ -83,7 +83,7 @@ mod imp {
 #[cfg(lwmq_loom)]
 mod imp {
     pub(crate) use loom::cell::UnsafeCell;
-    pub(crate) use loom::sync::{Arc, Condvar, Mutex};
+    pub(crate) use loom::sync::{Arc, Condvar, Mutex, MutexGuard};
     pub(crate) use loom::thread;
 
     pub(crate) mod atomic {

@@ -6,6 +6,15 @@
 //! resend on (round trip only: what the bookkeeping costs); and, with the `lwmq-shm-raw` feature, `ipc-raw-spin`/`ipc-raw-park`:
 //! the shared-memory transport without the socket layer (`lwmq_shm.rs`).
 //!
+//! `async-tcp`, `async-ipc-spin` and `async-ipc-park` are `tcp`, `ipc-spin` and
+//! `ipc-park` through the async API (`lwmq::aio`) on tokio, measured the way the
+//! zeromq.rs driver measures its async sockets: each send and receive is
+//! `Runtime::block_on` of the socket's future on a multi-thread runtime with tokio's
+//! default number of workers. `async-ipc-spin` sets the socket's async spin
+//! (`Socket::set_async_spin`) for as long as it waits, as `ipc-spin` does for the
+//! blocking calls; `async-ipc-park` returns `Pending` at once and is woken through the
+//! context's doorbell watcher.
+//!
 //! One `lwmq::Context` per process. Sends copy the buffer into a new `Message` (one
 //! allocation and one copy, like `zmq_send`); receives take the message the socket
 //! hands out.
@@ -16,6 +25,7 @@
 //! (only the scenario's head bytes are copied). The in-place path is PAIR, PUSH/PULL
 //! and DEALER's, so its round trip runs between two PAIR sockets.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow, bail};
@@ -25,13 +35,39 @@ use super::{Driver, Kind, Peer, copy_head};
 
 pub struct Lwmq {
     ctx: Context,
+    /// The runtime of the `async-*` transports, started on first use.
+    rt: std::sync::OnceLock<Arc<tokio::runtime::Runtime>>,
 }
 
 impl Lwmq {
     pub fn new() -> Result<Lwmq> {
         Ok(Lwmq {
             ctx: Context::new(),
+            rt: std::sync::OnceLock::new(),
         })
+    }
+
+    fn runtime(&self) -> Result<Arc<tokio::runtime::Runtime>> {
+        if let Some(rt) = self.rt.get() {
+            return Ok(rt.clone());
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("start the tokio runtime")?;
+        Ok(self.rt.get_or_init(|| Arc::new(rt)).clone())
+    }
+
+    /// The peer over `socket`: blocking, or for an `async-*` transport its futures.
+    fn peer(&self, socket: lwmq::Socket, transport: &str, loan: bool) -> Result<Box<dyn Peer>> {
+        if transport.starts_with("async-") {
+            Ok(Box::new(AsyncPeer {
+                socket,
+                rt: self.runtime()?,
+            }))
+        } else {
+            Ok(Box::new(LwmqPeer { socket, loan }))
+        }
     }
 
     fn socket(&self, kind: Kind, transport: &str, max_size: usize) -> Result<lwmq::Socket> {
@@ -49,6 +85,15 @@ impl Lwmq {
             .ctx
             .socket(t)
             .map_err(|e| anyhow!("lwmq socket {t}: {e}"))?;
+        let transport = match transport.strip_prefix("async-") {
+            Some(t) => {
+                if t == "ipc-spin" {
+                    s.set_async_spin(SPIN_FOREVER);
+                }
+                t
+            }
+            None => transport,
+        };
         // On close, give what is queued (a round-trip client's final end marker) a
         // moment to leave, but never hold up the exit for long.
         s.set_linger(Some(Duration::from_secs(1)));
@@ -177,6 +222,34 @@ impl Peer for LwmqPeer {
     }
 }
 
+/// A peer of an `async-*` transport: each call is `block_on` of the socket's future.
+struct AsyncPeer {
+    socket: lwmq::Socket,
+    rt: Arc<tokio::runtime::Runtime>,
+}
+
+impl Peer for AsyncPeer {
+    fn send(&mut self, msg: &[u8]) -> Result<()> {
+        self.rt
+            .block_on(self.socket.send_async(Bytes::copy_from_slice(msg)))
+            .map_err(|e| anyhow!("lwmq send_async: {e}"))
+    }
+
+    fn recv(&mut self, head: &mut [u8]) -> Result<usize> {
+        let m = self
+            .rt
+            .block_on(self.socket.recv_async())
+            .map_err(|e| anyhow!("lwmq recv_async: {e}"))?;
+        match m.frames() {
+            [frame] => Ok(copy_head(frame, head)),
+            frames => bail!(
+                "expected a single-frame message, got {} frames",
+                frames.len()
+            ),
+        }
+    }
+}
+
 impl Driver for Lwmq {
     fn bind(
         &self,
@@ -188,7 +261,8 @@ impl Driver for Lwmq {
         if transport.starts_with("ipc-raw-") {
             return raw_bind(kind, transport, name, max_size);
         }
-        let addr = match split_resend(transport).0 {
+        let base = transport.strip_prefix("async-").unwrap_or(transport);
+        let addr = match split_resend(base).0 {
             "tcp" | "tcp-curve" => "tcp://127.0.0.1:0".to_owned(),
             "unix" => format!("unix://@lwmq-bench/{name}"),
             "ipc-spin" | "ipc-park" | "ipc-loan" => format!("ipc://lwmq-bench-{name}"),
@@ -203,7 +277,8 @@ impl Driver for Lwmq {
             .bind(&addr)
             .map_err(|e| anyhow!("lwmq bind {addr}: {e}"))?;
         let loan = transport == "ipc-loan";
-        Ok((Box::new(LwmqPeer { socket, loan }), endpoint))
+        self.peer(socket, transport, loan)
+        .map(|p| (p, endpoint))
     }
 
     fn connect(
@@ -225,6 +300,6 @@ impl Driver for Lwmq {
             .map_err(|e| anyhow!("lwmq connect {endpoint}: {e}"))
             .context("lwmq driver")?;
         let loan = transport == "ipc-loan";
-        Ok(Box::new(LwmqPeer { socket, loan }))
+        self.peer(socket, transport, loan)
     }
 }

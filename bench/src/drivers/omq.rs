@@ -21,10 +21,17 @@
 //! run on the shared 2-core machine: 64 B `shm` round trip about 130 µs with the
 //! default, about 28 µs with `WorkloadProfile::Throughput`. The default is kept.
 //!
+//! `async-tcp`, `async-ipc`, `async-shm` and `async-shm-spin` are those transports
+//! through omq's async API on tokio: a multi-thread runtime with tokio's default
+//! number of workers, the sockets made on `Context::current()` (omq borrows that
+//! runtime: no I/O thread of its own), each send and receive `Runtime::block_on` of
+//! the socket's future, as the zeromq.rs and lwmq async drivers do.
+//!
 //! CURVE: the binding side is the server, the connecting side the client; both derive
 //! their long-term keypairs from fixed secrets (benchmark keys, not secrets), so the
 //! endpoint string needs to carry nothing more than the address.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow, bail};
@@ -36,41 +43,83 @@ use super::{Driver, Kind, Peer, copy_head};
 
 pub struct Omq {
     ctx: Context,
+    /// The runtime (and the context borrowing it) of the `async-*` transports.
+    rt: std::sync::OnceLock<(Arc<tokio::runtime::Runtime>, Context)>,
 }
 
 impl Omq {
     pub fn new() -> Omq {
         Omq {
             ctx: Context::new(),
+            rt: std::sync::OnceLock::new(),
         }
     }
 
-    fn socket(&self, kind: Kind, transport: &str, server: bool) -> Result<blocking::Socket> {
-        let t = match kind {
-            Kind::Req => SocketType::Req,
-            Kind::Rep => SocketType::Rep,
-            Kind::Push => SocketType::Push,
-            Kind::Pull => SocketType::Pull,
-            Kind::Pub => SocketType::Pub,
-            Kind::Sub => SocketType::Sub,
-        };
-        // On close, give what is queued (a round-trip client's final end marker) a
-        // moment to leave, but never hold up the exit for long.
-        let mut opts = Options::default().linger(Duration::from_secs(1));
-        match transport {
-            "tcp-curve" if server => opts = opts.curve_server(keypair(SERVER_SECRET)),
-            "tcp-curve" => {
-                opts = opts.curve_client(keypair(CLIENT_SECRET), keypair(SERVER_SECRET).public)
-            }
-            "shm-spin" => opts = opts.recv_spin(Duration::MAX),
-            _ => {}
+    fn runtime(&self) -> Result<(Arc<tokio::runtime::Runtime>, Context)> {
+        if let Some(r) = self.rt.get() {
+            return Ok(r.clone());
         }
-        let s = self.ctx.blocking_socket(t, opts);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("start the tokio runtime")?;
+        let ctx = {
+            let _in = rt.enter();
+            Context::current()
+        };
+        Ok(self.rt.get_or_init(|| (Arc::new(rt), ctx)).clone())
+    }
+
+    /// An async socket on the borrowed runtime, and that runtime.
+    fn async_socket(
+        &self,
+        kind: Kind,
+        transport: &str,
+        server: bool,
+    ) -> Result<(omq_tokio::Socket, Arc<tokio::runtime::Runtime>)> {
+        let (rt, ctx) = self.runtime()?;
+        let _in = rt.enter();
+        let s = ctx.socket(socket_type(kind), options(transport, server));
+        if kind == Kind::Sub {
+            rt.block_on(s.subscribe(&b""[..]))
+                .map_err(|e| anyhow!("omq subscribe: {e}"))?;
+        }
+        Ok((s, rt))
+    }
+
+    fn socket(&self, kind: Kind, transport: &str, server: bool) -> Result<blocking::Socket> {
+        let s = self
+            .ctx
+            .blocking_socket(socket_type(kind), options(transport, server));
         if kind == Kind::Sub {
             s.subscribe(&b""[..])
                 .map_err(|e| anyhow!("omq subscribe: {e}"))?;
         }
         Ok(s)
+    }
+}
+
+fn socket_type(kind: Kind) -> SocketType {
+    match kind {
+        Kind::Req => SocketType::Req,
+        Kind::Rep => SocketType::Rep,
+        Kind::Push => SocketType::Push,
+        Kind::Pull => SocketType::Pull,
+        Kind::Pub => SocketType::Pub,
+        Kind::Sub => SocketType::Sub,
+    }
+}
+
+/// The options of a socket on `transport` (an `async-` prefix changes nothing here).
+fn options(transport: &str, server: bool) -> Options {
+    // On close, give what is queued (a round-trip client's final end marker) a
+    // moment to leave, but never hold up the exit for long.
+    let opts = Options::default().linger(Duration::from_secs(1));
+    match transport.strip_prefix("async-").unwrap_or(transport) {
+        "tcp-curve" if server => opts.curve_server(keypair(SERVER_SECRET)),
+        "tcp-curve" => opts.curve_client(keypair(CLIENT_SECRET), keypair(SERVER_SECRET).public),
+        "shm-spin" => opts.recv_spin(Duration::MAX),
+        _ => opts,
     }
 }
 
@@ -128,6 +177,48 @@ impl Drop for OmqPeer {
     }
 }
 
+/// A peer of an `async-*` transport: each call is `block_on` of the socket's future.
+struct OmqAsyncPeer {
+    /// Always `Some` until dropped (closed then, inside the runtime).
+    sock: Option<omq_tokio::Socket>,
+    rt: Arc<tokio::runtime::Runtime>,
+}
+
+impl OmqAsyncPeer {
+    fn sock(&self) -> Result<&omq_tokio::Socket> {
+        self.sock.as_ref().context("omq socket already closed")
+    }
+}
+
+impl Peer for OmqAsyncPeer {
+    fn send(&mut self, msg: &[u8]) -> Result<()> {
+        let s = self.sock()?;
+        self.rt
+            .block_on(s.send(Message::from_slice(msg)))
+            .map_err(|e| anyhow!("omq send: {e}"))
+    }
+
+    fn recv(&mut self, head: &mut [u8]) -> Result<usize> {
+        let s = self.sock()?;
+        let m = self
+            .rt
+            .block_on(s.recv())
+            .map_err(|e| anyhow!("omq recv: {e}"))?;
+        match m.get(0) {
+            Some(frame) if m.len() == 1 => Ok(copy_head(frame, head)),
+            _ => bail!("expected a single-frame message, got {} frames", m.len()),
+        }
+    }
+}
+
+impl Drop for OmqAsyncPeer {
+    fn drop(&mut self) {
+        if let Some(s) = self.sock.take() {
+            let _ = self.rt.block_on(s.close());
+        }
+    }
+}
+
 impl Driver for Omq {
     fn bind(
         &self,
@@ -136,7 +227,8 @@ impl Driver for Omq {
         name: &str,
         _max_size: usize,
     ) -> Result<(Box<dyn Peer>, String)> {
-        let addr = match transport {
+        let base = transport.strip_prefix("async-").unwrap_or(transport);
+        let addr = match base {
             "tcp" | "tcp-curve" => "tcp://127.0.0.1:0".to_owned(),
             "ipc" => format!("ipc://@lwmq-bench/{name}"),
             "shm" | "shm-spin" => format!("shm://@lwmq-bench/{name}"),
@@ -145,6 +237,17 @@ impl Driver for Omq {
                 "omq has no transport {other:?} here (tcp, tcp-curve, ipc, shm, shm-spin, inproc)"
             ),
         };
+        if base != transport {
+            let (sock, rt) = self.async_socket(kind, transport, true)?;
+            let endpoint = rt
+                .block_on(sock.bind(addr.as_str()))
+                .map_err(|e| anyhow!("omq bind {addr}: {e}"))?;
+            let peer = OmqAsyncPeer {
+                sock: Some(sock),
+                rt,
+            };
+            return Ok((Box::new(peer), endpoint.to_string()));
+        }
         let sock = self.socket(kind, transport, true)?;
         let endpoint = sock
             .bind(addr.as_str())
@@ -160,6 +263,15 @@ impl Driver for Omq {
         endpoint: &str,
         _max_size: usize,
     ) -> Result<Box<dyn Peer>> {
+        if transport.starts_with("async-") {
+            let (sock, rt) = self.async_socket(kind, transport, false)?;
+            rt.block_on(sock.connect(endpoint))
+                .map_err(|e| anyhow!("omq connect {endpoint}: {e}"))?;
+            return Ok(Box::new(OmqAsyncPeer {
+                sock: Some(sock),
+                rt,
+            }));
+        }
         let sock = self.socket(kind, transport, false)?;
         sock.connect(endpoint)
             .map_err(|e| anyhow!("omq connect {endpoint}: {e}"))?;

@@ -1,6 +1,9 @@
 //! zeromq.rs (the `zeromq` crate): ZeroMQ in pure Rust on tokio. Transports: `tcp` and
 //! `ipc` (a Unix-domain socket at a path under the temporary directory).
 //!
+//! Its API is async only, so its `tcp` and `ipc` are also its `async-tcp` and
+//! `async-ipc` (the same runs, under the names the async comparison uses).
+//!
 //! Its API is async; the benchmark loop is blocking, so each call is `block_on` on a
 //! tokio multi-thread runtime with tokio's default number of workers — what a program
 //! with `#[tokio::main]` gets. The runtime's workers drive the socket's background
@@ -160,7 +163,7 @@ impl Driver for ZeromqRs {
         _max_size: usize,
     ) -> Result<(Box<dyn Peer>, String)> {
         let mut path = None;
-        let addr = match transport {
+        let addr = match transport.strip_prefix("async-").unwrap_or(transport) {
             "tcp" => "tcp://127.0.0.1:0".to_owned(),
             "ipc" => {
                 let p = ipc_path(name);

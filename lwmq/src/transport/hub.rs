@@ -37,6 +37,9 @@ pub(crate) struct Hub {
     dns: Mutex<Option<DnsConfig>>,
     /// The context's domain (see [`Hub::domain`]); `None`: `LWMQ_DOMAIN` or `default`.
     domain: Mutex<Option<String>>,
+    /// The doorbell watcher of the sockets' futures (see [`super::waiter`]), started
+    /// on first use.
+    waiter: Mutex<Option<crate::worker::Worker<super::waiter::WaiterShared>>>,
     /// How long the background thread keeps looking for work before it sleeps (see
     /// [`reactor::IoSpin`]); `None`: `LWMQ_IO_SPIN_US` or the default. Set before the
     /// background thread starts.
@@ -182,6 +185,18 @@ impl Hub {
 
     pub(crate) fn ports(&self) -> MutexGuard<'_, Ports> {
         lock(&self.ports)
+    }
+
+    /// The doorbell watcher of the sockets' futures, started on first use.
+    pub(crate) fn waiter(&self) -> Result<Arc<super::waiter::WaiterShared>> {
+        let mut w = lock(&self.waiter);
+        if w.is_none() {
+            *w = Some(super::waiter::start()?);
+        }
+        match w.as_ref() {
+            Some(w) => Ok(w.shared().clone()),
+            None => Err(Error::Closed),
+        }
     }
 
     /// The background thread, started on first use.

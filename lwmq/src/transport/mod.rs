@@ -77,6 +77,8 @@ pub(crate) mod spsc_pipe;
 pub(crate) mod stream;
 pub(crate) mod stream_engine;
 pub(crate) mod tcp;
+pub(crate) mod waiter;
+pub(crate) mod wakers;
 
 pub(crate) use hub::Hub;
 
@@ -301,13 +303,17 @@ pub trait Notify: Send + Sync {
 /// descriptor.
 ///
 /// Observers (used by [`crate::poll()`]) are rung along with the signal by notifiers of
-/// this process (shared-memory peers only ring the doorbell).
+/// this process (shared-memory peers only ring the doorbell), and so are the wakers of
+/// the futures that wait on the socket ([`wakers`]; for shared-memory peers the
+/// context's doorbell watcher, [`waiter`], parks on the doorbell in their place).
 pub struct Signal {
     local: shm::Doorbell,
     shared: std::sync::OnceLock<shm::Doorbell>,
     observers: Mutex<Vec<(u64, Arc<dyn Notify>)>>,
     /// `observers.len()`, readable without the lock (the hot path only reads this).
     observed: AtomicUsize,
+    /// The wakers of the futures waiting on this signal.
+    pub(crate) wakers: wakers::Wakers,
 }
 
 impl fmt::Debug for Signal {
@@ -337,7 +343,15 @@ impl Signal {
             shared: std::sync::OnceLock::new(),
             observers: Mutex::new(Vec::new()),
             observed: AtomicUsize::new(0),
+            wakers: wakers::Wakers::default(),
         }
+    }
+
+    /// The shared-memory doorbell, once the socket uses `ipc://` (what peers in other
+    /// processes, and ring writers of this one, ring instead of calling
+    /// [`Notify::notify`]).
+    pub(crate) fn shared_bell(&self) -> Option<&shm::Doorbell> {
+        self.shared.get()
     }
 
     /// The doorbell waiters park on now.
@@ -410,6 +424,9 @@ impl Notify for Signal {
         if let Some(shared) = self.shared.get() {
             shared.notify();
         }
+        // `local.notify()` ran a SeqCst fence after whatever the caller published:
+        // the wakers' handshake needs no fence of its own (see `wakers`).
+        self.wakers.wake_after_fence();
         // SeqCst pairs with the store in `observe`: a poller that registered before
         // looking at this socket is seen here.
         if self.observed.load(Ordering::SeqCst) == 0 {

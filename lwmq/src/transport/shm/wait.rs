@@ -419,6 +419,64 @@ pub(crate) fn wait_any<T>(
     }
 }
 
+/// An announcement on a [`Doorbell`] that owns (a clone of) it: what a future hands
+/// the context's doorbell watcher (`transport::waiter`), which parks on the doorbell in
+/// the future's place. Dropping it withdraws the announcement.
+#[derive(Debug)]
+pub(crate) struct OwnedTicket {
+    bell: Doorbell,
+    epoch: u32,
+}
+
+impl Doorbell {
+    /// As [`Doorbell::prepare_wait`], with a ticket that owns the doorbell.
+    pub(crate) fn announce(&self) -> OwnedTicket {
+        let epoch = protocol::announce(self.epoch_word(), self.waiters());
+        OwnedTicket {
+            bell: self.clone(),
+            epoch,
+        }
+    }
+}
+
+impl OwnedTicket {
+    /// Whether the doorbell was rung since the ticket was taken.
+    pub(crate) fn rung(&self) -> bool {
+        self.bell.epoch() != self.epoch
+    }
+}
+
+impl Drop for OwnedTicket {
+    fn drop(&mut self) {
+        protocol::withdraw(self.bell.waiters());
+    }
+}
+
+/// Parks until the doorbell of any of `tickets` is rung after its ticket was taken, or
+/// `timeout` passes (spurious returns are possible: callers look at
+/// [`OwnedTicket::rung`]). Parks on all of them at once with FUTEX_WAITV; with more
+/// than [`sys::FUTEX_WAITV_MAX`] tickets, or without FUTEX_WAITV, it sleeps at most
+/// 1 ms instead, and the caller looks again.
+pub(crate) fn park_any(tickets: &[&OwnedTicket], timeout: Duration) {
+    if tickets.is_empty() {
+        std::thread::sleep(timeout);
+        return;
+    }
+    if tickets.len() <= sys::FUTEX_WAITV_MAX {
+        let words: Vec<(&AtomicU32, u32, bool)> = tickets
+            .iter()
+            .map(|t| (t.bell.epoch_word(), t.epoch, t.bell.is_private()))
+            .collect();
+        match sys::futex_waitv(&words, Some(timeout)) {
+            Ok(_) => return,
+            Err(e) => tracing::debug!("FUTEX_WAITV unavailable ({e}); polling in 1 ms slices"),
+        }
+    }
+    if !tickets.iter().any(|t| t.rung()) {
+        std::thread::sleep(timeout.min(Duration::from_millis(1)));
+    }
+}
+
 /// A thread's announcement that it is parking on a [`Doorbell`]; see
 /// [`Doorbell::prepare_wait`].
 #[derive(Debug)]
