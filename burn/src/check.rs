@@ -335,6 +335,34 @@ pub struct Violation {
     /// It happened while (or just after) the whole run was paused from outside.
     #[serde(default)]
     pub during_pause: bool,
+    /// The fault nearest in time, if any (`kill of producer-3 0.4 s before`).
+    #[serde(default)]
+    pub context: String,
+}
+
+/// Describes the fault that started nearest to `at_ms` (within a minute).
+pub fn nearest_fault(faults: &[FaultRecord], at_ms: u64) -> String {
+    let Some(f) = faults
+        .iter()
+        .min_by_key(|f| f.start_ms.abs_diff(at_ms))
+        .filter(|f| f.start_ms.abs_diff(at_ms) <= 60_000)
+    else {
+        return String::new();
+    };
+    let d = f.start_ms.abs_diff(at_ms) as f64 / 1000.0;
+    let when = if f.start_ms <= at_ms {
+        "before"
+    } else {
+        "after"
+    };
+    let lasted = f
+        .end_ms
+        .map(|e| format!(", lasting {:.1} s", (e - f.start_ms) as f64 / 1000.0))
+        .unwrap_or_default();
+    format!(
+        "nearest fault: {} of {} {d:.1} s {when}{lasted}",
+        f.kind, f.target
+    )
 }
 
 /// `sender#incarnation seq N`, the way violations name a message.
@@ -521,6 +549,20 @@ mod tests {
         assert!(leak[0].starts_with("descriptors"), "{leak:?}");
         // Too short to judge.
         assert!(growth(&samples(|i| 20 + i)[..8], 5000, slack).is_empty());
+    }
+
+    #[test]
+    fn the_nearest_fault_is_named() {
+        let faults = vec![
+            fault("kill", 10_000, Some(11_000)),
+            fault("link", 50_000, Some(52_000)),
+        ];
+        assert_eq!(
+            nearest_fault(&faults, 10_400),
+            "nearest fault: kill of x 0.4 s before, lasting 1.0 s"
+        );
+        assert!(nearest_fault(&faults, 49_000).contains("link of x 1.0 s after"));
+        assert_eq!(nearest_fault(&faults, 500_000), "");
     }
 
     #[test]

@@ -145,7 +145,7 @@ impl Drop for Children<'_> {
 }
 
 enum Event {
-    Line(usize, u32, Report),
+    Line(usize, u32, Box<Report>),
     Junk(usize, String),
     Eof(usize, u32),
 }
@@ -181,6 +181,7 @@ fn violation(
         message,
         detail: detail.into(),
         during_pause: false,
+        context: String::new(),
     }
 }
 
@@ -276,6 +277,7 @@ pub fn run(sc: &Scenario, opts: &RunOpts, interrupted: &AtomicBool) -> Result<Sc
             .pauses
             .iter()
             .any(|&(a, b)| v.at_ms + 1000 >= a && v.at_ms <= b + 10_000);
+        v.context = check::nearest_fault(&run.faults, v.at_ms);
     }
     let report = run.report(children.0, started_ms, ended_ms, hosts, interrupted_run);
     drop(children);
@@ -467,7 +469,7 @@ impl Run<'_> {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 let ev = match serde_json::from_str::<Report>(&line) {
-                    Ok(r) => Event::Line(idx, inc, r),
+                    Ok(r) => Event::Line(idx, inc, Box::new(r)),
                     Err(_) => Event::Junk(idx, line),
                 };
                 if tx.send(ev).is_err() {
@@ -517,7 +519,7 @@ impl Run<'_> {
 
     fn event(&mut self, procs: &mut [P], ev: Event) {
         match ev {
-            Event::Line(idx, inc, r) => self.report_line(procs, idx, inc, r),
+            Event::Line(idx, inc, r) => self.report_line(procs, idx, inc, *r),
             Event::Junk(idx, line) => {
                 eprintln!("burn: {}: not a report: {line}", procs[idx].name);
             }
@@ -826,8 +828,8 @@ impl Run<'_> {
         for p in procs.iter_mut().filter(|p| p.kind().is_sender()) {
             Run::say(p, "stop");
         }
-        let t0 = Instant::now();
-        while t0.elapsed() < Duration::from_secs(20)
+        let mut t0 = Waited::new();
+        while t0.elapsed(&mut self.pauses) < Duration::from_secs(20)
             && procs.iter().any(|p| {
                 p.kind().is_sender()
                     && p.child.is_some()
@@ -847,11 +849,19 @@ impl Run<'_> {
                 .map(P::total_moved)
                 .sum()
         };
-        let t0 = Instant::now();
+        let mut t0 = Waited::new();
         let mut last = (moved(procs), Instant::now());
-        while t0.elapsed() < Duration::from_secs(30)
-            && last.1.elapsed() < Duration::from_millis(1500)
-        {
+        loop {
+            let pauses = self.pauses.len();
+            let waited = t0.elapsed(&mut self.pauses);
+            if self.pauses.len() != pauses {
+                // Everything was paused: the quiet time starts again.
+                last.1 = Instant::now();
+            }
+            if waited >= Duration::from_secs(30) || last.1.elapsed() >= Duration::from_millis(1500)
+            {
+                break;
+            }
             pump(self, procs, Duration::from_millis(200));
             let m = moved(procs);
             if m != last.0 {
@@ -861,8 +871,8 @@ impl Run<'_> {
         for p in procs.iter_mut() {
             Run::say(p, "stop");
         }
-        let t0 = Instant::now();
-        while t0.elapsed() < Duration::from_secs(10) {
+        let mut t0 = Waited::new();
+        while t0.elapsed(&mut self.pauses) < Duration::from_secs(10) {
             pump(self, procs, Duration::from_millis(100));
             let mut running = false;
             for p in procs.iter_mut() {
@@ -1006,7 +1016,24 @@ impl Run<'_> {
             let sum = |f: fn(&Stats) -> u64| p.lives.iter().map(|l| f(&l.last)).sum::<u64>();
             let first = p.lives.first().and_then(|l| l.samples.first().copied());
             let last = p.lives.last().and_then(|l| l.samples.last().copied());
+            let behind = p.lives.last().map_or(0, |l| {
+                l.last
+                    .highest
+                    .iter()
+                    .filter_map(|&(src, inc, h)| {
+                        let fin = procs
+                            .get(src as usize)?
+                            .lives
+                            .iter()
+                            .find(|sl| sl.inc == inc)?
+                            .fin
+                            .as_ref()?;
+                        Some(fin.sent.saturating_sub(h + 1))
+                    })
+                    .sum()
+            });
             processes.push(ProcReport {
+                behind,
                 name: p.name.clone(),
                 role: kind_name(p.kind()).into(),
                 host: p.proc_.spec.host.clone(),
@@ -1103,6 +1130,38 @@ impl Run<'_> {
             pauses: self.pauses.clone(),
             series,
         }
+    }
+}
+
+/// Time waited, without the time the whole run was paused from outside (a step of the
+/// waiting loop that took more than 3 s; recorded in `pauses`), so that a long pause
+/// during the drain does not look like processes that do not stop.
+struct Waited {
+    start: Instant,
+    last: Instant,
+    paused: Duration,
+}
+
+impl Waited {
+    fn new() -> Waited {
+        let now = Instant::now();
+        Waited {
+            start: now,
+            last: now,
+            paused: Duration::ZERO,
+        }
+    }
+
+    fn elapsed(&mut self, pauses: &mut Vec<(u64, u64)>) -> Duration {
+        let now = Instant::now();
+        let step = now - self.last;
+        if step > Duration::from_secs(3) {
+            self.paused += step;
+            let end = now_ms();
+            pauses.push((end - step.as_millis() as u64, end));
+        }
+        self.last = now;
+        (now - self.start).saturating_sub(self.paused)
     }
 }
 

@@ -49,6 +49,10 @@ pub struct Stats {
     pub executed: u64,
     /// Received per sender incarnation: `(src, inc, count)`.
     pub per_source: Vec<(u32, u32, u64)>,
+    /// Receivers: the highest sequence number received per sender incarnation,
+    /// `(src, inc, seq)`.
+    #[serde(default)]
+    pub highest: Vec<(u32, u32, u64)>,
     /// REQ: resends, failovers, given up; REP: answered from the cache, copies dropped
     /// (lwmq's `ReqRepStats`).
     pub resends: u64,

@@ -34,6 +34,12 @@ pub struct ProcReport {
     pub given_up: u64,
     /// REP: copies answered from the reply cache.
     pub replies_from_cache: u64,
+    /// Receivers: how far its last life was behind when the run stopped: messages
+    /// sent after the highest number it got from each sender life that stopped cleanly
+    /// (still queued for it, or dropped for it at a PUB's high-water mark and not
+    /// noticed yet because nothing after them arrived): a slow subscriber's lag.
+    #[serde(default)]
+    pub behind: u64,
     /// REQ: round trip `[p50, p99, max]` µs (of its life with the worst maximum).
     pub rtt_us: Option<[u64; 3]>,
     /// First /proc sample of the first life.
@@ -239,11 +245,11 @@ impl ScenarioReport {
         );
         let _ = writeln!(
             m,
-            "| process | role | host | lives | sent | received | executed | resends | failovers | given up | from cache | rtt p50/p99/max µs | fds | threads | RSS MiB |"
+            "| process | role | host | lives | sent | received | behind | executed | resends | failovers | given up | from cache | rtt p50/p99/max µs | fds | threads | RSS MiB |"
         );
         let _ = writeln!(
             m,
-            "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|---|---|---|---|"
+            "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|---|---|---|"
         );
         for p in &self.processes {
             let res = |f: fn(&Sample) -> u64| match (p.first_sample, p.last_sample) {
@@ -252,13 +258,14 @@ impl ScenarioReport {
             };
             let _ = writeln!(
                 m,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 p.name,
                 p.role,
                 p.host,
                 p.incarnations,
                 p.sent,
                 p.received,
+                p.behind,
                 p.executed,
                 p.resends,
                 p.failovers,
@@ -273,12 +280,15 @@ impl ScenarioReport {
             );
         }
         if !self.violations.is_empty() {
-            let _ = writeln!(m, "\n| t (s) | kind | process | message | detail |");
-            let _ = writeln!(m, "|--:|---|---|---|---|");
+            let _ = writeln!(
+                m,
+                "\n| t (s) | kind | process | message | detail | context |"
+            );
+            let _ = writeln!(m, "|--:|---|---|---|---|---|");
             for v in self.violations.iter().take(50) {
                 let _ = writeln!(
                     m,
-                    "| {:.1} | {} | {} | {} | {}{} |",
+                    "| {:.1} | {} | {} | {} | {}{} | {} |",
                     v.at_ms.saturating_sub(self.started_ms) as f64 / 1000.0,
                     v.kind,
                     v.process,
@@ -288,7 +298,8 @@ impl ScenarioReport {
                         " (during a pause)"
                     } else {
                         ""
-                    }
+                    },
+                    v.context
                 );
             }
             if self.violations.len() > 50 {
@@ -439,6 +450,7 @@ mod tests {
                 failovers: 0,
                 given_up: 0,
                 replies_from_cache: 0,
+                behind: 0,
                 rtt_us: None,
                 first_sample: None,
                 last_sample: None,
@@ -458,6 +470,7 @@ mod tests {
                 message: Some("src#0 seq 50".into()),
                 detail: "x".into(),
                 during_pause: false,
+                context: String::new(),
             }],
             pauses: vec![(6000, 9000)],
             series: vec![Series {

@@ -399,12 +399,12 @@ fn receiver(ctx: &Context, a: &RoleArgs, ctl: &Control, ty: SocketType) -> Resul
     });
     let mut st = Stats::default();
     let mut tracker = SeqTracker::new();
-    let mut per_source: BTreeMap<(u32, u32), u64> = BTreeMap::new();
+    let mut per_source: BTreeMap<(u32, u32), (u64, u64)> = BTreeMap::new();
     let mut silences = Silences::default();
     let mut next_report = Instant::now();
     let mut n = 0u64;
     let report = |st: &mut Stats,
-                  per_source: &BTreeMap<(u32, u32), u64>,
+                  per_source: &BTreeMap<(u32, u32), (u64, u64)>,
                   silences: &mut Silences,
                   tracker: &mut SeqTracker,
                   last: bool| {
@@ -413,7 +413,14 @@ fn receiver(ctx: &Context, a: &RoleArgs, ctl: &Control, ty: SocketType) -> Resul
             emit(&Report::Gap(g));
         }
         st.at_ms = now;
-        st.per_source = per_source.iter().map(|(&(s, i), &c)| (s, i, c)).collect();
+        st.per_source = per_source
+            .iter()
+            .map(|(&(s, i), &(c, _))| (s, i, c))
+            .collect();
+        st.highest = per_source
+            .iter()
+            .map(|(&(s, i), &(_, h))| (s, i, h))
+            .collect();
         st.outages = std::mem::take(&mut silences.found);
         emit(&if last {
             Report::Final(st.clone())
@@ -449,7 +456,9 @@ fn receiver(ctx: &Context, a: &RoleArgs, ctl: &Control, ty: SocketType) -> Resul
                 if seen != Seen::Duplicate {
                     // A late message did arrive (out of order): it counts as received.
                     st.received += 1;
-                    *per_source.entry((id.src, id.inc)).or_default() += 1;
+                    let e = per_source.entry((id.src, id.inc)).or_default();
+                    e.0 += 1;
+                    e.1 = e.1.max(id.seq);
                 }
                 match seen {
                     Seen::First | Seen::InOrder | Seen::Gap { .. } => {}
