@@ -37,6 +37,10 @@ pub struct GapEvent {
     pub src: u32,
     /// Sender incarnation.
     pub inc: u32,
+    /// The proxy lives the messages came through, `(proxy index, incarnation)`, first
+    /// hop first (empty: straight from the sender).
+    #[serde(default)]
+    pub via: Vec<(u32, u32)>,
     /// First missing number.
     pub from: u64,
     /// Last missing number.
@@ -53,20 +57,39 @@ struct Stream {
     last_at_ms: u64,
 }
 
-/// Per-sender sequence checking on one receiver (one per receiving socket).
+/// The proxy lives a message came through, `(proxy index, incarnation)`.
+type Via = Vec<(u32, u32)>;
+/// A pipe: sender index, its incarnation, the proxy lives on the way.
+type PipeKey = (u32, u32, Via);
+
+/// Per-pipe sequence checking on one receiver (one per receiving socket). A pipe is
+/// one sender life through one chain of proxy lives (`via`): that is what order is
+/// promised for. When a proxy on the way restarts, the sender's messages take a new
+/// pipe, and what the old one still held may arrive later than what the new one carries
+/// (a killed proxy's TCP data is still sent by the kernel when the link comes back);
+/// the new pipe starts afresh (`First`), and what was lost at the switch is the
+/// end-of-run ledger's to count.
 #[derive(Debug, Default)]
 pub struct SeqTracker {
-    streams: HashMap<(u32, u32), Stream>,
+    streams: HashMap<PipeKey, Stream>,
     /// Newest incarnation seen per sender (older ones are dropped from `streams`).
     newest: HashMap<u32, u32>,
     /// Gaps not reported yet (a late message may still fill them).
     pending: Vec<GapEvent>,
     /// Gaps already reported, kept a while to tell "late" from "duplicate".
     reported: VecDeque<GapEvent>,
+    /// The highest number seen per sender life over all its pipes, and the pipe.
+    highest: HashMap<(u32, u32), (u64, Via)>,
+    /// Messages that came after a higher-numbered one of the same sender life on
+    /// another pipe (an older proxy life's connection delivering late): allowed, but
+    /// counted so that the report shows it happens.
+    pub late_across_pipes: u64,
 }
 
 /// How many reported gaps a tracker remembers.
 const REMEMBERED_GAPS: usize = 256;
+/// How many pipes (proxy paths) of one sender life a tracker follows.
+const MAX_PIPES_PER_SENDER: usize = 8;
 
 impl SeqTracker {
     /// A tracker that has seen nothing.
@@ -74,15 +97,50 @@ impl SeqTracker {
         SeqTracker::default()
     }
 
-    /// Records message `id` received at `now_ms`.
-    pub fn observe(&mut self, id: MsgId, now_ms: u64) -> Seen {
-        let key = (id.src, id.inc);
+    /// Records message `id`, which came through the proxy lives `via`, received at
+    /// `now_ms`.
+    pub fn observe(&mut self, id: MsgId, via: &[(u32, u32)], now_ms: u64) -> Seen {
+        let key = (id.src, id.inc, via.to_vec());
+        match self.highest.get_mut(&(id.src, id.inc)) {
+            Some((h, pipe)) if id.seq > *h => {
+                *h = id.seq;
+                if pipe.as_slice() != via {
+                    *pipe = via.to_vec();
+                }
+            }
+            Some((h, pipe)) if id.seq < *h && pipe.as_slice() != via => {
+                self.late_across_pipes += 1;
+            }
+            Some(_) => {}
+            None => {
+                self.highest
+                    .retain(|&(s, i), _| s != id.src || i + 2 >= id.inc);
+                self.highest
+                    .insert((id.src, id.inc), (id.seq, via.to_vec()));
+            }
+        }
         let newest = self.newest.entry(id.src).or_insert(id.inc);
         if id.inc > *newest {
             *newest = id.inc;
             let keep_from = id.inc.saturating_sub(2);
             self.streams
-                .retain(|&(s, i), _| s != id.src || i >= keep_from);
+                .retain(|(s, i, _), _| *s != id.src || *i >= keep_from);
+        }
+        // A sender behind restarting proxies makes a pipe per proxy life: keep the
+        // newest few of each sender life.
+        if !self.streams.contains_key(&key) {
+            let mut same: Vec<(u64, Vec<(u32, u32)>)> = self
+                .streams
+                .iter()
+                .filter(|((s, i, _), _)| *s == id.src && *i == id.inc)
+                .map(|((_, _, v), st)| (st.last_at_ms, v.clone()))
+                .collect();
+            if same.len() >= MAX_PIPES_PER_SENDER {
+                same.sort();
+                for (_, v) in &same[..same.len() + 1 - MAX_PIPES_PER_SENDER] {
+                    self.streams.remove(&(id.src, id.inc, v.clone()));
+                }
+            }
         }
         let Some(st) = self.streams.get_mut(&key) else {
             self.streams.insert(
@@ -107,6 +165,7 @@ impl SeqTracker {
             self.pending.push(GapEvent {
                 src: id.src,
                 inc: id.inc,
+                via: via.to_vec(),
                 from,
                 to,
                 prev_at_ms: prev_at,
@@ -115,7 +174,7 @@ impl SeqTracker {
             return Seen::Gap { from, to };
         }
         // Below the next expected number: was it skipped (late) or seen (duplicate)?
-        if let Some(i) = self.pending.iter().position(|g| covers(g, id)) {
+        if let Some(i) = self.pending.iter().position(|g| covers(g, id, via)) {
             let g = self.pending.remove(i);
             // What is left of the gap around the late number stays pending.
             if g.from < id.seq {
@@ -132,7 +191,7 @@ impl SeqTracker {
             }
             return Seen::Late;
         }
-        if self.reported.iter().any(|g| covers(g, id)) {
+        if self.reported.iter().any(|g| covers(g, id, via)) {
             return Seen::Late;
         }
         Seen::Duplicate
@@ -156,8 +215,8 @@ impl SeqTracker {
     }
 }
 
-fn covers(g: &GapEvent, id: MsgId) -> bool {
-    g.src == id.src && g.inc == id.inc && g.from <= id.seq && id.seq <= g.to
+fn covers(g: &GapEvent, id: MsgId, via: &[(u32, u32)]) -> bool {
+    g.src == id.src && g.inc == id.inc && g.via == via && g.from <= id.seq && id.seq <= g.to
 }
 
 /// Which requests one REP process executed, to catch one it executes twice. Requests of
@@ -411,50 +470,87 @@ mod tests {
         }
     }
 
+    impl SeqTracker {
+        fn observe_direct(&mut self, id: MsgId, now_ms: u64) -> Seen {
+            self.observe(id, &[], now_ms)
+        }
+    }
+
+    #[test]
+    fn each_proxy_life_is_a_pipe_of_its_own() {
+        let mut t = SeqTracker::new();
+        let old = [(7, 0)];
+        let new = [(7, 1)];
+        assert_eq!(t.observe(id(0), &old, 0), Seen::First);
+        assert_eq!(t.observe(id(1), &old, 1), Seen::InOrder);
+        // The proxy restarted: the new pipe starts where it starts...
+        assert_eq!(t.observe(id(5), &new, 2), Seen::First);
+        // ...and the old one's last messages may still come, after the new ones.
+        assert_eq!(t.observe(id(2), &old, 3), Seen::InOrder);
+        assert_eq!(t.late_across_pipes, 1);
+        assert_eq!(t.observe(id(6), &new, 4), Seen::InOrder);
+        // Within a pipe, order still holds.
+        assert_eq!(t.observe(id(1), &old, 5), Seen::Duplicate);
+        assert_eq!(t.observe(id(9), &new, 6), Seen::Gap { from: 7, to: 8 });
+        assert_eq!(t.observe(id(8), &new, 7), Seen::Late);
+        // Old pipes are forgotten after a few restarts of the proxy.
+        for inc in 2..20 {
+            assert_eq!(
+                t.observe(id(100 + u64::from(inc)), &[(7, inc)], 10 + u64::from(inc)),
+                Seen::First
+            );
+        }
+        assert!(
+            t.streams.len() <= MAX_PIPES_PER_SENDER,
+            "{}",
+            t.streams.len()
+        );
+    }
+
     #[test]
     fn in_order_gap_duplicate_and_late() {
         let mut t = SeqTracker::new();
-        assert_eq!(t.observe(id(5), 10), Seen::First);
-        assert_eq!(t.observe(id(6), 11), Seen::InOrder);
-        assert_eq!(t.observe(id(6), 12), Seen::Duplicate);
-        assert_eq!(t.observe(id(9), 13), Seen::Gap { from: 7, to: 8 });
+        assert_eq!(t.observe_direct(id(5), 10), Seen::First);
+        assert_eq!(t.observe_direct(id(6), 11), Seen::InOrder);
+        assert_eq!(t.observe_direct(id(6), 12), Seen::Duplicate);
+        assert_eq!(t.observe_direct(id(9), 13), Seen::Gap { from: 7, to: 8 });
         // 8 comes late: 7 is still missing.
-        assert_eq!(t.observe(id(8), 14), Seen::Late);
-        assert_eq!(t.observe(id(8), 15), Seen::Duplicate);
+        assert_eq!(t.observe_direct(id(8), 14), Seen::Late);
+        assert_eq!(t.observe_direct(id(8), 15), Seen::Duplicate);
         assert!(t.take_due_gaps(100, 1000).is_empty(), "too young to report");
         let due = t.take_due_gaps(2000, 1000);
         assert_eq!(due.len(), 1);
         assert_eq!((due[0].from, due[0].to, due[0].prev_at_ms), (7, 7, 11));
         // A reported gap filled later is still a reordering, not a duplicate.
-        assert_eq!(t.observe(id(7), 2001), Seen::Late);
-        assert_eq!(t.observe(id(10), 2002), Seen::InOrder);
+        assert_eq!(t.observe_direct(id(7), 2001), Seen::Late);
+        assert_eq!(t.observe_direct(id(10), 2002), Seen::InOrder);
     }
 
     #[test]
     fn senders_and_incarnations_are_separate() {
         let mut t = SeqTracker::new();
-        assert_eq!(t.observe(id(0), 0), Seen::First);
+        assert_eq!(t.observe_direct(id(0), 0), Seen::First);
         let other = MsgId {
             src: 2,
             inc: 0,
             seq: 0,
         };
-        assert_eq!(t.observe(other, 0), Seen::First);
+        assert_eq!(t.observe_direct(other, 0), Seen::First);
         let restarted = MsgId {
             src: 1,
             inc: 1,
             seq: 0,
         };
-        assert_eq!(t.observe(restarted, 0), Seen::First);
-        assert_eq!(t.observe(id(1), 0), Seen::InOrder);
+        assert_eq!(t.observe_direct(restarted, 0), Seen::First);
+        assert_eq!(t.observe_direct(id(1), 0), Seen::InOrder);
     }
 
     #[test]
     fn gap_in_the_middle_of_a_pending_gap_splits_it() {
         let mut t = SeqTracker::new();
-        t.observe(id(0), 0);
-        assert_eq!(t.observe(id(10), 1), Seen::Gap { from: 1, to: 9 });
-        assert_eq!(t.observe(id(5), 2), Seen::Late);
+        t.observe_direct(id(0), 0);
+        assert_eq!(t.observe_direct(id(10), 1), Seen::Gap { from: 1, to: 9 });
+        assert_eq!(t.observe_direct(id(5), 2), Seen::Late);
         let mut due = t.take_due_gaps(10_000, 0);
         due.sort_by_key(|g| g.from);
         let ranges: Vec<_> = due.iter().map(|g| (g.from, g.to)).collect();
@@ -491,6 +587,7 @@ mod tests {
         GapEvent {
             src: 1,
             inc: 0,
+            via: Vec::new(),
             from: 1,
             to: 2,
             prev_at_ms: prev,

@@ -116,7 +116,7 @@ impl P {
             Kind::Push | Kind::Pub => s.sent,
             Kind::Pull | Kind::Sub | Kind::Req => s.received,
             Kind::Rep => s.executed,
-            Kind::Proxy => 0,
+            Kind::Proxy => s.sent,
         }
     }
     fn total_moved(&self) -> u64 {
@@ -411,6 +411,7 @@ impl Run<'_> {
         opt("--max-size", s.size.map(|r| r[1].to_string()));
         opt("--slow-us", Some(s.slow_us.to_string()));
         opt("--hwm", s.hwm.map(|r| r.to_string()));
+        opt("--ipc-ring", s.ipc_ring.map(|r| r.to_string()));
         opt("--resend-ms", s.resend.map(|r| r.as_millis().to_string()));
         opt("--attempts", s.attempts.map(|r| r.to_string()));
         opt(
@@ -573,11 +574,12 @@ impl Run<'_> {
                             &format!("{name}#{inc}"),
                             Some(name_message(&self.names, id)),
                             format!(
-                                "{n} message(s) {}..={} of {}#{} never arrived at this {} (loss policy {:?}; no fault explains it)",
+                                "{n} message(s) {}..={} of {}#{}{} never arrived at this {} (loss policy {:?}; no fault explains it)",
                                 g.from,
                                 g.to,
                                 self.names.get(g.src as usize).map_or("?", |s| s.as_str()),
                                 g.inc,
+                                self.via_names(&g.via),
                                 kind_name(kind),
                                 policy
                             ),
@@ -590,16 +592,35 @@ impl Run<'_> {
                 kind: k,
                 message,
                 detail,
-            } => self.violations.push(Violation {
-                at_ms,
-                ..violation(
-                    &k,
-                    &format!("{name}#{inc}"),
-                    message.map(|m| name_message(&self.names, m)),
-                    detail,
-                )
-            }),
+                via,
+            } => {
+                let detail = format!("{detail}{}", self.via_names(&via));
+                self.violations.push(Violation {
+                    at_ms,
+                    ..violation(
+                        &k,
+                        &format!("{name}#{inc}"),
+                        message.map(|m| name_message(&self.names, m)),
+                        detail,
+                    )
+                })
+            }
         }
+    }
+
+    /// ` (via head#0 > middle#3)`, or nothing for a message straight from its sender.
+    fn via_names(&self, via: &[(u32, u32)]) -> String {
+        if via.is_empty() {
+            return String::new();
+        }
+        let hops: Vec<String> = via
+            .iter()
+            .map(|&(i, inc)| {
+                let n = self.names.get(i as usize).map_or("?", |s| s.as_str());
+                format!("{n}#{inc}")
+            })
+            .collect();
+        format!(" (via {})", hops.join(" > "))
     }
 
     fn start_fault(
@@ -1034,6 +1055,7 @@ impl Run<'_> {
             });
             processes.push(ProcReport {
                 behind,
+                late_across_pipes: sum(|s| s.late_across_pipes),
                 name: p.name.clone(),
                 role: kind_name(p.kind()).into(),
                 host: p.proc_.spec.host.clone(),
@@ -1053,7 +1075,7 @@ impl Run<'_> {
                 first_sample: first,
                 last_sample: last,
             });
-            if p.kind() != Kind::Proxy {
+            if p.kind() != Kind::Proxy || p.lives.iter().any(|l| l.last.sent > 0) {
                 let mut pts = Vec::new();
                 for w in p.series.windows(2) {
                     let dt = (w[1].0 - w[0].0) as f64 / 1000.0;

@@ -31,6 +31,9 @@ pub enum Report {
         message: Option<MsgId>,
         /// The rest.
         detail: String,
+        /// The proxy lives the message came through, `(index, incarnation)`.
+        #[serde(default)]
+        via: Vec<(u32, u32)>,
     },
     /// The last counters, after `stop`.
     Final(Stats),
@@ -71,6 +74,10 @@ pub struct Stats {
     pub joined: Vec<(u32, u32, u64)>,
     /// When this life first moved a message (received one; REP: executed one).
     pub first_at_ms: Option<u64>,
+    /// Receivers: messages that came after a higher-numbered one of the same sender
+    /// life on another pipe (through an older proxy life).
+    #[serde(default)]
+    pub late_across_pipes: u64,
     /// Silences of more than a second since the last report, `(sender, from_ms, to_ms)`
     /// (the sender is `u32::MAX` for a REQ waiting on its reply).
     pub outages: Vec<(u32, u64, u64)>,

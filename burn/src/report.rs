@@ -40,6 +40,10 @@ pub struct ProcReport {
     /// noticed yet because nothing after them arrived): a slow subscriber's lag.
     #[serde(default)]
     pub behind: u64,
+    /// Receivers: messages that came after a higher-numbered one of the same sender
+    /// life through another proxy life (allowed: order is per pipe).
+    #[serde(default)]
+    pub late_across_pipes: u64,
     /// REQ: round trip `[p50, p99, max]` µs (of its life with the worst maximum).
     pub rtt_us: Option<[u64; 3]>,
     /// First /proc sample of the first life.
@@ -228,6 +232,13 @@ impl ScenarioReport {
         let rec = self.recovery_summary();
         if !rec.is_empty() {
             let _ = writeln!(m, "- traffic back after a fault ended (ms): {rec}");
+        }
+        let late: u64 = self.processes.iter().map(|p| p.late_across_pipes).sum();
+        if late > 0 {
+            let _ = writeln!(
+                m,
+                "- {late} message(s) arrived after later ones of their sender through another proxy life (a killed proxy's connection delivering late; order is promised per pipe)"
+            );
         }
         let roles = self.per_role();
         if !roles.is_empty() {
@@ -451,6 +462,7 @@ mod tests {
                 given_up: 0,
                 replies_from_cache: 0,
                 behind: 0,
+                late_across_pipes: 0,
                 rtt_us: None,
                 first_sample: None,
                 last_sample: None,

@@ -114,6 +114,10 @@ pub struct RoleArgs {
     /// ipc:// spin before parking, µs (0 parks at once: kind to a shared machine).
     #[arg(long, default_value_t = 0)]
     pub spin_us: u64,
+    /// ipc:// ring size, bytes (0: lwmq's default); messages over about half of it go
+    /// through the ring in pieces.
+    #[arg(long, default_value_t = 0)]
+    pub ipc_ring: usize,
     /// TCP heartbeat interval, ms (0: none).
     #[arg(long, default_value_t = 0)]
     pub heartbeat_ms: u64,
@@ -166,11 +170,16 @@ fn emit(r: &Report) {
 }
 
 fn bad(kind: &str, message: Option<MsgId>, detail: String) {
+    bad_via(kind, message, &[], detail);
+}
+
+fn bad_via(kind: &str, message: Option<MsgId>, via: &[(u32, u32)], detail: String) {
     emit(&Report::Bad {
         at_ms: now_ms(),
         kind: kind.into(),
         message,
         detail,
+        via: via.to_vec(),
     });
 }
 
@@ -185,6 +194,9 @@ fn socket(
     s.set_send_hwm(a.hwm);
     s.set_recv_hwm(a.hwm);
     s.set_ipc_spin(Duration::from_micros(a.spin_us));
+    if a.ipc_ring > 0 {
+        s.set_ipc_ring_size(a.ipc_ring);
+    }
     s.set_linger(Some(Duration::from_secs(5)));
     s.set_reconnect_interval(Duration::from_millis(100))?;
     s.set_reconnect_interval_max(Some(Duration::from_millis(500)));
@@ -422,6 +434,7 @@ fn receiver(ctx: &Context, a: &RoleArgs, ctl: &Control, ty: SocketType) -> Resul
             .map(|(&(s, i), &(_, h))| (s, i, h))
             .collect();
         st.outages = std::mem::take(&mut silences.found);
+        st.late_across_pipes = tracker.late_across_pipes;
         emit(&if last {
             Report::Final(st.clone())
         } else {
@@ -444,11 +457,18 @@ fn receiver(ctx: &Context, a: &RoleArgs, ctl: &Control, ty: SocketType) -> Resul
             bad("corrupt", None, "a message without frames".into());
             continue;
         };
+        let via = match wire::decode_via(&m.frames()[1..]) {
+            Ok(v) => v,
+            Err(why) => {
+                bad("corrupt", wire::decode(body).ok().map(|s| s.id), why);
+                continue;
+            }
+        };
         match wire::decode(body) {
             Ok(stamp) => {
                 let id = stamp.id;
                 silences.saw(id.src, now);
-                let seen = tracker.observe(id, now);
+                let seen = tracker.observe(id, &via, now);
                 if seen == Seen::First {
                     st.joined.push((id.src, id.inc, now));
                 }
@@ -462,15 +482,17 @@ fn receiver(ctx: &Context, a: &RoleArgs, ctl: &Control, ty: SocketType) -> Resul
                 }
                 match seen {
                     Seen::First | Seen::InOrder | Seen::Gap { .. } => {}
-                    Seen::Duplicate => bad(
+                    Seen::Duplicate => bad_via(
                         "duplicate",
                         Some(id),
+                        &via,
                         "received a second time (sequence numbers go up by one per message)".into(),
                     ),
-                    Seen::Late => bad(
+                    Seen::Late => bad_via(
                         "reorder",
                         Some(id),
-                        "arrived after a later message of the same sender".into(),
+                        &via,
+                        "arrived after a later message of the same sender on the same pipe".into(),
                     ),
                 }
             }
@@ -660,6 +682,9 @@ fn proxy(ctx: &Context, a: &RoleArgs, ctl: &Control) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("back type {}: {e}", a.back_type))?;
     let front = socket(ctx, fty, a, &a.bind, &a.connect)?;
     let back = socket(ctx, bty, a, &a.back_bind, &a.back_connect)?;
+    if fty == SocketType::Pull && bty == SocketType::Push {
+        return streamer(a, ctl, &front, &back);
+    }
     std::thread::spawn(move || {
         let e = lwmq::proxy(&front, &back, None);
         // A proxy that stops forwarding is a failure the harness must see.
@@ -682,4 +707,39 @@ fn proxy(ctx: &Context, a: &RoleArgs, ctl: &Control) -> Result<()> {
     }));
     // The proxy thread holds the sockets: leave without waiting for it.
     std::process::exit(0);
+}
+
+/// A PULL/PUSH proxy that marks what it forwards: each message gets a frame naming this
+/// proxy life ([`wire::via_frame`]), so that receivers check order per pipe (a sender
+/// behind a proxy that restarts has a pipe per proxy life; see [`SeqTracker`]).
+fn streamer(a: &RoleArgs, ctl: &Control, front: &Socket, back: &Socket) -> Result<()> {
+    front.set_recv_timeout(Some(Duration::from_millis(100)));
+    back.set_send_timeout(Some(Duration::from_millis(100)));
+    let tag = wire::via_frame(a.id, a.inc);
+    emit(&Report::Hello {
+        pid: std::process::id(),
+    });
+    let mut st = Stats::default();
+    let mut next_report = Instant::now();
+    while !ctl.stop.load(Ordering::SeqCst) {
+        if Instant::now() >= next_report {
+            st.at_ms = now_ms();
+            emit(&Report::Stats(st.clone()));
+            next_report += Duration::from_millis(a.report_ms);
+        }
+        let mut m = match front.recv() {
+            Ok(m) => m,
+            Err(e) if e.is_timeout() => continue,
+            Err(e) => bail!("proxy recv: {e}"),
+        };
+        st.received += 1;
+        st.first_at_ms.get_or_insert_with(now_ms);
+        m.push(tag.to_vec());
+        if send_retrying(back, m, ctl) {
+            st.sent += 1;
+        }
+    }
+    st.at_ms = now_ms();
+    emit(&Report::Final(st));
+    Ok(())
 }

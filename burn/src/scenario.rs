@@ -171,6 +171,9 @@ pub struct ProcSpec {
     /// High-water mark.
     #[serde(default)]
     pub hwm: Option<usize>,
+    /// ipc:// ring size in bytes (messages over about half of it go in pieces).
+    #[serde(default)]
+    pub ipc_ring: Option<usize>,
     /// REQ: resend interval.
     #[serde(default, deserialize_with = "de_opt_dur")]
     pub resend: Option<Duration>,

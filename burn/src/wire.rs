@@ -121,6 +121,30 @@ pub fn decode(b: &[u8]) -> Result<Stamp, BadStamp> {
     })
 }
 
+/// The frame a proxy life appends to every message it forwards: its index in the
+/// scenario and its incarnation (`u32` each, little-endian).
+pub fn via_frame(id: u32, inc: u32) -> [u8; 8] {
+    let mut f = [0u8; 8];
+    f[..4].copy_from_slice(&id.to_le_bytes());
+    f[4..].copy_from_slice(&inc.to_le_bytes());
+    f
+}
+
+/// Reads the proxy frames after a message's stamp, first hop first.
+pub fn decode_via(frames: &[impl AsRef<[u8]>]) -> Result<Vec<(u32, u32)>, String> {
+    frames
+        .iter()
+        .map(|f| {
+            let f = f.as_ref();
+            if f.len() == 8 {
+                Ok((u32_at(f, 0), u32_at(f, 4)))
+            } else {
+                Err(format!("a proxy frame of {} bytes instead of 8", f.len()))
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,5 +164,13 @@ mod tests {
         let mut short = encode(id, 0);
         short.push(0);
         assert!(matches!(decode(&short), Err(BadStamp::Malformed(_))));
+    }
+
+    #[test]
+    fn via_frames() {
+        let frames = vec![via_frame(3, 1).to_vec(), via_frame(9, 0).to_vec()];
+        assert_eq!(decode_via(&frames), Ok(vec![(3, 1), (9, 0)]));
+        assert!(decode_via(&[vec![1u8, 2, 3]]).is_err());
+        assert_eq!(decode_via(&[] as &[Vec<u8>]), Ok(vec![]));
     }
 }
