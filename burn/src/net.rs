@@ -17,19 +17,7 @@ use anyhow::{Context as _, Result, bail};
 pub const PREFIX: &str = "lwb-";
 
 fn ip(args: &[&str]) -> Result<()> {
-    let out = Command::new("ip")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .context("run `ip` (iproute2)")?;
-    if !out.status.success() {
-        bail!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
+    ip_out(args).map(drop)
 }
 
 fn ip_out(args: &[&str]) -> Result<String> {

@@ -285,9 +285,18 @@ impl Pace {
     }
 }
 
-fn size_of(a: &RoleArgs, seq: u64) -> usize {
-    let span = a.max_size.saturating_sub(a.min_size) as u64 + 1;
-    a.min_size + (seq.wrapping_mul(7919) % span) as usize
+impl RoleArgs {
+    /// This process's message number `seq`, stamped, of a size between the bounds.
+    fn message(&self, seq: u64) -> (MsgId, Vec<u8>) {
+        let id = MsgId {
+            src: self.id,
+            inc: self.inc,
+            seq,
+        };
+        let span = self.max_size.saturating_sub(self.min_size) as u64 + 1;
+        let len = self.min_size + (seq.wrapping_mul(7919) % span) as usize;
+        (id, wire::encode(id, len))
+    }
 }
 
 /// Leaks a descriptor every 20 calls when asked to.
@@ -339,12 +348,7 @@ fn sender(ctx: &Context, a: &RoleArgs, ctl: &Control, ty: SocketType) -> Result<
         if !pace.wait() {
             continue;
         }
-        let id = MsgId {
-            src: a.id,
-            inc: a.inc,
-            seq,
-        };
-        let mut body = wire::encode(id, size_of(a, seq));
+        let (_, mut body) = a.message(seq);
         let mut copies = 1;
         match a.inject {
             Some(Inject::Duplicate) if seq == INJECT_AT => copies = 2,
@@ -534,12 +538,7 @@ fn requester(ctx: &Context, a: &RoleArgs, ctl: &Control) -> Result<()> {
         if !pace.wait() {
             continue;
         }
-        let id = MsgId {
-            src: a.id,
-            inc: a.inc,
-            seq,
-        };
-        let body = wire::encode(id, size_of(a, seq));
+        let (id, body) = a.message(seq);
         let t = Instant::now();
         let sent_ms = now_ms();
         if let Err(e) = s.send(Message::from_frames([body.clone()])) {
