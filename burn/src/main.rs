@@ -33,6 +33,14 @@ enum Cmd {
     Run(RunArgs),
     /// A role program (started by `run`).
     Role(role::RoleArgs),
+    /// Render the Markdown and the plots of a run again from its `report.json`.
+    Report {
+        /// The run's report directory (`--out` of `run`).
+        dir: PathBuf,
+        /// The first line of the summary (the run's command, for example).
+        #[arg(long, default_value = "rendered again from report.json")]
+        title: String,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -62,6 +70,7 @@ fn main() -> ExitCode {
     let r = match cli.cmd {
         Cmd::Role(a) => role::run(a).map(|()| true),
         Cmd::Run(a) => run(a),
+        Cmd::Report { dir, title } => rerender(&dir, &title).map(|()| true),
     };
     match r {
         Ok(true) => ExitCode::SUCCESS,
@@ -135,32 +144,17 @@ fn run(a: RunArgs) -> Result<bool> {
     };
     let mut ok = true;
     let mut reports = Vec::new();
-    let mut md = format!(
-        "# Burn run\n\n`lwmq-burn run{}{} --seed {}` ({} scenarios, {:.0} s wall time)\n\n",
-        if a.short { " --short" } else { "" },
-        a.duration
-            .map(|d| format!(" --duration {}s", d.as_secs()))
-            .unwrap_or_default(),
-        a.seed,
-        scenarios.len(),
-        t0.elapsed().as_secs_f64()
-    );
-    md.push_str("| scenario | wall s | paused s | moved | kills | stops | link flaps | slow | allowed loss | violations |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
-    let mut sections = String::new();
+    let mut failed = Vec::new();
     for (sc, r) in scenarios.iter().zip(results) {
         match r {
             Ok(r) => {
-                let dir = a.out.join(&r.name);
-                std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(&r)?)?;
-                std::fs::write(dir.join("report.md"), r.markdown())?;
-                std::fs::write(dir.join("rates.svg"), r.svg())?;
                 eprintln!(
                     "burn: {}: {} messages moved, {} faults, {} violations ({})",
                     r.name,
                     r.moved(),
                     r.faults.len(),
                     r.violations.len(),
-                    dir.join("report.md").display()
+                    a.out.join(&r.name).join("report.md").display()
                 );
                 for v in r.violations.iter().take(10) {
                     eprintln!(
@@ -172,43 +166,67 @@ fn run(a: RunArgs) -> Result<bool> {
                     );
                 }
                 ok &= r.violations.is_empty() && !r.interrupted;
-                let _ = std::fmt::Write::write_fmt(
-                    &mut md,
-                    format_args!(
-                        "| {} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} | {} |\n",
-                        r.name,
-                        r.wall_s(),
-                        r.paused_s(),
-                        r.moved(),
-                        r.faults_of("kill"),
-                        r.faults_of("stop"),
-                        r.faults_of("link"),
-                        r.faults_of("slow"),
-                        r.allowed_loss,
-                        r.violations.len()
-                    ),
-                );
-                sections.push('\n');
-                sections.push_str(&r.markdown());
-                sections.push_str(&format!("\n![rates]({}/rates.svg)\n", r.name));
                 reports.push(r);
             }
             Err(e) => {
                 ok = false;
                 eprintln!("burn: {}: {e:#}", sc.name);
-                md.push_str(&format!("| {} | failed to run: {e:#} |\n", sc.name));
+                failed.push((sc.name.clone(), format!("{e:#}")));
             }
         }
     }
-    md.push_str(&sections);
-    std::fs::write(a.out.join("report.md"), md)?;
-    std::fs::write(
-        a.out.join("report.json"),
-        serde_json::to_string_pretty(&reports)?,
-    )?;
+    let title = format!(
+        "`lwmq-burn run{}{} --seed {}{}` ({} scenarios, {:.0} s wall time)",
+        if a.short { " --short" } else { "" },
+        a.duration
+            .map(|d| format!(" --duration {}s", d.as_secs()))
+            .unwrap_or_default(),
+        a.seed,
+        if a.parallel { " --parallel" } else { "" },
+        scenarios.len(),
+        t0.elapsed().as_secs_f64()
+    );
+    write_reports(&a.out, &reports, &failed, &title)?;
     eprintln!("burn: report in {}", a.out.join("report.md").display());
     if interrupted.load(Ordering::SeqCst) {
         eprintln!("burn: interrupted");
     }
     Ok(ok)
+}
+
+/// Writes each scenario's report.json, report.md and rates.svg, and the run's
+/// report.md and report.json.
+fn write_reports(
+    out: &std::path::Path,
+    reports: &[report::ScenarioReport],
+    failed: &[(String, String)],
+    title: &str,
+) -> Result<()> {
+    for r in reports {
+        let dir = out.join(&r.name);
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(r)?)?;
+        std::fs::write(dir.join("report.md"), r.markdown())?;
+        std::fs::write(dir.join("rates.svg"), r.svg())?;
+    }
+    std::fs::write(
+        out.join("report.md"),
+        report::summary(reports, failed, title),
+    )?;
+    std::fs::write(
+        out.join("report.json"),
+        serde_json::to_string_pretty(reports)?,
+    )?;
+    Ok(())
+}
+
+fn rerender(dir: &std::path::Path, title: &str) -> Result<()> {
+    let path = dir.join("report.json");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+    let reports: Vec<report::ScenarioReport> =
+        serde_json::from_str(&text).with_context(|| format!("parse {}", path.display()))?;
+    write_reports(dir, &reports, &[], title)?;
+    eprintln!("burn: report in {}", dir.join("report.md").display());
+    Ok(())
 }

@@ -324,21 +324,36 @@ impl ScenarioReport {
         m
     }
 
-    /// The rates plot, faults as shaded bands (kill red, stop orange, link blue, slow
-    /// green), pauses grey.
+    /// The rates plot: messages per second per process (averaged over buckets of
+    /// 1/600 of the run, so that an hour's plot stays small), pauses of the whole run
+    /// as grey bands, and above it one strip per fault kind (kill red, stop orange,
+    /// link blue, slow green) marking when each fault lasted.
     pub fn svg(&self) -> String {
-        let (w, h, left, bottom, top, right) = (900.0, 320.0, 60.0, 40.0, 30.0, 160.0);
+        const KINDS: [(&str, &str); 4] = [
+            ("kill", "red"),
+            ("stop", "orange"),
+            ("link", "blue"),
+            ("slow", "green"),
+        ];
+        let (w, left, right, strip) = (900.0, 60.0, 160.0, 9.0);
+        let top = 28.0 + strip * KINDS.len() as f64 + 6.0;
+        let (ph, bottom) = (240.0, 40.0);
+        let h = top + ph + bottom;
         let pw = w - left - right;
-        let ph = h - top - bottom;
         let t_max = self.wall_s().max(1.0);
-        let r_max = self
+        let series: Vec<(String, Vec<(f64, f64)>)> = self
             .series
             .iter()
-            .flat_map(|s| s.points.iter().map(|p| p.1))
+            .map(|s| (s.name.clone(), bucket(&s.points, t_max / 600.0)))
+            .collect();
+        let r_max = series
+            .iter()
+            .flat_map(|s| s.1.iter().map(|p| p.1))
             .fold(1.0f64, f64::max)
             * 1.1;
         let x = |t: f64| left + t / t_max * pw;
         let y = |r: f64| top + ph - r / r_max * ph;
+        let secs = |ms: u64| ms.saturating_sub(self.started_ms) as f64 / 1000.0;
         let mut s = String::new();
         let _ = writeln!(
             s,
@@ -346,35 +361,44 @@ impl ScenarioReport {
         );
         let _ = writeln!(
             s,
-            r#"<text x="{left}" y="18" font-size="13">{}: messages/s per process; faults shaded</text>"#,
+            r#"<text x="{left}" y="16" font-size="13">{}: messages/s per process, faults above (grey: paused)</text>"#,
             xml(&self.name)
         );
-        let band = |s: &mut String, a_ms: u64, b_ms: u64, colour: &str| {
-            let a = a_ms.saturating_sub(self.started_ms) as f64 / 1000.0;
-            let b = b_ms.saturating_sub(self.started_ms) as f64 / 1000.0;
+        for (row, (kind, colour)) in KINDS.iter().enumerate() {
+            let ry = 26.0 + strip * row as f64;
             let _ = writeln!(
                 s,
-                r#"<rect x="{:.1}" y="{top}" width="{:.1}" height="{ph}" fill="{colour}" opacity="0.25"/>"#,
-                x(a),
-                (x(b) - x(a)).max(1.0)
+                r#"<text x="{:.1}" y="{:.1}" text-anchor="end" font-size="9">{kind}</text>"#,
+                left - 4.0,
+                ry + strip - 1.0
             );
-        };
-        for f in &self.faults {
-            let colour = match f.kind.as_str() {
-                "kill" => "red",
-                "stop" => "orange",
-                "link" => "blue",
-                _ => "green",
-            };
-            band(
-                &mut s,
-                f.start_ms,
-                f.end_ms.unwrap_or(self.ended_ms),
-                colour,
-            );
+            let mut spans: Vec<(f64, f64)> = self
+                .faults
+                .iter()
+                .filter(|f| f.kind == *kind)
+                .map(|f| {
+                    let a = x(secs(f.start_ms));
+                    let b = x(secs(f.end_ms.unwrap_or(self.ended_ms)));
+                    (a, b.max(a + 1.0))
+                })
+                .collect();
+            spans.sort_by(|a, b| a.0.total_cmp(&b.0));
+            for (a, b) in merge(spans, 0.5) {
+                let _ = writeln!(
+                    s,
+                    r#"<rect x="{a:.1}" y="{ry:.1}" width="{:.1}" height="{:.1}" fill="{colour}"/>"#,
+                    b - a,
+                    strip - 2.0
+                );
+            }
         }
         for &(a, b) in &self.pauses {
-            band(&mut s, a, b, "grey");
+            let (a, b) = (x(secs(a)), x(secs(b)));
+            let _ = writeln!(
+                s,
+                r#"<rect x="{a:.1}" y="{top}" width="{:.1}" height="{ph}" fill="grey" opacity="0.3"/>"#,
+                (b - a).max(1.0)
+            );
         }
         let _ = writeln!(
             s,
@@ -401,10 +425,9 @@ impl ScenarioReport {
         const COLOURS: [&str; 8] = [
             "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf",
         ];
-        for (i, ser) in self.series.iter().enumerate() {
+        for (i, (name, pts)) in series.iter().enumerate() {
             let c = COLOURS[i % COLOURS.len()];
-            let pts: Vec<String> = ser
-                .points
+            let pts: Vec<String> = pts
                 .iter()
                 .map(|&(t, r)| format!("{:.1},{:.1}", x(t), y(r)))
                 .collect();
@@ -421,12 +444,76 @@ impl ScenarioReport {
                 left + pw + 24.0,
                 left + pw + 28.0,
                 ly + 4.0,
-                xml(&ser.name)
+                xml(name)
             );
         }
         s.push_str("</svg>\n");
         s
     }
+}
+
+/// Averages `(t, rate)` points over buckets `width` seconds wide (points as they are
+/// when they are already that sparse).
+fn bucket(points: &[(f64, f64)], width: f64) -> Vec<(f64, f64)> {
+    let mut out: Vec<(f64, f64)> = Vec::new();
+    let mut acc: Option<(f64, f64, f64)> = None; // bucket index, sum, count
+    for &(t, r) in points {
+        let b = (t / width).floor();
+        match acc {
+            Some((cur, sum, n)) if cur == b => acc = Some((cur, sum + r, n + 1.0)),
+            _ => {
+                if let Some((cur, sum, n)) = acc {
+                    out.push(((cur + 0.5) * width, sum / n));
+                }
+                acc = Some((b, r, 1.0));
+            }
+        }
+    }
+    if let Some((cur, sum, n)) = acc {
+        out.push(((cur + 0.5) * width, sum / n));
+    }
+    out
+}
+
+/// Joins spans (sorted by start) that overlap or are closer than `gap`.
+fn merge(spans: Vec<(f64, f64)>, gap: f64) -> Vec<(f64, f64)> {
+    let mut out: Vec<(f64, f64)> = Vec::new();
+    for (a, b) in spans {
+        match out.last_mut() {
+            Some(last) if a <= last.1 + gap => last.1 = last.1.max(b),
+            _ => out.push((a, b)),
+        }
+    }
+    out
+}
+
+/// The run's Markdown: a table of the scenarios, then each one's section and plot.
+pub fn summary(reports: &[ScenarioReport], failed: &[(String, String)], title: &str) -> String {
+    let mut md = format!("# Burn run\n\n{title}\n\n");
+    md.push_str("| scenario | wall s | paused s | moved | kills | stops | link flaps | slow | allowed loss | violations |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+    for r in reports {
+        let _ = writeln!(
+            md,
+            "| {} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} | {} |",
+            r.name,
+            r.wall_s(),
+            r.paused_s(),
+            r.moved(),
+            r.faults_of("kill"),
+            r.faults_of("stop"),
+            r.faults_of("link"),
+            r.faults_of("slow"),
+            r.allowed_loss,
+            r.violations.len()
+        );
+    }
+    for (name, e) in failed {
+        let _ = writeln!(md, "| {name} | failed to run: {} |", e.replace('|', "\\|"));
+    }
+    for r in reports {
+        let _ = write!(md, "\n{}\n![rates]({}/rates.svg)\n", r.markdown(), r.name);
+    }
+    md
 }
 
 fn xml(s: &str) -> String {
@@ -500,5 +587,24 @@ mod tests {
         let svg = r.svg();
         assert!(svg.contains(r#"fill="red""#) && svg.contains(r#"fill="grey""#));
         assert!(svg.contains("<polyline"));
+    }
+
+    #[test]
+    fn long_runs_are_bucketed_and_fault_spans_merged() {
+        let pts: Vec<(f64, f64)> = (0..3600)
+            .map(|i| (f64::from(i), f64::from(i % 2) * 10.0))
+            .collect();
+        let b = bucket(&pts, 6.0);
+        assert_eq!(b.len(), 600);
+        assert!(
+            b.iter().all(|p| (p.1 - 5.0).abs() < 1e-9),
+            "averaged: {:?}",
+            &b[..3]
+        );
+        assert_eq!(bucket(&pts[..3], 6.0).len(), 1);
+        assert_eq!(
+            merge(vec![(0.0, 1.0), (1.2, 2.0), (5.0, 6.0)], 0.5),
+            vec![(0.0, 2.0), (5.0, 6.0)]
+        );
     }
 }
