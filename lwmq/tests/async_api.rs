@@ -242,12 +242,49 @@ async fn pub_sub(transport: String) {
     futures_util::future::join(send, recv).await;
 }
 
+/// XPUB to XSUB: the XSUB's subscription reaches the XPUB as a message (its
+/// `recv_async`), and from then on exactly the matching messages reach the XSUB, in
+/// order.
+async fn xpub_xsub(transport: String) {
+    let ctx = Context::new();
+    let xpub = ctx.socket(SocketType::XPub).unwrap();
+    let xsub = ctx.socket(SocketType::XSub).unwrap();
+    xpub.set_send_hwm(0);
+    xsub.set_recv_hwm(0);
+    link(&transport, &xpub, &xsub);
+    xsub.send_async(Message::from(vec![1u8, b't']))
+        .await
+        .unwrap();
+    let subscription = xpub.recv_async().await.unwrap();
+    assert_eq!(subscription.frames()[0], [1u8, b't'][..]);
+    let send = async {
+        for i in 0..N {
+            for topic in [&b"x"[..], &b"t"[..]] {
+                xpub.send_async(Message::from(vec![
+                    lwmq::Bytes::copy_from_slice(topic),
+                    lwmq::Bytes::copy_from_slice(&(i as u64).to_le_bytes()),
+                ]))
+                .await
+                .unwrap();
+            }
+        }
+    };
+    let recv = async {
+        for next in 0..N {
+            let m = xsub.recv_async().await.unwrap();
+            assert_eq!(m.frames()[0], "t", "filtered by the subscription");
+            assert_eq!(get(&m, 1), next);
+        }
+    };
+    futures_util::future::join(send, recv).await;
+}
+
 macro_rules! every {
     ($($transport:ident),*) => {
         $(
             mod $transport {
                 use super::*;
-                every!(@patterns $transport, pair, push_pull, req_rep, dealer_router, pub_sub);
+                every!(@patterns $transport, pair, push_pull, req_rep, dealer_router, pub_sub, xpub_xsub);
             }
         )*
     };
