@@ -706,6 +706,7 @@ impl Run<'_> {
         interrupted: &AtomicBool,
     ) -> Result<bool> {
         let mut next_fault = 0;
+        let mut plan_shift = Duration::ZERO;
         let mut active: Vec<Active> = Vec::new();
         let mut last_tick = Instant::now();
         let mut next_sample = Instant::now();
@@ -720,6 +721,9 @@ impl Run<'_> {
                 // outside, or a machine this loaded that it amounts to it).
                 let end = now_ms();
                 self.pauses.push((end - gap.as_millis() as u64, end));
+                // Faults not started yet keep their spacing: a fault due during the
+                // pause would otherwise follow the one that overran it at once.
+                plan_shift += gap;
                 for p in procs.iter_mut() {
                     p.last_move = (p.total_moved(), now);
                 }
@@ -738,7 +742,7 @@ impl Run<'_> {
                     self.spawn(procs, i)?;
                 }
             }
-            while next_fault < plan.len() && plan[next_fault].at <= t {
+            while next_fault < plan.len() && plan[next_fault].at + plan_shift <= t {
                 let f = plan[next_fault].clone();
                 self.start_fault(procs, &f, &mut active)?;
                 next_fault += 1;
