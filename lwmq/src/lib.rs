@@ -154,8 +154,8 @@ pub use proto::z85;
 pub use proto::{CurveKeyPair, CurvePublicKey, CurveSecretKey};
 pub use proxy::proxy;
 pub use reliable::{
-    DEFAULT_REP_CACHE_AGE, DEFAULT_REP_CACHE_SIZE, DEFAULT_REQ_RESEND_ATTEMPTS, MemoryReplyCache,
-    ReplyCache, ReqRepStats, RequestKey,
+    DEFAULT_REP_CACHE_AGE, DEFAULT_REP_CACHE_BYTES, DEFAULT_REP_CACHE_SIZE,
+    DEFAULT_REQ_RESEND_ATTEMPTS, MemoryReplyCache, ReplyCache, ReqRepStats, RequestKey,
 };
 pub use socket::Socket;
 pub use socket::aio;

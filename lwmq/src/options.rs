@@ -37,6 +37,8 @@ pub(crate) struct PatternOptions {
     pub rep_cache_size: usize,
     /// REP: how long an answered request is remembered.
     pub rep_cache_age: Duration,
+    /// REP: most reply bytes remembered.
+    pub rep_cache_bytes: usize,
 }
 
 impl Default for PatternOptions {
@@ -49,6 +51,7 @@ impl Default for PatternOptions {
             req_resend_attempts: crate::reliable::DEFAULT_REQ_RESEND_ATTEMPTS,
             rep_cache_size: crate::reliable::DEFAULT_REP_CACHE_SIZE,
             rep_cache_age: crate::reliable::DEFAULT_REP_CACHE_AGE,
+            rep_cache_bytes: crate::reliable::DEFAULT_REP_CACHE_BYTES,
         }
     }
 }

@@ -37,6 +37,9 @@ pub const DEFAULT_REP_CACHE_SIZE: usize = 1024;
 /// Default time a REP remembers an answered request
 /// ([`crate::Socket::set_rep_cache_age`]).
 pub const DEFAULT_REP_CACHE_AGE: Duration = Duration::from_secs(60);
+/// Default number of reply bytes a REP remembers at most
+/// ([`crate::Socket::set_rep_cache_bytes`]).
+pub const DEFAULT_REP_CACHE_BYTES: usize = 64 << 20;
 /// Default number of times a REQ with resend sends one request, the first time
 /// included ([`crate::Socket::set_req_resend_attempts`]).
 pub const DEFAULT_REQ_RESEND_ATTEMPTS: u32 = 3;
@@ -155,21 +158,32 @@ pub trait ReplyCache: Send + fmt::Debug {
     /// send fails with it) is followed by the application's next reply to the same
     /// request, put under the same key: the later one counts.
     fn put(&mut self, key: &RequestKey, reply: &Message);
+    /// Called when the REP has no request to hand over (its receive would block, or
+    /// it is about to wait): a cache may finish here work it put off in
+    /// [`ReplyCache::put`], out of the round trip's way. The default does nothing.
+    fn idle(&mut self) {}
 }
 
-/// The default [`ReplyCache`]: in memory, at most `max_entries` replies, each served
-/// for at most `max_age` (the oldest go first; ages are measured on the kernel's coarse
-/// clock, to a few milliseconds).
+/// The default [`ReplyCache`]: in memory, at most `max_entries` replies and
+/// [`DEFAULT_REP_CACHE_BYTES`] bytes of them (see [`MemoryReplyCache::with_max_bytes`]),
+/// each served for at most `max_age` (the oldest go first; ages are measured on the
+/// kernel's coarse clock, to a few milliseconds). A reply larger than the byte bound is
+/// not kept.
 ///
 /// Made for the round trip's hot path: a lookup that finds nothing (every request's
-/// first copy) reads no clock and allocates nothing; a put reads the coarse clock once
-/// and, once the cache is full (or entries age out), writes over the place of the entry
-/// that goes, reusing its key and its reply buffer: nothing is allocated either
-/// (replies of up to 512 bytes are copied into that buffer, larger ones shared).
+/// first copy) reads no clock and allocates nothing. A put reads the coarse clock once
+/// and copies the reply into the ring's next place, reusing that place's key and reply buffer (replies of up to
+/// 512 bytes are copied into that buffer, larger ones shared): nothing is allocated.
+/// The rest of the put (the index, letting the oldest entries go) is done when the REP
+/// next has nothing to do ([`ReplyCache::idle`]), or at the next lookup or put if that
+/// comes first.
 #[derive(Debug)]
 pub struct MemoryReplyCache {
     max_entries: usize,
     max_age: Duration,
+    max_bytes: usize,
+    /// The reply bytes of the entries from `first` to `next`.
+    bytes: usize,
     /// The entries, a ring: entry `s` (a sequence number) is at `ring[s & mask]`; those
     /// from `first` to `next` (at most `max_entries`) are in it, live or forgotten. It
     /// grows as entries come, up to `mask + 1` places at most, then its places are
@@ -185,6 +199,9 @@ pub struct MemoryReplyCache {
     hasher: DefaultHashBuilder,
     /// How many entries are live.
     live: usize,
+    /// The entry last put (at `next - 1`) is in the ring but not yet in the index, nor
+    /// has the cache been trimmed since (see [`MemoryReplyCache::settle`]).
+    pending: bool,
 }
 
 /// One answered request of a [`MemoryReplyCache`].
@@ -196,6 +213,8 @@ struct Entry {
     /// When it was put, on [`crate::sys::coarse_now`]'s clock.
     at: Duration,
     reply: KeptFrames,
+    /// The reply's bytes (counted in `MemoryReplyCache::bytes` while in the ring).
+    size: usize,
     /// Still in the index (not replaced by a newer reply to the same key, nor found
     /// too old).
     live: bool,
@@ -207,8 +226,13 @@ impl MemoryReplyCache {
         MemoryReplyCache {
             max_entries,
             max_age,
+            max_bytes: DEFAULT_REP_CACHE_BYTES,
+            bytes: 0,
             ring: Vec::new(),
+            // One place more than the bound: a put writes its place before the oldest
+            // entry goes (see `settle`).
             mask: (max_entries as u64)
+                .saturating_add(1)
                 .checked_next_power_of_two()
                 .map_or(u64::MAX, |p| p - 1),
             first: 0,
@@ -216,18 +240,27 @@ impl MemoryReplyCache {
             index: HashTable::new(),
             hasher: DefaultHashBuilder::default(),
             live: 0,
+            pending: false,
         }
     }
 
+    /// The same cache, bounded to `max_bytes` bytes of replies instead of
+    /// [`DEFAULT_REP_CACHE_BYTES`].
+    pub fn with_max_bytes(mut self, max_bytes: usize) -> MemoryReplyCache {
+        self.max_bytes = max_bytes;
+        self
+    }
+
     /// How many replies it holds (some may be too old to be served: they go at the
-    /// next put).
-    pub fn len(&self) -> usize {
+    /// next put). Finishes the last put first (hence `&mut`).
+    pub fn len(&mut self) -> usize {
+        self.settle();
         self.live
     }
 
     /// Whether it holds none.
-    pub fn is_empty(&self) -> bool {
-        self.live == 0
+    pub fn is_empty(&mut self) -> bool {
+        self.len() == 0
     }
 
     /// The place of entry `seq` in the ring.
@@ -247,13 +280,14 @@ impl MemoryReplyCache {
     }
 
     /// Lets entries go from the front: forgotten ones, ones older than `max_age`, and
-    /// as many as needed to make room for one more.
+    /// as many as needed to keep at most `max_entries`.
     fn expire(&mut self, now: Duration) {
         while self.first < self.next {
             let front = &self.ring[self.place(self.first)];
             let live = front.live;
             let go = !live
-                || self.next - self.first >= self.max_entries as u64
+                || self.next - self.first > self.max_entries as u64
+                || self.bytes > self.max_bytes
                 || now.saturating_sub(front.at) > self.max_age;
             if !go {
                 break;
@@ -261,6 +295,12 @@ impl MemoryReplyCache {
             if live {
                 self.forget(self.first);
             }
+            let i = self.place(self.first);
+            let front = &mut self.ring[i];
+            self.bytes -= front.size;
+            front.size = 0;
+            // Shared frames are let go now, not when the place is next used.
+            front.reply.release_shared();
             self.first += 1;
         }
     }
@@ -278,8 +318,44 @@ impl Default for MemoryReplyCache {
     }
 }
 
+impl MemoryReplyCache {
+    /// Finishes the last put: puts its entry in the index (forgetting an earlier reply
+    /// to the same key) and lets the entries go that are too old or too many.
+    fn settle(&mut self) {
+        if !self.pending {
+            return;
+        }
+        self.pending = false;
+        let seq = self.next - 1;
+        let i = self.place(seq);
+        let hash = self.hasher.hash_one(&self.ring[i].key);
+        let (ring, mask) = (&mut self.ring, self.mask);
+        // One look in the index: a reply put before to the same key is forgotten.
+        match self.index.entry(
+            hash,
+            |&s| ring[place(s, mask)].key == ring[i].key,
+            |&s| ring[place(s, mask)].hash,
+        ) {
+            hashbrown::hash_table::Entry::Occupied(mut o) => {
+                let old = std::mem::replace(o.get_mut(), seq);
+                ring[place(old, mask)].live = false;
+            }
+            hashbrown::hash_table::Entry::Vacant(v) => {
+                v.insert(seq);
+                self.live += 1;
+            }
+        }
+        let e = &mut ring[i];
+        e.hash = hash;
+        e.live = true;
+        let now = e.at;
+        self.expire(now);
+    }
+}
+
 impl ReplyCache for MemoryReplyCache {
     fn get(&mut self, key: &RequestKey) -> Option<Message> {
+        self.settle();
         let hash = self.hasher.hash_one(key);
         let (ring, mask) = (&self.ring, self.mask);
         let seq = *self
@@ -298,29 +374,16 @@ impl ReplyCache for MemoryReplyCache {
         if self.max_entries == 0 {
             return;
         }
+        self.settle();
         let now = crate::sys::coarse_now();
-        self.expire(now);
+        // The place of entry `next`: free, as the ring has a place more than
+        // `max_entries` and the last settle left at most that many.
         let seq = self.next;
         self.next += 1;
-        let hash = self.hasher.hash_one(key);
-        let (ring, mask) = (&mut self.ring, self.mask);
-        // One look in the index: a reply put before to the same key is forgotten.
-        match self.index.entry(
-            hash,
-            |&s| ring[place(s, mask)].key == *key,
-            |&s| ring[place(s, mask)].hash,
-        ) {
-            hashbrown::hash_table::Entry::Occupied(mut o) => {
-                let old = std::mem::replace(o.get_mut(), seq);
-                ring[place(old, mask)].live = false;
-            }
-            hashbrown::hash_table::Entry::Vacant(v) => {
-                v.insert(seq);
-                self.live += 1;
-            }
-        }
-        let i = place(seq, mask);
-        if let Some(e) = ring.get_mut(i) {
+        self.pending = true;
+        let i = place(seq, self.mask);
+        let size = reply.frames().iter().map(Bytes::len).sum();
+        if let Some(e) = self.ring.get_mut(i) {
             // The place of an entry that went: reused, with its buffers.
             e.key.request_id = key.request_id;
             e.key.fingerprint = key.fingerprint;
@@ -330,21 +393,27 @@ impl ReplyCache for MemoryReplyCache {
             {
                 e.key.requester = key.requester.clone();
             }
-            e.hash = hash;
-            e.at = now;
             e.reply.keep(reply.frames());
-            e.live = true;
+            e.at = now;
+            e.size = size;
+            e.live = false;
         } else {
             let mut kept = KeptFrames::default();
             kept.keep(reply.frames());
-            ring.push(Entry {
+            self.ring.push(Entry {
                 key: key.clone(),
-                hash,
+                hash: 0,
                 at: now,
                 reply: kept,
-                live: true,
+                size,
+                live: false,
             });
         }
+        self.bytes += size;
+    }
+
+    fn idle(&mut self) {
+        self.settle();
     }
 }
 
@@ -384,6 +453,11 @@ impl KeptFrames {
         }
     }
 
+    /// Lets shared frames go (copied ones stay: their buffer is reused).
+    pub(crate) fn release_shared(&mut self) {
+        self.shared.clear();
+    }
+
     /// The kept frames, as a new frame list (copied ones in one new buffer).
     pub(crate) fn frames(&self) -> FrameVec {
         if !self.shared.is_empty() {
@@ -403,29 +477,54 @@ impl KeptFrames {
 
 /// A 64-bit hash of a message's frames (for [`RequestKey::fingerprint`]): eight bytes
 /// at a time, with the multiply-rotate step of FxHash. Our own function, so its values
-/// are the same in every process and version (a durable cache may compare them later).
-/// Not a defence against a hostile requester: one that can forge a routing id can ask
-/// for any reply anyway.
+/// are the same in every process (a durable cache may compare them later).
+///
+/// A frame of up to [`FINGERPRINT_WHOLE`] bytes is hashed whole; of a larger one, its
+/// length and its first and last `FINGERPRINT_WHOLE / 2` bytes: the fingerprint tells a
+/// new request that reuses an id from a copy (which has the same bytes), and the cost of
+/// a request stays the same at every size (hashing all of a 1 MiB body took about 200 us
+/// here, longer than carrying it). Not a defence against a hostile requester: one that
+/// can forge a routing id can ask for any reply anyway.
 pub(crate) fn fingerprint(frames: &[Bytes]) -> u64 {
-    const K: u64 = 0x517c_c1b7_2722_0a95;
-    let mut h: u64 = 0x243f_6a88_85a3_08d3;
-    let mut mix = |w: u64| h = (h.rotate_left(5) ^ w).wrapping_mul(K);
+    let mut h = Fingerprint(0x243f_6a88_85a3_08d3);
     for f in frames {
-        mix(f.len() as u64);
-        let mut words = f.chunks_exact(8);
+        h.mix(f.len() as u64);
+        if f.len() <= FINGERPRINT_WHOLE {
+            h.mix_bytes(f);
+        } else {
+            h.mix_bytes(&f[..FINGERPRINT_WHOLE / 2]);
+            h.mix_bytes(&f[f.len() - FINGERPRINT_WHOLE / 2..]);
+        }
+    }
+    h.0
+}
+
+/// Frames up to this many bytes are hashed whole by [`fingerprint`].
+pub(crate) const FINGERPRINT_WHOLE: usize = 512;
+
+/// The state of a [`fingerprint`].
+struct Fingerprint(u64);
+
+impl Fingerprint {
+    fn mix(&mut self, w: u64) {
+        const K: u64 = 0x517c_c1b7_2722_0a95;
+        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(K);
+    }
+
+    fn mix_bytes(&mut self, bytes: &[u8]) {
+        let mut words = bytes.chunks_exact(8);
         for c in &mut words {
             let mut w = [0u8; 8];
             w.copy_from_slice(c);
-            mix(u64::from_le_bytes(w));
+            self.mix(u64::from_le_bytes(w));
         }
         let rest = words.remainder();
         if !rest.is_empty() {
             let mut w = [0u8; 8];
             w[..rest.len()].copy_from_slice(rest);
-            mix(u64::from_le_bytes(w));
+            self.mix(u64::from_le_bytes(w));
         }
     }
-    h
 }
 
 #[cfg(test)]
@@ -492,6 +591,51 @@ mod tests {
         let mut z = MemoryReplyCache::new(0, Duration::from_secs(60));
         z.put(&key(1), &Message::from("a"));
         assert!(z.get(&key(1)).is_none() && z.is_empty());
+    }
+
+    #[test]
+    fn cache_is_bounded_by_bytes_and_lets_large_replies_go() {
+        let big = |b: u8| Message::from(vec![b; 1000]);
+        let mut c = MemoryReplyCache::new(100, Duration::from_secs(60)).with_max_bytes(2500);
+        for id in 0..5 {
+            c.put(&key(id), &big(id as u8));
+        }
+        // Two of 1000 bytes fit in 2500: the newest two stay.
+        assert_eq!(c.len(), 2);
+        assert!(c.get(&key(2)).is_none(), "the oldest went first");
+        assert_eq!(c.get(&key(3)), Some(big(3)));
+        assert_eq!(c.get(&key(4)), Some(big(4)));
+        // The frames of those that went are not held any more.
+        let held = Bytes::from(vec![7u8; 1000]);
+        c.put(&key(10), &Message::from(held.clone()));
+        for id in 11..14 {
+            c.put(&key(id), &big(1));
+        }
+        assert!(held.is_unique(), "a reply that went is let go");
+        // A reply larger than the bound is not kept.
+        c.put(&key(20), &Message::from(vec![0u8; 3000]));
+        assert!(c.get(&key(20)).is_none());
+    }
+
+    #[test]
+    fn a_large_frame_is_fingerprinted_by_its_length_head_and_tail() {
+        let mut a = vec![1u8; 100_000];
+        let fa = fingerprint(&[Bytes::from(a.clone())]);
+        a[50_000] = 2; // the middle: the same fingerprint
+        assert_eq!(fa, fingerprint(&[Bytes::from(a.clone())]));
+        a[10] = 2; // the head
+        assert_ne!(fa, fingerprint(&[Bytes::from(a.clone())]));
+        a[10] = 1;
+        a[99_990] = 2; // the tail
+        assert_ne!(fa, fingerprint(&[Bytes::from(a.clone())]));
+        a[99_990] = 1;
+        a.push(1); // the length
+        assert_ne!(fa, fingerprint(&[Bytes::from(a)]));
+        // A frame up to the limit counts whole.
+        let mut b = vec![1u8; FINGERPRINT_WHOLE];
+        let fb = fingerprint(&[Bytes::from(b.clone())]);
+        b[FINGERPRINT_WHOLE / 2] = 2;
+        assert_ne!(fb, fingerprint(&[Bytes::from(b)]));
     }
 
     #[test]

@@ -914,10 +914,16 @@ impl Socket {
     pub fn set_rep_cache_age(&self, age: Duration) {
         self.set(|o| o.pattern.rep_cache_age = age);
     }
+    /// REP: how many bytes of replies the de-duplication cache keeps at most (default
+    /// [`crate::DEFAULT_REP_CACHE_BYTES`], 64 MiB); the oldest go first, and a reply
+    /// larger than this is not kept (a copy of its request is handled again).
+    pub fn set_rep_cache_bytes(&self, bytes: usize) {
+        self.set(|o| o.pattern.rep_cache_bytes = bytes);
+    }
     /// REP: keep answered requests in `cache` instead of the default
     /// [`crate::MemoryReplyCache`] (for example somewhere durable, so that a restarted
     /// REP still answers copies of what it answered before). The cache bounds itself;
-    /// the size and age options apply to the default cache only.
+    /// the size, age and bytes options apply to the default cache only.
     pub fn set_reply_cache(&self, cache: Box<dyn crate::ReplyCache>) -> Result<()> {
         self.core().pattern.set_reply_cache(cache)
     }

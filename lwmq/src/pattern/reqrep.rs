@@ -539,8 +539,9 @@ pub(crate) struct Rep {
     /// A request read ahead of the application (see [`Rep::drop_queued_copies`]).
     ahead: VecDeque<(PipeId, Message)>,
     cache: Box<dyn ReplyCache>,
-    /// The size and age the default cache was made with (`None`: the user's cache).
-    cache_bounds: Option<(usize, Duration)>,
+    /// The size, age and bytes the default cache was made with (`None`: the user's
+    /// cache).
+    cache_bounds: Option<(usize, Duration, usize)>,
     reporter: Reporter,
     /// The requester of each pipe's direct requests (see [`request_key`]).
     requesters: Requesters,
@@ -625,6 +626,11 @@ fn requester(pipes: &Pipes, pipe: PipeId, hops: &[Bytes]) -> Bytes {
     r.freeze()
 }
 
+/// The default reply cache with the bounds of `o`.
+fn default_cache(o: &PatternOptions) -> MemoryReplyCache {
+    MemoryReplyCache::new(o.rep_cache_size, o.rep_cache_age).with_max_bytes(o.rep_cache_bytes)
+}
+
 impl Rep {
     pub(crate) fn new(reporter: Reporter) -> Rep {
         let o = PatternOptions::default();
@@ -632,8 +638,8 @@ impl Rep {
             pipes: Pipes::default(),
             replying: None,
             ahead: VecDeque::new(),
-            cache: Box::new(MemoryReplyCache::new(o.rep_cache_size, o.rep_cache_age)),
-            cache_bounds: Some((o.rep_cache_size, o.rep_cache_age)),
+            cache: Box::new(default_cache(&o)),
+            cache_bounds: Some((o.rep_cache_size, o.rep_cache_age, o.rep_cache_bytes)),
             reporter,
             requesters: Requesters::default(),
         }
@@ -641,7 +647,7 @@ impl Rep {
 
     /// Whether requests with ids are de-duplicated (a default cache of size 0: no).
     fn dedup(&self) -> bool {
-        self.cache_bounds.is_none_or(|(size, _)| size > 0)
+        self.cache_bounds.is_none_or(|(size, _, _)| size > 0)
     }
 
     /// After answering `key` on `pipe`: reads what that pipe has queued and drops the
@@ -694,9 +700,13 @@ impl Pattern for Rep {
         self.requesters.forget([id]);
     }
     fn configure(&mut self, opts: &PatternOptions) {
-        let bounds = (opts.rep_cache_size, opts.rep_cache_age);
+        let bounds = (
+            opts.rep_cache_size,
+            opts.rep_cache_age,
+            opts.rep_cache_bytes,
+        );
         if self.cache_bounds.is_some_and(|b| b != bounds) {
-            self.cache = Box::new(MemoryReplyCache::new(bounds.0, bounds.1));
+            self.cache = Box::new(default_cache(opts));
             self.cache_bounds = Some(bounds);
         }
     }
@@ -771,6 +781,11 @@ impl Pattern for Rep {
                 None => (self.pipes.read_fair(), true),
             };
             let Some((pipe, msg)) = next else {
+                // Nothing to do until a request comes: the cache finishes its last put
+                // now, out of the next round trip's way.
+                if self.dedup() {
+                    self.cache.idle();
+                }
                 return Err(Error::WouldBlock);
             };
             let Some((envelope, body)) = split_envelope(msg) else {
