@@ -234,17 +234,24 @@ impl<T> Producer<T> {
     /// our lagging view of it: see the module docs) or this half is closed. Does not look
     /// at whether the consumer closed: see [`is_closed`](Self::is_closed).
     pub(crate) fn push(&mut self, v: T) -> Result<(), T> {
+        self.push_with(v, |v| v)
+    }
+
+    /// As [`push`](Self::push), for an item made from `u` by `make` only once there is
+    /// room (an item that is costly to make, or to turn back into `u`).
+    pub(crate) fn push_with<U>(&mut self, u: U, make: impl FnOnce(U) -> T) -> Result<(), U> {
         if self.closed {
-            return Err(v);
+            return Err(u);
         }
         if !self.has_room() {
             // Acquire: the consumer's reads of the slots before `head` happened before
             // we overwrite them.
             self.head_cache = self.shared.head.load(Ordering::Acquire);
             if !self.has_room() {
-                return Err(v);
+                return Err(u);
             }
         }
+        let v = make(u);
         if self.blocked {
             // We are making progress again: withdraw a stale announcement (the consumer
             // may have taken it already; then this store changes nothing).

@@ -40,6 +40,14 @@
 //! a counter that both threads write. A reader that keeps one small message keeps its
 //! chunk alive, as a message received over tcp keeps its 64 KiB receive chunk.
 //!
+//! A streamed one-frame message of up to [`INLINE_MAX`] bytes does not even take a
+//! frame of the writer's arena: its bytes travel in the queue's slot itself
+//! ([`Slot::Inline`]), and the reader copies them into an arena of its own. An arena
+//! frame's count is written by both threads (up by the writer as it cuts the frame,
+//! down by the reader's user as it drops it), a cache line that moved between the two
+//! cores with every message (a third of all samples of a 64 B inproc stream); inline,
+//! each thread writes only counts of its own.
+//!
 //! # Threads
 //!
 //! Each half is owned by one thread at a time (the socket's user thread or the
@@ -56,9 +64,32 @@ use super::spsc::{Consumer, Producer};
 use super::{Notify, PipeClosed, PipeReader, PipeWriter, WriteError};
 use crate::Message;
 
+/// What the queue carries: a message, or the bytes of a small one-frame message that a
+/// streaming socket wrote (see the module docs).
+enum Slot {
+    Message(Message),
+    Inline(Inline),
+}
+
+/// A one-frame message of up to [`INLINE_MAX`] bytes, in the slot itself.
+struct Inline {
+    len: u8,
+    bytes: [u8; INLINE_MAX],
+}
+
+/// The largest one-frame message a streaming socket-to-socket writer puts in the
+/// queue's slot itself (a slot is about as large as a [`Message`] anyway).
+const INLINE_MAX: usize = 96;
+
+impl Inline {
+    fn as_slice(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
 /// The sending half.
 pub(crate) struct SpscWriter {
-    tx: Producer<Message>,
+    tx: Producer<Slot>,
     /// Rings the reading side.
     notify: Arc<dyn Notify>,
     /// The reader announces when it sleeps: ring only then (else after every publish).
@@ -99,10 +130,12 @@ const MAX_DEFERRED: usize = 64;
 
 /// The receiving half.
 pub(crate) struct SpscReader {
-    rx: Consumer<Message>,
+    rx: Consumer<Slot>,
     /// Rings the writing side.
     notify: Arc<dyn Notify>,
     reader_announces: bool,
+    /// Where inline messages are copied to (see the module docs).
+    arena: BytesMut,
     /// Where spent frames go back to the writer (background readers only).
     spent: Option<Producer<Bytes>>,
 }
@@ -171,6 +204,7 @@ pub(crate) fn spsc_pipe(
             rx,
             notify: writer_notify,
             reader_announces,
+            arena: BytesMut::new(),
             spent: spent_tx,
         },
     )
@@ -219,44 +253,56 @@ impl SpscWriter {
     }
 }
 
-impl SpscWriter {
-    /// Copies the small frames of `msg` into the arena (socket-to-socket pipes): the
-    /// caller's buffers are freed here, on the thread that most likely allocated them.
-    fn copy_to_arena(&mut self, mut msg: Message) -> Message {
-        let Some(arena) = self.arena.as_mut() else {
-            return msg;
-        };
-        // A socket that received since its last write is in an exchange (each side
-        // frees what the other allocated, and the allocator's caches balance): pass
-        // the frames through, as the arena would only add a shared counter to it.
-        let calls = arena.recv_calls.load(Ordering::Relaxed);
-        let streaming = calls == arena.seen;
-        arena.seen = calls;
-        if !streaming {
-            return msg;
-        }
-        for f in msg.frames_mut().iter_mut() {
-            if f.is_empty() || f.len() > ARENA_FRAME_MAX {
-                continue;
-            }
-            if arena.buf.capacity() - arena.buf.len() < f.len() {
-                arena.buf = BytesMut::with_capacity(ARENA_CHUNK);
-            }
-            arena.buf.extend_from_slice(f);
-            *f = arena.buf.split().freeze();
-        }
-        msg
+/// What goes in the queue for `msg`: on a socket-to-socket pipe (with an `arena`) while
+/// the socket streams, a small one-frame message inline, or the message with its small
+/// frames copied into the arena (the caller's buffers are freed here, on the thread that
+/// most likely allocated them); else the message as it is. Made only once the queue has
+/// room for it (a message handed back is the caller's, untouched).
+fn slot(arena: &mut Option<Arena>, mut msg: Message) -> Slot {
+    let Some(arena) = arena.as_mut() else {
+        return Slot::Message(msg);
+    };
+    // A socket that received since its last write is in an exchange (each side
+    // frees what the other allocated, and the allocator's caches balance): pass
+    // the frames through, as the arena would only add a shared counter to it.
+    let calls = arena.recv_calls.load(Ordering::Relaxed);
+    let streaming = calls == arena.seen;
+    arena.seen = calls;
+    if !streaming {
+        return Slot::Message(msg);
     }
+    if let [f] = msg.frames() {
+        if f.len() <= INLINE_MAX {
+            let mut i = Inline {
+                // At most INLINE_MAX (96): fits.
+                len: f.len() as u8,
+                bytes: [0; INLINE_MAX],
+            };
+            i.bytes[..f.len()].copy_from_slice(f);
+            return Slot::Inline(i);
+        }
+    }
+    for f in msg.frames_mut().iter_mut() {
+        if f.is_empty() || f.len() > ARENA_FRAME_MAX {
+            continue;
+        }
+        if arena.buf.capacity() - arena.buf.len() < f.len() {
+            arena.buf = BytesMut::with_capacity(ARENA_CHUNK);
+        }
+        arena.buf.extend_from_slice(f);
+        *f = arena.buf.split().freeze();
+    }
+    Slot::Message(msg)
 }
 
 impl PipeWriter for SpscWriter {
     fn try_write(&mut self, msg: Message) -> Result<(), WriteError> {
         self.drop_spent();
-        let msg = self.copy_to_arena(msg);
         if self.tx.is_closed() {
             return Err(WriteError::Closed(msg));
         }
-        let msg = match self.tx.push(msg) {
+        let arena = &mut self.arena;
+        let msg = match self.tx.push_with(msg, |m| slot(arena, m)) {
             Ok(()) => {
                 self.publish();
                 return Ok(());
@@ -269,7 +315,8 @@ impl PipeWriter for SpscWriter {
             if self.tx.is_closed() {
                 return Err(WriteError::Closed(msg));
             }
-            if let Err(m) = self.tx.push(msg) {
+            let arena = &mut self.arena;
+            if let Err(m) = self.tx.push_with(msg, |m| slot(arena, m)) {
                 return Err(WriteError::Full(m));
             }
             self.publish();
@@ -282,7 +329,7 @@ impl PipeWriter for SpscWriter {
         if self.tx.is_closed() {
             return Err(WriteError::Closed(msg));
         }
-        match self.tx.push(msg) {
+        match self.tx.push_with(msg, Slot::Message) {
             Ok(()) => {
                 self.deferred += 1;
                 if self.deferred >= MAX_DEFERRED {
@@ -339,8 +386,8 @@ impl PipeReader for SpscReader {
             if self.rx.take_producer_wake() {
                 self.notify.notify();
             }
-            if let Some(m) = m {
-                return Ok(Some(m));
+            if let Some(s) = m {
+                return Ok(Some(self.message(s)));
             }
             if self.rx.is_closed() {
                 return Err(PipeClosed);
@@ -375,6 +422,23 @@ impl PipeReader for SpscReader {
             // Full (the writer has not written for a while) or closed: freed here.
             if spent.push(frame).is_ok() {
                 spent.flush_unannounced();
+            }
+        }
+    }
+}
+
+impl SpscReader {
+    /// The message in slot `s`: an inline one is copied into the reader's arena.
+    fn message(&mut self, s: Slot) -> Message {
+        match s {
+            Slot::Message(m) => m,
+            Slot::Inline(i) => {
+                let bytes = i.as_slice();
+                if self.arena.capacity() - self.arena.len() < bytes.len() {
+                    self.arena = BytesMut::with_capacity(ARENA_CHUNK);
+                }
+                self.arena.extend_from_slice(bytes);
+                Message::from(self.arena.split().freeze())
             }
         }
     }
@@ -609,6 +673,45 @@ mod tests {
         let four = rx.try_read().unwrap().unwrap();
         assert_eq!(freed.lock().unwrap().len(), 5, "passed through");
         assert_eq!(four.frames()[0], &b"four"[..]);
+    }
+
+    #[test]
+    fn a_streaming_socket_sends_small_one_frame_messages_inline() {
+        let n = Arc::new(Counter::default());
+        let recv_calls = Arc::new(AtomicU64::new(0));
+        let (mut tx, mut rx) = spsc_pipe(2, Ends::SocketToSocket(recv_calls), n.clone(), n);
+        let freed = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let tracked = |body: &[u8]| Bytes::from_owner(Tracked(body.to_vec(), freed.clone()));
+        // The first write passes through; the next ones, in a row, go inline: the
+        // caller's buffer is freed by the writer, at once.
+        tx.try_write(Message::from(tracked(b"zero"))).unwrap();
+        assert_eq!(rx.try_read().unwrap().unwrap(), Message::from("zero"));
+        let largest = vec![9u8; INLINE_MAX];
+        tx.try_write(Message::from(tracked(&largest))).unwrap();
+        tx.try_write(Message::from(tracked(b"two"))).unwrap();
+        assert_eq!(freed.lock().unwrap().len(), 3, "freed by the writer");
+        // Full: the message comes back whole.
+        match tx.try_write(Message::from(tracked(b"three"))) {
+            Err(WriteError::Full(m)) => assert_eq!(m, Message::from("three")),
+            other => panic!("{other:?}"),
+        }
+        let (one, two) = (
+            rx.try_read().unwrap().unwrap(),
+            rx.try_read().unwrap().unwrap(),
+        );
+        assert_eq!(one.frames()[0], largest[..]);
+        assert_eq!(two, Message::from("two"));
+        // Copied into the reader's arena, one after the other.
+        assert_eq!(
+            two.frames()[0].as_ptr() as usize,
+            one.frames()[0].as_ptr() as usize + INLINE_MAX
+        );
+        // One byte more than fits inline: the writer's arena (copied, not inline).
+        let over = vec![1u8; INLINE_MAX + 1];
+        tx.try_write(Message::from(over.clone())).unwrap();
+        assert_eq!(rx.try_read().unwrap().unwrap(), Message::from(over));
+        // A slot is not much larger than a message.
+        assert!(std::mem::size_of::<Slot>() <= std::mem::size_of::<Message>() + 8);
     }
 
     #[test]
