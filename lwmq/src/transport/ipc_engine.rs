@@ -631,6 +631,8 @@ pub(crate) fn hello(options: &Options) -> Hello {
     Hello {
         socket_type: options.socket_type,
         identity: options.routing_id.clone(),
+        // Above u32::MAX is no limit in effect: a ring holds at most 2^27 messages.
+        recv_hwm: u32::try_from(options.recv_hwm).unwrap_or(u32::MAX),
     }
 }
 

@@ -12,6 +12,7 @@
 //! |---|---|---|---|---|
 //! | 0 | `tail: u64` — end of the last complete message | writer | reader | store Release / load Acquire |
 //! | 128 | `head: u64` — end of the last consumed message | reader | writer | store Release / load Acquire |
+//! | 136 | `released: u64` — messages consumed (the receive HWM's count) | reader, with `head` | writer | store Release / load Acquire |
 //! | 256 | `writer_waiting: u32` — the writer waits for space | writer sets 1, reader swaps to 0 | reader, after a SeqCst fence | SeqCst |
 //!
 //! Each field has a cache line pair (128 bytes) of its own, so the writer's and the
@@ -23,6 +24,30 @@
 //! or "empty", so a busy ring moves a control line between the caches once per batch,
 //! not once per message; the hot path makes no system call. The reader publishes its
 //! `head` per batch too (see `RingReader::release`).
+//!
+//! # The receive high-water mark (messages)
+//!
+//! The reader's socket has a receive HWM (RCVHWM, a number of messages; 0 = none),
+//! which it announces in its rendezvous hello. The writer counts the messages it
+//! started (`written`; a message in pieces counts at its first piece) and compares
+//! them with `released`, which the reader stores next to `head` each time it publishes:
+//! while `written - released >= hwm` a new message is `Full`, exactly like a ring
+//! without room, so the sending socket blocks or (PUB) drops. The reader publishes
+//! per batch here too: when half its HWM was consumed since it last published (libzmq's
+//! low-water mark), besides the byte rule, and always on reaching the tail it knows of.
+//! A writer waiting for the count arms `writer_waiting` and is woken by the same
+//! handshake as for room: the reader stores `released` and `head`, then fences and
+//! looks at `writer_waiting`.
+//!
+//! The reader never trusts the writer for this: it knows its own HWM and what it
+//! published. Every message up to a `tail` it loads was written before that load,
+//! when the writer could not have seen more than the `released` published by then,
+//! so a message that starts at or beyond that `released + hwm` (messages counted
+//! since the connection began) is a protocol error: the connection ends. An honest
+//! writer never trips it; one that ignores the HWM is caught within the first tail
+//! the reader loads that shows more than its HWM of unreleased messages, so the
+//! reader never holds more than its HWM unread (and, as ever, one ring of bytes). The writer
+//! checks every `released` it loads (`cache <= released <= written`).
 //!
 //! # Records (in the data area, `N` bytes)
 //!
@@ -100,6 +125,8 @@ pub const CONTROL_SIZE: usize = 384;
 pub const TAIL_OFFSET: usize = 0;
 /// Offset of `head` in the control block.
 pub const HEAD_OFFSET: usize = 128;
+/// Offset of `released` (messages the reader consumed) in the control block.
+pub const RELEASED_OFFSET: usize = 136;
 /// Offset of `writer_waiting` in the control block.
 pub const WRITER_WAITING_OFFSET: usize = 256;
 /// Size of a record header.
@@ -200,6 +227,11 @@ impl RingMem {
         unsafe { AtomicU64::from_ptr(self.ctrl.add(HEAD_OFFSET).cast()) }
     }
 
+    fn released(&self) -> &AtomicU64 {
+        // SAFETY: as in `tail` (136 is 8-aligned, inside the block).
+        unsafe { AtomicU64::from_ptr(self.ctrl.add(RELEASED_OFFSET).cast()) }
+    }
+
     fn writer_waiting(&self) -> &AtomicU32 {
         // SAFETY: as in `tail`, 4-aligned.
         unsafe { AtomicU32::from_ptr(self.ctrl.add(WRITER_WAITING_OFFSET).cast()) }
@@ -292,6 +324,12 @@ pub struct RingWriter {
     peer_bell: Option<Doorbell>,
     /// A message going in pieces, not all of them written yet.
     large: Option<LargeSend>,
+    /// The reader's receive HWM in messages (`u64::MAX`: none).
+    hwm: u64,
+    /// Messages started (published in the ring, or first piece written).
+    written: u64,
+    /// Our copy of the reader's `released`.
+    released_cache: u64,
     failed: Option<String>,
 }
 
@@ -319,8 +357,37 @@ impl RingWriter {
             head_cache: 0,
             peer_bell,
             large: None,
+            hwm: u64::MAX,
+            written: 0,
+            released_cache: 0,
             failed: None,
         }
+    }
+
+    /// Honours the reader's receive high-water mark: at most `hwm` messages unread
+    /// (`0`: no limit, the default). Set before the first message, from the peer's
+    /// hello.
+    pub fn set_peer_hwm(&mut self, hwm: u64) {
+        self.hwm = if hwm == 0 { u64::MAX } else { hwm };
+    }
+
+    /// `Full` while the reader holds its HWM of messages (reloads its count when our
+    /// copy says so).
+    fn check_hwm(&mut self) -> Result<(), ShmSendError> {
+        if self.written - self.released_cache >= self.hwm {
+            let released = self.mem.released().load(Ordering::Acquire);
+            if released < self.released_cache || released > self.written {
+                return Err(self.fail(format!(
+                    "the reader's message count {released} is outside [{}, {}]",
+                    self.released_cache, self.written
+                )));
+            }
+            self.released_cache = released;
+            if self.written - released >= self.hwm {
+                return Err(ShmSendError::Full);
+            }
+        }
+        Ok(())
     }
 
     /// The largest payload of one piece record (a quarter of the ring, header included):
@@ -532,6 +599,7 @@ impl RingWriter {
             r?;
             return Err(ShmSendError::Full);
         }
+        self.written += 1;
         r.map(|_| ())
     }
 
@@ -561,6 +629,10 @@ impl RingWriter {
         // Pieces of an earlier message go first.
         if !self.continue_pieces()? {
             return Err(ShmSendError::Full);
+        }
+        if self.tail == self.published {
+            // A new message (not the end of one begun in place): the reader's HWM.
+            self.check_hwm()?;
         }
         let mut total = self.tail - self.published;
         let mut largest = 0u64;
@@ -608,6 +680,7 @@ impl RingWriter {
         }
         debug_assert_eq!(pos, end);
         self.tail = pos;
+        self.written += 1;
         self.publish();
         Ok(())
     }
@@ -627,6 +700,9 @@ impl RingWriter {
         };
         let rec = record_len(len).ok_or_else(|| too_large.clone())?;
         let unfinished = self.tail - self.published;
+        if unfinished == 0 {
+            self.check_hwm()?;
+        }
         if unfinished.saturating_add(rec.saturating_mul(2)) > self.mem.size as u64 {
             return Err(too_large);
         }
@@ -686,6 +762,7 @@ impl WriteGrant<'_> {
             .store(header_word(self.len, flags), Ordering::Relaxed);
         w.tail = self.start + rec;
         if !more {
+            w.written += 1;
             w.publish();
         }
     }
@@ -718,6 +795,18 @@ pub struct RingReader {
     assembly: Option<Assembly>,
     /// The largest frame accepted (MAXMSGSIZE; `None`: no limit).
     max_frame: Option<u64>,
+    /// Our receive HWM in messages (`u64::MAX`: none); ours, never read from the peer.
+    hwm: u64,
+    /// Publish `released` once this many messages were consumed since the last time.
+    count_batch: u64,
+    /// Messages consumed.
+    consumed: u64,
+    /// The `released` the writer has been shown.
+    published_count: u64,
+    /// No message up to `tail_cache` may start at or beyond this count: it is
+    /// `published_count + hwm` as of the moment `tail_cache` was loaded, and the writer
+    /// wrote those messages before, when it could not have seen more released.
+    count_limit: u64,
     failed: Option<String>,
 }
 
@@ -770,8 +859,25 @@ impl RingReader {
             big_cap: 0,
             assembly: None,
             max_frame: None,
+            hwm: u64::MAX,
+            count_batch: u64::MAX,
+            consumed: 0,
+            published_count: 0,
+            count_limit: u64::MAX,
             failed: None,
         }
+    }
+
+    /// Our receive high-water mark: at most `hwm` messages unread in the ring (`0`: no
+    /// limit, the default). The writer learns it from our hello and must honour it; a
+    /// message beyond it is a protocol error. Set before the first message.
+    pub fn set_hwm(&mut self, hwm: u64) {
+        if hwm == 0 {
+            (self.hwm, self.count_batch) = (u64::MAX, u64::MAX);
+        } else {
+            (self.hwm, self.count_batch) = (hwm, hwm.div_ceil(2));
+        }
+        self.count_limit = self.published_count.saturating_add(self.hwm);
     }
 
     /// Refuses frames longer than `max` bytes (MAXMSGSIZE, per frame as in libzmq): a
@@ -803,6 +909,7 @@ impl RingReader {
             )));
         }
         self.tail_cache = tail;
+        self.count_limit = self.published_count.saturating_add(self.hwm);
         Ok(())
     }
 
@@ -824,6 +931,13 @@ impl RingReader {
             return Ok(None);
         }
         self.frames.clear();
+        if self.assembly.is_none() && self.consumed >= self.count_limit {
+            let why = format!(
+                "the writer wrote more than our receive HWM of {} messages ahead of what we had released",
+                self.hwm
+            );
+            return Err(self.fail(why));
+        }
         let n = self.mem.size as u64;
         let mut pos = self.head;
         // Bounded: every step advances `pos` by at least 8 and `pos` never passes
@@ -1026,6 +1140,7 @@ impl RingReader {
                 Some(Parsed::Message(end)) => return Ok(Some(Next::InRing(end))),
                 Some(Parsed::Piece(word, off, end)) => {
                     let done = self.absorb(word, off)?;
+                    self.consumed += u64::from(done.is_some());
                     self.release(end);
                     if let Some(m) = done {
                         return Ok(Some(Next::Assembled(m)));
@@ -1106,17 +1221,22 @@ impl RingReader {
     /// Publishes our progress and, if the writer waits for space, rings its doorbell.
     ///
     /// Per batch: while we are behind the writer (the tail we know of is further on)
-    /// and have consumed less than an eighth of the ring since we last published, the
-    /// writer is not shown our progress yet: one release store, fence and look at
+    /// and have consumed less than an eighth of the ring and less than half our HWM of
+    /// messages since we last published, the writer is not shown our progress yet: one release store, fence and look at
     /// `writer_waiting` per batch instead of per message. We always publish on
     /// reaching the tail we know of, which comes before `has_data` can find the ring
     /// empty, so a reader never waits (or parks) with progress the writer has not seen.
     fn release(&mut self, end: u64) {
         self.head = end;
-        if end != self.tail_cache && end - self.published < self.mem.size as u64 / 8 {
+        if end != self.tail_cache
+            && end - self.published < self.mem.size as u64 / 8
+            && self.consumed - self.published_count < self.count_batch
+        {
             return;
         }
         self.published = end;
+        self.published_count = self.consumed;
+        self.mem.released().store(self.consumed, Ordering::Release);
         self.mem.head().store(end, Ordering::Release);
         fence(Ordering::SeqCst);
         let waiting = self.mem.writer_waiting();
@@ -1146,6 +1266,7 @@ impl RingReader {
             let (off, len) = self.frames[i];
             msg.push(self.copy_out(off, len));
         }
+        self.consumed += 1;
         self.release(end);
         Ok(Some(msg))
     }
@@ -1283,6 +1404,10 @@ impl ReadGuard<'_> {
 
 impl Drop for ReadGuard<'_> {
     fn drop(&mut self) {
+        if self.assembled.is_none() {
+            // A message in pieces was counted when its last piece came.
+            self.reader.consumed += 1;
+        }
         self.reader.release(self.end);
     }
 }
@@ -1809,6 +1934,131 @@ mod tests {
             let e = corrupt(poke);
             assert!(matches!(e, Error::Protocol(_)), "{poke:?} {e}");
         }
+    }
+
+    /// Sends `m` until the writer says `Full`; how many went.
+    fn fill(w: &mut RingWriter, m: &Message) -> usize {
+        let mut n = 0;
+        loop {
+            match w.try_send(m) {
+                Ok(()) => n += 1,
+                Err(ShmSendError::Full) => return n,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    #[test]
+    fn receive_hwm_bounds_unread_messages_and_frees_half_at_a_time() {
+        let (mut w, mut r) = heap_ring(8192);
+        w.set_peer_hwm(4);
+        r.set_hwm(4);
+        let m = msg(&[b"0123456789"]); // 24-byte records: bytes allow 341
+        assert_eq!(fill(&mut w, &m), 4, "the HWM, not the bytes, is the bound");
+        // A reader behind the writer shows its count per half HWM: one message read
+        // frees nothing yet, two free two.
+        assert!(r.try_recv().unwrap().is_some());
+        assert_eq!(fill(&mut w, &m), 0);
+        assert!(r.try_recv().unwrap().is_some());
+        assert_eq!(fill(&mut w, &m), 2);
+        // In place, and in pieces: each message counts once.
+        assert!(r.recv_in_place().unwrap().is_some());
+        while r.try_recv().unwrap().is_some() {}
+        assert_eq!(fill(&mut w, &msg(&[b"x"])), 4);
+        assert!(r.try_recv().unwrap().is_some());
+        assert!(r.try_recv().unwrap().is_some()); // 2 unread, 2 free
+        let big = patterned(&[5000, 3000], 7); // larger than the ring holds at once
+        w.try_send(&big).unwrap();
+        assert!(w.has_unfinished());
+        let (mut got, mut turns) = (Vec::new(), 0);
+        while got.len() < 3 {
+            turns += 1;
+            assert!(turns < 10_000, "no progress");
+            w.continue_pieces().unwrap();
+            if let Some(x) = r.try_recv().unwrap() {
+                got.push(x);
+            }
+        }
+        assert_eq!(got[2], big);
+        assert!(!w.has_unfinished());
+        assert_eq!(fill(&mut w, &m), 4);
+        // A zero-copy reservation is a message too.
+        while r.try_recv().unwrap().is_some() {}
+        for _ in 0..4 {
+            let mut g = w.reserve(3).unwrap();
+            g.as_mut_slice().copy_from_slice(b"abc");
+            g.commit(false);
+        }
+        assert!(matches!(w.reserve(3), Err(ShmSendError::Full)));
+        assert!(matches!(w.try_send(&m), Err(ShmSendError::Full)));
+    }
+
+    #[test]
+    fn receive_hwm_zero_means_the_bytes_only() {
+        let (mut w, mut r) = heap_ring(8192);
+        w.set_peer_hwm(0);
+        r.set_hwm(0);
+        let m = msg(&[b"0123456789"]);
+        assert_eq!(fill(&mut w, &m), 8192 / 24);
+        let mut got = 0;
+        while r.try_recv().unwrap().is_some() {
+            got += 1;
+        }
+        assert_eq!(got, 8192 / 24);
+    }
+
+    #[test]
+    fn a_writer_past_the_receive_hwm_is_a_protocol_error() {
+        // The writer ignores the reader's HWM of 3 and writes 5 at once: the reader
+        // takes the 3 it allows and refuses the 4th.
+        let (mut w, mut r) = heap_ring(8192);
+        r.set_hwm(3);
+        for i in 0..5u8 {
+            w.try_send(&msg(&[&[i]])).unwrap();
+        }
+        for i in 0..3u8 {
+            assert_eq!(r.try_recv().unwrap().unwrap(), msg(&[&[i]]));
+        }
+        let e = r.try_recv().unwrap_err();
+        assert!(
+            matches!(&e, Error::Protocol(why) if why.contains("receive HWM of 3")),
+            "{e}"
+        );
+        assert!(matches!(r.try_recv(), Err(Error::Protocol(_))), "it sticks");
+        // An honest writer, the same reader's rules: never an error, whatever the
+        // interleaving of reads and writes.
+        let (mut w, mut r) = heap_ring(8192);
+        w.set_peer_hwm(3);
+        r.set_hwm(3);
+        let (mut sent, mut got) = (0u32, 0u32);
+        for round in 0..iterations(2_000, 100) as u32 {
+            for _ in 0..round % 5 {
+                if w.try_send(&msg(&[&sent.to_le_bytes()])).is_ok() {
+                    sent += 1;
+                }
+            }
+            for _ in 0..round % 3 {
+                if let Some(x) = r.try_recv().unwrap() {
+                    assert_eq!(x, msg(&[&got.to_le_bytes()]));
+                    got += 1;
+                }
+                assert!(sent - got <= 3, "{sent} sent, {got} read");
+            }
+        }
+        assert!(got > 100, "{got}");
+    }
+
+    #[test]
+    fn writer_rejects_a_corrupt_message_count() {
+        let seg = super::super::segment::Segment::on_heap(4096);
+        let mut w = RingWriter::new(seg.ring(0), None);
+        w.set_peer_hwm(1);
+        w.try_send(&msg(&[b"x"])).unwrap();
+        seg.ring(0).released().store(7, Ordering::Relaxed); // more than was written
+        assert!(matches!(
+            w.try_send(&msg(&[b"y"])),
+            Err(ShmSendError::Protocol(_))
+        ));
     }
 
     #[test]
