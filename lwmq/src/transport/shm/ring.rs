@@ -119,6 +119,91 @@ use super::region::Region;
 use super::wait::Doorbell;
 use crate::{Error, Message};
 
+/// The atomic operations of the space hand-off between a ring's reader and a writer
+/// waiting for room or for the receive HWM's count, so that its steps ([`space`]) are
+/// written once: for the ring, whose words are std atomics over the mapping, and for
+/// the loom model, whose words are loom's (see `crate::sync`).
+pub(crate) trait SpaceWord {
+    type Value: Copy + PartialEq + From<u8>;
+    fn load(&self, order: Ordering) -> Self::Value;
+    fn store(&self, v: Self::Value, order: Ordering);
+    fn swap(&self, v: Self::Value, order: Ordering) -> Self::Value;
+    /// A fence of the memory model these words live in.
+    fn fence(order: Ordering);
+}
+
+macro_rules! space_word {
+    ($atomic:ty, $value:ty, $fence:path) => {
+        impl SpaceWord for $atomic {
+            type Value = $value;
+            #[inline(always)]
+            fn load(&self, order: Ordering) -> $value {
+                <$atomic>::load(self, order)
+            }
+            #[inline(always)]
+            fn store(&self, v: $value, order: Ordering) {
+                <$atomic>::store(self, v, order)
+            }
+            #[inline(always)]
+            fn swap(&self, v: $value, order: Ordering) -> $value {
+                <$atomic>::swap(self, v, order)
+            }
+            #[inline(always)]
+            fn fence(order: Ordering) {
+                $fence(order);
+            }
+        }
+    };
+}
+
+space_word!(AtomicU32, u32, fence);
+space_word!(AtomicU64, u64, fence);
+#[cfg(lwmq_loom)]
+space_word!(
+    crate::sync::atomic::AtomicU32,
+    u32,
+    crate::sync::atomic::fence
+);
+#[cfg(lwmq_loom)]
+space_word!(
+    crate::sync::atomic::AtomicU64,
+    u64,
+    crate::sync::atomic::fence
+);
+
+/// The space hand-off's steps (see the module docs): the same announce-then-look
+/// protocol as the doorbell's. Either the writer's second look sees what the reader
+/// published, or the reader sees `writer_waiting` and rings the writer's doorbell.
+pub(crate) mod space {
+    use super::{Ordering, SpaceWord};
+
+    /// The reader's step: publish the message count and the head (Release), SeqCst
+    /// fence, then look at `writer_waiting` and clear it. Returns whether the writer
+    /// waits, that is whether the caller must ring its doorbell.
+    #[inline(always)]
+    pub(crate) fn publish<P: SpaceWord<Value = u64>, F: SpaceWord<Value = u32>>(
+        released: &P,
+        head: &P,
+        writer_waiting: &F,
+        count: u64,
+        end: u64,
+    ) -> bool {
+        released.store(count, Ordering::Release);
+        head.store(end, Ordering::Release);
+        F::fence(Ordering::SeqCst);
+        writer_waiting.load(Ordering::Relaxed) != 0 && writer_waiting.swap(0, Ordering::SeqCst) != 0
+    }
+
+    /// The writer's announcement, after a send found no room or the HWM's count
+    /// reached: set `writer_waiting`, SeqCst fence. The caller then looks once more
+    /// (reloading head and count) before it parks.
+    #[inline(always)]
+    pub(crate) fn arm<F: SpaceWord<Value = u32>>(writer_waiting: &F) {
+        writer_waiting.store(1, Ordering::SeqCst);
+        F::fence(Ordering::SeqCst);
+    }
+}
+
 /// Size of a ring's control block.
 pub const CONTROL_SIZE: usize = 384;
 /// Offset of `tail` in the control block.
@@ -720,8 +805,7 @@ impl RingWriter {
     /// failed with [`ShmSendError::Full`], then retry the send once before parking
     /// (the retry closes the race with a reader that freed space just before).
     pub fn arm_space_notification(&self) {
-        self.mem.writer_waiting().store(1, Ordering::SeqCst);
-        fence(Ordering::SeqCst);
+        space::arm(self.mem.writer_waiting());
     }
 
     /// Bytes free right now (reloads the reader's position).
@@ -1236,11 +1320,14 @@ impl RingReader {
         }
         self.published = end;
         self.published_count = self.consumed;
-        self.mem.released().store(self.consumed, Ordering::Release);
-        self.mem.head().store(end, Ordering::Release);
-        fence(Ordering::SeqCst);
-        let waiting = self.mem.writer_waiting();
-        if waiting.load(Ordering::Relaxed) != 0 && waiting.swap(0, Ordering::SeqCst) != 0 {
+        let m = &self.mem;
+        if space::publish(
+            m.released(),
+            m.head(),
+            m.writer_waiting(),
+            self.consumed,
+            end,
+        ) {
             if let Some(bell) = &self.peer_bell {
                 bell.notify();
             }
@@ -2094,6 +2181,18 @@ mod tests {
         input.extend_from_slice(&header_word(3, 0).to_ne_bytes());
         input.extend_from_slice(b"abc\0\0\0\0\0");
         assert_eq!(fuzz_reader(&input), 3);
+        // Three messages for a reader whose HWM is 1 (top bits of `head`): it takes
+        // the first and refuses the second.
+        let mut input = vec![0u8; 16];
+        input[..8].copy_from_slice(&(1u64 << 62).to_ne_bytes());
+        input[8..16].copy_from_slice(&48u64.to_ne_bytes());
+        for _ in 0..3 {
+            input.extend_from_slice(&header_word(3, 0).to_ne_bytes());
+            input.extend_from_slice(b"abc\0\0\0\0\0");
+        }
+        assert_eq!(fuzz_reader(&input), 3);
+        input[..8].fill(0); // no HWM: all three
+        assert_eq!(fuzz_reader(&input), 9);
     }
 
     #[test]
@@ -2165,5 +2264,133 @@ mod tests {
             }
         }
         t.join().unwrap();
+    }
+}
+
+/// Loom models of the space hand-off ([`space`]): a writer that found the reader's
+/// receive HWM reached (or no room) and a reader that frees it, over loom's atomics;
+/// run by `scripts/concurrency` (`--cfg lwmq_loom`).
+#[cfg(all(test, lwmq_loom))]
+mod loom_tests {
+    use super::{SpaceWord, space};
+    use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+    use crate::sync::{Arc, Condvar, Mutex, thread};
+
+    /// The writer's doorbell as a sticky flag under a lock (its own protocol has
+    /// models of its own in `shm::wait`): a ring before the park is not lost.
+    #[derive(Default)]
+    struct Bell {
+        rung: Mutex<bool>,
+        cv: Condvar,
+    }
+
+    impl Bell {
+        fn ring(&self) {
+            *self.rung.lock().unwrap() = true;
+            self.cv.notify_all();
+        }
+        fn park(&self) {
+            let mut rung = self.rung.lock().unwrap();
+            while !*rung {
+                rung = self.cv.wait(rung).unwrap();
+            }
+            *rung = false;
+        }
+    }
+
+    struct Ctrl<F> {
+        head: AtomicU64,
+        released: AtomicU64,
+        writer_waiting: F,
+        bell: Bell,
+    }
+
+    /// The writer has written `written` messages of 8 bytes into a ring of
+    /// `ring` bytes for a reader with receive HWM `hwm`; the reader consumes `reads`
+    /// of them, publishing after each one (`space::publish`), while the writer waits,
+    /// as `IpcWriter::write` and the socket's wait do, until both the count and the
+    /// room let one more message in. Loom reports a deadlock if a wake-up is lost.
+    fn model<F: SpaceWord<Value = u32> + Default + Send + Sync + 'static>(
+        written: u64,
+        ring: u64,
+        hwm: u64,
+        reads: u64,
+    ) {
+        crate::sync::model(move || {
+            let c = Arc::new(Ctrl {
+                head: AtomicU64::new(0),
+                released: AtomicU64::new(0),
+                writer_waiting: F::default(),
+                bell: Bell::default(),
+            });
+            let reader = {
+                let c = c.clone();
+                thread::spawn(move || {
+                    for k in 1..=reads {
+                        if space::publish(&c.released, &c.head, &c.writer_waiting, k, 8 * k) {
+                            c.bell.ring();
+                        }
+                    }
+                })
+            };
+            // As RingWriter::check_hwm and ensure_room, for one more message.
+            let fits = || {
+                let released = c.released.load(Ordering::Acquire);
+                let head = c.head.load(Ordering::Acquire);
+                written - released < hwm && 8 * (written + 1) - head <= ring
+            };
+            loop {
+                if fits() {
+                    break;
+                }
+                space::arm(&c.writer_waiting);
+                if fits() {
+                    break;
+                }
+                c.bell.park();
+            }
+            reader.join().unwrap();
+        });
+    }
+
+    #[test]
+    fn loom_writer_at_the_receive_hwm_is_woken_by_the_reader() {
+        model::<AtomicU32>(1, 1 << 20, 1, 1);
+    }
+
+    #[test]
+    fn loom_writer_at_the_receive_hwm_is_woken_after_two_releases() {
+        // The writer may see the first release and still find the count reached.
+        model::<AtomicU32>(2, 1 << 20, 1, 2);
+    }
+
+    #[test]
+    fn loom_writer_without_room_is_woken_by_the_reader() {
+        model::<AtomicU32>(1, 8, u64::MAX, 1); // no HWM: only the room counts
+    }
+
+    /// The hand-off with its fences left out: loom must find the lost wake-up (this
+    /// shows the model checks the fences, rather than passing whatever they are).
+    #[derive(Default)]
+    struct Unfenced(AtomicU32);
+
+    impl SpaceWord for Unfenced {
+        type Value = u32;
+        fn load(&self, order: Ordering) -> u32 {
+            self.0.load(order)
+        }
+        fn store(&self, v: u32, order: Ordering) {
+            self.0.store(v, order)
+        }
+        fn swap(&self, v: u32, order: Ordering) -> u32 {
+            self.0.swap(v, order)
+        }
+        fn fence(_: Ordering) {}
+    }
+
+    #[test]
+    #[should_panic(expected = "deadlock")]
+    fn loom_space_hand_off_without_fences_loses_a_wake_up() {
+        model::<Unfenced>(1, 1 << 20, 1, 1);
     }
 }
