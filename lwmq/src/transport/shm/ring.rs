@@ -13,10 +13,11 @@
 //! | 0 | `tail: u64` — end of the last complete message | writer | reader | store Release / load Acquire |
 //! | 128 | `head: u64` — end of the last consumed message | reader | writer | store Release / load Acquire |
 //! | 136 | `released: u64` — messages consumed (the receive HWM's count) | reader, with `head` | writer | store Release / load Acquire |
-//! | 256 | `writer_waiting: u32` — the writer waits for space | writer sets 1, reader swaps to 0 | reader, after a SeqCst fence | SeqCst |
+//! | 256 | `writer_waiting: u32` — the writer waits for space (or the HWM's count) | writer sets 1, reader swaps to 0 | reader, after a SeqCst fence | SeqCst |
 //!
-//! Each field has a cache line pair (128 bytes) of its own, so the writer's and the
-//! reader's stores never share a line. Both positions count bytes since the ring was
+//! Each field has a cache line pair (128 bytes) of its own (`released` shares `head`'s:
+//! the reader stores both at once), so the writer's and the reader's stores never
+//! share a line. Both positions count bytes since the ring was
 //! created (they never wrap in practice: 2^64 bytes); the offset in the data area is
 //! `pos & (N - 1)` where `N`, the data size, is a power of two. `tail - head` is the
 //! number of bytes in use, at most `N`. Each side keeps a private copy of the other's
@@ -46,8 +47,8 @@
 //! since the connection began) is a protocol error: the connection ends. An honest
 //! writer never trips it; one that ignores the HWM is caught within the first tail
 //! the reader loads that shows more than its HWM of unreleased messages, so the
-//! reader never holds more than its HWM unread (and, as ever, one ring of bytes). The writer
-//! checks every `released` it loads (`cache <= released <= written`).
+//! reader never holds more than its HWM unread (and, as ever, one ring of bytes).
+//! The writer checks every `released` it loads (`cache <= released <= written`).
 //!
 //! # Records (in the data area, `N` bytes)
 //!
