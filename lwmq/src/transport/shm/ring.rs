@@ -2119,7 +2119,8 @@ mod tests {
         w.set_peer_hwm(3);
         r.set_hwm(3);
         let (mut sent, mut got) = (0u32, 0u32);
-        for round in 0..iterations(2_000, 100) as u32 {
+        let rounds = iterations(2_000, 100) as u32;
+        for round in 0..rounds {
             for _ in 0..round % 5 {
                 if w.try_send(&msg(&[&sent.to_le_bytes()])).is_ok() {
                     sent += 1;
@@ -2133,7 +2134,7 @@ mod tests {
                 assert!(sent - got <= 3, "{sent} sent, {got} read");
             }
         }
-        assert!(got > 100, "{got}");
+        assert!(got > rounds / 2, "{got} in {rounds} rounds");
     }
 
     #[test]
