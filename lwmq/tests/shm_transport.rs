@@ -822,7 +822,7 @@ name, mode = sys.argv[1], sys.argv[2]
 s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
 s.connect("\0" + name)
 if mode == "garbage":
-    s.send(b"LWMQ\x01\x01\xff")
+    s.send(b"LWMQ\x02\x01\xff")
 print("CONNECTED", flush=True)
 try:
     data = s.recv(4096)
@@ -873,7 +873,7 @@ fn silent_and_malformed_handshakes_never_block_the_listener() {
     };
     assert!(matches!(err, Error::Protocol(_)), "{err}");
     let got = garbage.expect("GOT");
-    assert!(got.starts_with("4c574d510102"), "a reject packet: {got}");
+    assert!(got.starts_with("4c574d510202"), "a reject packet: {got}");
     assert!(got.contains("truncated"), "{got}");
 
     // A well-behaved peer is served while the silent one is still pending.

@@ -46,9 +46,14 @@
 //! # Semantics next to the stream transports
 //!
 //! - High-water marks: while no connection exists, a connect's pipe queues up to the
-//!   send HWM (messages); once connected, the ring bounds what is in flight (bytes,
-//!   [`shm::ShmOptions::ring_size`]). The receive HWM does not apply (the peer's ring
-//!   is the receive buffer).
+//!   send HWM (messages). Once connected, the peer's ring is its receive queue: it
+//!   holds at most the peer's receive HWM of messages (announced in its hello, 0 = no
+//!   limit; see `shm::ring`) and at most a ring of bytes
+//!   ([`shm::ShmOptions::ring_size`]). At either bound a send finds the pipe full:
+//!   PUSH/DEALER/REQ/PAIR block, PUB/XPUB/ROUTER drop, as at a full SNDHWM; what a
+//!   connection holds is therefore about SNDHWM (while queued before it) + RCVHWM, as
+//!   in libzmq. The HWMs are read when the endpoint is bound or connected: a change
+//!   applies to later endpoints (libzmq copies options the same way).
 //! - Message size: any. A message the ring cannot hold at once goes in pieces
 //!   (`shm::ring`): the sending thread writes them while the reader makes room, for up
 //!   to 2 ms ([`PIECES_SPIN`]); if pieces are left then (the reader is slow, or is the
@@ -631,6 +636,8 @@ pub(crate) fn hello(options: &Options) -> Hello {
     Hello {
         socket_type: options.socket_type,
         identity: options.routing_id.clone(),
+        // Above u32::MAX is no limit in effect: a ring holds at most 2^27 messages.
+        recv_hwm: u32::try_from(options.recv_hwm).unwrap_or(u32::MAX),
     }
 }
 

@@ -206,6 +206,11 @@ pub struct Hello {
     pub socket_type: SocketType,
     /// Our routing identity (ZMQ_ROUTING_ID), at most 255 bytes; may be empty.
     pub identity: Bytes,
+    /// Our receive high-water mark in messages (RCVHWM; 0, the default here: none):
+    /// the peer's writer keeps at most this many messages unread in our ring, and one
+    /// that writes more is a protocol error. Read at connect/accept time: a change
+    /// applies to later connections, as in libzmq.
+    pub recv_hwm: u32,
 }
 
 impl Hello {
@@ -214,6 +219,7 @@ impl Hello {
         Hello {
             socket_type,
             identity: Bytes::new(),
+            recv_hwm: 0,
         }
     }
 }

@@ -12,14 +12,19 @@
 //! # Hello packets (SOCK_SEQPACKET, one packet each)
 //!
 //! ```text
-//!  "LWMQ" version:u8=1 kind:u8
+//!  "LWMQ" version:u8=2 kind:u8
 //!  kind 1, hello:  type_len:u8 type  name_len:u16le name  port:u16le (0 = none)
-//!                  identity_len:u8 identity
+//!                  identity_len:u8 identity  recv_hwm:u32le (0 = none)
 //!                  connector's packet carries 2 descriptors: segment, doorbell
 //!                  binder's packet carries 1 descriptor: doorbell
 //!  kind 2, reject: reason_len:u16le reason (UTF-8), no descriptor
 //!  kind 3, goodbye: nothing more, no descriptor
 //! ```
+//!
+//! `recv_hwm` is the sender's receive high-water mark in messages: the peer's writer
+//! keeps at most that many messages unread in the ring it writes to us (see
+//! `shm::ring`). Version 1 (before the HWM) is refused with an error naming both
+//! versions, rather than met by a writer that would not honour our HWM.
 //!
 //! The connector sends first (right after `connect`, so the packet is usually waiting
 //! when the binder accepts); the binder answers with a hello or a reject. Both sides
@@ -50,7 +55,7 @@ use super::{Hello, ShmOptions, endpoint_string};
 use crate::{Error, Message, Result, SocketType};
 
 const MAGIC: &[u8; 4] = b"LWMQ";
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 const KIND_HELLO: u8 = 1;
 const KIND_REJECT: u8 = 2;
 const KIND_GOODBYE: u8 = 3;
@@ -84,6 +89,9 @@ pub struct PeerHello {
     pub socket_type: SocketType,
     /// The peer's routing identity (may be empty).
     pub identity: Bytes,
+    /// The peer's receive high-water mark in messages (0: none), which our writer
+    /// honours.
+    pub recv_hwm: u32,
 }
 
 enum Packet {
@@ -92,6 +100,7 @@ enum Packet {
         name: String,
         port: Option<u16>,
         identity: Bytes,
+        recv_hwm: u32,
     },
     Reject(String),
 }
@@ -107,6 +116,7 @@ fn encode_hello(hello: &Hello, name: &str, port: Option<u16>) -> Vec<u8> {
     v.extend_from_slice(&port.unwrap_or(0).to_le_bytes());
     v.push(hello.identity.len() as u8);
     v.extend_from_slice(&hello.identity);
+    v.extend_from_slice(&hello.recv_hwm.to_le_bytes());
     v
 }
 
@@ -170,11 +180,14 @@ fn decode(buf: &[u8]) -> std::result::Result<Packet, String> {
             };
             let n = c.u8()? as usize;
             let identity = Bytes::copy_from_slice(c.take(n)?);
+            let b = c.take(4)?;
+            let recv_hwm = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
             Packet::Hello {
                 socket_type,
                 name,
                 port,
                 identity,
+                recv_hwm,
             }
         }
         KIND_REJECT => {
@@ -444,7 +457,8 @@ impl ShmListener {
                 name,
                 port,
                 identity,
-            }) => Ok((socket_type, name, port, identity)),
+                recv_hwm,
+            }) => Ok((socket_type, name, port, identity, recv_hwm)),
             Err(why) => Err(why),
         };
         // The uid is checked after reading the packet, even for a peer we refuse:
@@ -454,7 +468,7 @@ impl ShmListener {
         if let Some(reason) = peer_refusal(&self.endpoint, &fd, &cred, &self.opts) {
             return Err(refuse(reason, Error::PeerRejected));
         }
-        let (socket_type, name, port, identity) = match hello {
+        let (socket_type, name, port, identity, recv_hwm) = match hello {
             Ok(h) => h,
             Err(why) => return Err(refuse(why, Error::Protocol)),
         };
@@ -504,6 +518,7 @@ impl ShmListener {
             gid: cred.gid,
             socket_type,
             identity,
+            recv_hwm,
         };
         tracing::debug!(endpoint = %self.endpoint, pid = peer.pid, "shm connection accepted");
         Ok(ShmConnection::new(
@@ -516,6 +531,7 @@ impl ShmListener {
             peer,
             self.endpoint.clone(),
             self.opts.spin,
+            self.hello.recv_hwm,
         ))
     }
 }
@@ -671,7 +687,7 @@ impl ShmConnecting {
             return Err(Error::Closed);
         };
         let endpoint = &self.endpoint;
-        let (socket_type, identity) = match decode(&buf).map_err(Error::Protocol)? {
+        let (socket_type, identity, recv_hwm) = match decode(&buf).map_err(Error::Protocol)? {
             Packet::Reject(why) => {
                 return Err(Error::PeerRejected(format!(
                     "{endpoint} (pid {}) refused us: {why}",
@@ -683,6 +699,7 @@ impl ShmConnecting {
                 name: their_name,
                 port: their_port,
                 identity,
+                recv_hwm,
             } => {
                 if their_name != self.name || their_port != self.port {
                     return Err(Error::Protocol(format!(
@@ -696,7 +713,7 @@ impl ShmConnecting {
                         self.hello.socket_type
                     )));
                 }
-                (socket_type, identity)
+                (socket_type, identity, recv_hwm)
             }
         };
         let count = fds.len();
@@ -712,6 +729,7 @@ impl ShmConnecting {
             gid: self.cred.gid,
             socket_type,
             identity,
+            recv_hwm,
         };
         tracing::debug!(%endpoint, pid = peer.pid, "shm connection established");
         Ok(Some(ShmConnection::new(
@@ -724,6 +742,7 @@ impl ShmConnecting {
             peer,
             self.endpoint.clone(),
             self.spin,
+            self.hello.recv_hwm,
         )))
     }
 }
@@ -825,11 +844,15 @@ impl ShmConnection {
         peer: PeerHello,
         endpoint: String,
         spin: Duration,
+        our_hwm: u32,
     ) -> ShmConnection {
         // Keep only the mapping: the descriptor was handed over (or never kept).
         segment.close_fd();
-        let tx = RingWriter::new(segment.ring(tx_dir), Some(peer_bell.clone()));
-        let rx = RingReader::new(segment.ring(rx_dir), Some(peer_bell));
+        let mut tx = RingWriter::new(segment.ring(tx_dir), Some(peer_bell.clone()));
+        tx.set_peer_hwm(peer.recv_hwm.into());
+        let mut rx = RingReader::new(segment.ring(rx_dir), Some(peer_bell));
+        // Our own value, never the peer's idea of it: the reader enforces it.
+        rx.set_hwm(our_hwm.into());
         ShmConnection {
             tx,
             rx,
@@ -984,6 +1007,7 @@ mod tests {
         let hello = Hello {
             socket_type: SocketType::Dealer,
             identity: Bytes::from_static(b"id-1"),
+            recv_hwm: 70_000,
         };
         let wire = encode_hello(&hello, "caf\u{e9}/orders", Some(9));
         match decode(&wire) {
@@ -992,7 +1016,9 @@ mod tests {
                 name,
                 port,
                 identity,
+                recv_hwm,
             }) => {
+                assert_eq!(recv_hwm, 70_000);
                 assert_eq!(socket_type, SocketType::Dealer);
                 assert_eq!(name, "caf\u{e9}/orders");
                 assert_eq!(port, Some(9));
@@ -1010,9 +1036,15 @@ mod tests {
         let mut bad = wire.clone();
         bad[0] = b'X';
         assert!(decode(&bad).is_err());
-        let mut bad = wire;
+        let mut bad = wire.clone();
         bad[5] = 9;
         assert!(decode(&bad).is_err());
+        // A version 1 peer (no HWM in its hello) is refused, naming both versions.
+        let mut old = wire;
+        old[4] = 1;
+        old.truncate(old.len() - 4);
+        let why = decode(&old).err().unwrap_or_default();
+        assert!(why.contains("version 1, we speak 2"), "{why}");
         match decode(&encode_reject("no")) {
             Ok(Packet::Reject(why)) => assert_eq!(why, "no"),
             _ => panic!("reject did not decode"),

@@ -12,10 +12,12 @@
 //! |---|---|---|---|---|
 //! | 0 | `tail: u64` — end of the last complete message | writer | reader | store Release / load Acquire |
 //! | 128 | `head: u64` — end of the last consumed message | reader | writer | store Release / load Acquire |
-//! | 256 | `writer_waiting: u32` — the writer waits for space | writer sets 1, reader swaps to 0 | reader, after a SeqCst fence | SeqCst |
+//! | 136 | `released: u64` — messages consumed (the receive HWM's count) | reader, with `head` | writer | store Release / load Acquire |
+//! | 256 | `writer_waiting: u32` — the writer waits for space (or the HWM's count) | writer sets 1, reader swaps to 0 | reader, after a SeqCst fence | SeqCst |
 //!
-//! Each field has a cache line pair (128 bytes) of its own, so the writer's and the
-//! reader's stores never share a line. Both positions count bytes since the ring was
+//! Each field has a cache line pair (128 bytes) of its own (`released` shares `head`'s:
+//! the reader stores both at once), so the writer's and the reader's stores never
+//! share a line. Both positions count bytes since the ring was
 //! created (they never wrap in practice: 2^64 bytes); the offset in the data area is
 //! `pos & (N - 1)` where `N`, the data size, is a power of two. `tail - head` is the
 //! number of bytes in use, at most `N`. Each side keeps a private copy of the other's
@@ -23,6 +25,30 @@
 //! or "empty", so a busy ring moves a control line between the caches once per batch,
 //! not once per message; the hot path makes no system call. The reader publishes its
 //! `head` per batch too (see `RingReader::release`).
+//!
+//! # The receive high-water mark (messages)
+//!
+//! The reader's socket has a receive HWM (RCVHWM, a number of messages; 0 = none),
+//! which it announces in its rendezvous hello. The writer counts the messages it
+//! started (`written`; a message in pieces counts at its first piece) and compares
+//! them with `released`, which the reader stores next to `head` each time it publishes:
+//! while `written - released >= hwm` a new message is `Full`, exactly like a ring
+//! without room, so the sending socket blocks or (PUB) drops. The reader publishes
+//! per batch here too: when half its HWM was consumed since it last published (libzmq's
+//! low-water mark), besides the byte rule, and always on reaching the tail it knows of.
+//! A writer waiting for the count arms `writer_waiting` and is woken by the same
+//! handshake as for room: the reader stores `released` and `head`, then fences and
+//! looks at `writer_waiting`.
+//!
+//! The reader never trusts the writer for this: it knows its own HWM and what it
+//! published. Every message up to a `tail` it loads was written before that load,
+//! when the writer could not have seen more than the `released` published by then,
+//! so a message that starts at or beyond that `released + hwm` (messages counted
+//! since the connection began) is a protocol error: the connection ends. An honest
+//! writer never trips it; one that ignores the HWM is caught within the first tail
+//! the reader loads that shows more than its HWM of unreleased messages, so the
+//! reader never holds more than its HWM unread (and, as ever, one ring of bytes).
+//! The writer checks every `released` it loads (`cache <= released <= written`).
 //!
 //! # Records (in the data area, `N` bytes)
 //!
@@ -94,12 +120,99 @@ use super::region::Region;
 use super::wait::Doorbell;
 use crate::{Error, Message};
 
+/// The atomic operations of the space hand-off between a ring's reader and a writer
+/// waiting for room or for the receive HWM's count, so that its steps ([`space`]) are
+/// written once: for the ring, whose words are std atomics over the mapping, and for
+/// the loom model, whose words are loom's (see `crate::sync`).
+pub(crate) trait SpaceWord {
+    type Value: Copy + PartialEq + From<u8>;
+    fn load(&self, order: Ordering) -> Self::Value;
+    fn store(&self, v: Self::Value, order: Ordering);
+    fn swap(&self, v: Self::Value, order: Ordering) -> Self::Value;
+    /// A fence of the memory model these words live in.
+    fn fence(order: Ordering);
+}
+
+macro_rules! space_word {
+    ($atomic:ty, $value:ty, $fence:path) => {
+        impl SpaceWord for $atomic {
+            type Value = $value;
+            #[inline(always)]
+            fn load(&self, order: Ordering) -> $value {
+                <$atomic>::load(self, order)
+            }
+            #[inline(always)]
+            fn store(&self, v: $value, order: Ordering) {
+                <$atomic>::store(self, v, order)
+            }
+            #[inline(always)]
+            fn swap(&self, v: $value, order: Ordering) -> $value {
+                <$atomic>::swap(self, v, order)
+            }
+            #[inline(always)]
+            fn fence(order: Ordering) {
+                $fence(order);
+            }
+        }
+    };
+}
+
+space_word!(AtomicU32, u32, fence);
+space_word!(AtomicU64, u64, fence);
+#[cfg(lwmq_loom)]
+space_word!(
+    crate::sync::atomic::AtomicU32,
+    u32,
+    crate::sync::atomic::fence
+);
+#[cfg(lwmq_loom)]
+space_word!(
+    crate::sync::atomic::AtomicU64,
+    u64,
+    crate::sync::atomic::fence
+);
+
+/// The space hand-off's steps (see the module docs): the same announce-then-look
+/// protocol as the doorbell's. Either the writer's second look sees what the reader
+/// published, or the reader sees `writer_waiting` and rings the writer's doorbell.
+pub(crate) mod space {
+    use super::{Ordering, SpaceWord};
+
+    /// The reader's step: publish the message count and the head (Release), SeqCst
+    /// fence, then look at `writer_waiting` and clear it. Returns whether the writer
+    /// waits, that is whether the caller must ring its doorbell.
+    #[inline(always)]
+    pub(crate) fn publish<P: SpaceWord<Value = u64>, F: SpaceWord<Value = u32>>(
+        released: &P,
+        head: &P,
+        writer_waiting: &F,
+        count: u64,
+        end: u64,
+    ) -> bool {
+        released.store(count, Ordering::Release);
+        head.store(end, Ordering::Release);
+        F::fence(Ordering::SeqCst);
+        writer_waiting.load(Ordering::Relaxed) != 0 && writer_waiting.swap(0, Ordering::SeqCst) != 0
+    }
+
+    /// The writer's announcement, after a send found no room or the HWM's count
+    /// reached: set `writer_waiting`, SeqCst fence. The caller then looks once more
+    /// (reloading head and count) before it parks.
+    #[inline(always)]
+    pub(crate) fn arm<F: SpaceWord<Value = u32>>(writer_waiting: &F) {
+        writer_waiting.store(1, Ordering::SeqCst);
+        F::fence(Ordering::SeqCst);
+    }
+}
+
 /// Size of a ring's control block.
 pub const CONTROL_SIZE: usize = 384;
 /// Offset of `tail` in the control block.
 pub const TAIL_OFFSET: usize = 0;
 /// Offset of `head` in the control block.
 pub const HEAD_OFFSET: usize = 128;
+/// Offset of `released` (messages the reader consumed) in the control block.
+pub const RELEASED_OFFSET: usize = 136;
 /// Offset of `writer_waiting` in the control block.
 pub const WRITER_WAITING_OFFSET: usize = 256;
 /// Size of a record header.
@@ -200,6 +313,11 @@ impl RingMem {
         unsafe { AtomicU64::from_ptr(self.ctrl.add(HEAD_OFFSET).cast()) }
     }
 
+    fn released(&self) -> &AtomicU64 {
+        // SAFETY: as in `tail` (136 is 8-aligned, inside the block).
+        unsafe { AtomicU64::from_ptr(self.ctrl.add(RELEASED_OFFSET).cast()) }
+    }
+
     fn writer_waiting(&self) -> &AtomicU32 {
         // SAFETY: as in `tail`, 4-aligned.
         unsafe { AtomicU32::from_ptr(self.ctrl.add(WRITER_WAITING_OFFSET).cast()) }
@@ -292,6 +410,12 @@ pub struct RingWriter {
     peer_bell: Option<Doorbell>,
     /// A message going in pieces, not all of them written yet.
     large: Option<LargeSend>,
+    /// The reader's receive HWM in messages (`u64::MAX`: none).
+    hwm: u64,
+    /// Messages started (published in the ring, or first piece written).
+    written: u64,
+    /// Our copy of the reader's `released`.
+    released_cache: u64,
     failed: Option<String>,
 }
 
@@ -319,8 +443,37 @@ impl RingWriter {
             head_cache: 0,
             peer_bell,
             large: None,
+            hwm: u64::MAX,
+            written: 0,
+            released_cache: 0,
             failed: None,
         }
+    }
+
+    /// Honours the reader's receive high-water mark: at most `hwm` messages unread
+    /// (`0`: no limit, the default). Set before the first message, from the peer's
+    /// hello.
+    pub fn set_peer_hwm(&mut self, hwm: u64) {
+        self.hwm = if hwm == 0 { u64::MAX } else { hwm };
+    }
+
+    /// `Full` while the reader holds its HWM of messages (reloads its count when our
+    /// copy says so).
+    fn check_hwm(&mut self) -> Result<(), ShmSendError> {
+        if self.written - self.released_cache >= self.hwm {
+            let released = self.mem.released().load(Ordering::Acquire);
+            if released < self.released_cache || released > self.written {
+                return Err(self.fail(format!(
+                    "the reader's message count {released} is outside [{}, {}]",
+                    self.released_cache, self.written
+                )));
+            }
+            self.released_cache = released;
+            if self.written - released >= self.hwm {
+                return Err(ShmSendError::Full);
+            }
+        }
+        Ok(())
     }
 
     /// The largest payload of one piece record (a quarter of the ring, header included):
@@ -532,6 +685,7 @@ impl RingWriter {
             r?;
             return Err(ShmSendError::Full);
         }
+        self.written += 1;
         r.map(|_| ())
     }
 
@@ -561,6 +715,10 @@ impl RingWriter {
         // Pieces of an earlier message go first.
         if !self.continue_pieces()? {
             return Err(ShmSendError::Full);
+        }
+        if self.tail == self.published {
+            // A new message (not the end of one begun in place): the reader's HWM.
+            self.check_hwm()?;
         }
         let mut total = self.tail - self.published;
         let mut largest = 0u64;
@@ -608,6 +766,7 @@ impl RingWriter {
         }
         debug_assert_eq!(pos, end);
         self.tail = pos;
+        self.written += 1;
         self.publish();
         Ok(())
     }
@@ -627,6 +786,9 @@ impl RingWriter {
         };
         let rec = record_len(len).ok_or_else(|| too_large.clone())?;
         let unfinished = self.tail - self.published;
+        if unfinished == 0 {
+            self.check_hwm()?;
+        }
         if unfinished.saturating_add(rec.saturating_mul(2)) > self.mem.size as u64 {
             return Err(too_large);
         }
@@ -644,8 +806,7 @@ impl RingWriter {
     /// failed with [`ShmSendError::Full`], then retry the send once before parking
     /// (the retry closes the race with a reader that freed space just before).
     pub fn arm_space_notification(&self) {
-        self.mem.writer_waiting().store(1, Ordering::SeqCst);
-        fence(Ordering::SeqCst);
+        space::arm(self.mem.writer_waiting());
     }
 
     /// Bytes free right now (reloads the reader's position).
@@ -686,6 +847,7 @@ impl WriteGrant<'_> {
             .store(header_word(self.len, flags), Ordering::Relaxed);
         w.tail = self.start + rec;
         if !more {
+            w.written += 1;
             w.publish();
         }
     }
@@ -718,6 +880,18 @@ pub struct RingReader {
     assembly: Option<Assembly>,
     /// The largest frame accepted (MAXMSGSIZE; `None`: no limit).
     max_frame: Option<u64>,
+    /// Our receive HWM in messages (`u64::MAX`: none); ours, never read from the peer.
+    hwm: u64,
+    /// Publish `released` once this many messages were consumed since the last time.
+    count_batch: u64,
+    /// Messages consumed.
+    consumed: u64,
+    /// The `released` the writer has been shown.
+    published_count: u64,
+    /// No message up to `tail_cache` may start at or beyond this count: it is
+    /// `published_count + hwm` as of the moment `tail_cache` was loaded, and the writer
+    /// wrote those messages before, when it could not have seen more released.
+    count_limit: u64,
     failed: Option<String>,
 }
 
@@ -770,8 +944,25 @@ impl RingReader {
             big_cap: 0,
             assembly: None,
             max_frame: None,
+            hwm: u64::MAX,
+            count_batch: u64::MAX,
+            consumed: 0,
+            published_count: 0,
+            count_limit: u64::MAX,
             failed: None,
         }
+    }
+
+    /// Our receive high-water mark: at most `hwm` messages unread in the ring (`0`: no
+    /// limit, the default). The writer learns it from our hello and must honour it; a
+    /// message beyond it is a protocol error. Set before the first message.
+    pub fn set_hwm(&mut self, hwm: u64) {
+        if hwm == 0 {
+            (self.hwm, self.count_batch) = (u64::MAX, u64::MAX);
+        } else {
+            (self.hwm, self.count_batch) = (hwm, hwm.div_ceil(2));
+        }
+        self.count_limit = self.published_count.saturating_add(self.hwm);
     }
 
     /// Refuses frames longer than `max` bytes (MAXMSGSIZE, per frame as in libzmq): a
@@ -803,6 +994,7 @@ impl RingReader {
             )));
         }
         self.tail_cache = tail;
+        self.count_limit = self.published_count.saturating_add(self.hwm);
         Ok(())
     }
 
@@ -824,6 +1016,13 @@ impl RingReader {
             return Ok(None);
         }
         self.frames.clear();
+        if self.assembly.is_none() && self.consumed >= self.count_limit {
+            let why = format!(
+                "the writer wrote more than our receive HWM of {} messages ahead of what we had released",
+                self.hwm
+            );
+            return Err(self.fail(why));
+        }
         let n = self.mem.size as u64;
         let mut pos = self.head;
         // Bounded: every step advances `pos` by at least 8 and `pos` never passes
@@ -1026,6 +1225,7 @@ impl RingReader {
                 Some(Parsed::Message(end)) => return Ok(Some(Next::InRing(end))),
                 Some(Parsed::Piece(word, off, end)) => {
                     let done = self.absorb(word, off)?;
+                    self.consumed += u64::from(done.is_some());
                     self.release(end);
                     if let Some(m) = done {
                         return Ok(Some(Next::Assembled(m)));
@@ -1106,21 +1306,29 @@ impl RingReader {
     /// Publishes our progress and, if the writer waits for space, rings its doorbell.
     ///
     /// Per batch: while we are behind the writer (the tail we know of is further on)
-    /// and have consumed less than an eighth of the ring since we last published, the
-    /// writer is not shown our progress yet: one release store, fence and look at
+    /// and have consumed less than an eighth of the ring and less than half our HWM of
+    /// messages since we last published, the writer is not shown our progress yet: one release store, fence and look at
     /// `writer_waiting` per batch instead of per message. We always publish on
     /// reaching the tail we know of, which comes before `has_data` can find the ring
     /// empty, so a reader never waits (or parks) with progress the writer has not seen.
     fn release(&mut self, end: u64) {
         self.head = end;
-        if end != self.tail_cache && end - self.published < self.mem.size as u64 / 8 {
+        if end != self.tail_cache
+            && end - self.published < self.mem.size as u64 / 8
+            && self.consumed - self.published_count < self.count_batch
+        {
             return;
         }
         self.published = end;
-        self.mem.head().store(end, Ordering::Release);
-        fence(Ordering::SeqCst);
-        let waiting = self.mem.writer_waiting();
-        if waiting.load(Ordering::Relaxed) != 0 && waiting.swap(0, Ordering::SeqCst) != 0 {
+        self.published_count = self.consumed;
+        let m = &self.mem;
+        if space::publish(
+            m.released(),
+            m.head(),
+            m.writer_waiting(),
+            self.consumed,
+            end,
+        ) {
             if let Some(bell) = &self.peer_bell {
                 bell.notify();
             }
@@ -1146,6 +1354,7 @@ impl RingReader {
             let (off, len) = self.frames[i];
             msg.push(self.copy_out(off, len));
         }
+        self.consumed += 1;
         self.release(end);
         Ok(Some(msg))
     }
@@ -1283,6 +1492,10 @@ impl ReadGuard<'_> {
 
 impl Drop for ReadGuard<'_> {
     fn drop(&mut self) {
+        if self.assembled.is_none() {
+            // A message in pieces was counted when its last piece came.
+            self.reader.consumed += 1;
+        }
         self.reader.release(self.end);
     }
 }
@@ -1811,6 +2024,132 @@ mod tests {
         }
     }
 
+    /// Sends `m` until the writer says `Full`; how many went.
+    fn fill(w: &mut RingWriter, m: &Message) -> usize {
+        let mut n = 0;
+        loop {
+            match w.try_send(m) {
+                Ok(()) => n += 1,
+                Err(ShmSendError::Full) => return n,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    #[test]
+    fn receive_hwm_bounds_unread_messages_and_frees_half_at_a_time() {
+        let (mut w, mut r) = heap_ring(8192);
+        w.set_peer_hwm(4);
+        r.set_hwm(4);
+        let m = msg(&[b"0123456789"]); // 24-byte records: bytes allow 341
+        assert_eq!(fill(&mut w, &m), 4, "the HWM, not the bytes, is the bound");
+        // A reader behind the writer shows its count per half HWM: one message read
+        // frees nothing yet, two free two.
+        assert!(r.try_recv().unwrap().is_some());
+        assert_eq!(fill(&mut w, &m), 0);
+        assert!(r.try_recv().unwrap().is_some());
+        assert_eq!(fill(&mut w, &m), 2);
+        // In place, and in pieces: each message counts once.
+        assert!(r.recv_in_place().unwrap().is_some());
+        while r.try_recv().unwrap().is_some() {}
+        assert_eq!(fill(&mut w, &msg(&[b"x"])), 4);
+        assert!(r.try_recv().unwrap().is_some());
+        assert!(r.try_recv().unwrap().is_some()); // 2 unread, 2 free
+        let big = patterned(&[5000, 3000], 7); // larger than the ring holds at once
+        w.try_send(&big).unwrap();
+        assert!(w.has_unfinished());
+        let (mut got, mut turns) = (Vec::new(), 0);
+        while got.len() < 3 {
+            turns += 1;
+            assert!(turns < 10_000, "no progress");
+            w.continue_pieces().unwrap();
+            if let Some(x) = r.try_recv().unwrap() {
+                got.push(x);
+            }
+        }
+        assert_eq!(got[2], big);
+        assert!(!w.has_unfinished());
+        assert_eq!(fill(&mut w, &m), 4);
+        // A zero-copy reservation is a message too.
+        while r.try_recv().unwrap().is_some() {}
+        for _ in 0..4 {
+            let mut g = w.reserve(3).unwrap();
+            g.as_mut_slice().copy_from_slice(b"abc");
+            g.commit(false);
+        }
+        assert!(matches!(w.reserve(3), Err(ShmSendError::Full)));
+        assert!(matches!(w.try_send(&m), Err(ShmSendError::Full)));
+    }
+
+    #[test]
+    fn receive_hwm_zero_means_the_bytes_only() {
+        let (mut w, mut r) = heap_ring(8192);
+        w.set_peer_hwm(0);
+        r.set_hwm(0);
+        let m = msg(&[b"0123456789"]);
+        assert_eq!(fill(&mut w, &m), 8192 / 24);
+        let mut got = 0;
+        while r.try_recv().unwrap().is_some() {
+            got += 1;
+        }
+        assert_eq!(got, 8192 / 24);
+    }
+
+    #[test]
+    fn a_writer_past_the_receive_hwm_is_a_protocol_error() {
+        // The writer ignores the reader's HWM of 3 and writes 5 at once: the reader
+        // takes the 3 it allows and refuses the 4th.
+        let (mut w, mut r) = heap_ring(8192);
+        r.set_hwm(3);
+        for i in 0..5u8 {
+            w.try_send(&msg(&[&[i]])).unwrap();
+        }
+        for i in 0..3u8 {
+            assert_eq!(r.try_recv().unwrap().unwrap(), msg(&[&[i]]));
+        }
+        let e = r.try_recv().unwrap_err();
+        assert!(
+            matches!(&e, Error::Protocol(why) if why.contains("receive HWM of 3")),
+            "{e}"
+        );
+        assert!(matches!(r.try_recv(), Err(Error::Protocol(_))), "it sticks");
+        // An honest writer, the same reader's rules: never an error, whatever the
+        // interleaving of reads and writes.
+        let (mut w, mut r) = heap_ring(8192);
+        w.set_peer_hwm(3);
+        r.set_hwm(3);
+        let (mut sent, mut got) = (0u32, 0u32);
+        let rounds = iterations(2_000, 100) as u32;
+        for round in 0..rounds {
+            for _ in 0..round % 5 {
+                if w.try_send(&msg(&[&sent.to_le_bytes()])).is_ok() {
+                    sent += 1;
+                }
+            }
+            for _ in 0..round % 3 {
+                if let Some(x) = r.try_recv().unwrap() {
+                    assert_eq!(x, msg(&[&got.to_le_bytes()]));
+                    got += 1;
+                }
+                assert!(sent - got <= 3, "{sent} sent, {got} read");
+            }
+        }
+        assert!(got > rounds / 2, "{got} in {rounds} rounds");
+    }
+
+    #[test]
+    fn writer_rejects_a_corrupt_message_count() {
+        let seg = super::super::segment::Segment::on_heap(4096);
+        let mut w = RingWriter::new(seg.ring(0), None);
+        w.set_peer_hwm(1);
+        w.try_send(&msg(&[b"x"])).unwrap();
+        seg.ring(0).released().store(7, Ordering::Relaxed); // more than was written
+        assert!(matches!(
+            w.try_send(&msg(&[b"y"])),
+            Err(ShmSendError::Protocol(_))
+        ));
+    }
+
     #[test]
     fn writer_rejects_a_corrupt_head() {
         let seg = super::super::segment::Segment::on_heap(4096);
@@ -1844,6 +2183,18 @@ mod tests {
         input.extend_from_slice(&header_word(3, 0).to_ne_bytes());
         input.extend_from_slice(b"abc\0\0\0\0\0");
         assert_eq!(fuzz_reader(&input), 3);
+        // Three messages for a reader whose HWM is 1 (top bits of `head`): it takes
+        // the first and refuses the second.
+        let mut input = vec![0u8; 16];
+        input[..8].copy_from_slice(&(1u64 << 62).to_ne_bytes());
+        input[8..16].copy_from_slice(&48u64.to_ne_bytes());
+        for _ in 0..3 {
+            input.extend_from_slice(&header_word(3, 0).to_ne_bytes());
+            input.extend_from_slice(b"abc\0\0\0\0\0");
+        }
+        assert_eq!(fuzz_reader(&input), 3);
+        input[..8].fill(0); // no HWM: all three
+        assert_eq!(fuzz_reader(&input), 9);
     }
 
     #[test]
@@ -1915,5 +2266,133 @@ mod tests {
             }
         }
         t.join().unwrap();
+    }
+}
+
+/// Loom models of the space hand-off ([`space`]): a writer that found the reader's
+/// receive HWM reached (or no room) and a reader that frees it, over loom's atomics;
+/// run by `scripts/concurrency` (`--cfg lwmq_loom`).
+#[cfg(all(test, lwmq_loom))]
+mod loom_tests {
+    use super::{SpaceWord, space};
+    use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+    use crate::sync::{Arc, Condvar, Mutex, thread};
+
+    /// The writer's doorbell as a sticky flag under a lock (its own protocol has
+    /// models of its own in `shm::wait`): a ring before the park is not lost.
+    #[derive(Default)]
+    struct Bell {
+        rung: Mutex<bool>,
+        cv: Condvar,
+    }
+
+    impl Bell {
+        fn ring(&self) {
+            *self.rung.lock().unwrap() = true;
+            self.cv.notify_all();
+        }
+        fn park(&self) {
+            let mut rung = self.rung.lock().unwrap();
+            while !*rung {
+                rung = self.cv.wait(rung).unwrap();
+            }
+            *rung = false;
+        }
+    }
+
+    struct Ctrl<F> {
+        head: AtomicU64,
+        released: AtomicU64,
+        writer_waiting: F,
+        bell: Bell,
+    }
+
+    /// The writer has written `written` messages of 8 bytes into a ring of
+    /// `ring` bytes for a reader with receive HWM `hwm`; the reader consumes `reads`
+    /// of them, publishing after each one (`space::publish`), while the writer waits,
+    /// as `IpcWriter::write` and the socket's wait do, until both the count and the
+    /// room let one more message in. Loom reports a deadlock if a wake-up is lost.
+    fn model<F: SpaceWord<Value = u32> + Default + Send + Sync + 'static>(
+        written: u64,
+        ring: u64,
+        hwm: u64,
+        reads: u64,
+    ) {
+        crate::sync::model(move || {
+            let c = Arc::new(Ctrl {
+                head: AtomicU64::new(0),
+                released: AtomicU64::new(0),
+                writer_waiting: F::default(),
+                bell: Bell::default(),
+            });
+            let reader = {
+                let c = c.clone();
+                thread::spawn(move || {
+                    for k in 1..=reads {
+                        if space::publish(&c.released, &c.head, &c.writer_waiting, k, 8 * k) {
+                            c.bell.ring();
+                        }
+                    }
+                })
+            };
+            // As RingWriter::check_hwm and ensure_room, for one more message.
+            let fits = || {
+                let released = c.released.load(Ordering::Acquire);
+                let head = c.head.load(Ordering::Acquire);
+                written - released < hwm && 8 * (written + 1) - head <= ring
+            };
+            loop {
+                if fits() {
+                    break;
+                }
+                space::arm(&c.writer_waiting);
+                if fits() {
+                    break;
+                }
+                c.bell.park();
+            }
+            reader.join().unwrap();
+        });
+    }
+
+    #[test]
+    fn loom_writer_at_the_receive_hwm_is_woken_by_the_reader() {
+        model::<AtomicU32>(1, 1 << 20, 1, 1);
+    }
+
+    #[test]
+    fn loom_writer_at_the_receive_hwm_is_woken_after_two_releases() {
+        // The writer may see the first release and still find the count reached.
+        model::<AtomicU32>(2, 1 << 20, 1, 2);
+    }
+
+    #[test]
+    fn loom_writer_without_room_is_woken_by_the_reader() {
+        model::<AtomicU32>(1, 8, u64::MAX, 1); // no HWM: only the room counts
+    }
+
+    /// The hand-off with its fences left out: loom must find the lost wake-up (this
+    /// shows the model checks the fences, rather than passing whatever they are).
+    #[derive(Default)]
+    struct Unfenced(AtomicU32);
+
+    impl SpaceWord for Unfenced {
+        type Value = u32;
+        fn load(&self, order: Ordering) -> u32 {
+            self.0.load(order)
+        }
+        fn store(&self, v: u32, order: Ordering) {
+            self.0.store(v, order)
+        }
+        fn swap(&self, v: u32, order: Ordering) -> u32 {
+            self.0.swap(v, order)
+        }
+        fn fence(_: Ordering) {}
+    }
+
+    #[test]
+    #[should_panic(expected = "deadlock")]
+    fn loom_space_hand_off_without_fences_loses_a_wake_up() {
+        model::<Unfenced>(1, 1 << 20, 1, 1);
     }
 }

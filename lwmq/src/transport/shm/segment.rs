@@ -233,7 +233,7 @@ pub(crate) fn heap_ring(ring_size: usize) -> (super::ring::RingWriter, RingReade
 }
 
 /// Runs a ring reader over arbitrary memory: `input` is `head (u64) ++ tail (u64) ++
-/// data`. Used by the fuzz target; must never panic, hang or read out of bounds.
+/// data` (`head`'s low 3 bits pick a maximum frame size, its top 2 a receive HWM). Used by the fuzz target; must never panic, hang or read out of bounds.
 #[doc(hidden)]
 pub fn fuzz_reader(input: &[u8]) -> usize {
     const SIZE: usize = 4096;
@@ -256,8 +256,15 @@ pub fn fuzz_reader(input: &[u8]) -> usize {
             .store(u64::from_ne_bytes(w), Ordering::Relaxed);
     }
     let mut reader = RingReader::new(seg.ring(0), None);
-    reader.set_position_for_fuzzing(head);
-    // The low bits of `head` (unused as a position) pick a maximum frame size.
+    // The low bits of `head` (unused as a position) pick a maximum frame size, the top
+    // two a receive HWM (a writer that ignores it must be refused, never obeyed).
+    reader.set_hwm(match head >> 62 {
+        0 => 0,
+        1 => 1,
+        2 => 3,
+        _ => 16,
+    });
+    reader.set_position_for_fuzzing(head & (u64::MAX >> 2));
     reader.set_max_frame(match head & 7 {
         0 => None,
         k => Some(1 << (2 * k)),
