@@ -358,6 +358,117 @@ fn close_after_burst_loses_nothing(t: &Transport) {
     });
 }
 
+/// A context for a peer that goes away: its own (as another process would be), or
+/// for inproc the same one (inproc peers share a context).
+fn peer_context(t: &Transport, ctx: &Context) -> Context {
+    if t.is_inproc() {
+        ctx.clone()
+    } else {
+        Context::new()
+    }
+}
+
+/// Waits until the socket behind `monitor` noticed its peer went (inproc: at once).
+fn wait_gone(ep: &str, monitor: &lwmq::Monitor) {
+    if is_stream(ep) {
+        monitor
+            .wait_for(EventKind::Disconnected, Duration::from_secs(30))
+            .expect("the peer's going is noticed");
+    }
+}
+
+/// A REP answers and goes away before the answer is read; the DEALER's next write
+/// comes first and finds the pipe closed; the socket is still readable and the answer
+/// is still received (a pipe whose peer is gone is read dry before it is dropped).
+fn last_reply_of_a_gone_peer_is_received(t: &Transport) {
+    let _w = common::watchdog(Duration::from_secs(60));
+    let ctx = Context::new();
+    let dealer = ctx.socket(SocketType::Dealer).unwrap();
+    dealer.set_recv_timeout(Some(Duration::from_secs(30)));
+    let mon = dealer.monitor();
+    let ep = dealer.bind(&(t.bind)("last-reply")).unwrap();
+    {
+        let peer_ctx = peer_context(t, &ctx);
+        let rep = peer_ctx.socket(SocketType::Rep).unwrap();
+        rep.set_linger(Some(Duration::from_secs(30)));
+        rep.set_recv_timeout(Some(Duration::from_secs(30)));
+        rep.connect(&(t.connect)(&ep)).unwrap();
+        wait_handshakes(&ep, &mon, 1);
+        dealer
+            .send(Message::from_frames([&b""[..], b"question"]))
+            .unwrap();
+        assert_eq!(rep.recv().unwrap(), Message::from("question"));
+        rep.send("the last answer").unwrap();
+        // The REP goes away (its context too, unless inproc).
+    }
+    wait_gone(&ep, &mon);
+    dealer.set_send_timeout(Some(Duration::ZERO));
+    let back = dealer
+        .send(Message::from_frames([&b""[..], b"next question"]))
+        .unwrap_err();
+    assert!(
+        matches!(back.error, Error::WouldBlock),
+        "no peer takes it: {}",
+        back.error
+    );
+    // What the gone peer sent makes the socket readable.
+    let mut items = [lwmq::PollItem::readable(&dealer)];
+    assert_eq!(
+        lwmq::poll(&mut items, Some(Duration::from_secs(30))).expect("poll"),
+        1
+    );
+    assert!(items[0].is_readable());
+    let m = dealer.recv().expect("the answer sent before the peer went");
+    assert_eq!(m, Message::from_frames([&b""[..], b"the last answer"]));
+}
+
+/// A DEALER sends its last messages and goes away; the ROUTER's write to it comes
+/// first and finds it gone (ROUTER_MANDATORY: unreachable); the messages are still
+/// received, with the peer's routing id, in order.
+fn router_receives_what_a_gone_peer_sent(t: &Transport) {
+    let _w = common::watchdog(Duration::from_secs(60));
+    let ctx = Context::new();
+    let router = ctx.socket(SocketType::Router).unwrap();
+    router.set_router_mandatory(true);
+    router.set_recv_timeout(Some(Duration::from_secs(30)));
+    let mon = router.monitor();
+    let ep = router.bind(&(t.bind)("router-gone")).unwrap();
+    {
+        let peer_ctx = peer_context(t, &ctx);
+        let dealer = peer_ctx.socket(SocketType::Dealer).unwrap();
+        dealer.set_routing_id(&b"leaving"[..]).unwrap();
+        dealer.set_linger(Some(Duration::from_secs(30)));
+        dealer.connect(&(t.connect)(&ep)).unwrap();
+        wait_handshakes(&ep, &mon, 1);
+        dealer.send("hello").unwrap();
+        assert_eq!(
+            router.recv().unwrap(),
+            Message::from_frames([&b"leaving"[..], b"hello"])
+        );
+        for i in 0..3u8 {
+            dealer
+                .send(Message::from_frames([b"last".to_vec(), vec![i]]))
+                .unwrap();
+        }
+    }
+    wait_gone(&ep, &mon);
+    let back = router
+        .send(Message::from_frames([&b"leaving"[..], b"too late"]))
+        .unwrap_err();
+    assert!(
+        matches!(back.error, Error::HostUnreachable),
+        "the peer is gone: {}",
+        back.error
+    );
+    for i in 0..3u8 {
+        let m = router.recv().expect("what the peer sent before it went");
+        assert_eq!(
+            m,
+            Message::from_frames([b"leaving".to_vec(), b"last".to_vec(), vec![i]])
+        );
+    }
+}
+
 /// Linger zero: a socket that can never deliver does not hold up its context.
 fn linger_zero_discards(t: &Transport) {
     let _w = common::watchdog(Duration::from_secs(60));
@@ -815,6 +926,8 @@ macro_rules! conformance {
                 recv_timeouts,
                 linger_flushes_on_close,
                 close_after_burst_loses_nothing,
+                last_reply_of_a_gone_peer_is_received,
+                router_receives_what_a_gone_peer_sent,
                 linger_zero_discards,
                 reconnect_after_peer_restart,
                 subscriptions_survive_peer_restart,

@@ -146,13 +146,29 @@ pub(crate) fn not_supported(what: &str) -> Error {
 }
 
 /// The pipes of a socket, with the round-robin cursors of a fair queue (in) and a load
-/// balancer (out). Pipes found closed are removed and reported in `gone`.
+/// balancer (out).
+///
+/// A pipe whose peer is gone (its writer says closed) stops taking writes but is not
+/// dropped while its reader still holds what the peer sent before it went: it is
+/// *draining*. The load balancer and every other write skip it; the fair queue still
+/// reads it, and once its reader says [`PipeClosed`] (closed and read dry) it is
+/// released and reported in `gone`. (libzmq ends a pipe with a delimiter that its
+/// reader reaches after every message before it; this is the same promise.) Only
+/// [`Pipes::remove`], the user's disconnect, unbind or close, drops a pipe with
+/// whatever it still holds.
+///
+/// `list` holds the live pipes first (`..live`), then the draining ones: the write
+/// paths loop over `..live`, the read paths over the whole list, so neither hot loop
+/// tests a state per pipe.
 #[derive(Debug, Default)]
 pub(crate) struct Pipes {
     list: Vec<(PipeId, Pipe)>,
+    /// How many pipes at the front of `list` take writes.
+    live: usize,
     next_in: usize,
     next_out: usize,
-    /// Pipes removed because the peer closed them, for the pattern to forget.
+    /// Pipes released because the peer closed them and everything it sent was read
+    /// (or there was nothing to read), for the pattern to forget.
     pub(crate) gone: Vec<(PipeId, PipeMeta)>,
 }
 
@@ -164,46 +180,94 @@ impl Pipes {
         let mut i = 0;
         while i < self.list.len() {
             if self.list[i].1.reader.is_finished() {
-                self.drop_at(i);
+                self.release(i);
             } else {
                 i += 1;
             }
         }
-        self.list.push((id, pipe));
+        self.list.insert(self.live, (id, pipe));
+        self.live += 1;
     }
 
+    /// Removes a pipe at the user's request (disconnect, unbind, close): both halves
+    /// are closed, and what its reader still holds is discarded.
     pub(crate) fn remove(&mut self, id: PipeId) -> Option<Pipe> {
         let i = self.list.iter().position(|(p, _)| *p == id)?;
-        let (_, mut pipe) = self.list.remove(i);
+        let (_, mut pipe) = self.take(i);
         pipe.writer.close();
         pipe.reader.close();
         Some(pipe)
     }
 
-    fn drop_at(&mut self, i: usize) {
-        let (id, mut pipe) = self.list.remove(i);
+    /// Takes pipe `i` out of the list, keeping `live` right.
+    fn take(&mut self, i: usize) -> (PipeId, Pipe) {
+        if i < self.live {
+            self.live -= 1;
+        }
+        self.list.remove(i)
+    }
+
+    /// Drops pipe `i` for good and reports it in `gone`.
+    fn release(&mut self, i: usize) {
+        let (id, mut pipe) = self.take(i);
         pipe.writer.close();
         pipe.reader.close();
         self.gone.push((id, pipe.meta));
     }
 
-    /// Removes the pipes whose peer is gone (reported in `gone`).
+    /// Live pipe `i` was found closed (its peer is gone): released now if its reader
+    /// holds nothing more, else moved to the draining pipes, read until it is empty.
+    /// The pipe that was after `i` takes its place (the load balancer's cursor then
+    /// points at the next pipe to try, as after a removal).
+    #[cold]
+    fn retire(&mut self, i: usize) {
+        debug_assert!(i < self.live);
+        if self.list[i].1.reader.is_finished() {
+            self.release(i);
+            return;
+        }
+        self.live -= 1;
+        self.list[i..=self.live].rotate_left(1);
+    }
+
+    /// Moves the live pipes whose peer is gone to the draining ones (or releases them
+    /// when they hold nothing), and releases draining pipes read dry (reported in
+    /// `gone`).
     pub(crate) fn prune_closed(&mut self) {
         let mut i = 0;
-        while i < self.list.len() {
+        while i < self.live {
             if self.list[i].1.writer.is_closed() {
-                self.drop_at(i);
+                self.retire(i);
+            } else {
+                i += 1;
+            }
+        }
+        while i < self.list.len() {
+            if self.list[i].1.reader.is_finished() {
+                self.release(i);
             } else {
                 i += 1;
             }
         }
     }
 
+    /// How many pipes take writes (a draining pipe does not count).
+    pub(crate) fn live(&self) -> usize {
+        self.live
+    }
+
+    /// Whether pipe `id` is attached and takes writes (not draining).
+    pub(crate) fn is_live(&self, id: PipeId) -> bool {
+        self.list[..self.live].iter().any(|(p, _)| *p == id)
+    }
+
+    /// Every attached pipe, draining ones too.
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.list.len()
     }
 
-    /// Whether a pipe is attached.
+    /// Whether a pipe is attached (live or draining).
     pub(crate) fn contains(&self, id: PipeId) -> bool {
         self.list.iter().any(|(p, _)| *p == id)
     }
@@ -246,7 +310,8 @@ impl Pipes {
         }
     }
 
-    /// Reads the next message, visiting pipes in turn from where the last read stopped.
+    /// Reads the next message, visiting pipes (draining ones too) in turn from where the
+    /// last read stopped.
     pub(crate) fn read_fair(&mut self) -> Option<(PipeId, Message)> {
         let mut tried = 0;
         while tried < self.list.len() {
@@ -264,7 +329,7 @@ impl Pipes {
                     self.next_in = i + 1;
                     tried += 1;
                 }
-                Err(PipeClosed) => self.drop_at(i),
+                Err(PipeClosed) => self.release(i),
             }
         }
         None
@@ -287,7 +352,7 @@ impl Pipes {
                     self.next_in = i + 1;
                     tried += 1;
                 }
-                Err(PipeClosed) => self.drop_at(i),
+                Err(PipeClosed) => self.release(i),
             }
         }
         false
@@ -301,8 +366,8 @@ impl Pipes {
     ) -> InPlaceSend {
         let mut tried = 0;
         let mut unsupported = false;
-        while tried < self.list.len() {
-            if self.next_out >= self.list.len() {
+        while tried < self.live {
+            if self.next_out >= self.live {
                 self.next_out = 0;
             }
             let i = self.next_out;
@@ -320,25 +385,26 @@ impl Pipes {
                     self.next_out = i + 1;
                     tried += 1;
                 }
-                Err(PipeClosed) => self.drop_at(i),
+                Err(PipeClosed) => self.retire(i),
             }
         }
-        if unsupported || self.list.is_empty() {
+        if unsupported || self.live == 0 {
             InPlaceSend::NotInPlace
         } else {
             InPlaceSend::WouldBlock
         }
     }
 
-    /// Reads every message every pipe has ready now and hands each to `f` with its
-    /// pipe; pipes found closed are dropped (reported in `gone`). One pass, in place.
+    /// Reads every message every pipe (draining ones too) has ready now and hands each
+    /// to `f` with its pipe; pipes found closed and read dry are released (reported in
+    /// `gone`). One pass, in place.
     pub(crate) fn drain(&mut self, mut f: impl FnMut(PipeId, Message)) {
         let mut i = 0;
         while i < self.list.len() {
             match self.list[i].1.reader.try_read() {
                 Ok(Some(m)) => f(self.list[i].0, m),
                 Ok(None) => i += 1,
-                Err(PipeClosed) => self.drop_at(i),
+                Err(PipeClosed) => self.release(i),
             }
         }
     }
@@ -348,8 +414,8 @@ impl Pipes {
     /// never take it (too large for its ring).
     pub(crate) fn write_balanced(&mut self, mut msg: Message) -> Result<PipeId, SendError> {
         let mut tried = 0;
-        while tried < self.list.len() {
-            if self.next_out >= self.list.len() {
+        while tried < self.live {
+            if self.next_out >= self.live {
                 self.next_out = 0;
             }
             let i = self.next_out;
@@ -365,7 +431,7 @@ impl Pipes {
                 }
                 Err(WriteError::Closed(m)) => {
                     msg = m;
-                    self.drop_at(i);
+                    self.retire(i);
                 }
                 Err(WriteError::Unsendable(message, error)) => {
                     self.next_out = i + 1;
@@ -376,14 +442,15 @@ impl Pipes {
         Err(would_block(msg))
     }
 
-    /// Writes to one pipe. A closed pipe is removed and reported as closed.
+    /// Writes to one pipe. A pipe found closed stops taking writes (it drains) and is
+    /// reported as closed, as is a pipe that drains or is not attached.
     pub(crate) fn write_to(&mut self, id: PipeId, msg: Message) -> Result<(), WriteError> {
-        let Some(i) = self.list.iter().position(|(p, _)| *p == id) else {
+        let Some(i) = self.list[..self.live].iter().position(|(p, _)| *p == id) else {
             return Err(WriteError::Closed(msg));
         };
         match self.list[i].1.writer.try_write(msg) {
             Err(WriteError::Closed(m)) => {
-                self.drop_at(i);
+                self.retire(i);
                 Err(WriteError::Closed(m))
             }
             other => other,
@@ -393,13 +460,13 @@ impl Pipes {
     /// Writes a control message (subscription) to one pipe, or to all if `id` is None.
     pub(crate) fn write_control(&mut self, id: Option<PipeId>, msg: &Message) {
         let mut i = 0;
-        while i < self.list.len() {
+        while i < self.live {
             if id.is_some_and(|id| id != self.list[i].0) {
                 i += 1;
                 continue;
             }
             match self.list[i].1.writer.write_control(msg.clone()) {
-                Err(WriteError::Closed(_)) => self.drop_at(i),
+                Err(WriteError::Closed(_)) => self.retire(i),
                 _ => i += 1,
             }
         }
@@ -408,20 +475,22 @@ impl Pipes {
     /// Offers a copy of the message to every pipe `want` accepts; full pipes drop it.
     pub(crate) fn distribute(&mut self, msg: &Message, mut want: impl FnMut(PipeId) -> bool) {
         let mut i = 0;
-        while i < self.list.len() {
+        while i < self.live {
             if !want(self.list[i].0) {
                 i += 1;
                 continue;
             }
             match self.list[i].1.writer.try_write(msg.clone()) {
-                Err(WriteError::Closed(_)) => self.drop_at(i),
+                Err(WriteError::Closed(_)) => self.retire(i),
                 _ => i += 1,
             }
         }
     }
 
     pub(crate) fn any_writable(&self) -> bool {
-        self.list.iter().any(|(_, p)| p.writer.is_writable())
+        self.list[..self.live]
+            .iter()
+            .any(|(_, p)| p.writer.is_writable())
     }
 }
 
@@ -559,6 +628,105 @@ mod tests {
         pipes.add(11, p);
         assert_eq!(pipes.ids(), vec![10, 11]);
         assert_eq!(pipes.read_fair(), Some((10, msg(&[b"last words"]))));
+    }
+
+    #[test]
+    fn a_pipe_whose_peer_went_is_read_dry_before_it_is_released() {
+        let mut pipes = Pipes::default();
+        let (p1, mut gone_peer) = pipe(0, b"");
+        let (p2, mut other) = pipe(0, b"");
+        pipes.add(1, p1);
+        pipes.add(2, p2);
+        for i in 0..5u8 {
+            gone_peer.write(vec![i]);
+        }
+        drop(gone_peer); // its last messages are queued; then it goes away
+        // The write finds pipe 1 closed and goes to pipe 2: pipe 1 drains.
+        assert_eq!(pipes.write_balanced(msg(&[b"w"])).unwrap(), 2);
+        assert_eq!(other.read().unwrap(), msg(&[b"w"]));
+        assert!(
+            pipes.gone.is_empty(),
+            "not released while it holds messages"
+        );
+        assert_eq!((pipes.live(), pipes.len()), (1, 2));
+        assert!(pipes.contains(1) && !pipes.is_live(1));
+        // No write goes to a draining pipe.
+        assert_eq!(pipes.write_balanced(msg(&[b"x"])).unwrap(), 2);
+        assert_eq!(pipes.write_balanced(msg(&[b"y"])).unwrap(), 2);
+        assert!(matches!(
+            pipes.write_to(1, msg(&[b"z"])),
+            Err(WriteError::Closed(_))
+        ));
+        other.write("from 2");
+        let mut got = Vec::new();
+        while let Some((id, m)) = pipes.read_fair() {
+            got.push((id, m));
+        }
+        let from_1: Vec<Message> = got
+            .iter()
+            .filter(|(id, _)| *id == 1)
+            .map(|(_, m)| m.clone())
+            .collect();
+        assert_eq!(
+            from_1,
+            (0..5u8).map(|i| Message::from(vec![i])).collect::<Vec<_>>(),
+            "every message the peer sent before it went, in order"
+        );
+        assert!(
+            got.contains(&(2, msg(&[b"from 2"]))),
+            "the fair queue still turns"
+        );
+        assert_eq!(pipes.gone.len(), 1, "released once read dry");
+        assert_eq!(pipes.gone[0].0, 1);
+        assert_eq!(pipes.ids(), vec![2]);
+    }
+
+    #[test]
+    fn a_gone_pipe_with_nothing_queued_is_released_at_once_and_remove_discards() {
+        let mut pipes = Pipes::default();
+        let (p1, peer1) = pipe(0, b"");
+        let (p2, mut peer2) = pipe(0, b"");
+        let (p3, _peer3) = pipe(0, b"");
+        pipes.add(1, p1);
+        pipes.add(2, p2);
+        pipes.add(3, p3);
+        drop(peer1);
+        peer2.write("unread");
+        drop(peer2);
+        pipes.prune_closed();
+        assert_eq!(pipes.gone.len(), 1, "pipe 1 held nothing");
+        assert_eq!(pipes.gone[0].0, 1);
+        assert_eq!((pipes.live(), pipes.len()), (1, 2));
+        // A new pipe goes among the live ones, before the draining one.
+        let (p4, _peer4) = pipe(0, b"");
+        pipes.add(4, p4);
+        assert_eq!(pipes.ids(), vec![3, 4, 2]);
+        assert!(pipes.is_live(4) && !pipes.is_live(2));
+        // The user's detach drops a draining pipe with what it holds.
+        assert!(pipes.remove(2).is_some());
+        assert_eq!(pipes.ids(), vec![3, 4]);
+        assert_eq!(pipes.live(), 2);
+        assert!(pipes.read_fair().is_none());
+    }
+
+    #[test]
+    fn a_draining_pipe_never_read_is_released_with_its_socket() {
+        use crate::transport::{PipeReader as _, PipeWriter as _};
+        let mut pipes = Pipes::default();
+        let (p, mut peer) = pipe(0, b"");
+        pipes.add(1, p);
+        peer.write("never read");
+        // The peer stops reading (its writer stays open): the write finds it closed.
+        peer.rx.close();
+        let back = pipes.write_balanced(msg(&[b"x"])).unwrap_err();
+        assert!(matches!(back.error, Error::WouldBlock));
+        assert_eq!((pipes.live(), pipes.len()), (0, 1), "it drains");
+        assert!(!peer.tx.is_closed(), "its reader is still open");
+        drop(pipes); // the socket closes
+        assert!(
+            peer.tx.is_closed(),
+            "its reader is closed, the queue released"
+        );
     }
 
     #[test]

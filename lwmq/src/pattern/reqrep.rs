@@ -320,13 +320,15 @@ impl Req {
         // The connection that carried the request went away: the round ends now. Looked
         // at only when a pipe came or went, or the clock ticked (once per receive call,
         // and when a round ends), not on every spin of a wait. (`gone` is not needed
-        // otherwise: the carrier is looked up in the live pipes.)
+        // otherwise: the carrier is looked up in the live pipes.) A carrier whose peer
+        // is gone drains: a reply it still holds was read above, and one that is read
+        // later is still the reply (its id matches) even after the resend went.
         if self.pipes_changed || !self.pipes.gone.is_empty() {
             self.pipes_changed = false;
             self.pipes.prune_closed();
             self.pipes.gone.clear();
             let ex = &mut self.ex;
-            if ex.carrier.is_some_and(|p| !self.pipes.contains(p)) {
+            if ex.carrier.is_some_and(|p| !self.pipes.is_live(p)) {
                 ex.carrier = None;
                 if ex.rounds < self.attempts {
                     ex.rounds += 1;
@@ -965,6 +967,36 @@ mod tests {
         b.write(reply_to(&sent, b"ok"));
         assert_eq!(r.recv().unwrap(), msg(&[b"ok"]));
         assert_eq!(c.reqrep.snapshot().malformed_dropped, 2);
+    }
+
+    #[test]
+    fn req_takes_a_reply_queued_on_its_carrier_before_the_peer_went() {
+        let (mut r, c) = resending(3);
+        let (p1, mut a) = pipe(0, b"");
+        r.attach(1, p1);
+        r.send(msg(&[b"q"])).unwrap();
+        let sent = a.read().unwrap();
+        // The REP answers and goes away before the REQ reads.
+        a.write(reply_to(&sent, b"answer"));
+        drop(a);
+        assert_eq!(r.recv().unwrap(), msg(&[b"answer"]));
+        assert_eq!(c.reqrep.snapshot().resends, 0, "answered: nothing resent");
+        // The next REP goes away with only something else queued: the request is
+        // resent, at once, to the next pipe that comes.
+        let (p2, mut b) = pipe(0, b"");
+        r.attach(2, p2);
+        r.send(msg(&[b"q2"])).unwrap();
+        let sent = b.read().unwrap();
+        b.write(msg(&[b"not", b"", b"a reply"]));
+        drop(b);
+        assert!(matches!(r.recv(), Err(Error::WouldBlock)));
+        let (p3, mut d) = pipe(0, b"");
+        r.attach(3, p3);
+        assert!(matches!(r.recv(), Err(Error::WouldBlock)));
+        assert_eq!(d.read().unwrap(), sent, "resent at once to the new pipe");
+        assert_eq!(c.reqrep.snapshot().resends, 1);
+        d.write(reply_to(&sent, b"ok"));
+        assert_eq!(r.recv().unwrap(), msg(&[b"ok"]));
     }
 
     #[test]

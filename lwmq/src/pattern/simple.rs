@@ -17,8 +17,9 @@ pub(crate) struct Pair {
 
 impl Pattern for Pair {
     fn attach(&mut self, id: PipeId, mut pipe: Pipe) {
-        self.pipes.prune_closed(); // a peer that went away does not count
-        if self.pipes.len() > 0 {
+        // A peer that went away does not count, even while what it sent is still read.
+        self.pipes.prune_closed();
+        if self.pipes.live() > 0 {
             tracing::debug!("PAIR already has a peer; refusing {}", pipe.meta.endpoint);
             pipe.writer.close();
             pipe.reader.close();
@@ -173,10 +174,14 @@ pub(crate) fn seed() -> u32 {
 }
 
 impl Router {
+    /// Forgets the pipes released since last time. A routing id a newer pipe took
+    /// over (see [`Router::attach`]) stays with it.
     fn forget_gone(&mut self) {
         for (id, _) in std::mem::take(&mut self.pipes.gone) {
             if let Some(rid) = self.by_pipe.remove(&id) {
-                self.by_id.remove(&rid);
+                if self.by_id.get(&rid) == Some(&id) {
+                    self.by_id.remove(&rid);
+                }
             }
         }
     }
@@ -184,9 +189,15 @@ impl Router {
 
 impl Pattern for Router {
     fn attach(&mut self, id: PipeId, pipe: Pipe) {
+        self.pipes.prune_closed();
         self.forget_gone();
         let announced = pipe.meta.routing_id.clone();
-        let rid = if !announced.is_empty() && !self.by_id.contains_key(&announced) {
+        // An id is in use while its pipe takes writes. A peer that comes back with the
+        // id of a pipe that is still draining (what it sent before it went is not all
+        // read yet) takes the id over: replies go to the new pipe, and what the old
+        // one still holds is received with the id, as it came.
+        let in_use = |rid: &Bytes| self.by_id.get(rid).is_some_and(|&p| self.pipes.is_live(p));
+        let rid = if !announced.is_empty() && !in_use(&announced) {
             announced
         } else {
             loop {
@@ -195,6 +206,7 @@ impl Pattern for Router {
                 b.put_u8(0);
                 b.put_u32(self.next_id);
                 let b = b.freeze();
+                // Not even the id of a draining pipe: its peer is not coming back.
                 if !self.by_id.contains_key(&b) {
                     break b;
                 }
@@ -207,7 +219,9 @@ impl Pattern for Router {
     fn detach(&mut self, id: PipeId) {
         self.pipes.remove(id);
         if let Some(rid) = self.by_pipe.remove(&id) {
-            self.by_id.remove(&rid);
+            if self.by_id.get(&rid) == Some(&id) {
+                self.by_id.remove(&rid);
+            }
         }
     }
     fn configure(&mut self, opts: &PatternOptions) {
@@ -333,6 +347,62 @@ mod tests {
             r.send(msg(&[b"alice", b"x"])).unwrap_err().error,
             Error::HostUnreachable
         ));
+    }
+
+    #[test]
+    fn dealer_and_pair_receive_what_a_gone_peer_sent_after_a_write_found_it_closed() {
+        for pair in [false, true] {
+            let mut s: Box<dyn Pattern> = if pair {
+                Box::new(Pair::default())
+            } else {
+                Box::new(Dealer::default())
+            };
+            let (p, mut peer) = pipe(0, b"");
+            s.attach(1, p);
+            for i in 0..10u8 {
+                peer.write(msg(&[b"reply", &[i]]));
+            }
+            drop(peer);
+            let back = s.send(msg(&[b"next"])).unwrap_err();
+            assert!(matches!(back.error, Error::WouldBlock), "no peer takes it");
+            assert!(!s.can_send());
+            for i in 0..10u8 {
+                assert_eq!(s.recv().unwrap(), msg(&[b"reply", &[i]]), "pair: {pair}");
+            }
+            assert!(matches!(s.recv(), Err(Error::WouldBlock)));
+        }
+    }
+
+    #[test]
+    fn router_reads_a_gone_peer_dry_and_a_peer_back_with_its_id_takes_it_over() {
+        let mut r = Router::default();
+        let (p1, mut old) = pipe(0, b"alice");
+        r.attach(1, p1);
+        old.write(msg(&[b"last 1"]));
+        old.write(msg(&[b"last 2"]));
+        drop(old);
+        r.configure(&PatternOptions {
+            router_mandatory: true,
+            ..Default::default()
+        });
+        // The write finds the pipe closed: unreachable, but its messages stay.
+        assert!(matches!(
+            r.send(msg(&[b"alice", b"x"])).unwrap_err().error,
+            Error::HostUnreachable
+        ));
+        // Alice comes back while the old pipe drains: the id is hers again.
+        let (p2, mut new) = pipe(0, b"alice");
+        r.attach(2, p2);
+        r.send(msg(&[b"alice", b"to the new pipe"])).unwrap();
+        assert_eq!(new.read().unwrap(), msg(&[b"to the new pipe"]));
+        assert_eq!(r.recv().unwrap(), msg(&[b"alice", b"last 1"]));
+        assert_eq!(r.recv().unwrap(), msg(&[b"alice", b"last 2"]));
+        assert!(matches!(r.recv(), Err(Error::WouldBlock)));
+        // The old pipe released, the id stays with the new one.
+        assert_eq!(r.by_id.get(&Bytes::from("alice")), Some(&2));
+        assert_eq!(r.by_pipe.len(), 1);
+        r.send(msg(&[b"alice", b"still"])).unwrap();
+        assert_eq!(new.read().unwrap(), msg(&[b"still"]));
     }
 
     #[test]

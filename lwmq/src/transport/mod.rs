@@ -16,7 +16,8 @@
 //! - [`PipeWriter::try_write`] queues a whole message (all frames) or hands it back:
 //!   [`WriteError::Full`] when the pipe holds its high-water mark of messages (the caller
 //!   drops or waits, depending on the socket type), [`WriteError::Closed`] when the peer
-//!   is gone for good (the caller detaches the pipe).
+//!   is gone for good (the caller writes to the pipe no more, and reads what its reader
+//!   still holds before it drops it).
 //! - [`PipeWriter::write_control`] queues a control message (a subscription) ignoring
 //!   the high-water mark: subscriptions are never dropped.
 //! - [`PipeWriter::is_writable`]: whether `try_write` would succeed now (used by poll).
