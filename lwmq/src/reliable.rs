@@ -172,8 +172,9 @@ pub trait ReplyCache: Send + fmt::Debug {
 ///
 /// Made for the round trip's hot path: a lookup that finds nothing (every request's
 /// first copy) reads no clock and allocates nothing. A put reads the coarse clock once
-/// and copies the reply into the ring's next place, reusing that place's key and reply buffer (replies of up to
-/// 512 bytes are copied into that buffer, larger ones shared): nothing is allocated.
+/// and copies the reply into the ring's next place, reusing that place's key and reply
+/// buffer (replies of up to 512 bytes are copied into that buffer, larger ones shared):
+/// nothing is allocated.
 /// The rest of the put (the index, letting the oldest entries go) is done when the REP
 /// next has nothing to do ([`ReplyCache::idle`]), or at the next lookup or put if that
 /// comes first.
