@@ -498,6 +498,13 @@ impl Pipes {
 /// body). None if there is no empty frame.
 /// Neither part allocates a frame list when it has at most two frames.
 pub(crate) fn split_envelope(mut msg: Message) -> Option<(FrameVec, Message)> {
+    // A request straight from a REQ (the delimiter first, the common case): the
+    // delimiter comes off in place, the body stays in the message.
+    if msg.frames().len() > 1 && msg.frames()[0].is_empty() {
+        let mut envelope = FrameVec::new();
+        envelope.extend(msg.pop_front());
+        return Some((envelope, msg));
+    }
     let peer = msg.take_peer_properties();
     let frames = msg.frames_mut();
     let pos = frames.iter().position(Bytes::is_empty)?;
@@ -571,6 +578,13 @@ mod tests {
         assert_eq!(env.as_slice(), &[Bytes::from("id"), Bytes::new()]);
         assert_eq!(body, msg(&[b"a", b""]));
         assert!(split_envelope(msg(&[b"x"])).is_none());
+        // Straight from a REQ: the delimiter first.
+        let (env, body) = split_envelope(msg(&[b"", b"a", b"b"])).unwrap();
+        assert_eq!(env.as_slice(), &[Bytes::new()]);
+        assert_eq!(body, msg(&[b"a", b"b"]));
+        let (env, body) = split_envelope(msg(&[b""])).unwrap();
+        assert_eq!(env.as_slice(), &[Bytes::new()]);
+        assert!(body.is_empty());
     }
 
     #[test]

@@ -780,9 +780,17 @@ impl Pattern for Rep {
             self.cache.put(k, &msg);
         }
         let envelope_len = envelope.len();
-        let mut frames = envelope;
-        frames.extend(msg);
-        match self.pipes.write_to(pipe, Message::from(frames)) {
+        let wire = if envelope_len == 1 {
+            // The delimiter only (a REQ's request): in front of the reply in place.
+            let mut wire = msg;
+            wire.push_front(envelope.into_iter().next().unwrap_or_default());
+            wire
+        } else {
+            let mut frames = envelope;
+            frames.extend(msg);
+            Message::from(frames)
+        };
+        match self.pipes.write_to(pipe, wire) {
             Ok(()) => {}
             // As libzmq: a reply to a peer that is gone or not reading is dropped.
             Err(WriteError::Full(_)) | Err(WriteError::Closed(_)) => {
