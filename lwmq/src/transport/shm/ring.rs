@@ -217,6 +217,9 @@ pub const RELEASED_OFFSET: usize = 136;
 pub const WRITER_WAITING_OFFSET: usize = 256;
 /// Size of a record header.
 pub const RECORD_HEADER: usize = 8;
+/// How far past its head a reader starts loading newly published lines at once
+/// ([`RingReader::touch_ahead`]).
+const TOUCH_AHEAD: u64 = 128;
 /// Flag: another frame of the same message follows.
 pub const FLAG_MORE: u64 = 1;
 /// Flag: padding to the end of the data area.
@@ -993,9 +996,28 @@ impl RingReader {
                 self.head, self.mem.size
             )));
         }
+        if tail > self.tail_cache {
+            self.touch_ahead(tail);
+        }
         self.tail_cache = tail;
         self.count_limit = self.published_count.saturating_add(self.hwm);
         Ok(())
+    }
+
+    /// Starts loading the cache lines of what the writer just published, up to
+    /// [`TOUCH_AHEAD`] bytes past the head, all at once: they are still in the writer's
+    /// core, and parsing then copying a message would otherwise fetch them one after
+    /// the other (the first line's headers must be read before the copy begins).
+    #[inline]
+    fn touch_ahead(&self, tail: u64) {
+        let end = tail.min(self.head + TOUCH_AHEAD);
+        // The first line is loaded by the parse right away; the next ones start here.
+        let mut at = (self.head & !63) + 64;
+        while at < end {
+            let off = (at & self.mem.mask()) as usize;
+            std::hint::black_box(self.mem.word(off).load(Ordering::Relaxed));
+            at += 64;
+        }
     }
 
     /// Whether a message is waiting (reloads the writer's position when needed).
