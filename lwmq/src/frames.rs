@@ -43,6 +43,7 @@ impl<'a> Frames<'a> {
     }
 
     /// Number of frames.
+    #[inline]
     pub fn len(&self) -> usize {
         match &self.inner {
             Inner::Ring(g) => g.len(),
@@ -56,6 +57,7 @@ impl<'a> Frames<'a> {
     }
 
     /// Frame `i`, if there is one.
+    #[inline]
     pub fn frame(&self, i: usize) -> Option<&[u8]> {
         match &self.inner {
             Inner::Ring(g) => g.frame(i),

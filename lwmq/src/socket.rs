@@ -89,6 +89,7 @@ impl Socket {
         }
     }
 
+    #[inline]
     fn core(&self) -> MutexGuard<'_, Core> {
         lock(&self.core)
     }
@@ -107,6 +108,7 @@ impl Socket {
         self.check_open()
     }
 
+    #[inline]
     fn check_open(&self) -> Result<()> {
         if self.hub.is_terminated() {
             Err(Error::Closed)
@@ -115,7 +117,15 @@ impl Socket {
         }
     }
 
+    #[inline]
     fn absorb_mailbox(&self, core: &mut Core) {
+        if self.shared.has_mail() {
+            self.absorb_mail(core);
+        }
+    }
+
+    #[cold]
+    fn absorb_mail(&self, core: &mut Core) {
         for (id, pipe) in self.shared.take_mail() {
             core.pattern.attach(id, pipe);
         }

@@ -151,6 +151,7 @@ impl Hub {
     }
 
     /// Whether [`Hub::terminate`] ran.
+    #[inline]
     pub(crate) fn is_terminated(&self) -> bool {
         self.terminated.load(Ordering::SeqCst)
     }

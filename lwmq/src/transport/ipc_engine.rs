@@ -255,6 +255,7 @@ impl fmt::Debug for IpcWriter {
 }
 
 impl IpcWriter {
+    #[inline]
     fn refresh(&mut self) {
         if self.tx.as_ref().is_some_and(|(_, c)| !c.alive()) {
             self.tx = None;

@@ -225,6 +225,7 @@ impl SocketHandle {
 
     /// Records a receive call (see [`SocketHandle::recv_calls`]). Only the socket's
     /// user thread calls this, under the socket's lock: a load and a store suffice.
+    #[inline]
     pub(crate) fn note_recv_call(&self) {
         let n = self.recv_calls.load(Ordering::Relaxed);
         self.recv_calls.store(n.wrapping_add(1), Ordering::Relaxed);
@@ -255,10 +256,17 @@ impl SocketHandle {
         self.signal.notify();
     }
 
+    /// Whether pipes may be waiting in the mailbox (one plain load, for the hot path:
+    /// [`take_mail`](Self::take_mail) takes them).
+    #[inline]
+    pub(crate) fn has_mail(&self) -> bool {
+        self.has_mail.load(Ordering::Relaxed)
+    }
+
     /// The pipes delivered since the last call (the socket's user thread only). A
     /// plain load first: the hot path does no read-modify-write.
     pub(crate) fn take_mail(&self) -> Vec<(PipeId, Pipe)> {
-        if !self.has_mail.load(Ordering::Relaxed) || !self.has_mail.swap(false, Ordering::Acquire) {
+        if !self.has_mail() || !self.has_mail.swap(false, Ordering::Acquire) {
             return Vec::new();
         }
         lock(&self.mailbox)
@@ -274,6 +282,7 @@ impl SocketHandle {
     }
 
     /// How long a waiting call of this socket spins before it parks.
+    #[inline]
     pub(crate) fn spin(&self, options: &Options) -> Duration {
         if self.limits.spin.load(Ordering::Relaxed) {
             options.ipc.spin
@@ -332,6 +341,7 @@ impl Default for Signal {
 /// Locks `m`, ignoring poison. Every lock in the crate guards data that is consistent
 /// after each statement of its critical sections (counters, queues, tables), so a panic
 /// elsewhere while one was held leaves nothing half-done: a poisoned lock is still usable.
+#[inline]
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }

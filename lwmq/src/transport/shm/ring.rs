@@ -495,8 +495,17 @@ impl RingWriter {
     /// each; `Ok(true)` once no piece is left (also when there was none), `Ok(false)` if
     /// the ring is full (retry when the reader has caught up, see
     /// [`arm_space_notification`](Self::arm_space_notification)).
+    #[inline]
     pub fn continue_pieces(&mut self) -> Result<bool, ShmSendError> {
         self.check_failed()?;
+        if self.large.is_none() {
+            return Ok(true);
+        }
+        self.continue_large()
+    }
+
+    /// [`continue_pieces`](Self::continue_pieces) with a message in pieces under way.
+    fn continue_large(&mut self) -> Result<bool, ShmSendError> {
         let Some(mut ls) = self.large.take() else {
             return Ok(true);
         };
@@ -609,6 +618,7 @@ impl RingWriter {
         ShmSendError::Protocol(why)
     }
 
+    #[inline]
     fn check_failed(&self) -> Result<(), ShmSendError> {
         match &self.failed {
             Some(why) => Err(ShmSendError::Protocol(why.clone())),
@@ -1021,6 +1031,7 @@ impl RingReader {
     }
 
     /// Whether a message is waiting (reloads the writer's position when needed).
+    #[inline]
     pub fn has_data(&mut self) -> Result<bool, Error> {
         if let Some(why) = &self.failed {
             return Err(Error::Protocol(why.clone()));
@@ -1474,6 +1485,7 @@ pub struct ReadGuard<'a> {
 
 impl ReadGuard<'_> {
     /// Number of frames.
+    #[inline]
     pub fn len(&self) -> usize {
         match &self.assembled {
             Some(m) => m.frames().len(),
@@ -1487,6 +1499,7 @@ impl ReadGuard<'_> {
     }
 
     /// Frame `i`.
+    #[inline]
     pub fn frame(&self, i: usize) -> Option<&[u8]> {
         if let Some(m) = &self.assembled {
             return m.frames().get(i).map(|f| &f[..]);
