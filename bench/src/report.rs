@@ -47,6 +47,10 @@ pub struct Summary {
     /// Page faults per message in steady state, all sides together.
     #[serde(default)]
     pub faults_per_msg: Option<f64>,
+    /// The machine's core-to-core round trip around the successful repetitions
+    /// (median of the measurements before and after each).
+    #[serde(default)]
+    pub floor_ns: Option<f64>,
 }
 
 fn median(mut v: Vec<f64>) -> Option<f64> {
@@ -146,6 +150,7 @@ pub fn summarize(plan: &Plan, runs: &[Run]) -> Vec<Summary> {
                 slowest_sub_msgs_per_s: slowest,
                 delivered,
                 faults_per_msg: median(ok.iter().filter_map(|r| r.faults_per_msg).collect()),
+                floor_ns: median(ok.iter().flat_map(|r| r.floor_ns.iter().copied()).collect()),
             });
         }
     }
@@ -273,7 +278,11 @@ pub fn markdown(res: &Results) -> String {
          in that table through its `Socket` (the transport-only `ipc-raw-*` rows are not \
          compared). *faults/msg*: page faults (minor + major, getrusage) per message in \
          steady state, every side's process together (after the warm-up round trips, or \
-         the first tenth of a stream).\n"
+         the first tenth of a stream). *core↔core*: the machine's floor around those \
+         runs, the round trip of one counter between two threads pinned to cores 0 and 1 \
+         (median of the measurements just before and just after each repetition); on a \
+         VM it moves with where the hypervisor puts the vCPUs, and every shared-memory \
+         and inproc round trip moves with it.\n"
     );
     let sizes = |sc: &str| -> Vec<usize> {
         p.cases
@@ -314,13 +323,13 @@ pub fn markdown(res: &Results) -> String {
                 "rtt" => {
                     let _ = writeln!(
                         s,
-                        "| contender | transport | median | p99 | p99.9 | max | × same scheme | × best | faults/msg | ok |\n|---|---|--:|--:|--:|--:|--:|--:|--:|--:|"
+                        "| contender | transport | median | p99 | p99.9 | max | × same scheme | × best | faults/msg | core↔core | ok |\n|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
                     );
                 }
                 "thr" => {
                     let _ = writeln!(
                         s,
-                        "| contender | transport | msgs/s | GB/s | × same scheme | × best | faults/msg | ok |\n|---|---|--:|--:|--:|--:|--:|--:|"
+                        "| contender | transport | msgs/s | GB/s | × same scheme | × best | faults/msg | core↔core | ok |\n|---|---|--:|--:|--:|--:|--:|--:|--:|"
                     );
                 }
                 _ => {
@@ -342,6 +351,7 @@ pub fn markdown(res: &Results) -> String {
                 };
                 let ok = format!("{}/{}", x.reps_ok, x.reps);
                 let pf = faults(x.faults_per_msg);
+                let floor = x.floor_ns.map_or("—".into(), |f| format!("{f:.0} ns"));
                 let name = if x.contender == "lwmq" {
                     format!("**{}**", x.contender)
                 } else {
@@ -351,7 +361,7 @@ pub fn markdown(res: &Results) -> String {
                     "rtt" => {
                         let _ = writeln!(
                             s,
-                            "| {name} | {} | {} | {} | {} | {} | {same} | {vs_best} | {pf} | {ok} |",
+                            "| {name} | {} | {} | {} | {} | {} | {same} | {vs_best} | {pf} | {floor} | {ok} |",
                             x.transport,
                             us(x.median_ns),
                             us(x.p99_ns),
@@ -362,7 +372,7 @@ pub fn markdown(res: &Results) -> String {
                     "thr" => {
                         let _ = writeln!(
                             s,
-                            "| {name} | {} | {} | {} | {same} | {vs_best} | {pf} | {ok} |",
+                            "| {name} | {} | {} | {} | {same} | {vs_best} | {pf} | {floor} | {ok} |",
                             x.transport,
                             si(x.msgs_per_s),
                             x.gb_per_s.map_or("—".into(), |g| format!("{g:.3}"))

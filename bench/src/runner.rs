@@ -267,6 +267,10 @@ pub struct Run {
     /// (each side's count over its measured messages; see `scenario::Faults`).
     #[serde(default)]
     pub faults_per_msg: Option<f64>,
+    /// The machine's core-to-core round trip (`machine::core_to_core_ns`), measured
+    /// just before and just after the run: what any cross-core hand-off cost then.
+    #[serde(default)]
+    pub floor_ns: Vec<f64>,
 }
 
 /// The peer processes of one run and the channel their stdout lines arrive on.
@@ -670,9 +674,15 @@ pub fn run(plan: &Plan, mut progress: impl FnMut(&Run)) -> Vec<Run> {
                 let pinned = plan.pinned(v) && case.scenario != "pubsub";
                 let start = Instant::now();
                 let skipped = crate::drivers::unsupported(&v.contender, &v.transport);
+                let mut floor_ns = Vec::new();
                 let res = match &skipped {
                     Some(why) => Err(anyhow!("not run: {why}")),
-                    None => run_one(plan, v, case, &name, pinned),
+                    None => {
+                        floor_ns.extend(crate::machine::core_to_core_ns());
+                        let res = run_one(plan, v, case, &name, pinned);
+                        floor_ns.extend(crate::machine::core_to_core_ns());
+                        res
+                    }
                 };
                 crate::drivers::cleanup(&name);
                 let wall_s = start.elapsed().as_secs_f64();
@@ -692,6 +702,7 @@ pub fn run(plan: &Plan, mut progress: impl FnMut(&Run)) -> Vec<Run> {
                     sent: None,
                     subs: Vec::new(),
                     faults_per_msg: None,
+                    floor_ns,
                 };
                 match res {
                     Ok(o) => {

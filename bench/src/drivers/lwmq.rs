@@ -277,8 +277,7 @@ impl Driver for Lwmq {
             .bind(&addr)
             .map_err(|e| anyhow!("lwmq bind {addr}: {e}"))?;
         let loan = transport == "ipc-loan";
-        self.peer(socket, transport, loan)
-        .map(|p| (p, endpoint))
+        self.peer(socket, transport, loan).map(|p| (p, endpoint))
     }
 
     fn connect(
